@@ -1,0 +1,331 @@
+//! `secrets.yaml`: every secret of the system, generated with the OS CSPRNG, written mode 0600.
+//!
+//! The file is a flat map from [`SecretName`] to value. Re-running `init` fills in missing names and
+//! never replaces an existing value, so a secret that a running deployment already uses stays stable.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+
+use crate::{placeholder_reason, SourceLocation, SpecError, YamlLocator};
+
+/// How a secret's value is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretShape {
+    /// Letters and digits (safe in URLs, DSNs, config files and HTTP headers).
+    Alnum(usize),
+    /// Uppercase letters and digits, as S3 access key IDs are.
+    AccessKeyId,
+    /// Synapse's signing key format: `ed25519 a_XXXX <unpadded base64 seed>`.
+    SynapseSigningKey,
+}
+
+/// Every secret the system uses: name, purpose, and how it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretName {
+    SynapseDbPassword,
+    LiReplicationPassword,
+    RedisPassword,
+    S3AccessKey,
+    S3SecretKey,
+    MacaroonSecretKey,
+    FormSecret,
+    RegistrationSharedSecret,
+    WorkerReplicationSecret,
+    TurnSharedSecret,
+    KeyVaultApiKey,
+    LivekitApiKey,
+    LivekitApiSecret,
+    SigningKey,
+    HaproxyStatsPassword,
+    GrafanaAdminPassword,
+}
+
+impl SecretName {
+    pub const ALL: [SecretName; 16] = [
+        SecretName::SynapseDbPassword,
+        SecretName::LiReplicationPassword,
+        SecretName::RedisPassword,
+        SecretName::S3AccessKey,
+        SecretName::S3SecretKey,
+        SecretName::MacaroonSecretKey,
+        SecretName::FormSecret,
+        SecretName::RegistrationSharedSecret,
+        SecretName::WorkerReplicationSecret,
+        SecretName::TurnSharedSecret,
+        SecretName::KeyVaultApiKey,
+        SecretName::LivekitApiKey,
+        SecretName::LivekitApiSecret,
+        SecretName::SigningKey,
+        SecretName::HaproxyStatsPassword,
+        SecretName::GrafanaAdminPassword,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            SecretName::SynapseDbPassword => "synapse_db_password",
+            SecretName::LiReplicationPassword => "li_replication_password",
+            SecretName::RedisPassword => "redis_password",
+            SecretName::S3AccessKey => "s3_access_key",
+            SecretName::S3SecretKey => "s3_secret_key",
+            SecretName::MacaroonSecretKey => "macaroon_secret_key",
+            SecretName::FormSecret => "form_secret",
+            SecretName::RegistrationSharedSecret => "registration_shared_secret",
+            SecretName::WorkerReplicationSecret => "worker_replication_secret",
+            SecretName::TurnSharedSecret => "turn_shared_secret",
+            SecretName::KeyVaultApiKey => "key_vault_api_key",
+            SecretName::LivekitApiKey => "livekit_api_key",
+            SecretName::LivekitApiSecret => "livekit_api_secret",
+            SecretName::SigningKey => "synapse_signing_key",
+            SecretName::HaproxyStatsPassword => "haproxy_stats_password",
+            SecretName::GrafanaAdminPassword => "grafana_admin_password",
+        }
+    }
+
+    pub fn purpose(self) -> &'static str {
+        match self {
+            SecretName::SynapseDbPassword => "password of the PostgreSQL role that owns the synapse database",
+            SecretName::LiReplicationPassword => "password of the read-only replication role the LI replica uses",
+            SecretName::RedisPassword => "Valkey/Redis AUTH password (Synapse, replicas, Sentinel, HAProxy check)",
+            SecretName::S3AccessKey => "S3 access key id for media and backups",
+            SecretName::S3SecretKey => "S3 secret key for media and backups",
+            SecretName::MacaroonSecretKey => "Synapse macaroon_secret_key",
+            SecretName::FormSecret => "Synapse form_secret",
+            SecretName::RegistrationSharedSecret => "Synapse registration_shared_secret (admin user creation)",
+            SecretName::WorkerReplicationSecret => "Synapse worker_replication_secret (main <-> workers)",
+            SecretName::TurnSharedSecret => "coturn static-auth-secret and Synapse turn_shared_secret",
+            SecretName::KeyVaultApiKey => "API key Synapse uses to store recovery keys in the key vault",
+            SecretName::LivekitApiKey => "LiveKit API key",
+            SecretName::LivekitApiSecret => "LiveKit API secret",
+            SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
+            SecretName::HaproxyStatsPassword => "password of the HAProxy stats page",
+            SecretName::GrafanaAdminPassword => "Grafana admin password",
+        }
+    }
+
+    pub fn shape(self) -> SecretShape {
+        match self {
+            SecretName::S3AccessKey => SecretShape::AccessKeyId,
+            SecretName::SigningKey => SecretShape::SynapseSigningKey,
+            SecretName::LivekitApiKey => SecretShape::Alnum(16),
+            _ => SecretShape::Alnum(48),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<SecretName> {
+        SecretName::ALL.into_iter().find(|s| s.key() == key)
+    }
+}
+
+/// The values of all secrets, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+}
+
+impl Secrets {
+    pub fn get(&self, name: SecretName) -> &str {
+        self.values.get(name.key()).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn contains(&self, name: SecretName) -> bool {
+        self.values.contains_key(name.key())
+    }
+
+    /// Fills in every missing secret; returns the names it generated. Existing values are kept.
+    pub fn fill_missing(&mut self) -> Result<Vec<SecretName>, getrandom::Error> {
+        let mut made = Vec::new();
+        for name in SecretName::ALL {
+            if !self.values.contains_key(name.key()) {
+                self.values.insert(name.key().to_string(), generate(name.shape())?);
+                made.push(name);
+            }
+        }
+        Ok(made)
+    }
+
+    /// A complete set of freshly generated secrets.
+    pub fn generate_all() -> Result<Secrets, getrandom::Error> {
+        let mut s = Secrets::default();
+        s.fill_missing()?;
+        Ok(s)
+    }
+
+    /// Parses secrets.yaml text. Unknown names and placeholder values are errors, located.
+    pub fn from_yaml(file: &str, text: &str) -> Result<Secrets, SpecError> {
+        let locator = YamlLocator::new(file, text);
+        let values: BTreeMap<String, String> = if text.trim().is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| crate::config::yaml_error(&locator, &e))?
+        };
+        for (k, v) in &values {
+            if SecretName::from_key(k).is_none() {
+                return Err(SpecError {
+                    location: locator.locate(k),
+                    message: format!("unknown secret `{k}`"),
+                    fix: "remove it; `mxstack init` writes every secret the system needs".into(),
+                });
+            }
+            if let Some(why) = placeholder_reason(v) {
+                return Err(SpecError {
+                    location: locator.locate(k),
+                    message: format!("secret `{k}` is not a real value: {why}"),
+                    fix: format!("delete the `{k}` line and run `mxstack init` again to generate it"),
+                });
+            }
+        }
+        Ok(Secrets { values })
+    }
+
+    pub fn load(path: &Path) -> Result<Secrets, SpecError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            location: SourceLocation { file: file.clone(), line: 0, column: 0 },
+            message: format!("cannot read the secrets file: {e}"),
+            fix: "run `mxstack init` in the config's directory to generate secrets.yaml".into(),
+        })?;
+        Secrets::from_yaml(&file, &text)
+    }
+
+    /// Checks that every secret the system needs is present.
+    pub fn require_complete(&self, file: &str) -> Result<(), SpecError> {
+        let missing: Vec<&str> =
+            SecretName::ALL.iter().filter(|n| !self.contains(**n)).map(|n| n.key()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(SpecError {
+            location: SourceLocation { file: file.to_string(), line: 1, column: 1 },
+            message: format!("secrets missing: {}", missing.join(", ")),
+            fix: "run `mxstack init --dir <config dir>` again: it adds missing secrets and keeps existing ones".into(),
+        })
+    }
+
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::from(
+            "# mxstack secrets: generated by `mxstack init`. Keep this file private (mode 0600) and backed up.\n\
+             # Deleting a line and re-running init generates a new value for it; nothing else is ever replaced.\n",
+        );
+        for name in SecretName::ALL {
+            if let Some(v) = self.values.get(name.key()) {
+                out.push_str(&format!("# {}\n{}: \"{}\"\n", name.purpose(), name.key(), v));
+            }
+        }
+        out
+    }
+
+    /// Writes the file atomically with mode 0600 (created with that mode: never readable by others).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("secrets")));
+        {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            f.write_all(self.to_yaml().as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Every value, for scanning rendered output for leaks.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+fn random_from(alphabet: &[u8], len: usize) -> Result<String, getrandom::Error> {
+    // Rejection sampling keeps every symbol equally likely.
+    let limit = 256 - (256 % alphabet.len());
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf)?;
+        for b in buf {
+            if (b as usize) < limit && out.len() < len {
+                out.push(alphabet[b as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
+    Ok(match shape {
+        SecretShape::Alnum(n) => random_from(ALNUM, n)?,
+        SecretShape::AccessKeyId => random_from(UPPER_ALNUM, 20)?,
+        SecretShape::SynapseSigningKey => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)?;
+            let id = random_from(ALNUM, 4)?;
+            format!("ed25519 a_{id} {}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_every_secret_distinct() {
+        let s = Secrets::generate_all().unwrap();
+        let vals: std::collections::BTreeSet<_> = s.values().map(|(_, v)| v.to_string()).collect();
+        assert_eq!(vals.len(), SecretName::ALL.len());
+        let key = s.get(SecretName::SigningKey);
+        let parts: Vec<_> = key.split(' ').collect();
+        assert_eq!(parts[0], "ed25519");
+        assert!(parts[1].starts_with("a_") && parts[1].len() == 6);
+        let seed = base64::engine::general_purpose::STANDARD_NO_PAD.decode(parts[2]).unwrap();
+        assert_eq!(seed.len(), 32);
+        assert_eq!(s.get(SecretName::S3AccessKey).len(), 20);
+    }
+
+    #[test]
+    fn fill_missing_keeps_existing() {
+        let mut s = Secrets::generate_all().unwrap();
+        let before = s.get(SecretName::RedisPassword).to_string();
+        s.values.remove(SecretName::FormSecret.key());
+        let made = s.fill_missing().unwrap();
+        assert_eq!(made, vec![SecretName::FormSecret]);
+        assert_eq!(s.get(SecretName::RedisPassword), before);
+    }
+
+    #[test]
+    fn yaml_roundtrip_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secrets.yaml");
+        let s = Secrets::generate_all().unwrap();
+        s.write(&p).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(Secrets::load(&p).unwrap(), s);
+    }
+
+    #[test]
+    fn placeholder_secret_is_refused_with_location() {
+        let err = Secrets::from_yaml("s.yaml", "redis_password: \"x1\"\nform_secret: CHANGEME\n").unwrap_err();
+        assert_eq!(err.location.line, 2);
+        assert!(err.message.contains("form_secret"));
+        assert!(!err.to_string().contains("x1"), "never echo a secret value");
+    }
+}
