@@ -39,12 +39,10 @@ pub enum SecretName {
     LivekitApiKey,
     LivekitApiSecret,
     SigningKey,
-    HaproxyStatsPassword,
-    GrafanaAdminPassword,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 16] = [
+    pub const ALL: [SecretName; 14] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -59,8 +57,6 @@ impl SecretName {
         SecretName::LivekitApiKey,
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
-        SecretName::HaproxyStatsPassword,
-        SecretName::GrafanaAdminPassword,
     ];
 
     pub fn key(self) -> &'static str {
@@ -79,8 +75,6 @@ impl SecretName {
             SecretName::LivekitApiKey => "livekit_api_key",
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
-            SecretName::HaproxyStatsPassword => "haproxy_stats_password",
-            SecretName::GrafanaAdminPassword => "grafana_admin_password",
         }
     }
 
@@ -100,8 +94,6 @@ impl SecretName {
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
             SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
-            SecretName::HaproxyStatsPassword => "password of the HAProxy stats page",
-            SecretName::GrafanaAdminPassword => "Grafana admin password",
         }
     }
 

@@ -1,1 +1,64 @@
+//! The deployment as processes, sizes and connections, independent of where it runs.
+//!
+//! `spec::Config` -> [`Topology`] -> targets (Kubernetes manifests, local processes). Every list that
+//! two files must agree on (the worker list, `instance_map`, `stream_writers`, HAProxy backends,
+//! NetworkPolicy flows, connection budgets) is computed once here and read by every target.
 
+pub mod addressing;
+pub mod budget;
+pub mod flows;
+pub mod haproxy;
+pub mod routing;
+pub mod sizing;
+pub mod synapse;
+pub mod workers;
+
+use mxstack_spec::{Config, Feature};
+use serde::Serialize;
+
+pub use addressing::{Addressing, KubernetesAddressing, LocalAddressing, SynapsePaths};
+pub use budget::ConnectionBudget;
+pub use sizing::Sizing;
+pub use workers::{Stream, SynapseProcess, WorkerGroup, WorkerKind};
+
+/// Everything derived from one config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    #[serde(skip)]
+    pub config: Config,
+    pub sizing: Sizing,
+    /// Worker groups (main is not a group; see [`Topology::processes`]).
+    pub groups: Vec<WorkerGroup>,
+    pub budget: ConnectionBudget,
+}
+
+impl Topology {
+    pub fn build(config: &Config) -> Topology {
+        let sizing = Sizing::for_tier(config.scale, config);
+        let groups = workers::groups(config, &sizing);
+        let budget = ConnectionBudget::compute(&sizing, &groups);
+        Topology { config: config.clone(), sizing, groups, budget }
+    }
+
+    pub fn has(&self, f: Feature) -> bool {
+        self.config.has(f)
+    }
+
+    /// Every Synapse process that can exist (autoscaled groups up to their maximum), main first.
+    pub fn processes(&self) -> Vec<SynapseProcess> {
+        workers::processes(&self.groups)
+    }
+
+    /// Processes at the replica count they start with (what `up` runs; what Kubernetes starts).
+    pub fn initial_processes(&self) -> Vec<SynapseProcess> {
+        self.processes().into_iter().filter(|p| p.ordinal < p.initial_replicas).collect()
+    }
+
+    pub fn group(&self, name: &str) -> Option<&WorkerGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn groups_of(&self, kind: WorkerKind) -> impl Iterator<Item = &WorkerGroup> {
+        self.groups.iter().filter(move |g| g.kind == kind)
+    }
+}

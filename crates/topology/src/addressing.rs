@@ -1,0 +1,225 @@
+//! Where things are: the only part of the model that differs between targets.
+//!
+//! Kubernetes: every process has its own pod IP, so ports are fixed and hosts are DNS names.
+//! Local: everything is on 127.0.0.1, so hosts are fixed and ports are allocated.
+
+use std::path::PathBuf;
+
+use mxstack_spec::{Config, MediaBackend};
+
+use crate::workers::SynapseProcess;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The files a Synapse process reads, by absolute path in its filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynapsePaths {
+    pub config_dir: PathBuf,
+    pub worker_config_dir: PathBuf,
+    pub synapse_secrets_dir: PathBuf,
+    pub redis_password_file: PathBuf,
+    pub turn_secret_file: PathBuf,
+    pub media_store: PathBuf,
+}
+
+impl SynapsePaths {
+    pub fn under(root: &str) -> SynapsePaths {
+        let r = PathBuf::from(root);
+        SynapsePaths {
+            config_dir: r.join("config"),
+            worker_config_dir: r.join("workers"),
+            synapse_secrets_dir: r.join("secrets/synapse"),
+            redis_password_file: r.join("secrets/redis/password"),
+            turn_secret_file: r.join("secrets/turn/shared_secret"),
+            media_store: r.join("data/media"),
+        }
+    }
+    pub fn homeserver_yaml(&self) -> PathBuf {
+        self.config_dir.join("homeserver.yaml")
+    }
+    pub fn log_yaml(&self) -> PathBuf {
+        self.config_dir.join("log.yaml")
+    }
+    pub fn worker_yaml(&self, process: &str) -> PathBuf {
+        self.worker_config_dir.join(format!("{process}.yaml"))
+    }
+    pub fn secret(&self, file: &str) -> PathBuf {
+        self.synapse_secrets_dir.join(file)
+    }
+}
+
+/// Files in the synapse-secrets Secret / directory, with the secret each holds.
+pub const SYNAPSE_SECRET_FILES: [(&str, mxstack_spec::SecretName); 5] = [
+    ("signing.key", mxstack_spec::SecretName::SigningKey),
+    ("macaroon_secret_key", mxstack_spec::SecretName::MacaroonSecretKey),
+    ("form_secret", mxstack_spec::SecretName::FormSecret),
+    ("registration_shared_secret", mxstack_spec::SecretName::RegistrationSharedSecret),
+    ("worker_replication_secret", mxstack_spec::SecretName::WorkerReplicationSecret),
+];
+
+pub trait Addressing {
+    /// Addresses Synapse listeners bind to.
+    fn bind_addresses(&self) -> Vec<String>;
+    /// The client/federation HTTP listener of a process.
+    fn http(&self, p: &SynapseProcess) -> HostPort;
+    /// The HTTP replication listener of a process (instance_map).
+    fn replication(&self, p: &SynapseProcess) -> HostPort;
+    fn metrics(&self, p: &SynapseProcess) -> HostPort;
+    /// The stable Valkey/Redis master endpoint (HAProxy with a role:master check).
+    fn redis_master(&self) -> HostPort;
+    /// One Valkey instance (0 is the initial master).
+    fn redis_instance(&self, i: u32) -> HostPort;
+    fn sentinel(&self, i: u32) -> HostPort;
+    /// The read-write PostgreSQL endpoint.
+    fn postgres(&self) -> HostPort;
+    fn s3_endpoint(&self) -> String;
+    /// The HAProxy router's HTTP frontend.
+    fn router(&self) -> HostPort;
+    fn synapse_paths(&self) -> SynapsePaths;
+}
+
+pub const HTTP_PORT: u16 = 8008;
+pub const REPLICATION_PORT: u16 = 9093;
+pub const METRICS_PORT: u16 = 9090;
+pub const REDIS_PORT: u16 = 6379;
+pub const SENTINEL_PORT: u16 = 26379;
+pub const POSTGRES_PORT: u16 = 5432;
+pub const SEAWEEDFS_S3_PORT: u16 = 8333;
+pub const ROUTER_PORT: u16 = 8080;
+pub const ROUTER_STATS_PORT: u16 = 8404;
+
+/// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
+pub struct KubernetesAddressing {
+    pub namespace: String,
+    pub s3_endpoint: String,
+}
+
+pub const POSTGRES_CLUSTER: &str = "main-pg";
+pub const VALKEY: &str = "valkey";
+pub const VALKEY_MASTER: &str = "valkey-master";
+pub const ROUTER: &str = "synapse-router";
+
+impl KubernetesAddressing {
+    pub fn new(config: &Config) -> Self {
+        let ns = config.namespace.clone();
+        let s3_endpoint = match config.media.backend {
+            MediaBackend::Seaweedfs => format!("http://seaweedfs-s3.{ns}.svc.cluster.local:{SEAWEEDFS_S3_PORT}"),
+            MediaBackend::MinioLegacy => format!("http://minio.{ns}.svc.cluster.local:80"),
+            MediaBackend::S3 => config.media.endpoint.clone().unwrap_or_default(),
+        };
+        KubernetesAddressing { namespace: ns, s3_endpoint }
+    }
+
+    fn svc(&self, name: &str) -> String {
+        format!("{name}.{}.svc.cluster.local", self.namespace)
+    }
+
+    /// Pod DNS name through the group's headless Service.
+    pub fn pod_host(&self, p: &SynapseProcess) -> String {
+        let service = if p.is_main() { "synapse-main".to_string() } else { format!("synapse-{}", p.group) };
+        format!("{}.{}", p.name, self.svc(&service))
+    }
+}
+
+impl Addressing for KubernetesAddressing {
+    fn bind_addresses(&self) -> Vec<String> {
+        vec!["0.0.0.0".into()]
+    }
+    fn http(&self, p: &SynapseProcess) -> HostPort {
+        HostPort { host: self.pod_host(p), port: HTTP_PORT }
+    }
+    fn replication(&self, p: &SynapseProcess) -> HostPort {
+        HostPort { host: self.pod_host(p), port: REPLICATION_PORT }
+    }
+    fn metrics(&self, p: &SynapseProcess) -> HostPort {
+        HostPort { host: self.pod_host(p), port: METRICS_PORT }
+    }
+    fn redis_master(&self) -> HostPort {
+        HostPort { host: self.svc(VALKEY_MASTER), port: REDIS_PORT }
+    }
+    fn redis_instance(&self, i: u32) -> HostPort {
+        HostPort { host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))), port: REDIS_PORT }
+    }
+    fn sentinel(&self, i: u32) -> HostPort {
+        HostPort { host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))), port: SENTINEL_PORT }
+    }
+    fn postgres(&self) -> HostPort {
+        HostPort { host: self.svc(&format!("{POSTGRES_CLUSTER}-rw")), port: POSTGRES_PORT }
+    }
+    fn s3_endpoint(&self) -> String {
+        self.s3_endpoint.clone()
+    }
+    fn router(&self) -> HostPort {
+        HostPort { host: self.svc(ROUTER), port: ROUTER_PORT }
+    }
+    fn synapse_paths(&self) -> SynapsePaths {
+        SynapsePaths::under("/mxstack")
+    }
+}
+
+/// Everything on 127.0.0.1: each process gets its own block of ports above `base_port`.
+pub struct LocalAddressing {
+    pub base_port: u16,
+    pub state_dir: PathBuf,
+    /// Process names in a fixed order: a process's index decides its ports.
+    pub process_order: Vec<String>,
+}
+
+impl LocalAddressing {
+    fn index(&self, p: &SynapseProcess) -> u16 {
+        self.process_order.iter().position(|n| n == &p.name).expect("process is in the topology") as u16
+    }
+    /// Ports 0..19 above the base are infrastructure; each Synapse process then takes 3.
+    fn synapse_port(&self, p: &SynapseProcess, slot: u16) -> HostPort {
+        HostPort { host: "127.0.0.1".into(), port: self.base_port + 20 + self.index(p) * 3 + slot }
+    }
+    fn infra(&self, slot: u16) -> HostPort {
+        HostPort { host: "127.0.0.1".into(), port: self.base_port + slot }
+    }
+}
+
+impl Addressing for LocalAddressing {
+    fn bind_addresses(&self) -> Vec<String> {
+        vec!["127.0.0.1".into()]
+    }
+    fn http(&self, p: &SynapseProcess) -> HostPort {
+        self.synapse_port(p, 0)
+    }
+    fn replication(&self, p: &SynapseProcess) -> HostPort {
+        self.synapse_port(p, 1)
+    }
+    fn metrics(&self, p: &SynapseProcess) -> HostPort {
+        self.synapse_port(p, 2)
+    }
+    fn router(&self) -> HostPort {
+        self.infra(0)
+    }
+    fn postgres(&self) -> HostPort {
+        self.infra(2)
+    }
+    fn redis_master(&self) -> HostPort {
+        self.infra(3)
+    }
+    fn redis_instance(&self, i: u32) -> HostPort {
+        self.infra(4 + i as u16)
+    }
+    fn sentinel(&self, i: u32) -> HostPort {
+        self.infra(8 + i as u16)
+    }
+    fn s3_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base_port + 12)
+    }
+    fn synapse_paths(&self) -> SynapsePaths {
+        SynapsePaths::under(&self.state_dir.display().to_string())
+    }
+}

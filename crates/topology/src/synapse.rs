@@ -1,0 +1,226 @@
+//! Synapse configuration: one shared homeserver.yaml and one small file per worker, built from the
+//! topology so that instance_map, stream_writers and the duty settings cannot disagree with the
+//! processes that exist (seed 004 issues 2.5, 2.6, 2.7).
+//!
+//! No secret is ever written into these files: secrets are files read through `*_path` options, and
+//! the database password reaches libpq as PGPASSWORD from the one Secret CloudNativePG also uses.
+
+use mxstack_spec::Feature;
+use serde_json::{json, Map, Value};
+
+use crate::addressing::{Addressing, SYNAPSE_SECRET_FILES};
+use crate::workers::{self, SynapseProcess, WorkerKind};
+use crate::Topology;
+
+pub const DATABASE_NAME: &str = "synapse";
+pub const DATABASE_USER: &str = "synapse";
+
+/// Files Synapse loads for a process, in `--config-path` order.
+pub fn config_paths(topology: &Topology, p: &SynapseProcess, addr: &dyn Addressing) -> Vec<std::path::PathBuf> {
+    let paths = addr.synapse_paths();
+    let _ = topology;
+    let mut out = vec![paths.homeserver_yaml()];
+    if !p.is_main() {
+        out.push(paths.worker_yaml(&p.name));
+    }
+    out
+}
+
+fn first_of(topology: &Topology, kind: WorkerKind) -> Option<String> {
+    topology.groups_of(kind).next().map(|g| g.process_name(0))
+}
+
+fn database(topology: &Topology, addr: &dyn Addressing, group: &str) -> Value {
+    let pg = addr.postgres();
+    let pool = topology.budget.for_group(group);
+    json!({
+        "name": "psycopg2",
+        "allow_unsafe_locale": false,
+        "args": {
+            "user": DATABASE_USER,
+            "dbname": DATABASE_NAME,
+            "host": pg.host,
+            "port": pg.port,
+            "cp_min": pool.cp_min,
+            "cp_max": pool.cp_max,
+            "keepalives_idle": 10,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "application_name": group,
+        }
+    })
+}
+
+fn http_resources(topology: &Topology) -> Value {
+    let mut names = vec!["client"];
+    if topology.has(Feature::Federation) {
+        names.push("federation");
+    }
+    json!([{ "names": names, "compress": false }])
+}
+
+/// The shared homeserver.yaml (main reads only this; workers read it plus their own file).
+pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
+    let c = &topology.config;
+    let hosts = c.hostnames();
+    let paths = addr.synapse_paths();
+    let processes = topology.processes();
+    let main = &processes[0];
+    let groups = &topology.groups;
+
+    let mut instance_map = Map::new();
+    for name in workers::instance_map_members(groups) {
+        let p = processes.iter().find(|p| p.instance_name() == name).expect("writer process exists");
+        let r = addr.replication(p);
+        instance_map.insert(name, json!({ "host": r.host, "port": r.port }));
+    }
+    let mut stream_writers = Map::new();
+    for (s, writers) in workers::stream_writers(groups) {
+        stream_writers.insert(s.key().to_string(), json!(writers));
+    }
+    let group_processes = |kind: WorkerKind| -> Vec<String> {
+        topology.groups_of(kind).flat_map(|g| (0..g.max_replicas).map(|i| g.process_name(i))).collect()
+    };
+
+    let mut hs = Map::new();
+    let mut put = |k: &str, v: Value| {
+        hs.insert(k.to_string(), v);
+    };
+    put("server_name", json!(c.domain));
+    put("public_baseurl", json!(format!("https://{}/", hosts.matrix)));
+    put("report_stats", json!(false));
+    put("log_config", json!(paths.log_yaml()));
+    put("media_store_path", json!(paths.media_store));
+    put("signing_key_path", json!(paths.secret("signing.key")));
+    for (file, _) in SYNAPSE_SECRET_FILES.iter().skip(1) {
+        put(&format!("{file}_path"), json!(paths.secret(file)));
+    }
+    put("database", database(topology, addr, "main"));
+    let redis = addr.redis_master();
+    put(
+        "redis",
+        json!({ "enabled": true, "host": redis.host, "port": redis.port, "password_path": paths.redis_password_file }),
+    );
+    put(
+        "listeners",
+        json!([
+            { "port": addr.http(main).port, "bind_addresses": addr.bind_addresses(), "type": "http", "tls": false,
+              "x_forwarded": true, "resources": http_resources(topology) },
+            { "port": addr.replication(main).port, "bind_addresses": addr.bind_addresses(), "type": "http",
+              "tls": false, "resources": [{ "names": ["replication"] }] },
+            { "port": addr.metrics(main).port, "bind_addresses": addr.bind_addresses(), "type": "metrics" },
+        ]),
+    );
+    put("enable_metrics", json!(true));
+    put("instance_map", Value::Object(instance_map));
+    put("stream_writers", Value::Object(stream_writers));
+    put("federation_sender_instances", json!(group_processes(WorkerKind::FederationSender)));
+    put("pusher_instances", json!(group_processes(WorkerKind::Pusher)));
+    if let Some(bg) = first_of(topology, WorkerKind::Background) {
+        put("run_background_tasks_on", json!(bg));
+        put("update_user_directory_from_worker", json!(bg));
+        put("notify_appservices_from_worker", json!(bg));
+    }
+    // Main serves no media once media workers exist (004 issue 2.7); the first media worker runs the
+    // media background jobs and writes the quarantined-media stream.
+    put("enable_media_repo", json!(false));
+    if let Some(m) = first_of(topology, WorkerKind::MediaRepository) {
+        put("media_instance_running_background_jobs", json!(m));
+    }
+    put("max_upload_size", json!(c.synapse.max_upload_size));
+    put("media_retention", json!({ "remote_media_lifetime": c.synapse.remote_media_retention }));
+    put(
+        "media_storage_providers",
+        json!([{
+            "module": "s3_storage_provider.S3StorageProviderBackend",
+            "store_local": true,
+            "store_remote": true,
+            "store_synchronous": true,
+            "config": {
+                "bucket": c.media.bucket,
+                "region_name": c.media.region,
+                "endpoint_url": addr.s3_endpoint(),
+            }
+        }]),
+    );
+    put("url_preview_enabled", json!(c.synapse.url_previews));
+    if c.synapse.url_previews {
+        put(
+            "url_preview_ip_range_blacklist",
+            json!(["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                   "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+                   "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "::1/128", "fe80::/10", "fc00::/7",
+                   "2001:db8::/32", "ff00::/8", "fec0::/10"]),
+        );
+    }
+    put("enable_registration", json!(c.synapse.enable_registration));
+    put("presence", json!({ "enabled": true }));
+    // .well-known is served at the edge from the same model, not by Synapse.
+    put("serve_server_wellknown", json!(false));
+    if topology.has(Feature::Federation) {
+        put("trusted_key_servers", json!([{ "server_name": "matrix.org" }]));
+        put("suppress_key_server_warning", json!(true));
+    } else {
+        // Federation off: talk to no other server and fetch no keys (no outbound traffic).
+        put("federation_domain_whitelist", json!([]));
+        put("trusted_key_servers", json!([]));
+        put("allow_public_rooms_over_federation", json!(false));
+    }
+    if topology.has(Feature::Calls) {
+        put(
+            "turn_uris",
+            json!([format!("turn:{}:3478?transport=udp", hosts.turn), format!("turn:{}:3478?transport=tcp", hosts.turn),
+                   format!("turns:{}:5349?transport=tcp", hosts.turn)]),
+        );
+        put("turn_shared_secret_path", json!(paths.turn_secret_file));
+        put("turn_user_lifetime", json!("1h"));
+        put("turn_allow_guests", json!(false));
+    }
+    Value::Object(hs)
+}
+
+/// The per-worker file: identity, listeners, and the settings that differ per process.
+pub fn worker_yaml(topology: &Topology, p: &SynapseProcess, addr: &dyn Addressing) -> Value {
+    let kind = p.kind.expect("worker_yaml is for workers");
+    let paths = addr.synapse_paths();
+    let mut listeners = vec![];
+    if kind.serves_http() {
+        listeners.push(json!({ "type": "http", "port": addr.http(p).port, "bind_addresses": addr.bind_addresses(),
+                               "x_forwarded": true, "resources": http_resources(topology) }));
+    }
+    if kind.needs_replication_listener() {
+        listeners.push(json!({ "type": "http", "port": addr.replication(p).port,
+                               "bind_addresses": addr.bind_addresses(), "resources": [{ "names": ["replication"] }] }));
+    }
+    listeners.push(json!({ "type": "metrics", "port": addr.metrics(p).port, "bind_addresses": addr.bind_addresses() }));
+    let mut w = Map::new();
+    w.insert("worker_app".into(), json!("synapse.app.generic_worker"));
+    w.insert("worker_name".into(), json!(p.name));
+    w.insert("worker_listeners".into(), Value::Array(listeners));
+    w.insert("worker_log_config".into(), json!(paths.log_yaml()));
+    w.insert("database".into(), database(topology, addr, &p.group));
+    if kind == WorkerKind::MediaRepository {
+        w.insert("enable_media_repo".into(), json!(true));
+    }
+    Value::Object(w)
+}
+
+/// Python logging config: structured lines to stdout, where Kubernetes and the local supervisor
+/// both collect them.
+pub fn log_yaml() -> Value {
+    json!({
+        "version": 1,
+        "formatters": { "precise": { "format": "%(asctime)s %(name)s %(lineno)d %(levelname)s %(request)s %(message)s" } },
+        "filters": { "context": { "()": "synapse.logging.context.LoggingContextFilter", "request": "" } },
+        "handlers": { "console": { "class": "logging.StreamHandler", "formatter": "precise", "filters": ["context"],
+                                   "stream": "ext://sys.stdout" } },
+        "loggers": { "synapse.storage.SQL": { "level": "WARNING" }, "twisted": { "level": "WARNING" } },
+        "root": { "level": "INFO", "handlers": ["console"] },
+        "disable_existing_loggers": false,
+    })
+}
+
+/// YAML text of a config value.
+pub fn to_yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).expect("json values serialize to yaml")
+}
