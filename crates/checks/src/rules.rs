@@ -1,0 +1,90 @@
+//! The rule catalogue. Seed references: "004 N.M" is issue N.M of the review in
+//! shared/seeds/004; "002 ..." is a checklist item of seed 002.
+
+use crate::Severity;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Rule {
+    pub id: &'static str,
+    pub title: &'static str,
+    /// The seed defect or checklist item this rule exists for.
+    pub covers: &'static str,
+    pub severity: Severity,
+    pub fix: &'static str,
+}
+
+const fn r(id: &'static str, title: &'static str, covers: &'static str, severity: Severity, fix: &'static str) -> Rule {
+    Rule { id, title, covers, severity, fix }
+}
+
+use Severity::{Error, Warning};
+
+pub static RULES: &[Rule] = &[
+    // --- the config as written
+    r("MX-CFG-001", "value is a placeholder", "004 3.1; 003 CHANGEME and example.com edits", Error,
+      "replace it with the real value for your site"),
+    r("MX-CFG-002", "not a valid DNS name", "003 step 3 (85 domain edits)", Error,
+      "use a fully qualified lower-case DNS name such as matrix.your-org.eu"),
+    r("MX-CFG-003", "ACME e-mail missing or invalid", "002 TLS checklist", Error,
+      "set tls.acme_email to a mailbox the operator reads, or use tls.issuer: selfsigned for air-gapped sites"),
+    r("MX-CFG-004", "external S3 endpoint missing or invalid", "003 media storage", Error,
+      "set media.endpoint to the https:// URL of your S3 service, or use media.backend: seaweedfs"),
+    r("MX-CFG-005", "MinIO community edition is unmaintained", "FACTS: MinIO end of maintenance", Warning,
+      "use media.backend: seaweedfs (bundled) or s3 (external)"),
+    r("MX-CFG-006", "image not pinned", "003 image versions", Error,
+      "pin a version tag or digest; `latest` and untagged images change under you"),
+    r("MX-CFG-007", "autoscaling asked for a process that cannot scale without restarts", "004 5.3", Error,
+      "remove max_replicas: only synchrotron and generic workers may autoscale"),
+    r("MX-CFG-008", "invalid resource quantity", "003 step 7 resource sizes", Error,
+      "use Kubernetes quantities: cpu like 500m or 2, memory like 512Mi or 4Gi"),
+    r("MX-CFG-009", "LI access not restricted", "004 3.4; 002 LI IP allow-listing", Warning,
+      "list the investigators' networks in li.allowed_cidrs (e.g. 198.51.100.0/24); until then the LI hostnames serve nobody"),
+    r("MX-CFG-010", "invalid CIDR", "002 LI IP allow-listing", Error,
+      "write an IPv4 or IPv6 network such as 198.51.100.0/24"),
+    r("MX-CFG-011", "single-writer stream sharded", "004 2.5", Error,
+      "remove replicas from stream-writer: Synapse allows exactly one writer for typing, to_device, account_data, presence and push_rules"),
+    r("MX-CFG-012", "Synapse image is not the supported version", "003 pinned Synapse version", Warning,
+      "use the image built from images/synapse/Dockerfile for Synapse 1.163.2"),
+    // --- the derived topology
+    r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
+      "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),
+    r("MX-TOP-002", "stream writer not reachable", "004 2.5", Error,
+      "every stream writer needs an instance_map entry and a replication listener"),
+    r("MX-TOP-003", "federation senders disagree with the worker list", "004 2.6", Error,
+      "derive federation_sender_instances from the federation-sender workers"),
+    r("MX-TOP-004", "media repository on main while media workers exist", "004 2.7", Error,
+      "set enable_media_repo: false on main and name one media worker in media_instance_running_background_jobs"),
+    r("MX-TOP-005", "single point of failure", "004 2.1, 2.2", Error,
+      "run at least two replicas of the router and of every stateless worker type"),
+    r("MX-TOP-006", "Valkey/Redis not highly available", "004 1.2, 1.3", Error,
+      "three instances with Sentinel quorum 2 and a role:master endpoint for Synapse"),
+    r("MX-TOP-007", "duty assigned to a process that does not exist", "004 2.5-2.7", Error,
+      "run_background_tasks_on, pusher_instances and media_instance_running_background_jobs must name existing workers"),
+    // --- the rendered output
+    r("MX-OUT-001", "secret outside a Secret object", "004 3.1; 002 secrets checklist", Error,
+      "keep the value in a Secret and reference it (file mount or secretKeyRef)"),
+    r("MX-OUT-002", "placeholder in rendered output", "004 3.1", Error,
+      "fix the config value it comes from; the renderer never writes placeholders"),
+    r("MX-OUT-003", "Service selects no pods", "003 verification: services without endpoints", Error,
+      "make the Service selector match the workload's pod labels"),
+    r("MX-OUT-004", "reference to a missing Secret, ConfigMap or key", "004 1.1, 1.7", Error,
+      "render the referenced object, or reference one that exists"),
+    r("MX-OUT-005", "hard-coded DNS resolver", "004 1.8", Error,
+      "resolve through the pod's resolv.conf (HAProxy `parse-resolv-conf`)"),
+    r("MX-OUT-006", "deprecated in-tree Barman backup", "FACTS: CloudNativePG 1.30", Error,
+      "use the Barman Cloud plugin (ObjectStore + spec.plugins)"),
+    r("MX-OUT-007", "no default-deny NetworkPolicy", "004 3.5", Error,
+      "deny all ingress and egress by default and allow each needed flow explicitly"),
+    r("MX-OUT-008", "config templated at pod start", "004 6.1", Error,
+      "mount generated files and use Synapse's *_path options; no envsubst or sed in init containers"),
+    r("MX-OUT-009", "Element Web references an outside service", "004 6.3", Error,
+      "remove the URL, or list the service in synapse.element_external_services"),
+    r("MX-OUT-010", "HPA on a process that needs a restart to scale", "004 5.3", Error,
+      "autoscale only synchrotron and generic workers"),
+    r("MX-OUT-011", "a config path is not mounted", "004 6.1, 1.1", Error,
+      "mount the Secret or ConfigMap that holds the file at the path the config names"),
+];
+
+pub fn rule(id: &str) -> &'static Rule {
+    RULES.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("rule {id} is in the catalogue"))
+}
