@@ -1,6 +1,9 @@
 //! Rules on the config as the operator wrote it; findings point at file:line:column.
 
-use mxstack_spec::{placeholder_reason, Component, Config, Feature, MediaBackend, TlsIssuer, YamlLocator, SYNAPSE_VERSION};
+use mxstack_spec::{
+    placeholder_reason, Component, Config, Feature, MediaBackend, TlsIssuer, YamlLocator,
+    SYNAPSE_VERSION,
+};
 use mxstack_topology::sizing::{parse_cpu, parse_memory_mib};
 
 use crate::Finding;
@@ -26,15 +29,26 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     }
     for (path, value) in &names {
         if let Some(why) = placeholder_reason(value) {
-            out.push(Finding::new("MX-CFG-001", format!("`{path}` is `{value}`: {why}")).at(loc.locate(path)));
+            out.push(
+                Finding::new("MX-CFG-001", format!("`{path}` is `{value}`: {why}"))
+                    .at(loc.locate(path)),
+            );
         } else if !valid_dns_name(value) {
-            out.push(Finding::new("MX-CFG-002", format!("`{path}` is `{value}`")).at(loc.locate(path)));
+            out.push(
+                Finding::new("MX-CFG-002", format!("`{path}` is `{value}`")).at(loc.locate(path)),
+            );
         }
     }
-    for (path, value) in [("namespace", Some(&config.namespace)), ("storage_class", config.storage_class.as_ref())] {
+    for (path, value) in [
+        ("namespace", Some(&config.namespace)),
+        ("storage_class", config.storage_class.as_ref()),
+    ] {
         if let Some(v) = value {
             if let Some(why) = placeholder_reason(v) {
-                out.push(Finding::new("MX-CFG-001", format!("`{path}` is `{v}`: {why}")).at(loc.locate(path)));
+                out.push(
+                    Finding::new("MX-CFG-001", format!("`{path}` is `{v}`: {why}"))
+                        .at(loc.locate(path)),
+                );
             } else if !valid_label(v) {
                 out.push(
                     Finding::new("MX-CFG-002", format!("`{path}` is `{v}`"))
@@ -45,14 +59,25 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         }
     }
 
-    if matches!(config.tls.issuer, TlsIssuer::Letsencrypt | TlsIssuer::LetsencryptStaging) {
+    if matches!(
+        config.tls.issuer,
+        TlsIssuer::Letsencrypt | TlsIssuer::LetsencryptStaging
+    ) {
         match config.tls.acme_email.as_deref() {
-            None => out.push(Finding::new("MX-CFG-003", "tls.acme_email is not set").at(loc.locate("tls"))),
+            None => out.push(
+                Finding::new("MX-CFG-003", "tls.acme_email is not set").at(loc.locate("tls")),
+            ),
             Some(e) => {
                 if let Some(why) = placeholder_reason(e) {
-                    out.push(Finding::new("MX-CFG-001", format!("`tls.acme_email` is `{e}`: {why}")).at(loc.locate("tls.acme_email")));
+                    out.push(
+                        Finding::new("MX-CFG-001", format!("`tls.acme_email` is `{e}`: {why}"))
+                            .at(loc.locate("tls.acme_email")),
+                    );
                 } else if !valid_email(e) {
-                    out.push(Finding::new("MX-CFG-003", format!("`{e}` is not an e-mail address")).at(loc.locate("tls.acme_email")));
+                    out.push(
+                        Finding::new("MX-CFG-003", format!("`{e}` is not an e-mail address"))
+                            .at(loc.locate("tls.acme_email")),
+                    );
                 }
             }
         }
@@ -60,24 +85,45 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
 
     match config.media.backend {
         MediaBackend::S3 => match config.media.endpoint.as_deref() {
-            None => out.push(Finding::new("MX-CFG-004", "media.backend is s3 but media.endpoint is not set").at(loc.locate("media"))),
+            None => out.push(
+                Finding::new(
+                    "MX-CFG-004",
+                    "media.backend is s3 but media.endpoint is not set",
+                )
+                .at(loc.locate("media")),
+            ),
             Some(e) => {
                 if let Some(why) = placeholder_reason(e) {
-                    out.push(Finding::new("MX-CFG-001", format!("`media.endpoint` is `{e}`: {why}")).at(loc.locate("media.endpoint")));
+                    out.push(
+                        Finding::new("MX-CFG-001", format!("`media.endpoint` is `{e}`: {why}"))
+                            .at(loc.locate("media.endpoint")),
+                    );
                 } else if !(e.starts_with("https://") || e.starts_with("http://")) {
-                    out.push(Finding::new("MX-CFG-004", format!("`{e}` is not an http(s) URL")).at(loc.locate("media.endpoint")));
+                    out.push(
+                        Finding::new("MX-CFG-004", format!("`{e}` is not an http(s) URL"))
+                            .at(loc.locate("media.endpoint")),
+                    );
                 }
             }
         },
         MediaBackend::MinioLegacy => out.push(
-            Finding::new("MX-CFG-005", "media.backend minio-legacy deploys an unmaintained object store")
-                .at(loc.locate("media.backend")),
+            Finding::new(
+                "MX-CFG-005",
+                "media.backend minio-legacy deploys an unmaintained object store",
+            )
+            .at(loc.locate("media.backend")),
         ),
         MediaBackend::Seaweedfs => {}
     }
-    for (path, bucket) in [("media.bucket", &config.media.bucket), ("backup.bucket", &config.backup.bucket)] {
+    for (path, bucket) in [
+        ("media.bucket", &config.media.bucket),
+        ("backup.bucket", &config.backup.bucket),
+    ] {
         if let Some(why) = placeholder_reason(bucket) {
-            out.push(Finding::new("MX-CFG-001", format!("`{path}` is `{bucket}`: {why}")).at(loc.locate(path)));
+            out.push(
+                Finding::new("MX-CFG-001", format!("`{path}` is `{bucket}`: {why}"))
+                    .at(loc.locate(path)),
+            );
         }
     }
 
@@ -86,57 +132,96 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         for (name, v) in map {
             let image = v.as_str().unwrap_or("");
             if let Some(why) = placeholder_reason(image) {
-                out.push(Finding::new("MX-CFG-001", format!("image `{name}` is `{image}`: {why}")).at(loc.locate(&format!("images.{name}"))));
+                out.push(
+                    Finding::new("MX-CFG-001", format!("image `{name}` is `{image}`: {why}"))
+                        .at(loc.locate(&format!("images.{name}"))),
+                );
             } else if !image_pinned(image) {
-                out.push(Finding::new("MX-CFG-006", format!("image `{name}` is `{image}`")).at(loc.locate(&format!("images.{name}"))));
+                out.push(
+                    Finding::new("MX-CFG-006", format!("image `{name}` is `{image}`"))
+                        .at(loc.locate(&format!("images.{name}"))),
+                );
             }
         }
     }
     if !config.images.synapse.contains(SYNAPSE_VERSION) {
         out.push(
-            Finding::new("MX-CFG-012", format!("images.synapse is `{}`; mxstack renders config for Synapse {SYNAPSE_VERSION}", config.images.synapse))
-                .at(loc.locate("images.synapse")),
+            Finding::new(
+                "MX-CFG-012",
+                format!(
+                    "images.synapse is `{}`; mxstack renders config for Synapse {SYNAPSE_VERSION}",
+                    config.images.synapse
+                ),
+            )
+            .at(loc.locate("images.synapse")),
         );
     }
 
     for (component, o) in &config.overrides {
-        let key = serde_json::to_value(component).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let key = serde_json::to_value(component)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         let base = format!("overrides.{key}");
         let autoscalable = matches!(component, Component::Synchrotron | Component::Generic);
         if o.max_replicas.is_some() && !autoscalable {
-            out.push(Finding::new("MX-CFG-007", format!("`{key}` cannot autoscale")).at(loc.locate(&format!("{base}.max_replicas"))));
+            out.push(
+                Finding::new("MX-CFG-007", format!("`{key}` cannot autoscale"))
+                    .at(loc.locate(&format!("{base}.max_replicas"))),
+            );
         }
         if let (Some(min), Some(max)) = (o.replicas, o.max_replicas) {
             if max < min {
                 out.push(
-                    Finding::new("MX-CFG-008", format!("`{key}`: max_replicas {max} is below replicas {min}"))
-                        .at(loc.locate(&format!("{base}.max_replicas")))
-                        .fix("make max_replicas at least replicas"),
+                    Finding::new(
+                        "MX-CFG-008",
+                        format!("`{key}`: max_replicas {max} is below replicas {min}"),
+                    )
+                    .at(loc.locate(&format!("{base}.max_replicas")))
+                    .fix("make max_replicas at least replicas"),
                 );
             }
         }
         if *component == Component::StreamWriter && o.replicas.is_some_and(|r| r > 1) {
-            out.push(Finding::new("MX-CFG-011", "stream-writer replicas above 1").at(loc.locate(&format!("{base}.replicas"))));
+            out.push(
+                Finding::new("MX-CFG-011", "stream-writer replicas above 1")
+                    .at(loc.locate(&format!("{base}.replicas"))),
+            );
         }
         if let Some(cpu) = &o.cpu {
             if parse_cpu(cpu).is_none() {
-                out.push(Finding::new("MX-CFG-008", format!("cpu `{cpu}`")).at(loc.locate(&format!("{base}.cpu"))));
+                out.push(
+                    Finding::new("MX-CFG-008", format!("cpu `{cpu}`"))
+                        .at(loc.locate(&format!("{base}.cpu"))),
+                );
             }
         }
         if let Some(mem) = &o.memory {
             if parse_memory_mib(mem).is_none() {
-                out.push(Finding::new("MX-CFG-008", format!("memory `{mem}`")).at(loc.locate(&format!("{base}.memory"))));
+                out.push(
+                    Finding::new("MX-CFG-008", format!("memory `{mem}`"))
+                        .at(loc.locate(&format!("{base}.memory"))),
+                );
             }
         }
     }
 
     for (i, cidr) in config.li.allowed_cidrs.iter().enumerate() {
         if !valid_cidr(cidr) {
-            out.push(Finding::new("MX-CFG-010", format!("`{cidr}`")).at(loc.locate(&format!("li.allowed_cidrs[{i}]"))));
+            out.push(
+                Finding::new("MX-CFG-010", format!("`{cidr}`"))
+                    .at(loc.locate(&format!("li.allowed_cidrs[{i}]"))),
+            );
         }
     }
     if config.has(Feature::Li) && config.li.allowed_cidrs.is_empty() {
-        out.push(Finding::new("MX-CFG-009", "feature li is on and li.allowed_cidrs is empty").at(loc.locate("li")));
+        out.push(
+            Finding::new(
+                "MX-CFG-009",
+                "feature li is on and li.allowed_cidrs is empty",
+            )
+            .at(loc.locate("li")),
+        );
     }
     out
 }
@@ -148,7 +233,8 @@ pub fn valid_dns_name(s: &str) -> bool {
         && labels.iter().all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -157,13 +243,16 @@ pub fn valid_dns_name(s: &str) -> bool {
 fn valid_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && !s.starts_with('-')
 }
 
 fn valid_email(s: &str) -> bool {
     match s.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && !local.contains(' ') && valid_dns_name(domain),
+        Some((local, domain)) => {
+            !local.is_empty() && !local.contains(' ') && valid_dns_name(domain)
+        }
         None => false,
     }
 }
@@ -180,8 +269,12 @@ fn image_pinned(image: &str) -> bool {
 }
 
 fn valid_cidr(s: &str) -> bool {
-    let Some((ip, prefix)) = s.split_once('/') else { return false };
-    let Ok(prefix) = prefix.parse::<u8>() else { return false };
+    let Some((ip, prefix)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
     match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
         Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
@@ -207,7 +300,10 @@ mod tests {
     #[test]
     fn placeholder_domain_is_located() {
         let f = run("scale: 1k\ndomain: matrix.example.com\ntls:\n  acme_email: ops@acme.test\n");
-        let e = f.iter().find(|f| f.rule == "MX-CFG-001").expect("placeholder finding");
+        let e = f
+            .iter()
+            .find(|f| f.rule == "MX-CFG-001")
+            .expect("placeholder finding");
         assert_eq!(e.location.as_ref().unwrap().line, 2);
     }
 
@@ -216,7 +312,10 @@ mod tests {
         let f = run(
             "domain: acme.test\nscale: 1k\nhostnames:\n  element: Chat_Acme\ntls:\n  acme_email: CHANGEME\nimages:\n  haproxy: haproxy:latest\n",
         );
-        let ids: Vec<_> = f.iter().map(|f| (f.rule, f.location.as_ref().unwrap().line)).collect();
+        let ids: Vec<_> = f
+            .iter()
+            .map(|f| (f.rule, f.location.as_ref().unwrap().line))
+            .collect();
         assert!(ids.contains(&("MX-CFG-002", 4)), "{ids:?}");
         assert!(ids.contains(&("MX-CFG-001", 6)), "{ids:?}");
         assert!(ids.contains(&("MX-CFG-006", 8)), "{ids:?}");

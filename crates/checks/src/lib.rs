@@ -81,6 +81,10 @@ impl std::fmt::Display for Finding {
         if let Some(o) = &self.object {
             write!(f, " {o}")?;
         }
-        write!(f, ": {}\n  fix: {}\n  covers: {}", self.message, self.fix, self.covers)
+        write!(
+            f,
+            ": {}\n  fix: {}\n  covers: {}",
+            self.message, self.fix, self.covers
+        )
     }
 }

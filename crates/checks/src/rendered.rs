@@ -12,7 +12,9 @@ fn kind(o: &Value) -> &str {
     o.get("kind").and_then(Value::as_str).unwrap_or("")
 }
 fn name(o: &Value) -> &str {
-    o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    o.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 fn id(o: &Value) -> String {
     format!("{}/{}", kind(o), name(o))
@@ -21,7 +23,9 @@ fn id(o: &Value) -> String {
 /// The pod template of a workload, with its labels.
 pub fn pod_template(o: &Value) -> Option<&Value> {
     match kind(o) {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet" => o.pointer("/spec/template"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet" => {
+            o.pointer("/spec/template")
+        }
         "CronJob" => o.pointer("/spec/jobTemplate/spec/template"),
         _ => None,
     }
@@ -30,7 +34,13 @@ pub fn pod_template(o: &Value) -> Option<&Value> {
 fn containers(pod_spec: &Value) -> impl Iterator<Item = &Value> {
     ["containers", "initContainers"]
         .into_iter()
-        .flat_map(move |k| pod_spec.get(k).and_then(Value::as_array).into_iter().flatten())
+        .flat_map(move |k| {
+            pod_spec
+                .get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
 }
 
 /// Every string leaf in a value.
@@ -68,7 +78,13 @@ fn secret_leaks(objects: &[Value], secrets: Option<&Secrets>, out: &mut Vec<Find
             let needle = value.rsplit(' ').next().unwrap_or(value);
             if needle.len() >= 8 && leaves.iter().any(|s| s.contains(needle)) {
                 // Never print the value itself.
-                out.push(Finding::new("MX-OUT-001", format!("the value of `{secret_name}` appears in {}", id(o))).on(id(o)));
+                out.push(
+                    Finding::new(
+                        "MX-OUT-001",
+                        format!("the value of `{secret_name}` appears in {}", id(o)),
+                    )
+                    .on(id(o)),
+                );
             }
         }
     }
@@ -83,9 +99,14 @@ fn placeholders(objects: &[Value], out: &mut Vec<Finding>) {
                 let lower = line.to_ascii_lowercase();
                 let hit = lower.contains("changeme")
                     || lower.contains("change_me")
-                    || ["example.com", "example.org", "example.net"].iter().any(|d| lower.contains(d));
+                    || ["example.com", "example.org", "example.net"]
+                        .iter()
+                        .any(|d| lower.contains(d));
                 if hit && placeholder_reason(line).is_some() {
-                    out.push(Finding::new("MX-OUT-002", format!("`{}` in {}", line.trim(), id(o))).on(id(o)));
+                    out.push(
+                        Finding::new("MX-OUT-002", format!("`{}` in {}", line.trim(), id(o)))
+                            .on(id(o)),
+                    );
                 }
             }
         }
@@ -93,21 +114,29 @@ fn placeholders(objects: &[Value], out: &mut Vec<Finding>) {
 }
 
 fn matches(selector: &serde_json::Map<String, Value>, labels: Option<&Value>) -> bool {
-    let Some(labels) = labels.and_then(Value::as_object) else { return false };
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return false;
+    };
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn selectors(objects: &[Value], out: &mut Vec<Finding>) {
-    let pod_labels: Vec<&Value> =
-        objects.iter().filter_map(|o| pod_template(o).and_then(|t| t.pointer("/metadata/labels"))).collect();
+    let pod_labels: Vec<&Value> = objects
+        .iter()
+        .filter_map(|o| pod_template(o).and_then(|t| t.pointer("/metadata/labels")))
+        .collect();
     for svc in objects.iter().filter(|o| kind(o) == "Service") {
-        let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else { continue };
+        let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
+            continue;
+        };
         // CloudNativePG creates its own pods; a selector on cnpg.io/cluster is satisfied by the Cluster.
         if sel.contains_key("cnpg.io/cluster") {
             continue;
         }
         if !pod_labels.iter().any(|l| matches(sel, Some(l))) {
-            out.push(Finding::new("MX-OUT-003", format!("{} selects {:?}", id(svc), sel)).on(id(svc)));
+            out.push(
+                Finding::new("MX-OUT-003", format!("{} selects {:?}", id(svc), sel)).on(id(svc)),
+            );
         }
     }
 }
@@ -127,30 +156,62 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
             have.insert((kind(o), name(o)), data_keys(o));
         }
     }
-    let mut check_ref = |owner: &Value, k: &'static str, n: &str, key: Option<&str>, optional: bool| {
-        if optional {
-            return;
-        }
-        match have.get(&(k, n)) {
-            None => out.push(Finding::new("MX-OUT-004", format!("{} references {k} `{n}`, which is not rendered", id(owner))).on(id(owner))),
-            Some(keys) => {
-                if let Some(key) = key {
-                    if !keys.contains(key) {
-                        out.push(Finding::new("MX-OUT-004", format!("{} references key `{key}` of {k} `{n}`, which it lacks", id(owner))).on(id(owner)));
+    let mut check_ref =
+        |owner: &Value, k: &'static str, n: &str, key: Option<&str>, optional: bool| {
+            if optional {
+                return;
+            }
+            match have.get(&(k, n)) {
+                None => out.push(
+                    Finding::new(
+                        "MX-OUT-004",
+                        format!("{} references {k} `{n}`, which is not rendered", id(owner)),
+                    )
+                    .on(id(owner)),
+                ),
+                Some(keys) => {
+                    if let Some(key) = key {
+                        if !keys.contains(key) {
+                            out.push(
+                                Finding::new(
+                                    "MX-OUT-004",
+                                    format!(
+                                        "{} references key `{key}` of {k} `{n}`, which it lacks",
+                                        id(owner)
+                                    ),
+                                )
+                                .on(id(owner)),
+                            );
+                        }
                     }
                 }
             }
-        }
-    };
+        };
     for o in objects {
         if let Some(spec) = pod_template(o).and_then(|t| t.get("spec")) {
-            for v in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
-                for (field, k, name_field) in [("secret", "Secret", "secretName"), ("configMap", "ConfigMap", "name")] {
+            for v in spec
+                .get("volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for (field, k, name_field) in [
+                    ("secret", "Secret", "secretName"),
+                    ("configMap", "ConfigMap", "name"),
+                ] {
                     if let Some(src) = v.get(field) {
                         let n = src.get(name_field).and_then(Value::as_str).unwrap_or("");
-                        let optional = src.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                        let optional = src
+                            .get("optional")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
                         check_ref(o, k, n, None, optional);
-                        for item in src.get("items").and_then(Value::as_array).into_iter().flatten() {
+                        for item in src
+                            .get("items")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
                             check_ref(o, k, n, item.get("key").and_then(Value::as_str), optional);
                         }
                     }
@@ -158,17 +219,36 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
             }
             for c in containers(spec) {
                 for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
-                    for (field, k) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")] {
+                    for (field, k) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")]
+                    {
                         if let Some(r) = e.pointer(&format!("/valueFrom/{field}")) {
-                            let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                            check_ref(o, k, r.get("name").and_then(Value::as_str).unwrap_or(""), r.get("key").and_then(Value::as_str), optional);
+                            let optional =
+                                r.get("optional").and_then(Value::as_bool).unwrap_or(false);
+                            check_ref(
+                                o,
+                                k,
+                                r.get("name").and_then(Value::as_str).unwrap_or(""),
+                                r.get("key").and_then(Value::as_str),
+                                optional,
+                            );
                         }
                     }
                 }
-                for e in c.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
+                for e in c
+                    .get("envFrom")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     for (field, k) in [("secretRef", "Secret"), ("configMapRef", "ConfigMap")] {
                         if let Some(r) = e.get(field) {
-                            check_ref(o, k, r.get("name").and_then(Value::as_str).unwrap_or(""), None, false);
+                            check_ref(
+                                o,
+                                k,
+                                r.get("name").and_then(Value::as_str).unwrap_or(""),
+                                None,
+                                false,
+                            );
                         }
                     }
                 }
@@ -176,7 +256,10 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
         }
         // CloudNativePG references its bootstrap secret by name.
         if kind(o) == "Cluster" {
-            if let Some(n) = o.pointer("/spec/bootstrap/initdb/secret/name").and_then(Value::as_str) {
+            if let Some(n) = o
+                .pointer("/spec/bootstrap/initdb/secret/name")
+                .and_then(Value::as_str)
+            {
                 check_ref(o, "Secret", n, Some("password"), false);
             }
         }
@@ -185,39 +268,82 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
 
 fn router_and_templating(objects: &[Value], out: &mut Vec<Finding>) {
     for o in objects.iter().filter(|o| kind(o) == "ConfigMap") {
-        for (key, v) in o.get("data").and_then(Value::as_object).into_iter().flatten() {
+        for (key, v) in o
+            .get("data")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let text = v.as_str().unwrap_or("");
             if key.ends_with(".cfg") {
                 for line in text.lines() {
                     let t = line.trim_start();
                     if t.starts_with("nameserver ") {
-                        out.push(Finding::new("MX-OUT-005", format!("{} {key}: `{t}`", id(o))).on(id(o)));
+                        out.push(
+                            Finding::new("MX-OUT-005", format!("{} {key}: `{t}`", id(o))).on(id(o)),
+                        );
                     }
                 }
             }
         }
     }
     for o in objects {
-        let Some(spec) = pod_template(o).and_then(|t| t.get("spec")) else { continue };
-        for c in spec.get("initContainers").and_then(Value::as_array).into_iter().flatten() {
+        let Some(spec) = pod_template(o).and_then(|t| t.get("spec")) else {
+            continue;
+        };
+        for c in spec
+            .get("initContainers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let mut leaves = Vec::new();
             strings(c, &mut leaves);
-            if leaves.iter().any(|s| s.contains("envsubst") || s.contains("sed -i")) {
-                out.push(Finding::new("MX-OUT-008", format!("an init container of {} rewrites config", id(o))).on(id(o)));
+            if leaves
+                .iter()
+                .any(|s| s.contains("envsubst") || s.contains("sed -i"))
+            {
+                out.push(
+                    Finding::new(
+                        "MX-OUT-008",
+                        format!("an init container of {} rewrites config", id(o)),
+                    )
+                    .on(id(o)),
+                );
             }
         }
     }
-    for o in objects.iter().filter(|o| kind(o) == "HorizontalPodAutoscaler") {
-        let target = o.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str).unwrap_or("");
+    for o in objects
+        .iter()
+        .filter(|o| kind(o) == "HorizontalPodAutoscaler")
+    {
+        let target = o
+            .pointer("/spec/scaleTargetRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !(target.starts_with("synapse-synchrotron") || target.starts_with("synapse-generic")) {
             out.push(Finding::new("MX-OUT-010", format!("{} scales {target}", id(o))).on(id(o)));
         }
     }
     for o in objects.iter().filter(|o| kind(o) == "ConfigMap") {
-        let Some(cfg) = o.pointer("/data/config.json").and_then(Value::as_str) else { continue };
-        for outside in ["vector.im", "scalar.", "element.io", "meet.element", "matrix.org"] {
+        let Some(cfg) = o.pointer("/data/config.json").and_then(Value::as_str) else {
+            continue;
+        };
+        for outside in [
+            "vector.im",
+            "scalar.",
+            "element.io",
+            "meet.element",
+            "matrix.org",
+        ] {
             if cfg.contains(outside) {
-                out.push(Finding::new("MX-OUT-009", format!("{} config.json mentions {outside}", id(o))).on(id(o)));
+                out.push(
+                    Finding::new(
+                        "MX-OUT-009",
+                        format!("{} config.json mentions {outside}", id(o)),
+                    )
+                    .on(id(o)),
+                );
             }
         }
     }
@@ -226,32 +352,58 @@ fn router_and_templating(objects: &[Value], out: &mut Vec<Finding>) {
 fn backups_and_policies(objects: &[Value], out: &mut Vec<Finding>) {
     for o in objects.iter().filter(|o| kind(o) == "Cluster") {
         if o.pointer("/spec/backup/barmanObjectStore").is_some() {
-            out.push(Finding::new("MX-OUT-006", format!("{} uses spec.backup.barmanObjectStore", id(o))).on(id(o)));
+            out.push(
+                Finding::new(
+                    "MX-OUT-006",
+                    format!("{} uses spec.backup.barmanObjectStore", id(o)),
+                )
+                .on(id(o)),
+            );
         }
     }
     let has_workloads = objects.iter().any(|o| pod_template(o).is_some());
     let default_deny = objects.iter().any(|o| {
         kind(o) == "NetworkPolicy"
-            && o.pointer("/spec/podSelector").and_then(Value::as_object).is_some_and(|m| m.is_empty() || m.values().all(|v| v.as_object().is_some_and(|x| x.is_empty())))
-            && o.pointer("/spec/policyTypes").and_then(Value::as_array).is_some_and(|t| t.len() == 2)
+            && o.pointer("/spec/podSelector")
+                .and_then(Value::as_object)
+                .is_some_and(|m| {
+                    m.is_empty()
+                        || m.values()
+                            .all(|v| v.as_object().is_some_and(|x| x.is_empty()))
+                })
+            && o.pointer("/spec/policyTypes")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.len() == 2)
             && o.pointer("/spec/ingress").is_none()
             && o.pointer("/spec/egress").is_none()
     });
     if has_workloads && !default_deny {
-        out.push(Finding::new("MX-OUT-007", "no NetworkPolicy denies all ingress and egress by default"));
+        out.push(Finding::new(
+            "MX-OUT-007",
+            "no NetworkPolicy denies all ingress and egress by default",
+        ));
     }
 }
 
 /// Every file a Synapse config names must be inside a volume mounted in the pods that load it.
 fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
-    let configmaps: BTreeMap<&str, &Value> =
-        objects.iter().filter(|o| kind(o) == "ConfigMap").map(|o| (name(o), o)).collect();
+    let configmaps: BTreeMap<&str, &Value> = objects
+        .iter()
+        .filter(|o| kind(o) == "ConfigMap")
+        .map(|o| (name(o), o))
+        .collect();
     for o in objects {
         let Some(tpl) = pod_template(o) else { continue };
-        if tpl.pointer("/metadata/labels/app.kubernetes.io~1name").and_then(Value::as_str) != Some("synapse") {
+        if tpl
+            .pointer("/metadata/labels/app.kubernetes.io~1name")
+            .and_then(Value::as_str)
+            != Some("synapse")
+        {
             continue;
         }
-        let Some(spec) = tpl.get("spec") else { continue };
+        let Some(spec) = tpl.get("spec") else {
+            continue;
+        };
         let volumes: BTreeMap<&str, &Value> = spec
             .get("volumes")
             .and_then(Value::as_array)
@@ -265,16 +417,32 @@ fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .map(|m| (m.get("mountPath").and_then(Value::as_str).unwrap_or(""), m.get("name").and_then(Value::as_str).unwrap_or("")))
+                .map(|m| {
+                    (
+                        m.get("mountPath").and_then(Value::as_str).unwrap_or(""),
+                        m.get("name").and_then(Value::as_str).unwrap_or(""),
+                    )
+                })
                 .collect();
             // Config files this container loads, read from the ConfigMaps mounted into it.
             let mut configs: Vec<Value> = Vec::new();
             for (_, vol) in &mounts {
-                if let Some(cm) = volumes.get(vol).and_then(|v| v.pointer("/configMap/name")).and_then(Value::as_str) {
+                if let Some(cm) = volumes
+                    .get(vol)
+                    .and_then(|v| v.pointer("/configMap/name"))
+                    .and_then(Value::as_str)
+                {
                     if let Some(cm) = configmaps.get(cm) {
-                        for (k, text) in cm.get("data").and_then(Value::as_object).into_iter().flatten() {
+                        for (k, text) in cm
+                            .get("data")
+                            .and_then(Value::as_object)
+                            .into_iter()
+                            .flatten()
+                        {
                             if k.ends_with(".yaml") && k != "log.yaml" {
-                                if let Ok(v) = serde_saphyr::from_str::<Value>(text.as_str().unwrap_or("")) {
+                                if let Ok(v) =
+                                    serde_saphyr::from_str::<Value>(text.as_str().unwrap_or(""))
+                                {
                                     configs.push(v);
                                 }
                             }
@@ -284,8 +452,19 @@ fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
             }
             for cfg in &configs {
                 for path in referenced_paths(cfg) {
-                    if !mounts.iter().any(|(m, _)| path == *m || path.starts_with(&format!("{}/", m.trim_end_matches('/')))) {
-                        out.push(Finding::new("MX-OUT-011", format!("{} loads a config naming `{path}`, which no volume provides", id(o))).on(id(o)));
+                    if !mounts.iter().any(|(m, _)| {
+                        path == *m || path.starts_with(&format!("{}/", m.trim_end_matches('/')))
+                    }) {
+                        out.push(
+                            Finding::new(
+                                "MX-OUT-011",
+                                format!(
+                                    "{} loads a config naming `{path}`, which no volume provides",
+                                    id(o)
+                                ),
+                            )
+                            .on(id(o)),
+                        );
                     }
                 }
             }
@@ -297,7 +476,9 @@ fn referenced_paths(cfg: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(m) = cfg.as_object() {
         for (k, v) in m {
-            if (k.ends_with("_path") || k == "log_config" || k == "worker_log_config") && v.is_string() {
+            if (k.ends_with("_path") || k == "log_config" || k == "worker_log_config")
+                && v.is_string()
+            {
                 out.push(v.as_str().unwrap_or("").to_string());
             }
         }
@@ -324,19 +505,33 @@ mod tests {
     #[test]
     fn finds_leak_missing_ref_and_orphan_service() {
         let secrets = Secrets::generate_all().unwrap();
-        let redis = secrets.get(mxstack_spec::SecretName::RedisPassword).to_string();
+        let redis = secrets
+            .get(mxstack_spec::SecretName::RedisPassword)
+            .to_string();
         let objs = vec![
             json!({"kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"redis.conf": format!("requirepass {redis}")}}),
-            deploy(json!({"app": "x"}), json!([{"name": "s", "secret": {"secretName": "nope"}}]),
-                   json!([{"name": "P", "valueFrom": {"secretKeyRef": {"name": "cfg", "key": "k"}}}])),
+            deploy(
+                json!({"app": "x"}),
+                json!([{"name": "s", "secret": {"secretName": "nope"}}]),
+                json!([{"name": "P", "valueFrom": {"secretKeyRef": {"name": "cfg", "key": "k"}}}]),
+            ),
             json!({"kind": "Service", "metadata": {"name": "svc"}, "spec": {"selector": {"app": "y"}}}),
             json!({"kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"name": "synapse-event-persister"}}}),
         ];
         let f = check(&objs, Some(&secrets));
         let ids: BTreeSet<_> = f.iter().map(|f| f.rule).collect();
-        for want in ["MX-OUT-001", "MX-OUT-003", "MX-OUT-004", "MX-OUT-007", "MX-OUT-010"] {
+        for want in [
+            "MX-OUT-001",
+            "MX-OUT-003",
+            "MX-OUT-004",
+            "MX-OUT-007",
+            "MX-OUT-010",
+        ] {
             assert!(ids.contains(want), "{want} missing: {ids:?}");
         }
-        assert!(f.iter().all(|x| !x.to_string().contains(&redis)), "a finding printed a secret");
+        assert!(
+            f.iter().all(|x| !x.to_string().contains(&redis)),
+            "a finding printed a secret"
+        );
     }
 }

@@ -13,14 +13,28 @@ pub struct Rule {
     pub fix: &'static str,
 }
 
-const fn r(id: &'static str, title: &'static str, covers: &'static str, severity: Severity, fix: &'static str) -> Rule {
-    Rule { id, title, covers, severity, fix }
+const fn r(
+    id: &'static str,
+    title: &'static str,
+    covers: &'static str,
+    severity: Severity,
+    fix: &'static str,
+) -> Rule {
+    Rule {
+        id,
+        title,
+        covers,
+        severity,
+        fix,
+    }
 }
 
 use Severity::{Error, Warning};
 
 pub static RULES: &[Rule] = &[
     // --- the config as written
+    r("MX-CFG-000", "config file does not load", "003 step 6 (hand-edited YAML)", Error,
+      "correct the YAML at the location shown (`mxstack schema` describes every key)"),
     r("MX-CFG-001", "value is a placeholder", "004 3.1; 003 CHANGEME and example.com edits", Error,
       "replace it with the real value for your site"),
     r("MX-CFG-002", "not a valid DNS name", "003 step 3 (85 domain edits)", Error,
@@ -86,5 +100,8 @@ pub static RULES: &[Rule] = &[
 ];
 
 pub fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("rule {id} is in the catalogue"))
+    RULES
+        .iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("rule {id} is in the catalogue"))
 }

@@ -17,7 +17,10 @@ pub fn check(t: &Topology) -> Vec<Finding> {
 fn names(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
         _ => vec![],
     }
 }
@@ -29,75 +32,157 @@ pub fn check_homeserver(t: &Topology, hs: &Value) -> Vec<Finding> {
     if b.total_cp_max > limit {
         out.push(Finding::new(
             "MX-TOP-001",
-            format!("sum of cp_max over all processes is {} but 85% of max_connections {} is {limit}", b.total_cp_max, b.max_connections),
+            format!(
+                "sum of cp_max over all processes is {} but 85% of max_connections {} is {limit}",
+                b.total_cp_max, b.max_connections
+            ),
         ));
     }
 
-    let processes: Vec<String> = t.processes().iter().map(|p| p.instance_name().to_string()).collect();
-    let instance_map = hs.get("instance_map").and_then(Value::as_object).cloned().unwrap_or_default();
+    let processes: Vec<String> = t
+        .processes()
+        .iter()
+        .map(|p| p.instance_name().to_string())
+        .collect();
+    let instance_map = hs
+        .get("instance_map")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if !instance_map.contains_key("main") {
-        out.push(Finding::new("MX-TOP-002", "instance_map has no entry for main"));
+        out.push(Finding::new(
+            "MX-TOP-002",
+            "instance_map has no entry for main",
+        ));
     }
-    let writers = hs.get("stream_writers").and_then(Value::as_object).cloned().unwrap_or_default();
+    let writers = hs
+        .get("stream_writers")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for s in Stream::ALL {
-        let w = writers.get(s.key()).map(names).unwrap_or_else(|| vec!["main".into()]);
+        let w = writers
+            .get(s.key())
+            .map(names)
+            .unwrap_or_else(|| vec!["main".into()]);
         if s.single_writer() && w.len() != 1 {
-            out.push(Finding::new("MX-TOP-002", format!("stream {} has {} writers; Synapse allows one", s.key(), w.len())));
+            out.push(Finding::new(
+                "MX-TOP-002",
+                format!(
+                    "stream {} has {} writers; Synapse allows one",
+                    s.key(),
+                    w.len()
+                ),
+            ));
         }
         for name in &w {
             if name != "main" && !instance_map.contains_key(name) {
-                out.push(Finding::new("MX-TOP-002", format!("{name} writes {} but is not in instance_map", s.key())));
+                out.push(Finding::new(
+                    "MX-TOP-002",
+                    format!("{name} writes {} but is not in instance_map", s.key()),
+                ));
             }
             if !processes.contains(name) {
-                out.push(Finding::new("MX-TOP-007", format!("stream {} is written by {name}, which does not exist", s.key())));
+                out.push(Finding::new(
+                    "MX-TOP-007",
+                    format!(
+                        "stream {} is written by {name}, which does not exist",
+                        s.key()
+                    ),
+                ));
             }
         }
     }
     let expected = |kind: WorkerKind| -> Vec<String> {
-        t.groups_of(kind).flat_map(|g| (0..g.max_replicas).map(move |i| g.process_name(i))).collect()
+        t.groups_of(kind)
+            .flat_map(|g| (0..g.max_replicas).map(move |i| g.process_name(i)))
+            .collect()
     };
-    let senders = hs.get("federation_sender_instances").map(names).unwrap_or_default();
+    let senders = hs
+        .get("federation_sender_instances")
+        .map(names)
+        .unwrap_or_default();
     if senders != expected(WorkerKind::FederationSender) {
         out.push(Finding::new(
             "MX-TOP-003",
-            format!("federation_sender_instances {senders:?} but federation-sender workers are {:?}", expected(WorkerKind::FederationSender)),
+            format!(
+                "federation_sender_instances {senders:?} but federation-sender workers are {:?}",
+                expected(WorkerKind::FederationSender)
+            ),
         ));
     }
     let pushers = hs.get("pusher_instances").map(names).unwrap_or_default();
     if pushers != expected(WorkerKind::Pusher) {
-        out.push(Finding::new("MX-TOP-007", format!("pusher_instances {pushers:?} disagree with the pusher workers")));
+        out.push(Finding::new(
+            "MX-TOP-007",
+            format!("pusher_instances {pushers:?} disagree with the pusher workers"),
+        ));
     }
     let media = expected(WorkerKind::MediaRepository);
     if !media.is_empty() {
         if hs.get("enable_media_repo") != Some(&Value::Bool(false)) {
-            out.push(Finding::new("MX-TOP-004", "main serves media although media workers exist"));
+            out.push(Finding::new(
+                "MX-TOP-004",
+                "main serves media although media workers exist",
+            ));
         }
-        let bg = hs.get("media_instance_running_background_jobs").and_then(Value::as_str).unwrap_or("");
+        let bg = hs
+            .get("media_instance_running_background_jobs")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !media.iter().any(|m| m == bg) {
-            out.push(Finding::new("MX-TOP-004", format!("media_instance_running_background_jobs is `{bg}`, not a media worker")));
+            out.push(Finding::new(
+                "MX-TOP-004",
+                format!("media_instance_running_background_jobs is `{bg}`, not a media worker"),
+            ));
         }
     }
-    for key in ["run_background_tasks_on", "update_user_directory_from_worker", "notify_appservices_from_worker"] {
+    for key in [
+        "run_background_tasks_on",
+        "update_user_directory_from_worker",
+        "notify_appservices_from_worker",
+    ] {
         if let Some(name) = hs.get(key).and_then(Value::as_str) {
             if !processes.iter().any(|p| p == name) {
-                out.push(Finding::new("MX-TOP-007", format!("{key} names {name}, which does not exist")));
+                out.push(Finding::new(
+                    "MX-TOP-007",
+                    format!("{key} names {name}, which does not exist"),
+                ));
             }
         }
     }
     for g in &t.groups {
         if g.max_replicas > g.replicas && !g.kind.autoscalable() {
-            out.push(Finding::new("MX-CFG-007", format!("group {} would autoscale", g.name)));
+            out.push(Finding::new(
+                "MX-CFG-007",
+                format!("group {} would autoscale", g.name),
+            ));
         }
-        let stateless = matches!(g.kind, WorkerKind::Synchrotron | WorkerKind::Generic | WorkerKind::MediaRepository);
+        let stateless = matches!(
+            g.kind,
+            WorkerKind::Synchrotron | WorkerKind::Generic | WorkerKind::MediaRepository
+        );
         if stateless && g.replicas < 2 {
-            out.push(Finding::new("MX-TOP-005", format!("{} runs {} replica(s)", g.name, g.replicas)));
+            out.push(Finding::new(
+                "MX-TOP-005",
+                format!("{} runs {} replica(s)", g.name, g.replicas),
+            ));
         }
     }
     if t.sizing.haproxy_replicas < 2 {
-        out.push(Finding::new("MX-TOP-005", format!("the router runs {} replica(s)", t.sizing.haproxy_replicas)));
+        out.push(Finding::new(
+            "MX-TOP-005",
+            format!("the router runs {} replica(s)", t.sizing.haproxy_replicas),
+        ));
     }
     if t.sizing.redis.instances < 3 || t.sizing.redis.sentinel_quorum < 2 {
-        out.push(Finding::new("MX-TOP-006", format!("{} Valkey instances, quorum {}", t.sizing.redis.instances, t.sizing.redis.sentinel_quorum)));
+        out.push(Finding::new(
+            "MX-TOP-006",
+            format!(
+                "{} Valkey instances, quorum {}",
+                t.sizing.redis.instances, t.sizing.redis.sentinel_quorum
+            ),
+        ));
     }
     out
 }
@@ -120,14 +205,21 @@ mod tests {
 
     #[test]
     fn detects_disagreeing_lists() {
-        let t = Topology::build(&Config::new("acme.test", Tier::T1k, Feature::ALL.into_iter().collect()));
+        let t = Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            Feature::ALL.into_iter().collect(),
+        ));
         let addr = KubernetesAddressing::new(&t.config);
         let mut hs = synapse::homeserver_yaml(&t, &addr);
         // The seed's defect: event persisters deployed, events still written by main, a sender missing.
         hs["stream_writers"]["typing"] = serde_json::json!(["synapse-stream-writer-0", "main"]);
         hs["federation_sender_instances"] = serde_json::json!(["synapse-federation-sender-0"]);
         hs["enable_media_repo"] = serde_json::json!(true);
-        hs["instance_map"].as_object_mut().unwrap().remove("synapse-event-persister-1");
+        hs["instance_map"]
+            .as_object_mut()
+            .unwrap()
+            .remove("synapse-event-persister-1");
         let ids: Vec<_> = check_homeserver(&t, &hs).iter().map(|f| f.rule).collect();
         for id in ["MX-TOP-002", "MX-TOP-003", "MX-TOP-004"] {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");

@@ -22,7 +22,7 @@ pub struct Config {
     #[serde(default = "default_features")]
     pub features: BTreeSet<Feature>,
     /// Public hostnames; each defaults to a name under `domain`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Hostnames::is_empty")]
     pub hostnames: Hostnames,
     /// Kubernetes namespace everything is deployed into.
     #[serde(default = "default_namespace")]
@@ -54,7 +54,14 @@ fn default_namespace() -> String {
 }
 
 pub fn default_features() -> BTreeSet<Feature> {
-    [Feature::Li, Feature::Antivirus, Feature::Calls, Feature::Monitoring].into_iter().collect()
+    [
+        Feature::Li,
+        Feature::Antivirus,
+        Feature::Calls,
+        Feature::Monitoring,
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// Concurrent users the deployment is sized for.
@@ -100,7 +107,9 @@ impl std::str::FromStr for Tier {
             "5k" | "5000" => Ok(Tier::T5k),
             "10k" | "10000" => Ok(Tier::T10k),
             "20k" | "20000" => Ok(Tier::T20k),
-            other => Err(format!("unknown scale tier `{other}`: use one of 100, 1k, 5k, 10k, 20k")),
+            other => Err(format!(
+                "unknown scale tier `{other}`: use one of 100, 1k, 5k, 10k, 20k"
+            )),
         }
     }
 }
@@ -155,7 +164,9 @@ impl JsonSchema for Tier {
 }
 
 /// Optional parts of the system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Feature {
     /// Server-to-server federation with other Matrix homeservers (egress to the internet).
@@ -173,8 +184,14 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] =
-        [Feature::Federation, Feature::Li, Feature::Antivirus, Feature::Calls, Feature::Push, Feature::Monitoring];
+    pub const ALL: [Feature; 6] = [
+        Feature::Federation,
+        Feature::Li,
+        Feature::Antivirus,
+        Feature::Calls,
+        Feature::Push,
+        Feature::Monitoring,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -228,6 +245,12 @@ pub struct Hostnames {
     pub keyvault: Option<String>,
 }
 
+impl Hostnames {
+    pub fn is_empty(&self) -> bool {
+        *self == Hostnames::default()
+    }
+}
+
 /// Hostnames after defaults are applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedHostnames {
@@ -257,7 +280,11 @@ pub struct Ingress {
 
 impl Default for Ingress {
     fn default() -> Self {
-        Ingress { mode: IngressMode::Gateway, gateway_class: default_gateway_class(), ingress_class: None }
+        Ingress {
+            mode: IngressMode::Gateway,
+            gateway_class: default_gateway_class(),
+            ingress_class: None,
+        }
     }
 }
 
@@ -286,7 +313,10 @@ pub struct Tls {
 
 impl Default for Tls {
     fn default() -> Self {
-        Tls { issuer: TlsIssuer::Letsencrypt, acme_email: None }
+        Tls {
+            issuer: TlsIssuer::Letsencrypt,
+            acme_email: None,
+        }
     }
 }
 
@@ -389,7 +419,9 @@ fn default_remote_media_retention() -> String {
 }
 
 /// Outside services Element Web may reference (seed 004 issue 6.3): all off unless listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ElementExternalService {
     IdentityServer,
@@ -414,7 +446,11 @@ pub struct Backup {
 
 impl Default for Backup {
     fn default() -> Self {
-        Backup { schedule: default_backup_schedule(), retention: default_retention(), bucket: default_backup_bucket() }
+        Backup {
+            schedule: default_backup_schedule(),
+            retention: default_retention(),
+            bucket: default_backup_bucket(),
+        }
     }
 }
 
@@ -441,7 +477,10 @@ pub struct LawfulIntercept {
 
 impl Default for LawfulIntercept {
     fn default() -> Self {
-        LawfulIntercept { node_label: default_li_label(), allowed_cidrs: Vec::new() }
+        LawfulIntercept {
+            node_label: default_li_label(),
+            allowed_cidrs: Vec::new(),
+        }
     }
 }
 
@@ -486,7 +525,9 @@ impl Default for Images {
 }
 
 /// Everything that can be overridden per component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Component {
     SynapseMain,
@@ -536,7 +577,10 @@ impl Config {
             namespace: default_namespace(),
             storage_class: None,
             ingress: Ingress::default(),
-            tls: Tls { issuer: TlsIssuer::Letsencrypt, acme_email: Some(format!("postmaster@{domain}")) },
+            tls: Tls {
+                issuer: TlsIssuer::Letsencrypt,
+                acme_email: Some(format!("postmaster@{domain}")),
+            },
             media: Media::default(),
             synapse: SynapseSettings::default(),
             backup: Backup::default(),
@@ -553,7 +597,8 @@ impl Config {
     pub fn hostnames(&self) -> ResolvedHostnames {
         let d = &self.domain;
         let h = &self.hostnames;
-        let or = |o: &Option<String>, prefix: &str| o.clone().unwrap_or_else(|| format!("{prefix}.{d}"));
+        let or =
+            |o: &Option<String>, prefix: &str| o.clone().unwrap_or_else(|| format!("{prefix}.{d}"));
         ResolvedHostnames {
             matrix: or(&h.matrix, "matrix"),
             element: or(&h.element, "chat"),
@@ -582,7 +627,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<(Config, YamlLocator), SpecError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            location: crate::SourceLocation { file: file.clone(), line: 0, column: 0 },
+            location: crate::SourceLocation {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+            },
             message: format!("cannot read the config file: {e}"),
             fix: "pass the path of an mxstack.yaml (create one with `mxstack init`)".into(),
         })?;
@@ -602,12 +651,19 @@ impl Config {
 
 /// Turns a serde-saphyr error into a located error with a fix hint.
 pub(crate) fn yaml_error(locator: &YamlLocator, e: &serde_saphyr::Error) -> SpecError {
-    let (line, column) = e.location().map(|l| (l.line() as usize, l.column() as usize)).unwrap_or((1, 1));
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .unwrap_or((1, 1));
     let full = e.to_string();
     // The crate renders a code snippet after the first line; keep the first line as the message.
     let message = full.lines().next().unwrap_or(&full).trim().to_string();
     let fix = if message.contains("unknown field") {
-        let allowed = message.split("expected").nth(1).map(|s| s.trim().to_string()).unwrap_or_default();
+        let allowed = message
+            .split("expected")
+            .nth(1)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         if allowed.is_empty() {
             "remove the key or correct its spelling (`mxstack schema` lists every key)".to_string()
         } else {
@@ -620,7 +676,11 @@ pub(crate) fn yaml_error(locator: &YamlLocator, e: &serde_saphyr::Error) -> Spec
     } else {
         "correct the value to the type `mxstack schema` describes".to_string()
     };
-    SpecError { location: locator.at(line, column), message, fix }
+    SpecError {
+        location: locator.at(line, column),
+        message,
+        fix,
+    }
 }
 
 /// Why a value looks like a placeholder rather than a real setting, if it does.
@@ -635,11 +695,18 @@ pub fn placeholder_reason(value: &str) -> Option<&'static str> {
     }
     let host = lower.rsplit('@').next().unwrap_or(&lower);
     for reserved in ["example.com", "example.org", "example.net"] {
-        if host == reserved || host.ends_with(&format!(".{reserved}")) || lower.contains(&format!("{reserved}/")) {
+        if host == reserved
+            || host.ends_with(&format!(".{reserved}"))
+            || lower.contains(&format!("{reserved}/"))
+        {
             return Some("it uses a reserved example domain");
         }
     }
-    if lower.contains("your-domain") || lower.contains("your_domain") || lower == "todo" || lower == "xxx" {
+    if lower.contains("your-domain")
+        || lower.contains("your_domain")
+        || lower == "todo"
+        || lower == "xxx"
+    {
         return Some("it is a template value");
     }
     if v.starts_with('<') && v.ends_with('>') {
@@ -669,8 +736,11 @@ mod tests {
 
     #[test]
     fn unknown_key_is_located() {
-        let err = Config::from_yaml("m.yaml", "domain: acme.test\nscale: 1k\nhostnames:\n  matrx: a.acme.test\n")
-            .unwrap_err();
+        let err = Config::from_yaml(
+            "m.yaml",
+            "domain: acme.test\nscale: 1k\nhostnames:\n  matrx: a.acme.test\n",
+        )
+        .unwrap_err();
         assert_eq!(err.location.line, 4, "{err}");
         assert!(err.message.contains("matrx"), "{err}");
         assert!(err.fix.contains("spelling"), "{err}");

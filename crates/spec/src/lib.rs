@@ -21,7 +21,11 @@ pub struct SpecError {
 
 impl std::fmt::Display for SpecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}\n  fix: {}", self.location, self.message, self.fix)
+        write!(
+            f,
+            "{}: {}\n  fix: {}",
+            self.location, self.message, self.fix
+        )
     }
 }
 

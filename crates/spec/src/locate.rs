@@ -35,7 +35,10 @@ pub struct YamlLocator {
 
 impl YamlLocator {
     pub fn new(file: impl Into<String>, text: &str) -> Self {
-        YamlLocator { file: file.into(), lines: text.lines().map(str::to_owned).collect() }
+        YamlLocator {
+            file: file.into(),
+            lines: text.lines().map(str::to_owned).collect(),
+        }
     }
 
     pub fn file(&self) -> &str {
@@ -43,7 +46,11 @@ impl YamlLocator {
     }
 
     pub fn at(&self, line: usize, column: usize) -> SourceLocation {
-        SourceLocation { file: self.file.clone(), line, column }
+        SourceLocation {
+            file: self.file.clone(),
+            line,
+            column,
+        }
     }
 
     /// Location of `path` (dot-separated keys, `[n]` for list items). Falls back to the deepest
@@ -86,7 +93,13 @@ impl YamlLocator {
         limit
     }
 
-    fn find_in(&self, start: usize, end: usize, parent_indent: i64, seg: &Segment) -> Option<(usize, usize, i64)> {
+    fn find_in(
+        &self,
+        start: usize,
+        end: usize,
+        parent_indent: i64,
+        seg: &Segment,
+    ) -> Option<(usize, usize, i64)> {
         let mut item = 0usize;
         let mut child_indent: Option<i64> = None;
         for i in start..end {
@@ -111,8 +124,18 @@ impl YamlLocator {
                     if ind != ci {
                         continue;
                     }
-                    let key = t.split(':').next().unwrap_or("").trim().trim_matches('"').trim_matches('\'');
-                    if key == k && t[key.len()..].trim_start_matches(['"', '\'']).starts_with(':') {
+                    let key = t
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches('"')
+                        .trim_matches('\'');
+                    if key == k
+                        && t[key.len()..]
+                            .trim_start_matches(['"', '\''])
+                            .starts_with(':')
+                    {
                         return Some((i, ind as usize, ind));
                     }
                 }
@@ -195,7 +218,10 @@ mod tests {
         assert_eq!(l.locate("domain").line, 2);
         assert_eq!(l.locate("hostnames.element"), l.at(5, 3));
         assert_eq!(l.locate("features[1]"), l.at(8, 5));
-        assert_eq!(l.locate("overrides.workers.synchrotron.replicas"), l.at(13, 7));
+        assert_eq!(
+            l.locate("overrides.workers.synchrotron.replicas"),
+            l.at(13, 7)
+        );
         assert_eq!(l.locate("flow[2]"), l.at(9, 14));
     }
 

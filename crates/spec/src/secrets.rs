@@ -80,17 +80,31 @@ impl SecretName {
 
     pub fn purpose(self) -> &'static str {
         match self {
-            SecretName::SynapseDbPassword => "password of the PostgreSQL role that owns the synapse database",
-            SecretName::LiReplicationPassword => "password of the read-only replication role the LI replica uses",
-            SecretName::RedisPassword => "Valkey/Redis AUTH password (Synapse, replicas, Sentinel, HAProxy check)",
+            SecretName::SynapseDbPassword => {
+                "password of the PostgreSQL role that owns the synapse database"
+            }
+            SecretName::LiReplicationPassword => {
+                "password of the read-only replication role the LI replica uses"
+            }
+            SecretName::RedisPassword => {
+                "Valkey/Redis AUTH password (Synapse, replicas, Sentinel, HAProxy check)"
+            }
             SecretName::S3AccessKey => "S3 access key id for media and backups",
             SecretName::S3SecretKey => "S3 secret key for media and backups",
             SecretName::MacaroonSecretKey => "Synapse macaroon_secret_key",
             SecretName::FormSecret => "Synapse form_secret",
-            SecretName::RegistrationSharedSecret => "Synapse registration_shared_secret (admin user creation)",
-            SecretName::WorkerReplicationSecret => "Synapse worker_replication_secret (main <-> workers)",
-            SecretName::TurnSharedSecret => "coturn static-auth-secret and Synapse turn_shared_secret",
-            SecretName::KeyVaultApiKey => "API key Synapse uses to store recovery keys in the key vault",
+            SecretName::RegistrationSharedSecret => {
+                "Synapse registration_shared_secret (admin user creation)"
+            }
+            SecretName::WorkerReplicationSecret => {
+                "Synapse worker_replication_secret (main <-> workers)"
+            }
+            SecretName::TurnSharedSecret => {
+                "coturn static-auth-secret and Synapse turn_shared_secret"
+            }
+            SecretName::KeyVaultApiKey => {
+                "API key Synapse uses to store recovery keys in the key vault"
+            }
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
             SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
@@ -119,7 +133,10 @@ pub struct Secrets {
 
 impl Secrets {
     pub fn get(&self, name: SecretName) -> &str {
-        self.values.get(name.key()).map(String::as_str).unwrap_or("")
+        self.values
+            .get(name.key())
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn contains(&self, name: SecretName) -> bool {
@@ -131,7 +148,8 @@ impl Secrets {
         let mut made = Vec::new();
         for name in SecretName::ALL {
             if !self.values.contains_key(name.key()) {
-                self.values.insert(name.key().to_string(), generate(name.shape())?);
+                self.values
+                    .insert(name.key().to_string(), generate(name.shape())?);
                 made.push(name);
             }
         }
@@ -165,7 +183,9 @@ impl Secrets {
                 return Err(SpecError {
                     location: locator.locate(k),
                     message: format!("secret `{k}` is not a real value: {why}"),
-                    fix: format!("delete the `{k}` line and run `mxstack init` again to generate it"),
+                    fix: format!(
+                        "delete the `{k}` line and run `mxstack init` again to generate it"
+                    ),
                 });
             }
         }
@@ -175,7 +195,11 @@ impl Secrets {
     pub fn load(path: &Path) -> Result<Secrets, SpecError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            location: SourceLocation { file: file.clone(), line: 0, column: 0 },
+            location: SourceLocation {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+            },
             message: format!("cannot read the secrets file: {e}"),
             fix: "run `mxstack init` in the config's directory to generate secrets.yaml".into(),
         })?;
@@ -184,8 +208,11 @@ impl Secrets {
 
     /// Checks that every secret the system needs is present.
     pub fn require_complete(&self, file: &str) -> Result<(), SpecError> {
-        let missing: Vec<&str> =
-            SecretName::ALL.iter().filter(|n| !self.contains(**n)).map(|n| n.key()).collect();
+        let missing: Vec<&str> = SecretName::ALL
+            .iter()
+            .filter(|n| !self.contains(**n))
+            .map(|n| n.key())
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -203,7 +230,12 @@ impl Secrets {
         );
         for name in SecretName::ALL {
             if let Some(v) = self.values.get(name.key()) {
-                out.push_str(&format!("# {}\n{}: \"{}\"\n", name.purpose(), name.key(), v));
+                out.push_str(&format!(
+                    "# {}\n{}: \"{}\"\n",
+                    name.purpose(),
+                    name.key(),
+                    v
+                ));
             }
         }
         out
@@ -211,8 +243,16 @@ impl Secrets {
 
     /// Writes the file atomically with mode 0600 (created with that mode: never readable by others).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("secrets")));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("secrets")
+        ));
         {
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create(true).truncate(true);
@@ -266,7 +306,10 @@ pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed)?;
             let id = random_from(ALNUM, 4)?;
-            format!("ed25519 a_{id} {}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed))
+            format!(
+                "ed25519 a_{id} {}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed)
+            )
         }
     })
 }
@@ -284,7 +327,9 @@ mod tests {
         let parts: Vec<_> = key.split(' ').collect();
         assert_eq!(parts[0], "ed25519");
         assert!(parts[1].starts_with("a_") && parts[1].len() == 6);
-        let seed = base64::engine::general_purpose::STANDARD_NO_PAD.decode(parts[2]).unwrap();
+        let seed = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(parts[2])
+            .unwrap();
         assert_eq!(seed.len(), 32);
         assert_eq!(s.get(SecretName::S3AccessKey).len(), 20);
     }
@@ -308,14 +353,18 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert_eq!(Secrets::load(&p).unwrap(), s);
     }
 
     #[test]
     fn placeholder_secret_is_refused_with_location() {
-        let err = Secrets::from_yaml("s.yaml", "redis_password: \"x1\"\nform_secret: CHANGEME\n").unwrap_err();
+        let err = Secrets::from_yaml("s.yaml", "redis_password: \"x1\"\nform_secret: CHANGEME\n")
+            .unwrap_err();
         assert_eq!(err.location.line, 2);
         assert!(err.message.contains("form_secret"));
         assert!(!err.to_string().contains("x1"), "never echo a secret value");

@@ -61,10 +61,19 @@ impl SynapsePaths {
 /// Files in the synapse-secrets Secret / directory, with the secret each holds.
 pub const SYNAPSE_SECRET_FILES: [(&str, mxstack_spec::SecretName); 5] = [
     ("signing.key", mxstack_spec::SecretName::SigningKey),
-    ("macaroon_secret_key", mxstack_spec::SecretName::MacaroonSecretKey),
+    (
+        "macaroon_secret_key",
+        mxstack_spec::SecretName::MacaroonSecretKey,
+    ),
     ("form_secret", mxstack_spec::SecretName::FormSecret),
-    ("registration_shared_secret", mxstack_spec::SecretName::RegistrationSharedSecret),
-    ("worker_replication_secret", mxstack_spec::SecretName::WorkerReplicationSecret),
+    (
+        "registration_shared_secret",
+        mxstack_spec::SecretName::RegistrationSharedSecret,
+    ),
+    (
+        "worker_replication_secret",
+        mxstack_spec::SecretName::WorkerReplicationSecret,
+    ),
 ];
 
 pub trait Addressing {
@@ -113,11 +122,16 @@ impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
         let ns = config.namespace.clone();
         let s3_endpoint = match config.media.backend {
-            MediaBackend::Seaweedfs => format!("http://seaweedfs-s3.{ns}.svc.cluster.local:{SEAWEEDFS_S3_PORT}"),
+            MediaBackend::Seaweedfs => {
+                format!("http://seaweedfs-s3.{ns}.svc.cluster.local:{SEAWEEDFS_S3_PORT}")
+            }
             MediaBackend::MinioLegacy => format!("http://minio.{ns}.svc.cluster.local:80"),
             MediaBackend::S3 => config.media.endpoint.clone().unwrap_or_default(),
         };
-        KubernetesAddressing { namespace: ns, s3_endpoint }
+        KubernetesAddressing {
+            namespace: ns,
+            s3_endpoint,
+        }
     }
 
     fn svc(&self, name: &str) -> String {
@@ -125,9 +139,12 @@ impl KubernetesAddressing {
     }
 
     /// Pod DNS name through the group's headless Service.
+    /// Main is reached through its own Service (its single pod is `synapse-main-0`).
     pub fn pod_host(&self, p: &SynapseProcess) -> String {
-        let service = if p.is_main() { "synapse-main".to_string() } else { format!("synapse-{}", p.group) };
-        format!("{}.{}", p.name, self.svc(&service))
+        if p.is_main() {
+            return self.svc("synapse-main");
+        }
+        format!("{}.{}", p.name, self.svc(&format!("synapse-{}", p.group)))
     }
 }
 
@@ -136,31 +153,55 @@ impl Addressing for KubernetesAddressing {
         vec!["0.0.0.0".into()]
     }
     fn http(&self, p: &SynapseProcess) -> HostPort {
-        HostPort { host: self.pod_host(p), port: HTTP_PORT }
+        HostPort {
+            host: self.pod_host(p),
+            port: HTTP_PORT,
+        }
     }
     fn replication(&self, p: &SynapseProcess) -> HostPort {
-        HostPort { host: self.pod_host(p), port: REPLICATION_PORT }
+        HostPort {
+            host: self.pod_host(p),
+            port: REPLICATION_PORT,
+        }
     }
     fn metrics(&self, p: &SynapseProcess) -> HostPort {
-        HostPort { host: self.pod_host(p), port: METRICS_PORT }
+        HostPort {
+            host: self.pod_host(p),
+            port: METRICS_PORT,
+        }
     }
     fn redis_master(&self) -> HostPort {
-        HostPort { host: self.svc(VALKEY_MASTER), port: REDIS_PORT }
+        HostPort {
+            host: self.svc(VALKEY_MASTER),
+            port: REDIS_PORT,
+        }
     }
     fn redis_instance(&self, i: u32) -> HostPort {
-        HostPort { host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))), port: REDIS_PORT }
+        HostPort {
+            host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))),
+            port: REDIS_PORT,
+        }
     }
     fn sentinel(&self, i: u32) -> HostPort {
-        HostPort { host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))), port: SENTINEL_PORT }
+        HostPort {
+            host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))),
+            port: SENTINEL_PORT,
+        }
     }
     fn postgres(&self) -> HostPort {
-        HostPort { host: self.svc(&format!("{POSTGRES_CLUSTER}-rw")), port: POSTGRES_PORT }
+        HostPort {
+            host: self.svc(&format!("{POSTGRES_CLUSTER}-rw")),
+            port: POSTGRES_PORT,
+        }
     }
     fn s3_endpoint(&self) -> String {
         self.s3_endpoint.clone()
     }
     fn router(&self) -> HostPort {
-        HostPort { host: self.svc(ROUTER), port: ROUTER_PORT }
+        HostPort {
+            host: self.svc(ROUTER),
+            port: ROUTER_PORT,
+        }
     }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
@@ -177,14 +218,23 @@ pub struct LocalAddressing {
 
 impl LocalAddressing {
     fn index(&self, p: &SynapseProcess) -> u16 {
-        self.process_order.iter().position(|n| n == &p.name).expect("process is in the topology") as u16
+        self.process_order
+            .iter()
+            .position(|n| n == &p.name)
+            .expect("process is in the topology") as u16
     }
     /// Ports 0..19 above the base are infrastructure; each Synapse process then takes 3.
     fn synapse_port(&self, p: &SynapseProcess, slot: u16) -> HostPort {
-        HostPort { host: "127.0.0.1".into(), port: self.base_port + 20 + self.index(p) * 3 + slot }
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.base_port + 20 + self.index(p) * 3 + slot,
+        }
     }
     fn infra(&self, slot: u16) -> HostPort {
-        HostPort { host: "127.0.0.1".into(), port: self.base_port + slot }
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.base_port + slot,
+        }
     }
 }
 

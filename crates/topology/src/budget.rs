@@ -42,9 +42,14 @@ fn weight(kind: Option<WorkerKind>) -> u32 {
 
 impl ConnectionBudget {
     pub fn compute(sizing: &Sizing, groups: &[WorkerGroup]) -> ConnectionBudget {
-        let members: Vec<(String, Option<WorkerKind>, u32)> = std::iter::once(("main".to_string(), None, 1))
-            .chain(groups.iter().map(|g| (g.name.clone(), Some(g.kind), g.max_replicas)))
-            .collect();
+        let members: Vec<(String, Option<WorkerKind>, u32)> =
+            std::iter::once(("main".to_string(), None, 1))
+                .chain(
+                    groups
+                        .iter()
+                        .map(|g| (g.name.clone(), Some(g.kind), g.max_replicas)),
+                )
+                .collect();
         let weighted: u32 = members.iter().map(|(_, k, n)| weight(*k) * n).sum();
         let mut max_connections = sizing.postgres.max_connections;
         // Raise max_connections when the floor of CP_MIN per process would not fit.
@@ -56,17 +61,30 @@ impl ConnectionBudget {
                     .iter()
                     .map(|(name, kind, n)| {
                         let cp_max = (per_weight * weight(*kind)).min(CP_MAX_CAP);
-                        PoolLimit { group: name.clone(), processes_max: *n, cp_min: CP_MIN.min(cp_max), cp_max }
+                        PoolLimit {
+                            group: name.clone(),
+                            processes_max: *n,
+                            cp_min: CP_MIN.min(cp_max),
+                            cp_max,
+                        }
                     })
                     .collect();
                 let total_cp_max = pools.iter().map(|p| p.cp_max * p.processes_max).sum();
-                return ConnectionBudget { max_connections, budget, pools, total_cp_max };
+                return ConnectionBudget {
+                    max_connections,
+                    budget,
+                    pools,
+                    total_cp_max,
+                };
             }
             max_connections += 50;
         }
     }
 
     pub fn for_group(&self, group: &str) -> &PoolLimit {
-        self.pools.iter().find(|p| p.group == group).expect("every group has a pool limit")
+        self.pools
+            .iter()
+            .find(|p| p.group == group)
+            .expect("every group has a pool limit")
     }
 }

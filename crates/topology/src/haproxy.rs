@@ -53,7 +53,12 @@ pub fn map_files(routes: &[Route]) -> (String, String) {
 }
 
 /// The router: one frontend, the maps choose a backend, every worker backend falls back to main.
-pub fn router(topology: &Topology, addr: &dyn Addressing, res: Resolution, map_dir: &str) -> RouterFiles {
+pub fn router(
+    topology: &Topology,
+    addr: &dyn Addressing,
+    res: Resolution,
+    map_dir: &str,
+) -> RouterFiles {
     let routes = routing::routes(topology);
     let (routes_map, routes_readonly_map) = map_files(&routes);
     let processes = topology.processes();
@@ -68,7 +73,7 @@ pub fn router(topology: &Topology, addr: &dyn Addressing, res: Resolution, map_d
         resolvers_section(&mut c);
     }
     c.push_str(
-        "defaults\n    mode http\n    log global\n    option httplog\n    option dontlognull\n    option forwardfor\n    option redispatch\n    retries 2\n    timeout connect 5s\n    timeout client 180s\n    timeout server 180s\n    timeout http-request 30s\n    timeout queue 30s\n    default-server inter 2s fall 3 rise 2\n",
+        "defaults\n    mode http\n    log global\n    option dontlognull\n    option forwardfor\n    option redispatch\n    retries 2\n    timeout connect 5s\n    timeout client 180s\n    timeout server 180s\n    timeout http-request 30s\n    timeout queue 30s\n    default-server inter 2s fall 3 rise 2\n",
     );
     // One line per request: backend/server is what the routing tests read.
     c.push_str("    log-format \"%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %{+Q}r\"\n\n");
@@ -77,7 +82,16 @@ pub fn router(topology: &Topology, addr: &dyn Addressing, res: Resolution, map_d
         "frontend stats\n    bind {}:{ROUTER_STATS_PORT}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n    stats enable\n    stats uri /stats\n    stats refresh 10s\n    monitor-uri /healthz\n",
         if res == Resolution::Dns { "*" } else { "127.0.0.1" }
     );
-    let _ = writeln!(c, "frontend matrix\n    bind {}:{}", if res == Resolution::Dns { "*" } else { "127.0.0.1" }, listen.port);
+    let _ = writeln!(
+        c,
+        "frontend matrix\n    bind {}:{}",
+        if res == Resolution::Dns {
+            "*"
+        } else {
+            "127.0.0.1"
+        },
+        listen.port
+    );
     c.push_str("    http-request set-var(txn.mx_token) req.hdr(Authorization),word(2,' ') if { req.hdr(Authorization) -m beg Bearer }\n");
     c.push_str("    http-request set-var(txn.mx_token) url_param(access_token) if !{ var(txn.mx_token) -m found }\n");
     c.push_str("    http-request set-var(txn.mx_room) path,regsub(^.*/rooms/,),word(1,/) if { path -m sub /rooms/ }\n");
@@ -101,8 +115,12 @@ pub fn router(topology: &Topology, addr: &dyn Addressing, res: Resolution, map_d
         let _ = writeln!(c, "backend {backend}");
         match sticky {
             Sticky::None => c.push_str("    balance leastconn\n"),
-            Sticky::AccessToken => c.push_str("    balance hash var(txn.mx_token)\n    hash-type consistent\n"),
-            Sticky::Room => c.push_str("    balance hash var(txn.mx_room)\n    hash-type consistent\n"),
+            Sticky::AccessToken => {
+                c.push_str("    balance hash var(txn.mx_token)\n    hash-type consistent\n")
+            }
+            Sticky::Room => {
+                c.push_str("    balance hash var(txn.mx_room)\n    hash-type consistent\n")
+            }
             Sticky::Source => c.push_str("    balance source\n    hash-type consistent\n"),
         }
         c.push_str("    option httpchk GET /health\n");
@@ -111,10 +129,18 @@ pub fn router(topology: &Topology, addr: &dyn Addressing, res: Resolution, map_d
             let _ = writeln!(c, "    server {} {}:{} check{opts}", p.name, a.host, a.port);
         }
         // An empty pool falls back to main rather than failing the request.
-        let _ = writeln!(c, "    server {}-fallback {}:{} check backup{opts}\n", main.name, main_http.host, main_http.port);
+        let _ = writeln!(
+            c,
+            "    server {}-fallback {}:{} check backup{opts}\n",
+            main.name, main_http.host, main_http.port
+        );
         let _ = g;
     }
-    RouterFiles { haproxy_cfg: c, routes_map, routes_readonly_map }
+    RouterFiles {
+        haproxy_cfg: c,
+        routes_map,
+        routes_readonly_map,
+    }
 }
 
 /// The Valkey master endpoint: a TCP proxy that only ever sends traffic to the instance that
@@ -133,13 +159,19 @@ pub fn redis_master(topology: &Topology, addr: &dyn Addressing, res: Resolution)
     let _ = writeln!(
         c,
         "frontend valkey_master\n    bind {}:{}\n    default_backend valkey_master\n",
-        if res == Resolution::Dns { "*" } else { "127.0.0.1" },
+        if res == Resolution::Dns {
+            "*"
+        } else {
+            "127.0.0.1"
+        },
         listen.port
     );
     c.push_str("backend valkey_master\n    balance first\n    option tcp-check\n");
     c.push_str("    tcp-check connect\n    tcp-check send AUTH\\ \"${REDIS_PASSWORD}\"\\r\\n\n    tcp-check expect string +OK\n");
     c.push_str("    tcp-check send PING\\r\\n\n    tcp-check expect string +PONG\n");
-    c.push_str("    tcp-check send info\\ replication\\r\\n\n    tcp-check expect string role:master\n");
+    c.push_str(
+        "    tcp-check send info\\ replication\\r\\n\n    tcp-check expect string role:master\n",
+    );
     c.push_str("    tcp-check send QUIT\\r\\n\n    tcp-check expect string +OK\n");
     // Cut clients off a demoted master at once so they reconnect to the new one.
     c.push_str("    default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions\n");

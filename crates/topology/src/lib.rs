@@ -37,7 +37,12 @@ impl Topology {
         let sizing = Sizing::for_tier(config.scale, config);
         let groups = workers::groups(config, &sizing);
         let budget = ConnectionBudget::compute(&sizing, &groups);
-        Topology { config: config.clone(), sizing, groups, budget }
+        Topology {
+            config: config.clone(),
+            sizing,
+            groups,
+            budget,
+        }
     }
 
     pub fn has(&self, f: Feature) -> bool {
@@ -51,7 +56,10 @@ impl Topology {
 
     /// Processes at the replica count they start with (what `up` runs; what Kubernetes starts).
     pub fn initial_processes(&self) -> Vec<SynapseProcess> {
-        self.processes().into_iter().filter(|p| p.ordinal < p.initial_replicas).collect()
+        self.processes()
+            .into_iter()
+            .filter(|p| p.ordinal < p.initial_replicas)
+            .collect()
     }
 
     pub fn group(&self, name: &str) -> Option<&WorkerGroup> {

@@ -184,7 +184,13 @@ pub fn routes(topology: &Topology) -> Vec<Route> {
                 Some(g) => format!("{}{}", g.name, e.sticky.suffix()),
                 None => "main".to_string(),
             };
-            Route { group: group.map(|g| g.name.clone()).unwrap_or_else(|| "main".into()), backend, endpoint: e }
+            Route {
+                group: group
+                    .map(|g| g.name.clone())
+                    .unwrap_or_else(|| "main".into()),
+                backend,
+                endpoint: e,
+            }
         })
         .collect()
 }
@@ -193,7 +199,9 @@ pub fn target_group(groups: &[WorkerGroup], target: Target) -> Option<&WorkerGro
     match target {
         Target::Main => None,
         Target::Kind(k) => groups.iter().find(|g| g.kind == k),
-        Target::StreamWriter(s) => groups.iter().find(|g| g.kind == WorkerKind::StreamWriter && g.streams.contains(&s)),
+        Target::StreamWriter(s) => groups
+            .iter()
+            .find(|g| g.kind == WorkerKind::StreamWriter && g.streams.contains(&s)),
     }
 }
 
@@ -207,4 +215,63 @@ pub fn backends(routes: &[Route]) -> Vec<(String, String, Sticky)> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mxstack_spec::{Config, Feature, Tier};
+    use regex::Regex;
+
+    #[test]
+    fn every_example_is_routed_by_its_own_row() {
+        let table = endpoint_table();
+        let compiled: Vec<Regex> = table
+            .iter()
+            .map(|e| Regex::new(e.regex).expect("valid regex"))
+            .collect();
+        for (i, e) in table.iter().enumerate() {
+            assert!(!e.examples.is_empty(), "{} has no example", e.regex);
+            for (_, path) in e.examples {
+                let first = compiled.iter().position(|re| re.is_match(path));
+                assert_eq!(
+                    first,
+                    Some(i),
+                    "{path} should be routed by `{}` but row {first:?} matches first",
+                    e.regex
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn missing_worker_types_fall_back_to_main_and_federation_rows_follow_the_feature() {
+        let t = Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            [Feature::Li].into_iter().collect(),
+        ));
+        let r = routes(&t);
+        assert!(
+            r.iter().all(|r| !r.endpoint.federation),
+            "federation rows without federation"
+        );
+        let sync = r.iter().find(|r| r.endpoint.family == "sync").unwrap();
+        assert_eq!(sync.backend, "synchrotron-by-user");
+        let typing = r.iter().find(|r| r.endpoint.family == "typing").unwrap();
+        assert_eq!(typing.group, "stream-writer");
+        let big = Topology::build(&Config::new(
+            "acme.test",
+            Tier::T20k,
+            Feature::ALL.into_iter().collect(),
+        ));
+        let typing = routes(&big)
+            .into_iter()
+            .find(|r| r.endpoint.family == "typing")
+            .unwrap();
+        assert_eq!(typing.group, "stream-typing");
+        assert!(routes(&big)
+            .iter()
+            .any(|r| r.endpoint.family == "federation-send" && r.backend == "generic-by-source"));
+    }
 }

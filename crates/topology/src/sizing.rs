@@ -27,14 +27,14 @@ pub struct Resources {
 
 impl Resources {
     pub fn cpu(&self) -> String {
-        if self.cpu_millis % 1000 == 0 {
+        if self.cpu_millis.is_multiple_of(1000) {
             (self.cpu_millis / 1000).to_string()
         } else {
             format!("{}m", self.cpu_millis)
         }
     }
     pub fn memory(&self) -> String {
-        if self.memory_mib % 1024 == 0 {
+        if self.memory_mib.is_multiple_of(1024) {
             format!("{}Gi", self.memory_mib / 1024)
         } else {
             format!("{}Mi", self.memory_mib)
@@ -120,23 +120,106 @@ impl Sizing {
         };
         // (count, vcpu, ram, storage) per role.
         let (cp, app, db, st, calls, li) = match tier {
-            Tier::T100 => ((3, 4, 8, 100), (3, 8, 16, 200), (3, 4, 16, 500), (4, 4, 8, 1000), (2, 4, 8, 50), (2, 4, 16, 500)),
-            Tier::T1k => ((3, 4, 8, 100), (10, 16, 32, 500), (3, 16, 64, 1000), (8, 8, 16, 2000), (6, 8, 16, 100), (2, 8, 32, 1000)),
-            Tier::T5k => ((3, 8, 16, 200), (14, 32, 64, 1000), (3, 32, 128, 2000), (8, 16, 32, 4000), (8, 16, 32, 200), (2, 16, 64, 2000)),
-            Tier::T10k => ((3, 8, 16, 200), (17, 32, 128, 2000), (5, 32, 128, 4000), (12, 16, 32, 4000), (8, 16, 32, 200), (2, 16, 64, 4000)),
-            Tier::T20k => ((3, 8, 16, 200), (21, 32, 128, 2000), (5, 32, 128, 4000), (12, 16, 32, 4000), (10, 16, 32, 200), (3, 32, 128, 4000)),
+            Tier::T100 => (
+                (3, 4, 8, 100),
+                (3, 8, 16, 200),
+                (3, 4, 16, 500),
+                (4, 4, 8, 1000),
+                (2, 4, 8, 50),
+                (2, 4, 16, 500),
+            ),
+            Tier::T1k => (
+                (3, 4, 8, 100),
+                (10, 16, 32, 500),
+                (3, 16, 64, 1000),
+                (8, 8, 16, 2000),
+                (6, 8, 16, 100),
+                (2, 8, 32, 1000),
+            ),
+            Tier::T5k => (
+                (3, 8, 16, 200),
+                (14, 32, 64, 1000),
+                (3, 32, 128, 2000),
+                (8, 16, 32, 4000),
+                (8, 16, 32, 200),
+                (2, 16, 64, 2000),
+            ),
+            Tier::T10k => (
+                (3, 8, 16, 200),
+                (17, 32, 128, 2000),
+                (5, 32, 128, 4000),
+                (12, 16, 32, 4000),
+                (8, 16, 32, 200),
+                (2, 16, 64, 4000),
+            ),
+            Tier::T20k => (
+                (3, 8, 16, 200),
+                (21, 32, 128, 2000),
+                (5, 32, 128, 4000),
+                (12, 16, 32, 4000),
+                (10, 16, 32, 200),
+                (3, 32, 128, 4000),
+            ),
         };
         let mut nodes = vec![
-            role("control-plane", cp.0, cp.1, cp.2, cp.3, "SSD", "Kubernetes control plane"),
-            role("application", app.0, app.1, app.2, app.3, "SSD", "Synapse, HAProxy, Valkey, Element, monitoring"),
-            role("database", db.0, db.1, db.2, db.3, "NVMe", "PostgreSQL (CloudNativePG)"),
-            role("storage", st.0, st.1, st.2, st.3, "HDD", "S3 media storage (SeaweedFS volumes)"),
+            role(
+                "control-plane",
+                cp.0,
+                cp.1,
+                cp.2,
+                cp.3,
+                "SSD",
+                "Kubernetes control plane",
+            ),
+            role(
+                "application",
+                app.0,
+                app.1,
+                app.2,
+                app.3,
+                "SSD",
+                "Synapse, HAProxy, Valkey, Element, monitoring",
+            ),
+            role(
+                "database",
+                db.0,
+                db.1,
+                db.2,
+                db.3,
+                "NVMe",
+                "PostgreSQL (CloudNativePG)",
+            ),
+            role(
+                "storage",
+                st.0,
+                st.1,
+                st.2,
+                st.3,
+                "HDD",
+                "S3 media storage (SeaweedFS volumes)",
+            ),
         ];
         if config.has(Feature::Calls) {
-            nodes.push(role("calls", calls.0, calls.1, calls.2, calls.3, "SSD", "LiveKit and coturn (public IPs)"));
+            nodes.push(role(
+                "calls",
+                calls.0,
+                calls.1,
+                calls.2,
+                calls.3,
+                "SSD",
+                "LiveKit and coturn (public IPs)",
+            ));
         }
         if config.has(Feature::Li) {
-            nodes.push(role("lawful-intercept", li.0, li.1, li.2, li.3, "NVMe", "LI replica, LI browsing stack, key vault"));
+            nodes.push(role(
+                "lawful-intercept",
+                li.0,
+                li.1,
+                li.2,
+                li.3,
+                "NVMe",
+                "LI replica, LI browsing stack, key vault",
+            ));
         }
         let total_nodes = nodes.iter().map(|n| n.count).sum();
         let total_vcpu = nodes.iter().map(|n| n.count * n.vcpu).sum();
@@ -179,7 +262,10 @@ impl Sizing {
                 _ => "200Gi",
             }
             .into(),
-            resources: Resources { cpu_millis: db.1 * 1000 * 3 / 4, memory_mib: (db_ram_gb - 2) * 1024 },
+            resources: Resources {
+                cpu_millis: db.1 * 1000 * 3 / 4,
+                memory_mib: (db_ram_gb - 2) * 1024,
+            },
         };
         // Seed 004 issue 2.4: 2 GB is too little at 10K-20K; 4-8 GB there.
         let maxmemory_mib = match tier {
@@ -194,7 +280,10 @@ impl Sizing {
             sentinel_quorum: 2,
             maxmemory_mib,
             // Headroom for replication buffers and fork-on-save copy-on-write.
-            resources: Resources { cpu_millis: 250 * factor(tier), memory_mib: maxmemory_mib * 3 / 2 },
+            resources: Resources {
+                cpu_millis: 250 * factor(tier),
+                memory_mib: maxmemory_mib * 3 / 2,
+            },
         };
         Sizing {
             tier,
@@ -233,7 +322,10 @@ impl Sizing {
             Component::Valkey => return self.redis.resources.clone(),
             _ => factor(self.tier),
         };
-        let mut r = Resources { cpu_millis: cpu * f, memory_mib: mem * f };
+        let mut r = Resources {
+            cpu_millis: cpu * f,
+            memory_mib: mem * f,
+        };
         let o = config.override_for(c);
         if let Some(cpu) = o.cpu.as_deref().and_then(parse_cpu) {
             r.cpu_millis = cpu;
@@ -251,7 +343,10 @@ pub fn parse_cpu(s: &str) -> Option<u32> {
     if let Some(m) = s.strip_suffix('m') {
         return m.parse().ok().filter(|v| *v > 0);
     }
-    s.parse::<f64>().ok().filter(|v| *v > 0.0).map(|v| (v * 1000.0).round() as u32)
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0)
+        .map(|v| (v * 1000.0).round() as u32)
 }
 
 /// `512Mi` -> 512, `2Gi` -> 2048.

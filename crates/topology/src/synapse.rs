@@ -16,7 +16,11 @@ pub const DATABASE_NAME: &str = "synapse";
 pub const DATABASE_USER: &str = "synapse";
 
 /// Files Synapse loads for a process, in `--config-path` order.
-pub fn config_paths(topology: &Topology, p: &SynapseProcess, addr: &dyn Addressing) -> Vec<std::path::PathBuf> {
+pub fn config_paths(
+    topology: &Topology,
+    p: &SynapseProcess,
+    addr: &dyn Addressing,
+) -> Vec<std::path::PathBuf> {
     let paths = addr.synapse_paths();
     let _ = topology;
     let mut out = vec![paths.homeserver_yaml()];
@@ -70,16 +74,26 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
 
     let mut instance_map = Map::new();
     for name in workers::instance_map_members(groups) {
-        let p = processes.iter().find(|p| p.instance_name() == name).expect("writer process exists");
+        let p = processes
+            .iter()
+            .find(|p| p.instance_name() == name)
+            .expect("writer process exists");
         let r = addr.replication(p);
         instance_map.insert(name, json!({ "host": r.host, "port": r.port }));
     }
     let mut stream_writers = Map::new();
+    // Streams main writes are left out: Synapse's default writer is main, and it names main
+    // `master` internally, so spelling it out in a worker's view would fail.
     for (s, writers) in workers::stream_writers(groups) {
-        stream_writers.insert(s.key().to_string(), json!(writers));
+        if writers.iter().any(|w| w != workers::MAIN_INSTANCE) {
+            stream_writers.insert(s.key().to_string(), json!(writers));
+        }
     }
     let group_processes = |kind: WorkerKind| -> Vec<String> {
-        topology.groups_of(kind).flat_map(|g| (0..g.max_replicas).map(|i| g.process_name(i))).collect()
+        topology
+            .groups_of(kind)
+            .flat_map(|g| (0..g.max_replicas).map(|i| g.process_name(i)))
+            .collect()
     };
 
     let mut hs = Map::new();
@@ -87,7 +101,10 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         hs.insert(k.to_string(), v);
     };
     put("server_name", json!(c.domain));
-    put("public_baseurl", json!(format!("https://{}/", hosts.matrix)));
+    put(
+        "public_baseurl",
+        json!(format!("https://{}/", hosts.matrix)),
+    );
     put("report_stats", json!(false));
     put("log_config", json!(paths.log_yaml()));
     put("media_store_path", json!(paths.media_store));
@@ -114,8 +131,14 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     put("enable_metrics", json!(true));
     put("instance_map", Value::Object(instance_map));
     put("stream_writers", Value::Object(stream_writers));
-    put("federation_sender_instances", json!(group_processes(WorkerKind::FederationSender)));
-    put("pusher_instances", json!(group_processes(WorkerKind::Pusher)));
+    put(
+        "federation_sender_instances",
+        json!(group_processes(WorkerKind::FederationSender)),
+    );
+    put(
+        "pusher_instances",
+        json!(group_processes(WorkerKind::Pusher)),
+    );
     if let Some(bg) = first_of(topology, WorkerKind::Background) {
         put("run_background_tasks_on", json!(bg));
         put("update_user_directory_from_worker", json!(bg));
@@ -128,7 +151,10 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         put("media_instance_running_background_jobs", json!(m));
     }
     put("max_upload_size", json!(c.synapse.max_upload_size));
-    put("media_retention", json!({ "remote_media_lifetime": c.synapse.remote_media_retention }));
+    put(
+        "media_retention",
+        json!({ "remote_media_lifetime": c.synapse.remote_media_retention }),
+    );
     put(
         "media_storage_providers",
         json!([{
@@ -147,10 +173,27 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     if c.synapse.url_previews {
         put(
             "url_preview_ip_range_blacklist",
-            json!(["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-                   "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
-                   "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "::1/128", "fe80::/10", "fc00::/7",
-                   "2001:db8::/32", "ff00::/8", "fec0::/10"]),
+            json!([
+                "127.0.0.0/8",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "192.0.0.0/24",
+                "169.254.0.0/16",
+                "192.88.99.0/24",
+                "198.18.0.0/15",
+                "192.0.2.0/24",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "224.0.0.0/4",
+                "::1/128",
+                "fe80::/10",
+                "fc00::/7",
+                "2001:db8::/32",
+                "ff00::/8",
+                "fec0::/10"
+            ]),
         );
     }
     put("enable_registration", json!(c.synapse.enable_registration));
@@ -158,7 +201,10 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     // .well-known is served at the edge from the same model, not by Synapse.
     put("serve_server_wellknown", json!(false));
     if topology.has(Feature::Federation) {
-        put("trusted_key_servers", json!([{ "server_name": "matrix.org" }]));
+        put(
+            "trusted_key_servers",
+            json!([{ "server_name": "matrix.org" }]),
+        );
         put("suppress_key_server_warning", json!(true));
     } else {
         // Federation off: talk to no other server and fetch no keys (no outbound traffic).
@@ -169,8 +215,11 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     if topology.has(Feature::Calls) {
         put(
             "turn_uris",
-            json!([format!("turn:{}:3478?transport=udp", hosts.turn), format!("turn:{}:3478?transport=tcp", hosts.turn),
-                   format!("turns:{}:5349?transport=tcp", hosts.turn)]),
+            json!([
+                format!("turn:{}:3478?transport=udp", hosts.turn),
+                format!("turn:{}:3478?transport=tcp", hosts.turn),
+                format!("turns:{}:5349?transport=tcp", hosts.turn)
+            ]),
         );
         put("turn_shared_secret_path", json!(paths.turn_secret_file));
         put("turn_user_lifetime", json!("1h"));

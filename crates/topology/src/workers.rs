@@ -62,12 +62,21 @@ impl WorkerKind {
 
     /// Whether other processes must reach this one over HTTP replication (needs an instance_map entry).
     pub fn needs_replication_listener(self) -> bool {
-        matches!(self, WorkerKind::EventPersister | WorkerKind::StreamWriter | WorkerKind::MediaRepository)
+        matches!(
+            self,
+            WorkerKind::EventPersister | WorkerKind::StreamWriter | WorkerKind::MediaRepository
+        )
     }
 
     /// Serves client or federation HTTP traffic routed by HAProxy.
     pub fn serves_http(self) -> bool {
-        !matches!(self, WorkerKind::EventPersister | WorkerKind::FederationSender | WorkerKind::Pusher | WorkerKind::Background)
+        !matches!(
+            self,
+            WorkerKind::EventPersister
+                | WorkerKind::FederationSender
+                | WorkerKind::Pusher
+                | WorkerKind::Background
+        )
     }
 }
 
@@ -129,7 +138,14 @@ impl Stream {
 
     /// Synapse accepts exactly one writer for these.
     pub fn single_writer(self) -> bool {
-        matches!(self, Stream::Typing | Stream::ToDevice | Stream::AccountData | Stream::Presence | Stream::PushRules)
+        matches!(
+            self,
+            Stream::Typing
+                | Stream::ToDevice
+                | Stream::AccountData
+                | Stream::Presence
+                | Stream::PushRules
+        )
     }
 }
 
@@ -245,24 +261,51 @@ pub fn groups(config: &Config, sizing: &Sizing) -> Vec<WorkerGroup> {
             max = 1;
         }
         let resources = sizing.resources_for(kind.component(), config);
-        out.push(WorkerGroup { name, kind, replicas, max_replicas: max, streams, resources });
+        out.push(WorkerGroup {
+            name,
+            kind,
+            replicas,
+            max_replicas: max,
+            streams,
+            resources,
+        });
     };
     push("synchrotron".into(), WorkerKind::Synchrotron, vec![]);
     push("generic".into(), WorkerKind::Generic, vec![]);
-    push("media".into(), WorkerKind::MediaRepository, vec![Stream::QuarantinedMediaChanges]);
-    push("event-persister".into(), WorkerKind::EventPersister, vec![Stream::Events]);
+    push(
+        "media".into(),
+        WorkerKind::MediaRepository,
+        vec![Stream::QuarantinedMediaChanges],
+    );
+    push(
+        "event-persister".into(),
+        WorkerKind::EventPersister,
+        vec![Stream::Events],
+    );
     if config.has(Feature::Federation) {
-        push("federation-sender".into(), WorkerKind::FederationSender, vec![]);
+        push(
+            "federation-sender".into(),
+            WorkerKind::FederationSender,
+            vec![],
+        );
     }
     push("pusher".into(), WorkerKind::Pusher, vec![]);
     push("background".into(), WorkerKind::Background, vec![]);
     // Small tiers share one writer for all offloaded streams; large tiers give each its own process.
     if tier >= Tier::T10k {
         for s in Stream::OFFLOADED {
-            push(format!("stream-{}", s.key().replace('_', "-")), WorkerKind::StreamWriter, vec![s]);
+            push(
+                format!("stream-{}", s.key().replace('_', "-")),
+                WorkerKind::StreamWriter,
+                vec![s],
+            );
         }
     } else {
-        push("stream-writer".into(), WorkerKind::StreamWriter, Stream::OFFLOADED.to_vec());
+        push(
+            "stream-writer".into(),
+            WorkerKind::StreamWriter,
+            Stream::OFFLOADED.to_vec(),
+        );
     }
     out
 }
@@ -298,7 +341,11 @@ pub fn stream_writers(groups: &[WorkerGroup]) -> Vec<(Stream, Vec<String>)> {
             for g in groups.iter().filter(|g| g.streams.contains(&s)) {
                 // Only the first media worker writes quarantined_media_changes: it also runs the
                 // media background jobs.
-                let n = if s == Stream::QuarantinedMediaChanges { 1 } else { g.max_replicas };
+                let n = if s == Stream::QuarantinedMediaChanges {
+                    1
+                } else {
+                    g.max_replicas
+                };
                 writers.extend((0..n).map(|i| g.process_name(i)));
             }
             if writers.is_empty() {

@@ -1,0 +1,131 @@
+//! Invariants of the model for every tier: budgets hold, lists agree, local and Kubernetes
+//! addressing produce the same processes.
+
+use mxstack_spec::{default_features, Config, Feature, Tier};
+use mxstack_topology::workers::{self, WorkerKind};
+use mxstack_topology::{synapse, Addressing, KubernetesAddressing, LocalAddressing, Topology};
+
+fn all() -> std::collections::BTreeSet<Feature> {
+    Feature::ALL.into_iter().collect()
+}
+
+#[test]
+fn connection_budget_holds_for_every_tier_including_autoscaler_maxima() {
+    for tier in Tier::ALL {
+        let t = Topology::build(&Config::new("acme.test", tier, all()));
+        let sum: u32 = t
+            .processes()
+            .iter()
+            .map(|p| t.budget.for_group(&p.group).cp_max)
+            .sum();
+        assert_eq!(sum, t.budget.total_cp_max, "{tier}");
+        assert!(
+            sum * 100 <= t.budget.max_connections * 85,
+            "{tier}: {sum} > 85% of {}",
+            t.budget.max_connections
+        );
+        assert!(
+            t.budget
+                .pools
+                .iter()
+                .all(|p| p.cp_min >= 1 && p.cp_min <= p.cp_max),
+            "{tier}"
+        );
+    }
+}
+
+#[test]
+fn seed_component_counts_are_met() {
+    // Seed 003: 100 CCU = 2 sync, 2 generic, 2 event persisters, 2 federation; 20K = 18/8/4/8.
+    for (tier, expected) in [(Tier::T100, (2, 2, 2, 2)), (Tier::T20k, (18, 8, 4, 8))] {
+        let t = Topology::build(&Config::new("acme.test", tier, all()));
+        let n = |k| t.groups_of(k).map(|g| g.replicas).sum::<u32>();
+        let got = (
+            n(WorkerKind::Synchrotron),
+            n(WorkerKind::Generic),
+            n(WorkerKind::EventPersister),
+            n(WorkerKind::FederationSender),
+        );
+        assert_eq!(got, expected, "{tier}");
+    }
+}
+
+#[test]
+fn stream_writers_and_instance_map_agree() {
+    for tier in Tier::ALL {
+        let t = Topology::build(&Config::new("acme.test", tier, default_features()));
+        let hs = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
+        let map = hs["instance_map"].as_object().unwrap();
+        for (stream, writers) in workers::stream_writers(&t.groups) {
+            if writers != ["main"] {
+                assert_eq!(
+                    hs["stream_writers"][stream.key()],
+                    serde_json::json!(writers)
+                );
+            } else {
+                assert!(hs["stream_writers"].get(stream.key()).is_none());
+            }
+            for w in &writers {
+                assert!(
+                    map.contains_key(w),
+                    "{tier}: {w} writes {} but has no instance_map entry",
+                    stream.key()
+                );
+            }
+            if stream.single_writer() {
+                assert_eq!(writers.len(), 1);
+            }
+        }
+        // Events go to the event persisters, never main, once they exist (004 issue 2.5).
+        assert!(!hs["stream_writers"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "main"));
+    }
+}
+
+#[test]
+fn federation_senders_only_with_federation() {
+    let off = Topology::build(&Config::new("acme.test", Tier::T1k, default_features()));
+    let hs = synapse::homeserver_yaml(&off, &KubernetesAddressing::new(&off.config));
+    assert_eq!(hs["federation_sender_instances"], serde_json::json!([]));
+    assert_eq!(hs["federation_domain_whitelist"], serde_json::json!([]));
+    let on = Topology::build(&Config::new("acme.test", Tier::T1k, all()));
+    let hs = synapse::homeserver_yaml(&on, &KubernetesAddressing::new(&on.config));
+    assert_eq!(
+        hs["federation_sender_instances"],
+        serde_json::json!(["synapse-federation-sender-0", "synapse-federation-sender-1"])
+    );
+}
+
+#[test]
+fn local_and_kubernetes_share_everything_but_addresses() {
+    let t = Topology::build(&Config::new("acme.test", Tier::T1k, all()));
+    let k8s = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
+    let order = t.processes().iter().map(|p| p.name.clone()).collect();
+    let local = LocalAddressing {
+        base_port: 20000,
+        state_dir: "/var/lib/mx".into(),
+        process_order: order,
+    };
+    let loc = synapse::homeserver_yaml(&t, &local);
+    for key in [
+        "stream_writers",
+        "federation_sender_instances",
+        "pusher_instances",
+        "run_background_tasks_on",
+        "enable_media_repo",
+    ] {
+        assert_eq!(k8s[key], loc[key], "{key}");
+    }
+    let k: Vec<_> = k8s["instance_map"].as_object().unwrap().keys().collect();
+    let l: Vec<_> = loc["instance_map"].as_object().unwrap().keys().collect();
+    assert_eq!(k, l);
+    let mut ports = std::collections::BTreeSet::new();
+    for p in t.processes() {
+        for hp in [local.http(&p), local.replication(&p), local.metrics(&p)] {
+            assert!(ports.insert(hp.port), "port {} used twice", hp.port);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of mxstack: formatting, lints, unit and integration tests, and the proofs against
+# the real Synapse, HAProxy and Kubernetes schemas. Installs what it needs first (scripts/setup.sh).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+# A stable target dir on the machine keeps CI fast; nothing depends on it being warm.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/mxstack/target}"
+export MXSTACK_VENV="${MXSTACK_VENV:-$here/.venv}"
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace -- --test-threads=2
