@@ -94,7 +94,13 @@ pub trait Addressing {
     fn s3_endpoint(&self) -> String;
     /// The HAProxy router's HTTP frontend.
     fn router(&self) -> HostPort;
+    /// The router's stats page, Prometheus metrics and health check.
+    fn router_stats(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
+    /// The URL clients use (Synapse's `public_baseurl`).
+    fn public_base_url(&self, config: &Config) -> String {
+        format!("https://{}/", config.hostnames().matrix)
+    }
 }
 
 pub const HTTP_PORT: u16 = 8008;
@@ -203,6 +209,12 @@ impl Addressing for KubernetesAddressing {
             port: ROUTER_PORT,
         }
     }
+    fn router_stats(&self) -> HostPort {
+        HostPort {
+            host: self.svc(ROUTER),
+            port: ROUTER_STATS_PORT,
+        }
+    }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
     }
@@ -238,6 +250,13 @@ impl LocalAddressing {
     }
 }
 
+impl LocalAddressing {
+    /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
+    pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
+        (self.base_port + 13, self.base_port + 14, self.base_port + 15)
+    }
+}
+
 impl Addressing for LocalAddressing {
     fn bind_addresses(&self) -> Vec<String> {
         vec!["127.0.0.1".into()]
@@ -254,6 +273,9 @@ impl Addressing for LocalAddressing {
     fn router(&self) -> HostPort {
         self.infra(0)
     }
+    fn router_stats(&self) -> HostPort {
+        self.infra(1)
+    }
     fn postgres(&self) -> HostPort {
         self.infra(2)
     }
@@ -268,6 +290,9 @@ impl Addressing for LocalAddressing {
     }
     fn s3_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.base_port + 12)
+    }
+    fn public_base_url(&self, _config: &Config) -> String {
+        format!("http://127.0.0.1:{}/", self.router().port)
     }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under(&self.state_dir.display().to_string())

@@ -55,8 +55,12 @@ fn database(topology: &Topology, addr: &dyn Addressing, group: &str) -> Value {
     })
 }
 
-fn http_resources(topology: &Topology) -> Value {
+/// Listener resources; media workers also serve the `media` resource (/_matrix/media).
+fn http_resources(topology: &Topology, kind: Option<WorkerKind>) -> Value {
     let mut names = vec!["client"];
+    if kind == Some(WorkerKind::MediaRepository) {
+        names.push("media");
+    }
     if topology.has(Feature::Federation) {
         names.push("federation");
     }
@@ -122,7 +126,7 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         "listeners",
         json!([
             { "port": addr.http(main).port, "bind_addresses": addr.bind_addresses(), "type": "http", "tls": false,
-              "x_forwarded": true, "resources": http_resources(topology) },
+              "x_forwarded": true, "resources": http_resources(topology, None) },
             { "port": addr.replication(main).port, "bind_addresses": addr.bind_addresses(), "type": "http",
               "tls": false, "resources": [{ "names": ["replication"] }] },
             { "port": addr.metrics(main).port, "bind_addresses": addr.bind_addresses(), "type": "metrics" },
@@ -235,7 +239,7 @@ pub fn worker_yaml(topology: &Topology, p: &SynapseProcess, addr: &dyn Addressin
     let mut listeners = vec![];
     if kind.serves_http() {
         listeners.push(json!({ "type": "http", "port": addr.http(p).port, "bind_addresses": addr.bind_addresses(),
-                               "x_forwarded": true, "resources": http_resources(topology) }));
+                               "x_forwarded": true, "resources": http_resources(topology, Some(kind)) }));
     }
     if kind.needs_replication_listener() {
         listeners.push(json!({ "type": "http", "port": addr.replication(p).port,

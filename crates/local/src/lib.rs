@@ -1,0 +1,15 @@
+//! The local target: the topology the Kubernetes target renders, run as real processes on 127.0.0.1
+//! under one supervisor. Synapse, worker and HAProxy configuration come from the same
+//! `mxstack_topology` functions; only the `Addressing` differs (fixed host, allocated ports, paths
+//! under the state directory).
+
+pub mod http;
+pub mod layout;
+pub mod plan;
+pub mod status;
+pub mod supervisor;
+pub mod users;
+
+pub use layout::StateLayout;
+pub use plan::{LocalPlan, Readiness, Service};
+pub use status::{ProcessState, ProcessStatus, StackStatus};

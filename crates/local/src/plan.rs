@@ -1,0 +1,560 @@
+//! What `mxstack up` runs: every process with its command, environment, readiness check and the
+//! processes it waits for, plus the files it needs. Built from the same topology functions as the
+//! Kubernetes target; only addresses and paths differ.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Secrets};
+use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
+use mxstack_topology::haproxy::{self, Resolution};
+use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
+use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
+use serde::Serialize;
+
+use crate::layout::StateLayout;
+
+/// How the supervisor knows a process is ready.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Readiness {
+    /// Something accepts TCP connections on the port.
+    Tcp { port: u16 },
+    /// `GET path` answers 200.
+    Http { port: u16, path: String },
+    /// A Redis-protocol server answers AUTH + PING (the password is read from the secrets).
+    Redis { port: u16 },
+    /// A one-shot task: ready when it exited 0.
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Environment; values of secret entries are never printed (see `secret_env`).
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
+    /// Names of env entries that hold secrets.
+    pub secret_env: Vec<String>,
+    /// Written to the process's stdin (one-shot SQL, shell commands); may hold secrets.
+    #[serde(skip)]
+    pub stdin: Option<String>,
+    /// Run as this system user (PostgreSQL refuses to run as root).
+    pub run_as: Option<String>,
+    pub readiness: Readiness,
+    /// Services that must be ready first.
+    pub after: Vec<String>,
+    pub one_shot: bool,
+    /// The port a person would look at (shown by `status`).
+    pub port: Option<u16>,
+    /// Skip this one-shot when the path exists (e.g. initdb once).
+    pub skip_if_exists: Option<PathBuf>,
+    /// How long a SIGTERM may take before SIGKILL.
+    pub stop_grace_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeneratedFile {
+    pub path: PathBuf,
+    pub content: String,
+    pub mode: u32,
+}
+
+pub struct LocalPlan {
+    pub topology: Topology,
+    pub addressing: LocalAddressing,
+    pub services: Vec<Service>,
+    pub files: Vec<GeneratedFile>,
+    pub client_url: String,
+    pub postgres_dsn: String,
+    pub s3_endpoint: String,
+    pub bucket: String,
+    pub redis_password: String,
+}
+
+/// Programs the plan runs, found on this machine.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub python: PathBuf,
+    pub weed: PathBuf,
+    pub pg_bin: PathBuf,
+    pub redis_server: PathBuf,
+    pub haproxy: PathBuf,
+}
+
+impl Programs {
+    /// Finds the venv (MXSTACK_VENV, or `.venv` in the current directory or above the binary) and
+    /// the Debian packages' binaries.
+    pub fn discover() -> Result<Programs, String> {
+        let venv = venv_dir().ok_or("no Python venv with Synapse found: run scripts/setup.sh, or set MXSTACK_VENV")?;
+        let pg_bin = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("postgres").exists())
+            .ok_or("PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql-15)")?;
+        let find = |name: &str| -> Result<PathBuf, String> {
+            ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.exists())
+                .ok_or(format!("`{name}` not found: run scripts/setup.sh"))
+        };
+        Ok(Programs {
+            python: venv.join("bin/python"),
+            weed: venv.join("bin/weed"),
+            pg_bin,
+            redis_server: find("redis-server")?,
+            haproxy: find("haproxy")?,
+        })
+    }
+}
+
+pub fn venv_dir() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("MXSTACK_VENV") {
+        return Some(PathBuf::from(v));
+    }
+    let mut starts: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            let candidate = dir.join(".venv");
+            if candidate.join("bin/python").exists() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// The config the local stack runs: the operator's config with `replicas` processes per worker
+/// group (single writers stay single), so instance_map and stream_writers list what really runs.
+pub fn local_config(config: &Config, replicas: u32) -> Config {
+    let mut c = config.clone();
+    for (component, autoscalable) in [
+        (Component::Synchrotron, true),
+        (Component::Generic, true),
+        (Component::MediaRepository, false),
+        (Component::EventPersister, false),
+        (Component::FederationSender, false),
+        (Component::Pusher, false),
+        (Component::Background, false),
+    ] {
+        c.overrides.insert(
+            component,
+            ComponentOverride {
+                replicas: Some(replicas),
+                max_replicas: autoscalable.then_some(replicas),
+                ..c.override_for(component)
+            },
+        );
+    }
+    c
+}
+
+fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
+    GeneratedFile { path, content: content.into(), mode }
+}
+
+impl LocalPlan {
+    pub fn build(config: &Config, secrets: &Secrets, layout: &StateLayout, replicas: u32, base_port: u16, programs: &Programs) -> LocalPlan {
+        let t = Topology::build(&local_config(config, replicas));
+        let processes = t.processes();
+        let addr = LocalAddressing {
+            base_port,
+            state_dir: layout.synapse_root(),
+            process_order: processes.iter().map(|p| p.name.clone()).collect(),
+        };
+        let paths = addr.synapse_paths();
+        let redis_password = secrets.get(SecretName::RedisPassword).to_string();
+        let mut files = Vec::new();
+
+        // --- Synapse: the same files the Kubernetes ConfigMaps and Secrets hold.
+        files.push(file(paths.homeserver_yaml(), synapse::to_yaml(&synapse::homeserver_yaml(&t, &addr)), 0o644));
+        files.push(file(paths.log_yaml(), synapse::to_yaml(&synapse::log_yaml()), 0o644));
+        for p in processes.iter().filter(|p| !p.is_main()) {
+            files.push(file(paths.worker_yaml(&p.name), synapse::to_yaml(&synapse::worker_yaml(&t, p, &addr)), 0o644));
+        }
+        for (name, secret) in SYNAPSE_SECRET_FILES {
+            files.push(file(paths.secret(name), secrets.get(secret), 0o600));
+        }
+        files.push(file(paths.redis_password_file.clone(), redis_password.clone(), 0o600));
+        if t.has(Feature::Calls) {
+            files.push(file(paths.turn_secret_file.clone(), secrets.get(SecretName::TurnSharedSecret), 0o600));
+        }
+
+        // --- HAProxy: router and Valkey master endpoint, literal addresses instead of DNS.
+        let hdir = layout.haproxy_dir();
+        let router = haproxy::router(&t, &addr, Resolution::Static, &hdir.display().to_string());
+        files.push(file(hdir.join("haproxy.cfg"), router.haproxy_cfg, 0o644));
+        files.push(file(hdir.join(haproxy::ROUTES_MAP), router.routes_map, 0o644));
+        files.push(file(hdir.join(haproxy::ROUTES_READONLY_MAP), router.routes_readonly_map, 0o644));
+        files.push(file(hdir.join("valkey-master.cfg"), haproxy::redis_master(&t, &addr, Resolution::Static), 0o644));
+
+        // --- Valkey/Redis: instance 0 starts as master, the others follow it; Sentinel watches.
+        let n = t.sizing.redis.instances;
+        let master = addr.redis_instance(0);
+        for i in 0..n {
+            let me = addr.redis_instance(i);
+            let dir = layout.valkey_dir(i);
+            let mut conf = format!(
+                "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {}\ndaemonize no\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\nmaxmemory {}mb\nmaxmemory-policy noeviction\nappendonly no\nsave \"\"\n",
+                me.port,
+                dir.display(),
+                t.sizing.redis.maxmemory_mib.min(512),
+                pw = redis_password
+            );
+            if i > 0 {
+                conf.push_str(&format!("replicaof {} {}\n", master.host, master.port));
+            }
+            files.push(file(dir.join("valkey.conf"), conf, 0o600));
+            let s = addr.sentinel(i);
+            let sentinel = format!(
+                "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor mxstack {} {} {}\nsentinel auth-pass mxstack \"{}\"\nsentinel down-after-milliseconds mxstack 2000\nsentinel failover-timeout mxstack 10000\nsentinel parallel-syncs mxstack 1\n",
+                s.port,
+                dir.display(),
+                master.host,
+                master.port,
+                t.sizing.redis.sentinel_quorum,
+                redis_password
+            );
+            files.push(file(dir.join("sentinel.conf"), sentinel, 0o600));
+        }
+
+        // --- SeaweedFS S3 identity (the one set of S3 credentials, as in Kubernetes).
+        let s3_config = serde_json::json!({
+            "identities": [{
+                "name": "mxstack",
+                "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+            }]
+        });
+        files.push(file(layout.seaweedfs_dir().join("s3.json"), s3_config.to_string(), 0o600));
+
+        // --- PostgreSQL: a cluster of our own under the state directory.
+        let pg = addr.postgres();
+        let pgpass = layout.root.join("pgpass");
+        files.push(file(
+            pgpass.clone(),
+            format!("{}:{}:{DATABASE_NAME}:{DATABASE_USER}:{}\n", pg.host, pg.port, secrets.get(SecretName::SynapseDbPassword)),
+            0o600,
+        ));
+
+        let mut services = Vec::new();
+        let pg_data = layout.postgres_data();
+        let pwfile = layout.root.join("postgres/initdb-password");
+        services.push(Service {
+            name: "postgres-init".into(),
+            program: programs.pg_bin.join("initdb"),
+            args: vec![
+                "-D".into(),
+                pg_data.display().to_string(),
+                "--username=postgres".into(),
+                "--auth-local=peer".into(),
+                "--auth-host=scram-sha-256".into(),
+                "--encoding=UTF8".into(),
+                "--locale=C".into(),
+                format!("--pwfile={}", pwfile.display()),
+            ],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: Some("postgres".into()),
+            readiness: Readiness::Exited,
+            after: vec![],
+            one_shot: true,
+            port: None,
+            skip_if_exists: Some(pg_data.join("PG_VERSION")),
+            stop_grace_secs: 20,
+        });
+        // The superuser gets a random password nobody needs: local access is by peer auth only.
+        files.push(file(pwfile, secrets.get(SecretName::LiReplicationPassword).chars().rev().collect::<String>(), 0o600));
+        services.push(Service {
+            name: "postgres".into(),
+            program: programs.pg_bin.join("postgres"),
+            args: vec![
+                "-D".into(),
+                pg_data.display().to_string(),
+                "-p".into(),
+                pg.port.to_string(),
+                "-k".into(),
+                layout.sockets().display().to_string(),
+                "-c".into(),
+                "listen_addresses=127.0.0.1".into(),
+                "-c".into(),
+                format!("max_connections={}", t.budget.max_connections),
+                "-c".into(),
+                "wal_level=logical".into(),
+                "-c".into(),
+                "shared_buffers=256MB".into(),
+                "-c".into(),
+                "synchronous_commit=on".into(),
+            ],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: Some("postgres".into()),
+            readiness: Readiness::Tcp { port: pg.port },
+            after: vec!["postgres-init".into()],
+            one_shot: false,
+            port: Some(pg.port),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+        // Idempotent: the role's password is (re)set from secrets.yaml on every start.
+        let sql = format!(
+            "SELECT 'CREATE ROLE {u} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}')\\gexec\n\
+             ALTER ROLE {u} WITH LOGIN PASSWORD '{pw}';\n\
+             SELECT 'CREATE DATABASE {d} OWNER {u} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
+             WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n",
+            u = DATABASE_USER,
+            d = DATABASE_NAME,
+            pw = secrets.get(SecretName::SynapseDbPassword)
+        );
+        services.push(Service {
+            name: "postgres-setup".into(),
+            program: programs.pg_bin.join("psql"),
+            args: vec![
+                "-X".into(),
+                "-q".into(),
+                "-v".into(),
+                "ON_ERROR_STOP=1".into(),
+                "-h".into(),
+                layout.sockets().display().to_string(),
+                "-p".into(),
+                pg.port.to_string(),
+                "-U".into(),
+                "postgres".into(),
+                "-d".into(),
+                "postgres".into(),
+            ],
+            env: vec![],
+            secret_env: vec![],
+            stdin: Some(sql),
+            run_as: Some("postgres".into()),
+            readiness: Readiness::Exited,
+            after: vec!["postgres".into()],
+            one_shot: true,
+            port: None,
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+
+        for i in 0..n {
+            let me = addr.redis_instance(i);
+            services.push(Service {
+                name: format!("valkey-{i}"),
+                program: programs.redis_server.clone(),
+                args: vec![layout.valkey_dir(i).join("valkey.conf").display().to_string()],
+                env: vec![],
+                secret_env: vec![],
+                stdin: None,
+                run_as: None,
+                readiness: Readiness::Redis { port: me.port },
+                after: if i == 0 { vec![] } else { vec!["valkey-0".into()] },
+                one_shot: false,
+                port: Some(me.port),
+                skip_if_exists: None,
+                stop_grace_secs: 20,
+            });
+        }
+        for i in 0..n {
+            let s = addr.sentinel(i);
+            services.push(Service {
+                name: format!("sentinel-{i}"),
+                program: programs.redis_server.clone(),
+                args: vec![layout.valkey_dir(i).join("sentinel.conf").display().to_string(), "--sentinel".into()],
+                env: vec![],
+                secret_env: vec![],
+                stdin: None,
+                run_as: None,
+                readiness: Readiness::Tcp { port: s.port },
+                after: (0..n).map(|j| format!("valkey-{j}")).collect(),
+                one_shot: false,
+                port: Some(s.port),
+                skip_if_exists: None,
+                stop_grace_secs: 20,
+            });
+        }
+        let rm = addr.redis_master();
+        services.push(Service {
+            name: "valkey-master".into(),
+            program: programs.haproxy.clone(),
+            args: vec!["-db".into(), "-f".into(), hdir.join("valkey-master.cfg").display().to_string()],
+            env: vec![("REDIS_PASSWORD".into(), redis_password.clone())],
+            secret_env: vec!["REDIS_PASSWORD".into()],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Redis { port: rm.port },
+            after: (0..n).map(|j| format!("valkey-{j}")).collect(),
+            one_shot: false,
+            port: Some(rm.port),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+
+        let (m_port, v_port, f_port) = addr.seaweedfs_ports();
+        let s3_port: u16 = addr.s3_endpoint().rsplit(':').next().and_then(|p| p.parse().ok()).expect("s3 port");
+        let sw = layout.seaweedfs_dir();
+        services.push(Service {
+            name: "seaweedfs".into(),
+            program: programs.weed.clone(),
+            args: vec![
+                "server".into(),
+                format!("-dir={}", sw.join("data").display()),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-master.port={m_port}"),
+                format!("-volume.port={v_port}"),
+                // Small volumes: a test stack needs many collections, not large files.
+                "-volume.max=100".into(),
+                "-master.volumeSizeLimitMB=128".into(),
+                "-filer".into(),
+                format!("-filer.port={f_port}"),
+                "-s3".into(),
+                format!("-s3.port={s3_port}"),
+                format!("-s3.config={}", sw.join("s3.json").display()),
+                // The embedded IAM API needs an STS signing key; static identities are all we use.
+                "-s3.iam=false".into(),
+            ],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Tcp { port: s3_port },
+            after: vec![],
+            one_shot: false,
+            port: Some(s3_port),
+            skip_if_exists: None,
+            stop_grace_secs: 5,
+        });
+        // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
+        let weed_shell = format!("'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}", programs.weed.display());
+        let script = format!(
+            "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {} {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
+            config.media.bucket, config.backup.bucket
+        );
+        services.push(Service {
+            name: "seaweedfs-buckets".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Exited,
+            after: vec!["seaweedfs".into()],
+            one_shot: true,
+            port: None,
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+
+        // --- Synapse: main, then every worker, each with the same env as its pod.
+        let synapse_env = vec![
+            ("PGPASSWORD".to_string(), secrets.get(SecretName::SynapseDbPassword).to_string()),
+            ("AWS_ACCESS_KEY_ID".to_string(), secrets.get(SecretName::S3AccessKey).to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), secrets.get(SecretName::S3SecretKey).to_string()),
+        ];
+        let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
+        let mut synapse_names = Vec::new();
+        for p in &processes {
+            let (module, mut args) = if p.is_main() {
+                ("synapse.app.homeserver", vec![])
+            } else {
+                ("synapse.app.generic_worker", vec![])
+            };
+            for c in synapse::config_paths(&t, p, &addr) {
+                args.push("--config-path".into());
+                args.push(c.display().to_string());
+            }
+            let mut full = vec!["-m".to_string(), module.to_string()];
+            full.extend(args);
+            let serves_http = p.kind.map(WorkerKind::serves_http).unwrap_or(true);
+            let readiness = if serves_http {
+                Readiness::Http { port: addr.http(p).port, path: "/health".into() }
+            } else {
+                Readiness::Tcp { port: addr.metrics(p).port }
+            };
+            let after = if p.is_main() {
+                vec!["postgres-setup".into(), "valkey-master".into(), "seaweedfs-buckets".into()]
+            } else {
+                vec!["synapse-main".into()]
+            };
+            services.push(Service {
+                name: p.name.clone(),
+                program: programs.python.clone(),
+                args: full,
+                env: synapse_env.clone(),
+                secret_env: synapse_secret_env.clone(),
+                stdin: None,
+                run_as: None,
+                readiness,
+                after,
+                one_shot: false,
+                port: Some(if serves_http { addr.http(p).port } else { addr.metrics(p).port }),
+                skip_if_exists: None,
+                stop_grace_secs: 20,
+            });
+            synapse_names.push(p.name.clone());
+        }
+        let router_port = addr.router().port;
+        services.push(Service {
+            name: "router".into(),
+            program: programs.haproxy.clone(),
+            args: vec!["-db".into(), "-f".into(), hdir.join("haproxy.cfg").display().to_string()],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Http { port: addr.router_stats().port, path: "/healthz".into() },
+            after: synapse_names,
+            one_shot: false,
+            port: Some(router_port),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+
+        LocalPlan {
+            client_url: format!("http://127.0.0.1:{router_port}"),
+            postgres_dsn: format!("postgresql://{DATABASE_USER}@{}:{}/{DATABASE_NAME}?passfile={}", pg.host, pg.port, pgpass.display()),
+            s3_endpoint: addr.s3_endpoint(),
+            bucket: config.media.bucket.clone(),
+            redis_password,
+            topology: t,
+            addressing: addr,
+            services,
+            files,
+        }
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Start order: each service after everything it waits for (stable for equal rank).
+    pub fn start_order(&self) -> Vec<&Service> {
+        let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
+        fn depth<'a>(plan: &'a LocalPlan, name: &'a str, rank: &mut BTreeMap<&'a str, usize>) -> usize {
+            if let Some(r) = rank.get(name) {
+                return *r;
+            }
+            let s = plan.service(name).expect("dependency exists");
+            let d = s.after.iter().map(|a| depth(plan, a, rank) + 1).max().unwrap_or(0);
+            rank.insert(name, d);
+            d
+        }
+        let mut order: Vec<&Service> = self.services.iter().collect();
+        for s in &self.services {
+            depth(self, &s.name, &mut rank);
+        }
+        order.sort_by_key(|s| rank[s.name.as_str()]);
+        order
+    }
+}
