@@ -12,7 +12,11 @@ impl StateLayout {
     pub fn for_config(config: &Path, state: Option<&Path>) -> StateLayout {
         let root = match state {
             Some(s) => s.to_path_buf(),
-            None => config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(".mxstack-state"),
+            None => config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(".mxstack-state"),
         };
         let root = std::path::absolute(&root).unwrap_or(root);
         StateLayout { root }

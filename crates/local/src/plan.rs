@@ -88,12 +88,20 @@ impl Programs {
     /// Finds the venv (MXSTACK_VENV, or `.venv` in the current directory or above the binary) and
     /// the Debian packages' binaries.
     pub fn discover() -> Result<Programs, String> {
-        let venv = venv_dir().ok_or("no Python venv with Synapse found: run scripts/setup.sh, or set MXSTACK_VENV")?;
-        let pg_bin = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("postgres").exists())
-            .ok_or("PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql-15)")?;
+        let venv = venv_dir().ok_or(
+            "no Python venv with Synapse found: run scripts/setup.sh, or set MXSTACK_VENV",
+        )?;
+        let pg_bin = [
+            "/usr/lib/postgresql/15/bin",
+            "/usr/lib/postgresql/16/bin",
+            "/usr/lib/postgresql/17/bin",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("postgres").exists())
+        .ok_or(
+            "PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql-15)",
+        )?;
         let find = |name: &str| -> Result<PathBuf, String> {
             ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
                 .iter()
@@ -159,11 +167,22 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
 }
 
 fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
-    GeneratedFile { path, content: content.into(), mode }
+    GeneratedFile {
+        path,
+        content: content.into(),
+        mode,
+    }
 }
 
 impl LocalPlan {
-    pub fn build(config: &Config, secrets: &Secrets, layout: &StateLayout, replicas: u32, base_port: u16, programs: &Programs) -> LocalPlan {
+    pub fn build(
+        config: &Config,
+        secrets: &Secrets,
+        layout: &StateLayout,
+        replicas: u32,
+        base_port: u16,
+        programs: &Programs,
+    ) -> LocalPlan {
         let t = Topology::build(&local_config(config, replicas));
         let processes = t.processes();
         let addr = LocalAddressing {
@@ -176,26 +195,58 @@ impl LocalPlan {
         let mut files = Vec::new();
 
         // --- Synapse: the same files the Kubernetes ConfigMaps and Secrets hold.
-        files.push(file(paths.homeserver_yaml(), synapse::to_yaml(&synapse::homeserver_yaml(&t, &addr)), 0o644));
-        files.push(file(paths.log_yaml(), synapse::to_yaml(&synapse::log_yaml()), 0o644));
+        files.push(file(
+            paths.homeserver_yaml(),
+            synapse::to_yaml(&synapse::homeserver_yaml(&t, &addr)),
+            0o644,
+        ));
+        files.push(file(
+            paths.log_yaml(),
+            synapse::to_yaml(&synapse::log_yaml()),
+            0o644,
+        ));
         for p in processes.iter().filter(|p| !p.is_main()) {
-            files.push(file(paths.worker_yaml(&p.name), synapse::to_yaml(&synapse::worker_yaml(&t, p, &addr)), 0o644));
+            files.push(file(
+                paths.worker_yaml(&p.name),
+                synapse::to_yaml(&synapse::worker_yaml(&t, p, &addr)),
+                0o644,
+            ));
         }
         for (name, secret) in SYNAPSE_SECRET_FILES {
             files.push(file(paths.secret(name), secrets.get(secret), 0o600));
         }
-        files.push(file(paths.redis_password_file.clone(), redis_password.clone(), 0o600));
+        files.push(file(
+            paths.redis_password_file.clone(),
+            redis_password.clone(),
+            0o600,
+        ));
         if t.has(Feature::Calls) {
-            files.push(file(paths.turn_secret_file.clone(), secrets.get(SecretName::TurnSharedSecret), 0o600));
+            files.push(file(
+                paths.turn_secret_file.clone(),
+                secrets.get(SecretName::TurnSharedSecret),
+                0o600,
+            ));
         }
 
         // --- HAProxy: router and Valkey master endpoint, literal addresses instead of DNS.
         let hdir = layout.haproxy_dir();
         let router = haproxy::router(&t, &addr, Resolution::Static, &hdir.display().to_string());
         files.push(file(hdir.join("haproxy.cfg"), router.haproxy_cfg, 0o644));
-        files.push(file(hdir.join(haproxy::ROUTES_MAP), router.routes_map, 0o644));
-        files.push(file(hdir.join(haproxy::ROUTES_READONLY_MAP), router.routes_readonly_map, 0o644));
-        files.push(file(hdir.join("valkey-master.cfg"), haproxy::redis_master(&t, &addr, Resolution::Static), 0o644));
+        files.push(file(
+            hdir.join(haproxy::ROUTES_MAP),
+            router.routes_map,
+            0o644,
+        ));
+        files.push(file(
+            hdir.join(haproxy::ROUTES_READONLY_MAP),
+            router.routes_readonly_map,
+            0o644,
+        ));
+        files.push(file(
+            hdir.join("valkey-master.cfg"),
+            haproxy::redis_master(&t, &addr, Resolution::Static),
+            0o644,
+        ));
 
         // --- Valkey/Redis: instance 0 starts as master, the others follow it; Sentinel watches.
         let n = t.sizing.redis.instances;
@@ -235,14 +286,23 @@ impl LocalPlan {
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]
             }]
         });
-        files.push(file(layout.seaweedfs_dir().join("s3.json"), s3_config.to_string(), 0o600));
+        files.push(file(
+            layout.seaweedfs_dir().join("s3.json"),
+            s3_config.to_string(),
+            0o600,
+        ));
 
         // --- PostgreSQL: a cluster of our own under the state directory.
         let pg = addr.postgres();
         let pgpass = layout.root.join("pgpass");
         files.push(file(
             pgpass.clone(),
-            format!("{}:{}:{DATABASE_NAME}:{DATABASE_USER}:{}\n", pg.host, pg.port, secrets.get(SecretName::SynapseDbPassword)),
+            format!(
+                "{}:{}:{DATABASE_NAME}:{DATABASE_USER}:{}\n",
+                pg.host,
+                pg.port,
+                secrets.get(SecretName::SynapseDbPassword)
+            ),
             0o600,
         ));
 
@@ -274,7 +334,15 @@ impl LocalPlan {
             stop_grace_secs: 20,
         });
         // The superuser gets a random password nobody needs: local access is by peer auth only.
-        files.push(file(pwfile, secrets.get(SecretName::LiReplicationPassword).chars().rev().collect::<String>(), 0o600));
+        files.push(file(
+            pwfile,
+            secrets
+                .get(SecretName::LiReplicationPassword)
+                .chars()
+                .rev()
+                .collect::<String>(),
+            0o600,
+        ));
         services.push(Service {
             name: "postgres".into(),
             program: programs.pg_bin.join("postgres"),
@@ -351,13 +419,21 @@ impl LocalPlan {
             services.push(Service {
                 name: format!("valkey-{i}"),
                 program: programs.redis_server.clone(),
-                args: vec![layout.valkey_dir(i).join("valkey.conf").display().to_string()],
+                args: vec![layout
+                    .valkey_dir(i)
+                    .join("valkey.conf")
+                    .display()
+                    .to_string()],
                 env: vec![],
                 secret_env: vec![],
                 stdin: None,
                 run_as: None,
                 readiness: Readiness::Redis { port: me.port },
-                after: if i == 0 { vec![] } else { vec!["valkey-0".into()] },
+                after: if i == 0 {
+                    vec![]
+                } else {
+                    vec!["valkey-0".into()]
+                },
                 one_shot: false,
                 port: Some(me.port),
                 skip_if_exists: None,
@@ -369,7 +445,14 @@ impl LocalPlan {
             services.push(Service {
                 name: format!("sentinel-{i}"),
                 program: programs.redis_server.clone(),
-                args: vec![layout.valkey_dir(i).join("sentinel.conf").display().to_string(), "--sentinel".into()],
+                args: vec![
+                    layout
+                        .valkey_dir(i)
+                        .join("sentinel.conf")
+                        .display()
+                        .to_string(),
+                    "--sentinel".into(),
+                ],
                 env: vec![],
                 secret_env: vec![],
                 stdin: None,
@@ -386,7 +469,11 @@ impl LocalPlan {
         services.push(Service {
             name: "valkey-master".into(),
             program: programs.haproxy.clone(),
-            args: vec!["-db".into(), "-f".into(), hdir.join("valkey-master.cfg").display().to_string()],
+            args: vec![
+                "-db".into(),
+                "-f".into(),
+                hdir.join("valkey-master.cfg").display().to_string(),
+            ],
             env: vec![("REDIS_PASSWORD".into(), redis_password.clone())],
             secret_env: vec!["REDIS_PASSWORD".into()],
             stdin: None,
@@ -400,7 +487,12 @@ impl LocalPlan {
         });
 
         let (m_port, v_port, f_port) = addr.seaweedfs_ports();
-        let s3_port: u16 = addr.s3_endpoint().rsplit(':').next().and_then(|p| p.parse().ok()).expect("s3 port");
+        let s3_port: u16 = addr
+            .s3_endpoint()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("s3 port");
         let sw = layout.seaweedfs_dir();
         services.push(Service {
             name: "seaweedfs".into(),
@@ -435,7 +527,10 @@ impl LocalPlan {
             stop_grace_secs: 5,
         });
         // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
-        let weed_shell = format!("'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}", programs.weed.display());
+        let weed_shell = format!(
+            "'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}",
+            programs.weed.display()
+        );
         let script = format!(
             "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {} {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
             config.media.bucket, config.backup.bucket
@@ -458,9 +553,18 @@ impl LocalPlan {
 
         // --- Synapse: main, then every worker, each with the same env as its pod.
         let synapse_env = vec![
-            ("PGPASSWORD".to_string(), secrets.get(SecretName::SynapseDbPassword).to_string()),
-            ("AWS_ACCESS_KEY_ID".to_string(), secrets.get(SecretName::S3AccessKey).to_string()),
-            ("AWS_SECRET_ACCESS_KEY".to_string(), secrets.get(SecretName::S3SecretKey).to_string()),
+            (
+                "PGPASSWORD".to_string(),
+                secrets.get(SecretName::SynapseDbPassword).to_string(),
+            ),
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                secrets.get(SecretName::S3AccessKey).to_string(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                secrets.get(SecretName::S3SecretKey).to_string(),
+            ),
         ];
         let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
         let mut synapse_names = Vec::new();
@@ -478,12 +582,21 @@ impl LocalPlan {
             full.extend(args);
             let serves_http = p.kind.map(WorkerKind::serves_http).unwrap_or(true);
             let readiness = if serves_http {
-                Readiness::Http { port: addr.http(p).port, path: "/health".into() }
+                Readiness::Http {
+                    port: addr.http(p).port,
+                    path: "/health".into(),
+                }
             } else {
-                Readiness::Tcp { port: addr.metrics(p).port }
+                Readiness::Tcp {
+                    port: addr.metrics(p).port,
+                }
             };
             let after = if p.is_main() {
-                vec!["postgres-setup".into(), "valkey-master".into(), "seaweedfs-buckets".into()]
+                vec![
+                    "postgres-setup".into(),
+                    "valkey-master".into(),
+                    "seaweedfs-buckets".into(),
+                ]
             } else {
                 vec!["synapse-main".into()]
             };
@@ -498,7 +611,11 @@ impl LocalPlan {
                 readiness,
                 after,
                 one_shot: false,
-                port: Some(if serves_http { addr.http(p).port } else { addr.metrics(p).port }),
+                port: Some(if serves_http {
+                    addr.http(p).port
+                } else {
+                    addr.metrics(p).port
+                }),
                 skip_if_exists: None,
                 stop_grace_secs: 20,
             });
@@ -508,12 +625,19 @@ impl LocalPlan {
         services.push(Service {
             name: "router".into(),
             program: programs.haproxy.clone(),
-            args: vec!["-db".into(), "-f".into(), hdir.join("haproxy.cfg").display().to_string()],
+            args: vec![
+                "-db".into(),
+                "-f".into(),
+                hdir.join("haproxy.cfg").display().to_string(),
+            ],
             env: vec![],
             secret_env: vec![],
             stdin: None,
             run_as: None,
-            readiness: Readiness::Http { port: addr.router_stats().port, path: "/healthz".into() },
+            readiness: Readiness::Http {
+                port: addr.router_stats().port,
+                path: "/healthz".into(),
+            },
             after: synapse_names,
             one_shot: false,
             port: Some(router_port),
@@ -523,7 +647,12 @@ impl LocalPlan {
 
         LocalPlan {
             client_url: format!("http://127.0.0.1:{router_port}"),
-            postgres_dsn: format!("postgresql://{DATABASE_USER}@{}:{}/{DATABASE_NAME}?passfile={}", pg.host, pg.port, pgpass.display()),
+            postgres_dsn: format!(
+                "postgresql://{DATABASE_USER}@{}:{}/{DATABASE_NAME}?passfile={}",
+                pg.host,
+                pg.port,
+                pgpass.display()
+            ),
             s3_endpoint: addr.s3_endpoint(),
             bucket: config.media.bucket.clone(),
             redis_password,
@@ -541,12 +670,21 @@ impl LocalPlan {
     /// Start order: each service after everything it waits for (stable for equal rank).
     pub fn start_order(&self) -> Vec<&Service> {
         let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
-        fn depth<'a>(plan: &'a LocalPlan, name: &'a str, rank: &mut BTreeMap<&'a str, usize>) -> usize {
+        fn depth<'a>(
+            plan: &'a LocalPlan,
+            name: &'a str,
+            rank: &mut BTreeMap<&'a str, usize>,
+        ) -> usize {
             if let Some(r) = rank.get(name) {
                 return *r;
             }
             let s = plan.service(name).expect("dependency exists");
-            let d = s.after.iter().map(|a| depth(plan, a, rank) + 1).max().unwrap_or(0);
+            let d = s
+                .after
+                .iter()
+                .map(|a| depth(plan, a, rank) + 1)
+                .max()
+                .unwrap_or(0);
             rank.insert(name, d);
             d
         }

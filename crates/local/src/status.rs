@@ -52,7 +52,10 @@ impl StackStatus {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("status serializes"))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("status serializes"),
+        )?;
         std::fs::rename(tmp, path)
     }
 }

@@ -69,7 +69,8 @@ fn chown(path: &Path, ids: (u32, u32)) -> std::io::Result<()> {
 
 impl<'a> Supervisor<'a> {
     pub fn new(plan: &'a LocalPlan, layout: &'a StateLayout) -> Result<Supervisor<'a>, String> {
-        std::fs::create_dir_all(layout.logs()).map_err(|e| format!("cannot create {}: {e}", layout.logs().display()))?;
+        std::fs::create_dir_all(layout.logs())
+            .map_err(|e| format!("cannot create {}: {e}", layout.logs().display()))?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -86,10 +87,23 @@ impl<'a> Supervisor<'a> {
             processes: plan
                 .services
                 .iter()
-                .map(|s| ProcessStatus { name: s.name.clone(), pid: None, state: ProcessState::Waiting, restarts: 0, port: s.port, last_exit: None })
+                .map(|s| ProcessStatus {
+                    name: s.name.clone(),
+                    pid: None,
+                    state: ProcessState::Waiting,
+                    restarts: 0,
+                    port: s.port,
+                    last_exit: None,
+                })
                 .collect(),
         };
-        Ok(Supervisor { plan, layout, running: BTreeMap::new(), status, log })
+        Ok(Supervisor {
+            plan,
+            layout,
+            running: BTreeMap::new(),
+            status,
+            log,
+        })
     }
 
     fn say(&mut self, msg: &str) {
@@ -107,14 +121,23 @@ impl<'a> Supervisor<'a> {
     /// Writes every generated file and prepares directories (ownership for PostgreSQL).
     pub fn prepare(&mut self) -> Result<(), String> {
         let l = self.layout;
-        for dir in [l.root.clone(), l.sockets(), l.logs(), l.seaweedfs_dir().join("data"), l.root.join("postgres")] {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for dir in [
+            l.root.clone(),
+            l.sockets(),
+            l.logs(),
+            l.seaweedfs_dir().join("data"),
+            l.root.join("postgres"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         for f in &self.plan.files {
             if let Some(parent) = f.path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
-            write_file(&f.path, f.content.as_bytes(), f.mode).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+            write_file(&f.path, f.content.as_bytes(), f.mode)
+                .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
         }
         if let Some(ids) = user_ids("postgres") {
             use std::os::unix::fs::PermissionsExt;
@@ -130,10 +153,16 @@ impl<'a> Supervisor<'a> {
                     ));
                 }
             }
-            std::fs::set_permissions(&l.root, std::fs::Permissions::from_mode(0o711)).map_err(|e| e.to_string())?;
-            for p in [l.root.join("postgres"), l.sockets(), l.root.join("postgres/initdb-password")] {
+            std::fs::set_permissions(&l.root, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| e.to_string())?;
+            for p in [
+                l.root.join("postgres"),
+                l.sockets(),
+                l.root.join("postgres/initdb-password"),
+            ] {
                 if p.exists() {
-                    chown(&p, ids).map_err(|e| format!("cannot hand {} to postgres: {e}", p.display()))?;
+                    chown(&p, ids)
+                        .map_err(|e| format!("cannot hand {} to postgres: {e}", p.display()))?;
                 }
             }
             if l.postgres_data().exists() {
@@ -155,11 +184,17 @@ impl<'a> Supervisor<'a> {
             .envs(s.env.iter().map(|(k, v)| (k, v)))
             .stdout(log)
             .stderr(err)
-            .stdin(if s.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if s.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .current_dir(&self.layout.root)
             .process_group(0);
         if let Some(user) = &s.run_as {
-            let (uid, gid) = user_ids(user).ok_or(format!("system user `{user}` does not exist (install postgresql-15)"))?;
+            let (uid, gid) = user_ids(user).ok_or(format!(
+                "system user `{user}` does not exist (install postgresql-15)"
+            ))?;
             cmd.uid(uid).gid(gid);
             cmd.env("HOME", &self.layout.root);
         }
@@ -170,7 +205,9 @@ impl<'a> Supervisor<'a> {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {} ({}): {e}", s.name, s.program.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {} ({}): {e}", s.name, s.program.display()))?;
         if let Some(input) = &s.stdin {
             if let Some(mut stdin) = child.stdin.take() {
                 let _ = stdin.write_all(input.as_bytes());
@@ -183,7 +220,9 @@ impl<'a> Supervisor<'a> {
         match r {
             Readiness::Tcp { port } => connect(*port).is_some(),
             Readiness::Http { port, path } => {
-                crate::http::request(*port, "GET", path, None, Duration::from_secs(2)).map(|r| r.status == 200).unwrap_or(false)
+                crate::http::request(*port, "GET", path, None, Duration::from_secs(2))
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false)
             }
             Readiness::Redis { port } => redis_ping(*port, &self.plan.redis_password),
             Readiness::Exited => true,
@@ -220,10 +259,20 @@ impl<'a> Supervisor<'a> {
                     return Ok(());
                 }
                 self.set(&s.name, ProcessState::Failed, None);
-                return Err(format!("{} exited with {exit} while starting; see {}", s.name, self.layout.log_file(&s.name).display()));
+                return Err(format!(
+                    "{} exited with {exit} while starting; see {}",
+                    s.name,
+                    self.layout.log_file(&s.name).display()
+                ));
             }
             if !s.one_shot && self.ready(&s.readiness) {
-                self.running.insert(s.name.clone(), Running { child, started: Instant::now() });
+                self.running.insert(
+                    s.name.clone(),
+                    Running {
+                        child,
+                        started: Instant::now(),
+                    },
+                );
                 self.set(&s.name, ProcessState::Ready, Some(pid));
                 self.say(&format!("{} ready (pid {pid})", s.name));
                 return Ok(());
@@ -231,7 +280,12 @@ impl<'a> Supervisor<'a> {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 self.set(&s.name, ProcessState::Failed, None);
-                return Err(format!("{} was not ready within {}s; see {}", s.name, READY_TIMEOUT.as_secs(), self.layout.log_file(&s.name).display()));
+                return Err(format!(
+                    "{} was not ready within {}s; see {}",
+                    s.name,
+                    READY_TIMEOUT.as_secs(),
+                    self.layout.log_file(&s.name).display()
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -243,7 +297,9 @@ impl<'a> Supervisor<'a> {
         let mut done: Vec<String> = Vec::new();
         let mut pending: Vec<&Service> = order;
         while !pending.is_empty() {
-            let (wave, rest): (Vec<&Service>, Vec<&Service>) = pending.into_iter().partition(|s| s.after.iter().all(|a| done.contains(a)));
+            let (wave, rest): (Vec<&Service>, Vec<&Service>) = pending
+                .into_iter()
+                .partition(|s| s.after.iter().all(|a| done.contains(a)));
             if wave.is_empty() {
                 return Err("dependency cycle in the local plan".into());
             }
@@ -286,11 +342,21 @@ impl<'a> Supervisor<'a> {
             for (s, mut child) in children {
                 if let Some(exit) = child.try_wait().map_err(|e| e.to_string())? {
                     self.set(&s.name, ProcessState::Failed, None);
-                    return Err(format!("{} exited with {exit} while starting; see {}", s.name, self.layout.log_file(&s.name).display()));
+                    return Err(format!(
+                        "{} exited with {exit} while starting; see {}",
+                        s.name,
+                        self.layout.log_file(&s.name).display()
+                    ));
                 }
                 if self.ready(&s.readiness) {
                     let pid = child.id();
-                    self.running.insert(s.name.clone(), Running { child, started: Instant::now() });
+                    self.running.insert(
+                        s.name.clone(),
+                        Running {
+                            child,
+                            started: Instant::now(),
+                        },
+                    );
                     self.set(&s.name, ProcessState::Ready, Some(pid));
                     self.say(&format!("{} ready (pid {pid})", s.name));
                 } else {
@@ -300,7 +366,11 @@ impl<'a> Supervisor<'a> {
             children = still;
             if Instant::now() > deadline {
                 let names: Vec<&str> = children.iter().map(|(s, _)| s.name.as_str()).collect();
-                return Err(format!("not ready within {}s: {}", READY_TIMEOUT.as_secs(), names.join(", ")));
+                return Err(format!(
+                    "not ready within {}s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    names.join(", ")
+                ));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -316,18 +386,28 @@ impl<'a> Supervisor<'a> {
             for name in names {
                 let exited = {
                     let r = self.running.get_mut(&name).expect("running");
-                    r.child.try_wait().ok().flatten().map(|e| (e, r.started.elapsed()))
+                    r.child
+                        .try_wait()
+                        .ok()
+                        .flatten()
+                        .map(|e| (e, r.started.elapsed()))
                 };
                 if let Some((exit, uptime)) = exited {
                     self.running.remove(&name);
-                    let entry = backoff.entry(name.clone()).or_insert((Duration::from_secs(1), None));
+                    let entry = backoff
+                        .entry(name.clone())
+                        .or_insert((Duration::from_secs(1), None));
                     // A process that ran for a minute starts its backoff over.
                     if uptime > Duration::from_secs(60) {
                         entry.0 = Duration::from_secs(1);
                     }
                     let delay = entry.0;
                     entry.0 = (entry.0 * 2).min(MAX_BACKOFF);
-                    self.say(&format!("{name} exited ({exit}) after {}s; restarting in {}s", uptime.as_secs(), delay.as_secs()));
+                    self.say(&format!(
+                        "{name} exited ({exit}) after {}s; restarting in {}s",
+                        uptime.as_secs(),
+                        delay.as_secs()
+                    ));
                     if let Some(p) = self.status.processes.iter_mut().find(|p| p.name == name) {
                         p.restarts += 1;
                         p.last_exit = Some(exit.to_string());
@@ -358,7 +438,10 @@ impl<'a> Supervisor<'a> {
                     Some(mut c) => {
                         if let Ok(Some(exit)) = c.try_wait() {
                             let delay = backoff.get(&name).map(|b| b.0).unwrap_or(MAX_BACKOFF);
-                            self.say(&format!("{name} exited again ({exit}); retrying in {}s", delay.as_secs()));
+                            self.say(&format!(
+                                "{name} exited again ({exit}); retrying in {}s",
+                                delay.as_secs()
+                            ));
                             if let Some(b) = backoff.get_mut(&name) {
                                 b.0 = (b.0 * 2).min(MAX_BACKOFF);
                             }
@@ -366,7 +449,13 @@ impl<'a> Supervisor<'a> {
                             restarting.insert(name, (None, Instant::now() + delay));
                         } else if self.ready(&service.readiness) {
                             let pid = c.id();
-                            self.running.insert(name.clone(), Running { child: c, started: Instant::now() });
+                            self.running.insert(
+                                name.clone(),
+                                Running {
+                                    child: c,
+                                    started: Instant::now(),
+                                },
+                            );
                             self.set(&name, ProcessState::Ready, Some(pid));
                             self.say(&format!("{name} ready again (pid {pid})"));
                         } else {
@@ -389,16 +478,28 @@ impl<'a> Supervisor<'a> {
     pub fn stop_all(&mut self) {
         self.status.phase = "stopping".into();
         let _ = self.status.save(&self.layout.status_file());
-        let order: Vec<String> = self.plan.start_order().iter().rev().map(|s| s.name.clone()).collect();
+        let order: Vec<String> = self
+            .plan
+            .start_order()
+            .iter()
+            .rev()
+            .map(|s| s.name.clone())
+            .collect();
         // Reverse start order: the router and Synapse stop before their backends.
         for name in order {
-            let Some(mut r) = self.running.remove(&name) else { continue };
+            let Some(mut r) = self.running.remove(&name) else {
+                continue;
+            };
             self.set(&name, ProcessState::Stopping, Some(r.child.id()));
             // SAFETY: sending SIGTERM to our own child process.
             unsafe {
                 libc::kill(r.child.id() as i32, libc::SIGTERM);
             }
-            let grace = self.plan.service(&name).map(|s| Duration::from_secs(s.stop_grace_secs)).unwrap_or(STOP_GRACE);
+            let grace = self
+                .plan
+                .service(&name)
+                .map(|s| Duration::from_secs(s.stop_grace_secs))
+                .unwrap_or(STOP_GRACE);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = r.child.try_wait() {
@@ -407,7 +508,10 @@ impl<'a> Supervisor<'a> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if r.child.try_wait().ok().flatten().is_none() {
-                self.say(&format!("{name} did not stop within {}s; killing", grace.as_secs()));
+                self.say(&format!(
+                    "{name} did not stop within {}s; killing",
+                    grace.as_secs()
+                ));
                 let _ = r.child.kill();
                 let _ = r.child.wait();
             }
@@ -434,9 +538,15 @@ fn connect(port: u16) -> Option<TcpStream> {
 
 /// AUTH + PING over RESP.
 pub fn redis_ping(port: u16, password: &str) -> bool {
-    let Some(mut s) = connect(port) else { return false };
+    let Some(mut s) = connect(port) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let cmd = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{}\r\n*1\r\n$4\r\nPING\r\n", password.len(), password);
+    let cmd = format!(
+        "*2\r\n$4\r\nAUTH\r\n${}\r\n{}\r\n*1\r\n$4\r\nPING\r\n",
+        password.len(),
+        password
+    );
     if s.write_all(cmd.as_bytes()).is_err() {
         return false;
     }
@@ -458,7 +568,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("mxtmp");
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
     }
@@ -466,5 +581,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 fn unix_time() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
