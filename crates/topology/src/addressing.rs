@@ -253,7 +253,11 @@ impl LocalAddressing {
 impl LocalAddressing {
     /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
-        (self.base_port + 13, self.base_port + 14, self.base_port + 15)
+        (
+            self.base_port + 13,
+            self.base_port + 14,
+            self.base_port + 15,
+        )
     }
 }
 
