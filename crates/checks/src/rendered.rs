@@ -155,6 +155,15 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
         if matches!(kind(o), "Secret" | "ConfigMap") {
             have.insert((kind(o), name(o)), data_keys(o));
         }
+        // cert-manager writes the Secret a Certificate names once the certificate is issued.
+        if kind(o) == "Certificate" {
+            if let Some(secret) = o.pointer("/spec/secretName").and_then(Value::as_str) {
+                have.insert(
+                    ("Secret", secret),
+                    ["tls.crt", "tls.key", "ca.crt"].map(String::from).into(),
+                );
+            }
+        }
     }
     let mut check_ref =
         |owner: &Value, k: &'static str, n: &str, key: Option<&str>, optional: bool| {
@@ -349,6 +358,11 @@ fn router_and_templating(objects: &[Value], out: &mut Vec<Finding>) {
     }
 }
 
+/// An absent rule list and an empty one both allow nothing.
+fn no_rules(rules: Option<&Value>) -> bool {
+    rules.is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+}
+
 fn backups_and_policies(objects: &[Value], out: &mut Vec<Finding>) {
     for o in objects.iter().filter(|o| kind(o) == "Cluster") {
         if o.pointer("/spec/backup/barmanObjectStore").is_some() {
@@ -374,8 +388,8 @@ fn backups_and_policies(objects: &[Value], out: &mut Vec<Finding>) {
             && o.pointer("/spec/policyTypes")
                 .and_then(Value::as_array)
                 .is_some_and(|t| t.len() == 2)
-            && o.pointer("/spec/ingress").is_none()
-            && o.pointer("/spec/egress").is_none()
+            && no_rules(o.pointer("/spec/ingress"))
+            && no_rules(o.pointer("/spec/egress"))
     });
     if has_workloads && !default_deny {
         out.push(Finding::new(

@@ -1,1 +1,289 @@
-fn main() {}
+//! `mxstack`: a thin command-line layer over the spec, topology, checks and target crates.
+
+mod commands;
+mod local;
+mod schema_doc;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mxstack",
+    version,
+    about = "One config file to a complete, correct Matrix/Synapse deployment"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write DIR/mxstack.yaml (the config) and DIR/secrets.yaml (every secret, mode 0600).
+    /// Re-running keeps existing secrets and the existing config.
+    Init {
+        /// The Matrix server name (user IDs look like @alice:DOMAIN).
+        #[arg(long)]
+        domain: String,
+        /// Concurrent users: 100, 1k, 5k, 10k or 20k.
+        #[arg(long)]
+        scale: String,
+        /// Comma list of federation, li, antivirus, calls, push, monitoring
+        /// [default: li,antivirus,calls,monitoring].
+        #[arg(long)]
+        features: Option<String>,
+        /// Mailbox for the Let's Encrypt account [default: postmaster@DOMAIN].
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sizing report for the config's tier: nodes, resources, replicas, connection budget, and
+    /// the network flows the NetworkPolicies allow.
+    Plan {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Print the network flows as the Markdown table of docs/NETWORK.md.
+        #[arg(long)]
+        network_markdown: bool,
+    },
+    /// Write Kubernetes manifests into OUT as ordered phase folders with kustomizations.
+    Render {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Secrets file [default: secrets.yaml next to the config].
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config and the rendered topology; exit 1 on any error.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of mxstack.yaml (`--markdown`: the reference in docs/CONFIG.md).
+    Schema {
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// List every check rule (id, title, the seed defect it covers, fix).
+    Rules {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the whole main instance on this machine and return once every process is healthy
+    /// (a supervisor keeps running in the background). Running it twice is harmless.
+    Up {
+        #[arg(long)]
+        config: PathBuf,
+        /// Runtime state directory [default: .mxstack-state next to the config].
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Processes per worker group (single-writer streams stay at one).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// First port of the block the stack uses on 127.0.0.1.
+        #[arg(long, default_value_t = 18000)]
+        base_port: u16,
+        /// Keep the supervisor attached to this terminal (Ctrl-C stops the stack).
+        #[arg(long)]
+        foreground: bool,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One row per process: name, pid, state, restarts, port.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a process's log (all processes when none is named).
+    Logs {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        process: Option<String>,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Stop everything cleanly (data is kept unless --purge).
+    Down {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Also delete all local data (database, media, logs).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Manage users of the local stack.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Run the supervisor (started by `up`; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        replicas: u32,
+        #[arg(long)]
+        base_port: u16,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user through Synapse's shared-secret registration; prints user_id, password, token.
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Password [default: generated].
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            domain,
+            scale,
+            features,
+            email,
+            dir,
+            json,
+        } => commands::init(
+            &domain,
+            &scale,
+            features.as_deref(),
+            email.as_deref(),
+            &dir,
+            json,
+        ),
+        Command::Plan {
+            config,
+            json,
+            network_markdown,
+        } => commands::plan(&config, json, network_markdown),
+        Command::Render {
+            config,
+            out,
+            secrets,
+            json,
+        } => commands::render(&config, secrets.as_deref(), &out, json),
+        Command::Check {
+            config,
+            secrets,
+            json,
+        } => commands::check(&config, secrets.as_deref(), json),
+        Command::Schema { markdown } => commands::schema(markdown),
+        Command::Rules { json } => commands::rules(json),
+        Command::Up {
+            config,
+            state,
+            replicas,
+            base_port,
+            foreground,
+            secrets,
+            json,
+        } => local::up(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            replicas,
+            base_port,
+            foreground,
+            json,
+        ),
+        Command::Status {
+            config,
+            state,
+            json,
+        } => local::status(&local::Target::new(&config, state.as_deref(), None), json),
+        Command::Logs {
+            config,
+            state,
+            process,
+            follow,
+        } => local::logs(
+            &local::Target::new(&config, state.as_deref(), None),
+            process.as_deref(),
+            follow,
+        ),
+        Command::Down {
+            config,
+            state,
+            purge,
+        } => local::down(&local::Target::new(&config, state.as_deref(), None), purge),
+        Command::User {
+            action:
+                UserAction::Add {
+                    config,
+                    state,
+                    name,
+                    admin,
+                    password,
+                    secrets,
+                    json,
+                },
+        } => local::user_add(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            &name,
+            admin,
+            password.as_deref(),
+            json,
+        ),
+        Command::Supervise {
+            config,
+            state,
+            replicas,
+            base_port,
+            secrets,
+        } => local::supervise(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            replicas,
+            base_port,
+        ),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

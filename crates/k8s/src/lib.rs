@@ -1,1 +1,201 @@
+//! Kubernetes manifests for an mxstack deployment, rendered from a [`Topology`] and its [`Secrets`].
+//!
+//! The output is a kustomize tree: one folder per phase (namespace, infrastructure, Synapse, edge,
+//! calls, push, monitoring), each with a `kustomization.yaml`, plus a top-level one listing the
+//! folders. Every list two objects must agree on (worker processes, HAProxy backends, network flows)
+//! is read from the topology; nothing here repeats it.
+//!
+//! Rendering is a pure function: the same input gives byte-identical files.
 
+mod calls;
+mod edge;
+mod element;
+mod media;
+mod meta;
+mod monitoring;
+mod network;
+mod postgres;
+mod push;
+mod router;
+mod secrets;
+mod synapse;
+mod valkey;
+
+use std::collections::BTreeMap;
+
+use mxstack_spec::{Config, Feature, Secrets};
+use mxstack_topology::{Addressing, KubernetesAddressing, SynapsePaths, Topology};
+use serde::Serialize;
+
+pub use meta::{LABEL_GROUP, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, PART_OF};
+pub use network::{EDGE_NAMESPACE_GATEWAY, EDGE_NAMESPACE_INGRESS};
+
+/// One rendered object and where it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedObject {
+    /// Phase folder, e.g. `20-main`.
+    pub phase: String,
+    /// File name inside the phase folder, e.g. `synapse-main.yaml`.
+    pub file: String,
+    pub value: serde_json::Value,
+}
+
+/// Everything `render` produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// every object, in output order
+    pub objects: Vec<RenderedObject>,
+    /// relative path (e.g. "20-main/synapse-main.yaml", "20-main/kustomization.yaml",
+    /// "kustomization.yaml") -> file content; BTreeMap so output is deterministic
+    pub files: BTreeMap<String, String>,
+}
+
+/// Apply order. Each phase only depends on the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Namespace,
+    Infrastructure,
+    Main,
+    Edge,
+    Calls,
+    Push,
+    Monitoring,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Namespace,
+        Phase::Infrastructure,
+        Phase::Main,
+        Phase::Edge,
+        Phase::Calls,
+        Phase::Push,
+        Phase::Monitoring,
+    ];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            Phase::Namespace => "00-namespace",
+            Phase::Infrastructure => "10-infrastructure",
+            Phase::Main => "20-main",
+            Phase::Edge => "30-edge",
+            Phase::Calls => "40-calls",
+            Phase::Push => "50-push",
+            Phase::Monitoring => "60-monitoring",
+        }
+    }
+}
+
+/// What every renderer reads: the model, the secrets and the Kubernetes addresses.
+pub(crate) struct Ctx<'a> {
+    pub t: &'a Topology,
+    pub cfg: &'a Config,
+    pub secrets: &'a Secrets,
+    pub addr: KubernetesAddressing,
+    pub paths: SynapsePaths,
+}
+
+impl Ctx<'_> {
+    pub fn ns(&self) -> &str {
+        &self.cfg.namespace
+    }
+    pub fn has(&self, f: Feature) -> bool {
+        self.t.has(f)
+    }
+}
+
+/// Collects objects in output order.
+#[derive(Default)]
+pub(crate) struct Out {
+    objects: Vec<RenderedObject>,
+}
+
+impl Out {
+    pub fn add(&mut self, phase: Phase, file: &str, object: impl Serialize) {
+        let value = serde_json::to_value(object).expect("manifests serialize to JSON");
+        self.objects.push(RenderedObject {
+            phase: phase.dir().to_string(),
+            file: file.to_string(),
+            value,
+        });
+    }
+}
+
+pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
+    let addr = KubernetesAddressing::new(&topology.config);
+    let paths = addr.synapse_paths();
+    let ctx = Ctx {
+        t: topology,
+        cfg: &topology.config,
+        secrets,
+        addr,
+        paths,
+    };
+    let mut out = Out::default();
+    network::render(&ctx, &mut out);
+    secrets::render(&ctx, &mut out);
+    postgres::render(&ctx, &mut out);
+    valkey::render(&ctx, &mut out);
+    media::render(&ctx, &mut out);
+    synapse::render(&ctx, &mut out);
+    router::render(&ctx, &mut out);
+    element::render(&ctx, &mut out);
+    edge::render(&ctx, &mut out);
+    if ctx.has(Feature::Calls) {
+        calls::render(&ctx, &mut out);
+    }
+    if ctx.has(Feature::Push) {
+        push::render(&ctx, &mut out);
+    }
+    if ctx.has(Feature::Monitoring) {
+        monitoring::render(&ctx, &mut out);
+    }
+    assemble(out.objects)
+}
+
+fn kustomization(resources: &[String]) -> String {
+    let k = serde_json::json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    });
+    meta::to_yaml(&k)
+}
+
+/// Groups objects into files (phase order, then first appearance) and writes the kustomizations.
+fn assemble(mut objects: Vec<RenderedObject>) -> Rendered {
+    // Stable sort: phase order first, the order objects were added within a phase.
+    objects.sort_by_key(|o| {
+        Phase::ALL
+            .iter()
+            .position(|p| p.dir() == o.phase)
+            .expect("known phase")
+    });
+    let mut files = BTreeMap::new();
+    let mut phase_dirs = Vec::new();
+    for phase in Phase::ALL {
+        let mut file_order: Vec<String> = Vec::new();
+        let mut docs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for o in objects.iter().filter(|o| o.phase == phase.dir()) {
+            if !file_order.contains(&o.file) {
+                file_order.push(o.file.clone());
+            }
+            docs.entry(o.file.clone())
+                .or_default()
+                .push(meta::to_yaml(&o.value));
+        }
+        if file_order.is_empty() {
+            continue;
+        }
+        for f in &file_order {
+            files.insert(format!("{}/{f}", phase.dir()), docs[f].join("---\n"));
+        }
+        files.insert(
+            format!("{}/kustomization.yaml", phase.dir()),
+            kustomization(&file_order),
+        );
+        phase_dirs.push(phase.dir().to_string());
+    }
+    files.insert("kustomization.yaml".into(), kustomization(&phase_dirs));
+    Rendered { objects, files }
+}

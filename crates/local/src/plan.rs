@@ -142,7 +142,7 @@ pub fn venv_dir() -> Option<PathBuf> {
 }
 
 /// The config the local stack runs: the operator's config with `replicas` processes per worker
-/// group (single writers stay single), so instance_map and stream_writers list what really runs.
+/// scalable group (single writers and the background worker stay single), so instance_map and stream_writers list what really runs.
 pub fn local_config(config: &Config, replicas: u32) -> Config {
     let mut c = config.clone();
     for (component, autoscalable) in [
@@ -152,7 +152,6 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
         (Component::EventPersister, false),
         (Component::FederationSender, false),
         (Component::Pusher, false),
-        (Component::Background, false),
     ] {
         c.overrides.insert(
             component,

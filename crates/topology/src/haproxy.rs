@@ -77,8 +77,10 @@ pub fn router(
     c.push_str(
         "defaults\n    mode http\n    log global\n    option dontlognull\n    option forwardfor\n    option redispatch\n    retries 2\n    timeout connect 5s\n    timeout client 180s\n    timeout server 180s\n    timeout http-request 30s\n    timeout queue 30s\n    default-server inter 2s fall 3 rise 2\n",
     );
-    // One line per request: backend/server is what the routing tests read.
-    c.push_str("    log-format \"%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %{+Q}r\"\n\n");
+    // One line per request: backend/server is what the routing tests read; `user=` is a CRC32 of
+    // the access token (never the token), so per-user stickiness can be checked from the log. The
+    // query string is never logged: clients may put access_token there.
+    c.push_str("    log-format \"%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc user=%[var(txn.mx_token),crc32] \\\"%HM %HP\\\"\"\n\n");
     let _ = writeln!(
         c,
         "frontend stats\n    bind {}:{}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n    stats enable\n    stats uri /stats\n    stats refresh 10s\n    monitor-uri /healthz\n",

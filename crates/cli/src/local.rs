@@ -1,0 +1,411 @@
+//! `up`, `status`, `logs`, `down`, `user add` and the hidden `supervise`: the local target.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use mxstack_local::plan::Programs;
+use mxstack_local::status::alive;
+use mxstack_local::supervisor::{self, Supervisor};
+use mxstack_local::{LocalPlan, ProcessState, StackStatus, StateLayout};
+use mxstack_spec::{Config, SecretName, Secrets};
+use serde_json::json;
+
+type CmdResult = Result<ExitCode, String>;
+
+pub struct Target {
+    pub config: PathBuf,
+    pub secrets: PathBuf,
+    pub layout: StateLayout,
+}
+
+impl Target {
+    pub fn new(config: &Path, state: Option<&Path>, secrets: Option<&Path>) -> Target {
+        let secrets = secrets.map(Path::to_path_buf).unwrap_or_else(|| {
+            config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("secrets.yaml")
+        });
+        Target {
+            config: config.to_path_buf(),
+            secrets,
+            layout: StateLayout::for_config(config, state),
+        }
+    }
+
+    fn load(&self) -> Result<(Config, Secrets), String> {
+        let (config, locator) = Config::load(&self.config).map_err(|e| e.to_string())?;
+        let errors: Vec<String> = mxstack_checks::config::check(&config, &locator)
+            .into_iter()
+            .filter(|f| f.is_error())
+            .map(|f| f.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!(
+                "the config has errors (run `mxstack check`):\n{}",
+                errors.join("\n")
+            ));
+        }
+        let secrets = Secrets::load(&self.secrets).map_err(|e| e.to_string())?;
+        secrets
+            .require_complete(&self.secrets.display().to_string())
+            .map_err(|e| e.to_string())?;
+        Ok((config, secrets))
+    }
+
+    fn running_supervisor(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.layout.supervisor_pid())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+pub fn supervise(t: &Target, replicas: u32, base_port: u16) -> CmdResult {
+    let (config, secrets) = t.load()?;
+    let programs = Programs::discover()?;
+    let plan = LocalPlan::build(
+        &config,
+        &secrets,
+        &t.layout,
+        replicas.max(1),
+        base_port,
+        &programs,
+    );
+    supervisor::install_signal_handlers();
+    std::fs::create_dir_all(&t.layout.root).map_err(|e| e.to_string())?;
+    std::fs::write(t.layout.supervisor_pid(), std::process::id().to_string())
+        .map_err(|e| e.to_string())?;
+    let mut sup = Supervisor::new(&plan, &t.layout)?;
+    let result = sup.prepare().and_then(|_| sup.start_all());
+    let code = match result {
+        Ok(()) => {
+            sup.watch();
+            sup.stop_all();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            sup.fail(&e);
+            ExitCode::from(1)
+        }
+    };
+    let _ = std::fs::remove_file(t.layout.supervisor_pid());
+    Ok(code)
+}
+
+pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: bool) -> CmdResult {
+    t.load()?;
+    if let Some(pid) = t.running_supervisor() {
+        if let Some(s) = StackStatus::load(&t.layout.status_file()) {
+            if s.phase == "ready" {
+                if json {
+                    print_json(
+                        &json!({ "already_running": true, "supervisor_pid": pid, "client_url": s.client_url }),
+                    );
+                } else {
+                    println!("already running (supervisor pid {pid}): {}", s.client_url);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        return wait_ready(t, pid, json);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut args: Vec<String> = vec![
+        "supervise".into(),
+        "--config".into(),
+        t.config.display().to_string(),
+        "--state".into(),
+        t.layout.root.display().to_string(),
+        "--replicas".into(),
+        replicas.to_string(),
+        "--base-port".into(),
+        base_port.to_string(),
+        "--secrets".into(),
+        t.secrets.display().to_string(),
+    ];
+    if foreground {
+        args.remove(0);
+        return supervise(t, replicas, base_port);
+    }
+    // A fresh status file, so we never read the previous run's outcome.
+    let _ = std::fs::remove_file(t.layout.status_file());
+    std::fs::create_dir_all(t.layout.logs())
+        .map_err(|e| format!("cannot create {}: {e}", t.layout.logs().display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.layout.supervisor_log())
+        .map_err(|e| e.to_string())?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start the supervisor: {e}"))?
+    };
+    wait_ready(t, child.id(), json)
+}
+
+/// Follows status.json until the stack is ready or failed, printing progress to stderr.
+fn wait_ready(t: &Target, pid: u32, json: bool) -> CmdResult {
+    let start = Instant::now();
+    let mut shown: std::collections::BTreeMap<String, ProcessState> = Default::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let status = StackStatus::load(&t.layout.status_file());
+        if let Some(s) = &status {
+            for p in &s.processes {
+                if shown.get(&p.name) != Some(&p.state)
+                    && matches!(
+                        p.state,
+                        ProcessState::Ready | ProcessState::Done | ProcessState::Failed
+                    )
+                {
+                    if !json {
+                        eprintln!(
+                            "[{:>4}s] {:<28} {:?}",
+                            start.elapsed().as_secs(),
+                            p.name,
+                            p.state
+                        );
+                    }
+                    shown.insert(p.name.clone(), p.state);
+                }
+            }
+            match s.phase.as_str() {
+                "ready" => {
+                    if json {
+                        print_json(
+                            &json!({ "ready": true, "supervisor_pid": pid, "client_url": s.client_url, "seconds": start.elapsed().as_secs() }),
+                        );
+                    } else {
+                        println!("ready in {}s: {}", start.elapsed().as_secs(), s.client_url);
+                        println!(
+                            "create a user: mxstack user add --config {} alice --admin",
+                            t.config.display()
+                        );
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                "failed" | "stopped" => {
+                    let err = s
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the supervisor stopped".into());
+                    return Err(format!(
+                        "{err}\n(supervisor log: {})",
+                        t.layout.supervisor_log().display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if !alive(pid) && status.as_ref().map(|s| s.phase != "ready").unwrap_or(true) {
+            let mut tail = String::new();
+            if let Ok(mut f) = std::fs::File::open(t.layout.supervisor_log()) {
+                let _ = f.read_to_string(&mut tail);
+            }
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            return Err(format!(
+                "the supervisor exited before the stack was ready; last lines of {}:\n{}",
+                t.layout.supervisor_log().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+}
+
+pub fn status(t: &Target, json: bool) -> CmdResult {
+    let running = t.running_supervisor();
+    let Some(s) = StackStatus::load(&t.layout.status_file()) else {
+        if json {
+            print_json(&json!({ "running": false, "state_dir": t.layout.root }));
+        } else {
+            println!("not running (no status in {})", t.layout.root.display());
+        }
+        return Ok(ExitCode::from(3));
+    };
+    let live = running.is_some();
+    if json {
+        let mut v = serde_json::to_value(&s).expect("status");
+        v["running"] = json!(live);
+        v["state_dir"] = json!(t.layout.root);
+        print_json(&v);
+    } else {
+        println!(
+            "supervisor: {} ({}), client URL {}",
+            if live { "running" } else { "not running" },
+            s.phase,
+            s.client_url
+        );
+        println!(
+            "{:<30} {:>8} {:<11} {:>8} {:>6}",
+            "process", "pid", "state", "restarts", "port"
+        );
+        for p in &s.processes {
+            let pid = p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+            let port = p.port.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<30} {:>8} {:<11} {:>8} {:>6}",
+                p.name,
+                pid,
+                format!("{:?}", p.state).to_lowercase(),
+                p.restarts,
+                port
+            );
+        }
+    }
+    Ok(if live {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+pub fn logs(t: &Target, process: Option<&str>, follow: bool) -> CmdResult {
+    let files: Vec<PathBuf> = match process {
+        Some(p) => {
+            let f = t.layout.log_file(p);
+            if !f.exists() {
+                let known: Vec<String> = std::fs::read_dir(t.layout.logs())
+                    .map(|d| {
+                        d.filter_map(|e| {
+                            e.ok()?
+                                .file_name()
+                                .to_str()?
+                                .strip_suffix(".log")
+                                .map(str::to_owned)
+                        })
+                        .collect()
+                    })
+                    .unwrap_or_default();
+                return Err(format!("no log for `{p}`; known: {}", known.join(", ")));
+            }
+            vec![f]
+        }
+        None => {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(t.layout.logs())
+                .map_err(|e| format!("no logs in {}: {e}", t.layout.logs().display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let mut offsets = vec![0u64; files.len()];
+    let out = std::io::stdout();
+    loop {
+        for (i, f) in files.iter().enumerate() {
+            let Ok(mut file) = std::fs::File::open(f) else {
+                continue;
+            };
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < offsets[i] {
+                offsets[i] = 0;
+            }
+            if len == offsets[i] {
+                continue;
+            }
+            let _ = file.seek(SeekFrom::Start(offsets[i]));
+            let mut buf = String::new();
+            let _ = file.read_to_string(&mut buf);
+            offsets[i] = len;
+            let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let mut lock = out.lock();
+            for line in buf.lines() {
+                if files.len() > 1 {
+                    let _ = writeln!(lock, "{name:<24} | {line}");
+                } else {
+                    let _ = writeln!(lock, "{line}");
+                }
+            }
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub fn down(t: &Target, purge: bool) -> CmdResult {
+    if let Some(pid) = t.running_supervisor() {
+        eprintln!("stopping (supervisor pid {pid}) ...");
+        // SAFETY: asking our own supervisor process to shut down.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if alive(pid) {
+            return Err(format!(
+                "the supervisor (pid {pid}) did not stop within 180s; see {}",
+                t.layout.supervisor_log().display()
+            ));
+        }
+        println!("stopped");
+    } else {
+        println!("not running");
+    }
+    if purge && t.layout.root.exists() {
+        std::fs::remove_dir_all(&t.layout.root)
+            .map_err(|e| format!("cannot delete {}: {e}", t.layout.root.display()))?;
+        println!("deleted {}", t.layout.root.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn user_add(
+    t: &Target,
+    name: &str,
+    admin: bool,
+    password: Option<&str>,
+    json: bool,
+) -> CmdResult {
+    let (_, secrets) = t.load()?;
+    let status = StackStatus::load(&t.layout.status_file())
+        .filter(|s| s.phase == "ready")
+        .ok_or("the local stack is not running: run `mxstack up` first")?;
+    let port: u16 = status
+        .client_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("bad client URL in status")?;
+    let password = match password {
+        Some(p) => p.to_string(),
+        None => mxstack_spec::generate(mxstack_spec::SecretShape::Alnum(20))
+            .map_err(|e| e.to_string())?,
+    };
+    let user = mxstack_local::users::register(
+        port,
+        secrets.get(SecretName::RegistrationSharedSecret),
+        name,
+        &password,
+        admin,
+    )?;
+    if json {
+        print_json(
+            &json!({ "user_id": user.user_id, "password": user.password, "access_token": user.access_token,
+                            "device_id": user.device_id, "admin": admin, "client_url": status.client_url }),
+        );
+    } else {
+        println!("user_id:      {}\npassword:     {}\naccess_token: {}\nlog in at {} (Element: set the homeserver to that URL)", user.user_id, user.password, user.access_token, status.client_url);
+    }
+    Ok(ExitCode::SUCCESS)
+}

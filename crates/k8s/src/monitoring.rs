@@ -1,0 +1,149 @@
+//! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
+
+use mxstack_topology::addressing::{POSTGRES_CLUSTER, ROUTER};
+use serde_json::{json, Value};
+
+use crate::meta::*;
+use crate::postgres::CLUSTER_LABEL;
+use crate::synapse::SYNAPSE;
+use crate::{Ctx, Out, Phase};
+
+const FILE: &str = "monitoring.yaml";
+/// Label on the Services the ServiceMonitors select.
+pub const METRICS_LABEL: &str = "mxstack.io/metrics";
+
+fn service_monitor(ctx: &Ctx, name: &str, target: &str, port: &str, path: &str) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": meta_json(ctx, name, "monitoring"),
+        "spec": {
+            "selector": { "matchLabels": { METRICS_LABEL: target } },
+            "endpoints": [{ "port": port, "path": path, "interval": "30s" }],
+        },
+    })
+}
+
+fn pod_monitor(ctx: &Ctx, name: &str, selector: Labels, port: &str) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": meta_json(ctx, name, "monitoring"),
+        "spec": {
+            "selector": { "matchLabels": selector },
+            "podMetricsEndpoints": [{ "port": port, "interval": "30s" }],
+        },
+    })
+}
+
+/// (alert, PromQL, for, severity, summary).
+pub fn alerts(
+    ctx: &Ctx,
+) -> Vec<(
+    &'static str,
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+)> {
+    let ns = ctx.ns();
+    vec![
+        (
+            "SynapseDown",
+            format!("up{{namespace=\"{ns}\", service=\"{}\"}} == 0", crate::synapse::METRICS_SERVICE),
+            "5m",
+            "critical",
+            "A Synapse process is not answering on its metrics port.",
+        ),
+        (
+            "SynapseMainMissing",
+            format!(
+                "absent(up{{namespace=\"{ns}\", service=\"{}\", pod=\"{}-0\"}} == 1)",
+                crate::synapse::METRICS_SERVICE,
+                mxstack_topology::workers::MAIN_PROCESS
+            ),
+            "5m",
+            "critical",
+            "The Synapse main process is down: replication and admin are unavailable.",
+        ),
+        (
+            "RouterBackendDown",
+            format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix\"}}) == 0"),
+            "5m",
+            "warning",
+            "An HAProxy backend has no healthy worker; its requests fall back to main.",
+        ),
+        (
+            "PostgresNotReady",
+            format!("max by (pod) (cnpg_collector_up{{namespace=\"{ns}\"}}) == 0"),
+            "5m",
+            "critical",
+            "A PostgreSQL instance reports it is not up.",
+        ),
+        (
+            "PostgresReplicationLag",
+            format!("max by (pod) (cnpg_pg_replication_lag{{namespace=\"{ns}\"}}) > 60"),
+            "10m",
+            "warning",
+            "A PostgreSQL standby is more than a minute behind the primary.",
+        ),
+        (
+            "ValkeyNoMaster",
+            format!("sum(redis_instance_info{{namespace=\"{ns}\", role=\"master\"}}) != 1"),
+            "2m",
+            "critical",
+            "Valkey does not have exactly one master: Synapse replication is at risk.",
+        ),
+    ]
+}
+
+fn prometheus_rule(ctx: &Ctx) -> Value {
+    let rules: Vec<Value> = alerts(ctx)
+        .into_iter()
+        .map(|(name, expr, for_, severity, summary)| {
+            json!({
+                "alert": name,
+                "expr": expr,
+                "for": for_,
+                "labels": { "severity": severity },
+                "annotations": { "summary": summary },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": meta_json(ctx, "mxstack", "monitoring"),
+        "spec": { "groups": [{ "name": "mxstack", "rules": rules }] },
+    })
+}
+
+pub fn render(ctx: &Ctx, out: &mut Out) {
+    out.add(
+        Phase::Monitoring,
+        FILE,
+        service_monitor(ctx, SYNAPSE, SYNAPSE, "metrics", "/_synapse/metrics"),
+    );
+    out.add(
+        Phase::Monitoring,
+        FILE,
+        service_monitor(ctx, ROUTER, ROUTER, "stats", "/metrics"),
+    );
+    // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it recommends.
+    out.add(
+        Phase::Monitoring,
+        FILE,
+        pod_monitor(
+            ctx,
+            POSTGRES_CLUSTER,
+            map(&[(CLUSTER_LABEL, POSTGRES_CLUSTER)]),
+            "metrics",
+        ),
+    );
+    out.add(
+        Phase::Monitoring,
+        FILE,
+        pod_monitor(ctx, "valkey", crate::valkey::selector(), "metrics"),
+    );
+    out.add(Phase::Monitoring, FILE, prometheus_rule(ctx));
+}

@@ -1,0 +1,298 @@
+//! NetworkPolicies: deny everything, allow DNS, then allow exactly the flows the topology lists
+//! (`mxstack_topology::flows`), one policy per party in the namespace with its ingress and egress.
+//! A few flows the topology does not model yet (public media ports of coturn and LiveKit, the
+//! Kubernetes API for CloudNativePG instances) are added here, each with its reason.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mxstack_spec::{Feature, IngressMode};
+use mxstack_topology::addressing::{POSTGRES_CLUSTER, ROUTER, VALKEY, VALKEY_MASTER};
+use mxstack_topology::flows::{flows, Party, Protocol};
+
+use crate::meta::*;
+use crate::{calls, Ctx, Out, Phase};
+
+const FILE: &str = "network-policies.yaml";
+/// Namespace of the Gateway API implementation (Envoy Gateway's default install namespace).
+pub const EDGE_NAMESPACE_GATEWAY: &str = "envoy-gateway-system";
+/// Namespace of the Ingress controller in ingress mode. ingress-nginx is retired (see FACTS), so the
+/// default is Traefik's usual namespace; change this constant for another controller.
+pub const EDGE_NAMESPACE_INGRESS: &str = "traefik";
+pub const MONITORING_NAMESPACE: &str = "monitoring";
+pub const CNPG_NAMESPACE: &str = "cnpg-system";
+pub const MINIO_OPERATOR_NAMESPACE: &str = "minio-operator";
+/// The internet: everything except private address space (federation, push gateways, external S3).
+pub const PRIVATE_RANGES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
+/// Pod labels of a party in the namespace; the same labels its workloads put on their pods.
+pub fn party_selector(p: Party) -> Option<Labels> {
+    let name = |n: &str| Some(map(&[(LABEL_NAME, n)]));
+    match p {
+        Party::Synapse => name(crate::synapse::SYNAPSE),
+        Party::Router => name(ROUTER),
+        Party::Valkey => name(VALKEY),
+        Party::ValkeyMaster => name(VALKEY_MASTER),
+        Party::Postgres => Some(map(&[(crate::postgres::CLUSTER_LABEL, POSTGRES_CLUSTER)])),
+        Party::Seaweedfs => name(crate::media::SEAWEEDFS),
+        Party::Minio => Some(map(&[(
+            crate::media::MINIO_TENANT_LABEL,
+            crate::media::MINIO_TENANT,
+        )])),
+        Party::Element => name(crate::element::ELEMENT),
+        Party::Coturn => name(calls::COTURN),
+        Party::Livekit => name(calls::LIVEKIT),
+        Party::Sygnal => name(crate::push::SYGNAL),
+        Party::Edge | Party::Monitoring | Party::CnpgOperator | Party::Internet | Party::Dns => {
+            None
+        }
+    }
+}
+
+fn namespace_peer(ns: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(map(&[("kubernetes.io/metadata.name", ns)])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn internet_peer() -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: "0.0.0.0/0".into(),
+            except: Some(PRIVATE_RANGES.iter().map(|s| s.to_string()).collect()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn anywhere_peer() -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: "0.0.0.0/0".into(),
+            except: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The peer a party stands for in a rule.
+fn peer(ctx: &Ctx, p: Party) -> NetworkPolicyPeer {
+    if let Some(labels) = party_selector(p) {
+        return NetworkPolicyPeer {
+            pod_selector: Some(label_selector(&labels)),
+            ..Default::default()
+        };
+    }
+    match p {
+        Party::Edge => namespace_peer(edge_namespace(ctx)),
+        Party::Monitoring => namespace_peer(MONITORING_NAMESPACE),
+        Party::CnpgOperator => namespace_peer(CNPG_NAMESPACE),
+        Party::Internet => internet_peer(),
+        Party::Dns => dns_peer(),
+        _ => unreachable!("in-namespace parties have selectors"),
+    }
+}
+
+pub fn edge_namespace(ctx: &Ctx) -> &'static str {
+    match ctx.cfg.ingress.mode {
+        IngressMode::Gateway => EDGE_NAMESPACE_GATEWAY,
+        IngressMode::Ingress => EDGE_NAMESPACE_INGRESS,
+    }
+}
+
+fn dns_peer() -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(map(&[("kubernetes.io/metadata.name", "kube-system")])),
+            ..Default::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(map(&[("k8s-app", "kube-dns")])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+pub fn port(protocol: &str, port: u16) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(i32::from(port))),
+        end_port: None,
+    }
+}
+
+pub fn port_range(protocol: &str, from: u16, to: u16) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(i32::from(from))),
+        end_port: Some(i32::from(to)),
+    }
+}
+
+/// Rules for one party, before they become a policy.
+#[derive(Default)]
+struct Rules {
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+}
+
+fn policy(ctx: &Ctx, name: &str, selector: Labels, rules: Rules) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(ctx, name, "network-policy"),
+        spec: Some(NetworkPolicySpec {
+            // An empty selector (`{}`) selects every pod in the namespace.
+            pod_selector: Some(if selector.is_empty() {
+                LabelSelector::default()
+            } else {
+                label_selector(&selector)
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(rules.ingress),
+            egress: Some(rules.egress),
+        }),
+    }
+}
+
+/// Flows the topology does not list yet, as (party, rules).
+fn extra_rules(ctx: &Ctx, rules: &mut BTreeMap<Party, Rules>) {
+    // CloudNativePG's instance manager in every Postgres pod watches its Cluster through the
+    // Kubernetes API. The API server is not a pod, so it can only be named by address.
+    rules
+        .entry(Party::Postgres)
+        .or_default()
+        .egress
+        .push(NetworkPolicyEgressRule {
+            to: Some(vec![anywhere_peer()]),
+            ports: Some(vec![port("TCP", 443), port("TCP", 6443)]),
+        });
+    if ctx.cfg.media.backend == mxstack_spec::MediaBackend::MinioLegacy {
+        // The MinIO operator manages tenant pods; their sidecar talks to the Kubernetes API.
+        let minio = rules.entry(Party::Minio).or_default();
+        minio.ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![namespace_peer(MINIO_OPERATOR_NAMESPACE)]),
+            ports: Some(vec![port("TCP", mxstack_topology::flows::MINIO_PORT)]),
+        });
+        minio.egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![anywhere_peer()]),
+            ports: Some(vec![port("TCP", 443), port("TCP", 6443)]),
+        });
+    }
+    if ctx.has(Feature::Calls) {
+        // Call media comes straight from clients anywhere (not through the edge), and TURN relays
+        // to peers on the internet; coturn itself refuses private peer addresses.
+        let coturn = rules.entry(Party::Coturn).or_default();
+        coturn.ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![anywhere_peer()]),
+            ports: Some(calls::coturn_policy_ports()),
+        });
+        coturn.egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![internet_peer()]),
+            ports: None,
+        });
+        let livekit = rules.entry(Party::Livekit).or_default();
+        livekit.ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![anywhere_peer()]),
+            ports: Some(calls::livekit_policy_ports()),
+        });
+        livekit.egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![internet_peer()]),
+            // ICE connectivity checks towards clients' UDP candidates.
+            ports: Some(vec![port_range("UDP", 1024, 65535)]),
+        });
+    }
+}
+
+pub fn render(ctx: &Ctx, out: &mut Out) {
+    let ns = Namespace {
+        metadata: {
+            let mut m = cluster_meta(ctx.ns(), "namespace");
+            // Warn about (not block) pods that fall short of the restricted profile: the LI and
+            // antivirus stacks may bring images this crate does not control.
+            m.labels.get_or_insert_with(Default::default).extend(map(&[
+                ("pod-security.kubernetes.io/enforce", "baseline"),
+                ("pod-security.kubernetes.io/warn", "restricted"),
+                ("pod-security.kubernetes.io/audit", "restricted"),
+            ]));
+            m
+        },
+        ..Default::default()
+    };
+    out.add(Phase::Namespace, "namespace.yaml", ns);
+
+    out.add(
+        Phase::Namespace,
+        FILE,
+        policy(ctx, "default-deny", Labels::new(), Rules::default()),
+    );
+    out.add(
+        Phase::Namespace,
+        FILE,
+        policy(
+            ctx,
+            "allow-dns",
+            Labels::new(),
+            Rules {
+                ingress: vec![],
+                egress: vec![NetworkPolicyEgressRule {
+                    to: Some(vec![dns_peer()]),
+                    ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+                }],
+            },
+        ),
+    );
+    let mut rules: BTreeMap<Party, Rules> = BTreeMap::new();
+    for f in flows(ctx.t) {
+        let ports: Vec<NetworkPolicyPort> = f
+            .ports
+            .iter()
+            .map(|p| port(protocol(f.protocol), *p))
+            .collect();
+        if f.to.in_namespace() {
+            rules
+                .entry(f.to)
+                .or_default()
+                .ingress
+                .push(NetworkPolicyIngressRule {
+                    from: Some(vec![peer(ctx, f.from)]),
+                    ports: Some(ports.clone()),
+                });
+        }
+        if f.from.in_namespace() {
+            rules
+                .entry(f.from)
+                .or_default()
+                .egress
+                .push(NetworkPolicyEgressRule {
+                    to: Some(vec![peer(ctx, f.to)]),
+                    ports: Some(ports),
+                });
+        }
+    }
+    extra_rules(ctx, &mut rules);
+    for (party, r) in rules {
+        let selector = party_selector(party).expect("only in-namespace parties get policies");
+        out.add(
+            Phase::Namespace,
+            FILE,
+            policy(ctx, &format!("allow-{}", party.as_str()), selector, r),
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The Synapse router: HAProxy with the path maps generated from the topology's endpoint table.
+//! At least two replicas behind one Service (seed 004 issue 2.2).
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use mxstack_spec::{Component, Feature};
+use mxstack_topology::addressing::{ROUTER, ROUTER_PORT, ROUTER_STATS_PORT};
+use mxstack_topology::haproxy::{self, Resolution, ROUTES_MAP, ROUTES_READONLY_MAP};
+
+use crate::meta::*;
+use crate::valkey::HAPROXY_UID;
+use crate::{Ctx, Out, Phase};
+
+const FILE: &str = "synapse-router.yaml";
+pub const CONFIG_DIR: &str = "/usr/local/etc/haproxy";
+
+pub fn selector() -> Labels {
+    map(&[(LABEL_NAME, ROUTER)])
+}
+
+pub fn render(ctx: &Ctx, out: &mut Out) {
+    let files = haproxy::router(ctx.t, &ctx.addr, Resolution::Dns, CONFIG_DIR);
+    let hash = config_hash(&[
+        &files.haproxy_cfg,
+        &files.routes_map,
+        &files.routes_readonly_map,
+    ]);
+    out.add(
+        Phase::Main,
+        FILE,
+        config_map(
+            ctx,
+            ROUTER,
+            ROUTER,
+            map(&[
+                ("haproxy.cfg", &files.haproxy_cfg),
+                (ROUTES_MAP, &files.routes_map),
+                (ROUTES_READONLY_MAP, &files.routes_readonly_map),
+            ]),
+        ),
+    );
+    let sel = selector();
+    let mut svc = service(
+        ctx,
+        ROUTER,
+        ROUTER,
+        &sel,
+        vec![
+            service_port("http", ROUTER_PORT, "TCP"),
+            service_port("stats", ROUTER_STATS_PORT, "TCP"),
+        ],
+        false,
+    );
+    if ctx.has(Feature::Monitoring) {
+        // The router's ServiceMonitor selects this Service by this label.
+        svc.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(crate::monitoring::METRICS_LABEL.into(), ROUTER.into());
+    }
+    out.add(Phase::Main, FILE, svc);
+    let c = Container {
+        ports: Some(vec![
+            container_port("http", ROUTER_PORT, "TCP"),
+            container_port("stats", ROUTER_STATS_PORT, "TCP"),
+        ]),
+        resources: Some(resources(
+            &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),
+        )),
+        readiness_probe: Some(http_probe("/healthz", "stats", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", "stats", 10, 6)),
+        volume_mounts: Some(vec![mount("config", CONFIG_DIR), mount_rw("tmp", "/tmp")]),
+        ..container("haproxy", &ctx.cfg.images.haproxy)
+    };
+    let pod = PodSpec {
+        containers: vec![c],
+        volumes: Some(vec![
+            volume_config_map("config", ROUTER),
+            volume_empty("tmp"),
+        ]),
+        security_context: Some(pod_security(HAPROXY_UID)),
+        affinity: Some(spread(&sel)),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    let replicas = ctx.t.sizing.haproxy_replicas.max(2);
+    let mut w = Workload::new(ROUTER, ROUTER, replicas, sel, pod);
+    w.config_hash = Some(hash);
+    out.add(Phase::Main, FILE, w.deployment(ctx));
+    out.add(Phase::Main, FILE, w.pdb(ctx));
+}
