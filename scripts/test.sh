@@ -15,3 +15,6 @@ echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
+echo "== end-to-end: mxstack up, a real Matrix client (matrix-nio) through the router"
+cargo build -p mxstack
+MXSTACK_BIN="$CARGO_TARGET_DIR/debug/mxstack" "$MXSTACK_VENV/bin/python" -m pytest -v -rP -p no:cacheprovider tests/e2e

@@ -186,6 +186,7 @@ def flow(stack, tmp_path_factory):
                 result["download_status"] = resp.status
                 result["download_equal"] = (await resp.read()) == payload
         result["media_id"] = media_id
+        result["payload"] = payload
         for c in (a, b, b2):
             await c.close()
 
@@ -219,8 +220,13 @@ def test_media_roundtrip_and_object_in_s3(flow, stack):
                       aws_access_key_id=stack.secret("s3_access_key"),
                       aws_secret_access_key=stack.secret("s3_secret_key"),
                       config=BotoConfig(s3={"addressing_style": "path"}))
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.status["s3_bucket"]).get("Contents", [])]
-    assert any(k.endswith(flow["media_id"]) for k in keys), keys
+    bucket = stack.status["s3_bucket"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    # Synapse's file layout: local_content/ab/cd/rest-of-the-media-id.
+    media_id = flow["media_id"]
+    key = f"local_content/{media_id[:2]}/{media_id[2:4]}/{media_id[4:]}"
+    assert key in keys, keys
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == flow["payload"]
 
 
 # Request family -> the router backend the endpoint table intends (first match wins).

@@ -45,6 +45,20 @@ impl Topology {
         }
     }
 
+    /// The same deployment as one Synapse process with no workers: every route falls back to
+    /// main. For small evaluations and as the baseline the benchmarks compare workers against.
+    pub fn single_process(config: &Config) -> Topology {
+        let sizing = Sizing::for_tier(config.scale, config);
+        let groups = Vec::new();
+        let budget = ConnectionBudget::compute(&sizing, &groups);
+        Topology {
+            config: config.clone(),
+            sizing,
+            groups,
+            budget,
+        }
+    }
+
     pub fn has(&self, f: Feature) -> bool {
         self.config.has(f)
     }

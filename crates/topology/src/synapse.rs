@@ -55,10 +55,15 @@ fn database(topology: &Topology, addr: &dyn Addressing, group: &str) -> Value {
     })
 }
 
-/// Listener resources; media workers also serve the `media` resource (/_matrix/media).
+/// Listener resources; media workers (or main, when there are none) also serve the `media`
+/// resource (/_matrix/media).
 fn http_resources(topology: &Topology, kind: Option<WorkerKind>) -> Value {
     let mut names = vec!["client"];
-    if kind == Some(WorkerKind::MediaRepository) {
+    let serves_media = match kind {
+        Some(k) => k == WorkerKind::MediaRepository,
+        None => first_of(topology, WorkerKind::MediaRepository).is_none(),
+    };
+    if serves_media {
         names.push("media");
     }
     if topology.has(Feature::Federation) {
@@ -135,14 +140,18 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     put("enable_metrics", json!(true));
     put("instance_map", Value::Object(instance_map));
     put("stream_writers", Value::Object(stream_writers));
-    put(
-        "federation_sender_instances",
-        json!(group_processes(WorkerKind::FederationSender)),
-    );
-    put(
-        "pusher_instances",
-        json!(group_processes(WorkerKind::Pusher)),
-    );
+    // With workers, an empty list is deliberate (federation or push off: nobody sends). A single
+    // process keeps Synapse's default, main, for whatever the features enable.
+    if !groups.is_empty() {
+        put(
+            "federation_sender_instances",
+            json!(group_processes(WorkerKind::FederationSender)),
+        );
+        put(
+            "pusher_instances",
+            json!(group_processes(WorkerKind::Pusher)),
+        );
+    }
     if let Some(bg) = first_of(topology, WorkerKind::Background) {
         put("run_background_tasks_on", json!(bg));
         put("update_user_directory_from_worker", json!(bg));
@@ -150,9 +159,12 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     }
     // Main serves no media once media workers exist (004 issue 2.7); the first media worker runs the
     // media background jobs and writes the quarantined-media stream.
-    put("enable_media_repo", json!(false));
-    if let Some(m) = first_of(topology, WorkerKind::MediaRepository) {
-        put("media_instance_running_background_jobs", json!(m));
+    match first_of(topology, WorkerKind::MediaRepository) {
+        Some(m) => {
+            put("enable_media_repo", json!(false));
+            put("media_instance_running_background_jobs", json!(m));
+        }
+        None => put("enable_media_repo", json!(true)),
     }
     put("max_upload_size", json!(c.synapse.max_upload_size));
     put(

@@ -129,3 +129,26 @@ fn local_and_kubernetes_share_everything_but_addresses() {
         }
     }
 }
+
+#[test]
+fn single_process_serves_everything_from_main() {
+    let t = Topology::single_process(&Config::new("acme.test", Tier::T1k, all()));
+    assert_eq!(t.processes().len(), 1);
+    let hs = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
+    assert_eq!(hs["enable_media_repo"], serde_json::json!(true));
+    assert!(hs.get("federation_sender_instances").is_none());
+    assert!(hs.get("pusher_instances").is_none());
+    assert!(hs.get("run_background_tasks_on").is_none());
+    assert_eq!(hs["stream_writers"], serde_json::json!({}));
+    let names = hs["listeners"][0]["resources"][0]["names"].clone();
+    assert!(
+        names.as_array().unwrap().iter().any(|n| n == "media"),
+        "{names}"
+    );
+    // Every route falls back to main.
+    assert!(mxstack_topology::routing::routes(&t)
+        .iter()
+        .all(|r| r.backend == "main"));
+    assert!(t.budget.total_cp_max <= t.budget.budget);
+    assert!(t.budget.pools.iter().any(|p| p.group == "main"));
+}
