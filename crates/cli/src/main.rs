@@ -93,7 +93,8 @@ enum Command {
         /// Runtime state directory [default: .mxstack-state next to the config].
         #[arg(long)]
         state: Option<PathBuf>,
-        /// Processes per worker group (single-writer streams stay at one).
+        /// Processes per worker group (single-writer streams stay at one); 0 runs Synapse as a
+        /// single process with no workers (the router sends everything to main).
         #[arg(long, default_value_t = 1)]
         replicas: u32,
         /// First port of the block the stack uses on 127.0.0.1.

@@ -148,20 +148,7 @@ fn a_corrupt_secrets_file_is_never_overwritten() {
 #[test]
 fn plan_reports_every_tier_within_the_connection_budget() {
     for (scale, seed_vms) in [("100", 15), ("1k", 30), ("5k", 0), ("10k", 0), ("20k", 51)] {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().to_str().unwrap();
-        ok(&mxstack(&[
-            "init",
-            "--domain",
-            "acme.test",
-            "--scale",
-            scale,
-            "--features",
-            "calls",
-            "--dir",
-            d,
-        ]));
-        let cfg = dir.path().join("mxstack.yaml");
+        let (_dir, cfg) = init_site("acme.test", scale, "calls");
         let v: Value = serde_json::from_str(&ok(&mxstack(&[
             "plan",
             "--config",
@@ -259,20 +246,7 @@ fn check_locates_every_problem_and_exits_1() {
 
 #[test]
 fn check_passes_a_fresh_config_and_lists_no_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&mxstack(&[
-        "init",
-        "--domain",
-        "acme.test",
-        "--scale",
-        "1k",
-        "--features",
-        "federation",
-        "--dir",
-        d,
-    ]));
-    let cfg = dir.path().join("mxstack.yaml");
+    let (_dir, cfg) = init_site("acme.test", "1k", "federation");
     let v: Value = serde_json::from_str(&ok(&mxstack(&[
         "check",
         "--config",

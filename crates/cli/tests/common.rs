@@ -61,13 +61,8 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `mxstack init` + `render` into a fresh temp dir; returns (tempdir, out dir).
-pub fn init_and_render(
-    domain: &str,
-    scale: &str,
-    features: &str,
-    edit: impl FnOnce(&mut String),
-) -> (tempfile::TempDir, PathBuf) {
+/// `mxstack init` into a fresh temp dir; returns (tempdir, path of mxstack.yaml).
+pub fn init_site(domain: &str, scale: &str, features: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().unwrap();
     ok(&mxstack(&[
@@ -82,6 +77,17 @@ pub fn init_and_render(
         d,
     ]));
     let cfg = dir.path().join("mxstack.yaml");
+    (dir, cfg)
+}
+
+/// `mxstack init` + `render` into a fresh temp dir; returns (tempdir, out dir).
+pub fn init_and_render(
+    domain: &str,
+    scale: &str,
+    features: &str,
+    edit: impl FnOnce(&mut String),
+) -> (tempfile::TempDir, PathBuf) {
+    let (dir, cfg) = init_site(domain, scale, features);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     edit(&mut text);
     std::fs::write(&cfg, text).unwrap();

@@ -1,7 +1,7 @@
 //! Schema validation of every rendered object.
 //!
 //! Core kinds: `kubernetes-validate --strict` against Kubernetes 1.33 (unknown fields are errors).
-//! Custom resources: the CRDs' openAPIV3Schema from ../shared/crds, tightened so that unknown fields
+//! Custom resources: the CRDs' openAPIV3Schema from ../shared/crds (or schemas/crds), tightened so that unknown fields
 //! are errors too, checked with the `jsonschema` Python module. Both tools live in the project's
 //! virtualenv (`scripts/setup.sh`); a missing tool fails the test, it never skips it.
 
@@ -35,14 +35,21 @@ fn tool(name: &str) -> PathBuf {
     p
 }
 
+/// `MXSTACK_CRDS` if set, else the team's shared copy next to the checkout, else the copy in
+/// `schemas/crds` (the same files byte for byte, so a lone clone still validates).
 fn crd_dir() -> PathBuf {
-    let d = workspace().join("../shared/crds");
-    assert!(
-        d.join("postgresql.cnpg.io_clusters.yaml").exists(),
-        "CRDs not found at {}: the schema test needs the CRD files (see shared/crds/SOURCES.md)",
-        d.display()
-    );
-    d
+    let candidates = [
+        std::env::var_os("MXSTACK_CRDS").map(PathBuf::from),
+        Some(workspace().join("../shared/crds")),
+        Some(workspace().join("schemas/crds")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("postgresql.cnpg.io_clusters.yaml").exists())
+        .expect(
+            "CRDs not found: schemas/crds is part of the repository (see schemas/crds/SOURCES.md)",
+        )
 }
 
 /// Configs that together render every kind and every optional part.

@@ -182,7 +182,12 @@ impl LocalPlan {
         base_port: u16,
         programs: &Programs,
     ) -> LocalPlan {
-        let t = Topology::build(&local_config(config, replicas));
+        // 0 replicas: Synapse as one process, every route falling back to main.
+        let t = if replicas == 0 {
+            Topology::single_process(config)
+        } else {
+            Topology::build(&local_config(config, replicas))
+        };
         let processes = t.processes();
         let addr = LocalAddressing {
             base_port,
