@@ -8,7 +8,8 @@ messages at a fixed aggregate rate from random users. Latency is measured from t
 send returns 200 to the moment each other member's /sync delivers the event.
 
 Between runs the harness waits until every message is delivered (at most 60 s) and 5 s more, so
-no run inherits the previous one's backlog. The ramp stops at the first rate whose p99 reaches 1 s.
+no run inherits the previous one's backlog. Order: the 400/min runs, then the ramp (stopping at the
+first rate that is not sustained), then the 4000/min overload runs last.
 
 Run: .venv/bin/python bench/delivery.py --mxstack /var/cache/mxstack/target/debug/mxstack
 Results: printed as a table and written as JSON (--out). See docs/BENCHMARKS.md.
@@ -154,6 +155,13 @@ class Load:
         }
 
 
+def sustained(r):
+    """A rate is sustained when the stack keeps up with it (95% of the target sent), delivers
+    everything, and its p99 stays under 1 s."""
+    return (r["p99_ms"] < 1000 and r["undelivered"] == 0
+            and r["achieved_per_min"] >= 0.95 * r["target_per_min"])
+
+
 async def prepare(binary, cfg, url, run_id):
     def add(name, admin=False):
         return json.loads(mx(binary, "user", "add", "--config", cfg, name, *(["--admin"] if admin else []), "--json"))
@@ -212,7 +220,7 @@ async def bench_mode(binary, mode, base_port, plan):
                     continue  # a higher rate cannot do better
                 r = await load.run_rate(s, tag, rate, seconds)
                 await asyncio.sleep(5)
-                if tag.startswith("ramp-") and (r["p99_ms"] >= 1000 or r["undelivered"]):
+                if tag.startswith("ramp-") and not sustained(r):
                     ramp_failed = True
                 r["tag"] = tag
                 out["runs"].append(r)
@@ -236,16 +244,15 @@ def main():
     ap.add_argument("--out", default="bench/results/delivery.json")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=30)
-    ap.add_argument("--ramp", default="1000,2000,4000,6000,8000,12000",
+    ap.add_argument("--ramp", default="500,600,800,1000,1500,2000,3000",
                     help="rates (messages/min) tried to find the highest with p99 under 1 s")
     ap.add_argument("--modes", default="workers,single")
     args = ap.parse_args()
-    plan = []
-    for rep in range(args.repeats):
-        plan.append((f"peak-400-r{rep}", 400, args.seconds))
-        plan.append((f"10x-4000-r{rep}", 4000, args.seconds))
-    for rate in [int(x) for x in args.ramp.split(",") if x]:
-        plan.append((f"ramp-{rate}", rate, args.seconds))
+    # Overload goes last: a run past saturation leaves caches and queues behind that would
+    # otherwise colour the lighter runs after it.
+    plan = [(f"peak-400-r{rep}", 400, args.seconds) for rep in range(args.repeats)]
+    plan += [(f"ramp-{rate}", rate, args.seconds) for rate in [int(x) for x in args.ramp.split(",") if x]]
+    plan += [(f"10x-4000-r{rep}", 4000, args.seconds) for rep in range(args.repeats)]
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                "users": USERS, "room_size": ROOM_SIZE, "seconds_per_run": args.seconds, "modes": []}
     for k, mode in enumerate(args.modes.split(",")):
@@ -261,7 +268,8 @@ def main():
             s["undelivered"] = sum(r["undelivered"] for r in rs)
             m["summary"][label] = s
             print(f"| {m['mode']} | {label} | {s['achieved_per_min']} | {s['p50_ms']} | {s['p99_ms']} | {s['undelivered']} |")
-        ok = [r for r in m["runs"] if r["tag"].startswith("ramp-") and r["p99_ms"] < 1000 and r["undelivered"] == 0]
+        # Every run counts (the 400/min runs are points on the curve too).
+        ok = [r for r in m["runs"] if sustained(r)]
         m["summary"]["max_rate_p99_under_1s"] = max((r["achieved_per_min"] for r in ok), default=0)
         print(f"| {m['mode']} | highest sustained rate with p99 < 1 s | {m['summary']['max_rate_p99_under_1s']} | | | |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -244,7 +244,8 @@ FAMILIES = [
     ("create-room", r"/_matrix/client/v3/createRoom", "generic"),
     ("login", r"/_matrix/client/v3/login", "generic"),
     ("upload", r"/_matrix/media/v3/upload", "media"),
-    ("download", r"/_matrix/client/v1/media/download/", "media"),
+    # Downloads pass through the content scanner (feature antivirus), which fetches from media.
+    ("download", r"/_matrix/client/v1/media/download/", "content-scanner"),
 ]
 
 
@@ -258,7 +259,8 @@ def test_router_sends_each_family_to_its_worker(flow, stack):
         assert not wrong, f"{family}: expected backend {backend}, got {set(l[0] for l in wrong)}"
         # Served by a worker of that backend's group, never the main fallback.
         group = backend.replace("-by-user", "").replace("-by-room", "")
-        assert all(l[1].startswith(f"synapse-{group}-") for l in hits), f"{family}: servers {set(l[1] for l in hits)}"
+        expected = "content-scanner" if backend == "content-scanner" else f"synapse-{group}-"
+        assert all(l[1].startswith(expected) for l in hits), f"{family}: servers {set(l[1] for l in hits)}"
 
 
 def test_sticky_routing_per_user_and_per_room(flow, stack):

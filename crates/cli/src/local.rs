@@ -72,7 +72,7 @@ fn print_json(v: &serde_json::Value) {
 
 pub fn supervise(t: &Target, replicas: u32, base_port: u16) -> CmdResult {
     let (config, secrets) = t.load()?;
-    let programs = Programs::discover()?;
+    let programs = Programs::discover_for(&config)?;
     let plan = LocalPlan::build(&config, &secrets, &t.layout, replicas, base_port, &programs);
     supervisor::install_signal_handlers();
     std::fs::create_dir_all(&t.layout.root).map_err(|e| e.to_string())?;

@@ -142,6 +142,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Run one of mxstack's services (what the pods and `mxstack up` start).
+    Serve {
+        #[command(subcommand)]
+        service: ServeService,
+    },
     /// Run the supervisor (started by `up`; not for direct use).
     #[command(hide = true)]
     Supervise {
@@ -155,6 +160,20 @@ enum Command {
         base_port: u16,
         #[arg(long)]
         secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServeService {
+    /// The content scanner: media downloads through clamd, the matrix-content-scanner API, and
+    /// upload scans for Synapse (crates/content-scanner/README.md).
+    ContentScanner {
+        /// The scanner's config file (rendered by `mxstack render`, written by `mxstack up`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
 }
 
@@ -268,6 +287,9 @@ fn main() -> ExitCode {
             password.as_deref(),
             json,
         ),
+        Command::Serve {
+            service: ServeService::ContentScanner { config, threads },
+        } => mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS),
         Command::Supervise {
             config,
             state,

@@ -31,7 +31,10 @@ fn init_writes_config_and_private_secrets_and_never_overwrites() {
     ]));
     let v: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(v["config_written"], true);
-    assert_eq!(v["secrets_generated"].as_array().unwrap().len(), 14);
+    assert_eq!(
+        v["secrets_generated"].as_array().unwrap().len(),
+        mxstack_spec::SecretName::ALL.len()
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("secrets.yaml"))
         .unwrap()
@@ -47,7 +50,7 @@ fn init_writes_config_and_private_secrets_and_never_overwrites() {
         "{config}"
     );
     let secrets = secrets_of(dir.path());
-    assert_eq!(secrets.len(), 14);
+    assert_eq!(secrets.len(), mxstack_spec::SecretName::ALL.len());
     for s in &secrets {
         assert!(!config.contains(s.as_str()), "a secret is in mxstack.yaml");
         assert!(!first.contains(s.as_str()), "init printed a secret");
@@ -92,7 +95,10 @@ fn init_writes_config_and_private_secrets_and_never_overwrites() {
     .unwrap();
     assert_eq!(v["secrets_generated"], serde_json::json!(["form_secret"]));
     let after = secrets_of(dir.path());
-    assert_eq!(after.iter().filter(|s| secrets.contains(s)).count(), 13);
+    assert_eq!(
+        after.iter().filter(|s| secrets.contains(s)).count(),
+        secrets.len() - 1
+    );
 }
 
 #[test]

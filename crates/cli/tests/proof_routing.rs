@@ -90,19 +90,22 @@ fn map_lookup<'a>(map: &'a [(Regex, String)], path: &str) -> Option<&'a str> {
 fn prove(scale: &str, features: &str) -> usize {
     let (dir, out) = init_and_render("acme.test", scale, features, |_| {});
     let objs = objects(&out);
-    // The rendered router maps, in file order.
-    let map_text = objs
-        .iter()
-        .find_map(|(_, o)| o["data"]["routes.map"].as_str().map(str::to_owned))
-        .expect("routes.map is rendered");
-    let map: Vec<(Regex, String)> = map_text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (re, backend) = l.rsplit_once(' ').unwrap();
-            (Regex::new(re).unwrap(), backend.to_string())
-        })
-        .collect();
+    // The rendered router maps, in file order: read-only rows are consulted first for GET/HEAD.
+    let parse = |key: &str| -> Vec<(Regex, String)> {
+        let text = objs
+            .iter()
+            .find_map(|(_, o)| o["data"][key].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{key} is rendered"));
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (re, backend) = l.rsplit_once(' ').unwrap();
+                (Regex::new(re).unwrap(), backend.to_string())
+            })
+            .collect()
+    };
+    let map = parse("routes.map");
+    let readonly = parse("routes-readonly.map");
     let cfg_text = std::fs::read_to_string(dir.path().join("mxstack.yaml")).unwrap();
     let (config, _) = mxstack_spec::Config::from_yaml("mxstack.yaml", &cfg_text).unwrap();
     let topology = mxstack_topology::Topology::build(&config);
@@ -112,14 +115,39 @@ fn prove(scale: &str, features: &str) -> usize {
     let mut by_group: BTreeMap<String, Vec<(&str, &str, String)>> = BTreeMap::new();
     for r in &routes {
         for (method, path) in r.endpoint.examples {
-            let chosen = map_lookup(&map, path).unwrap_or("main");
-            assert_eq!(
-                chosen, r.backend,
+            let read = matches!(*method, "GET" | "HEAD");
+            let chosen = read
+                .then(|| map_lookup(&readonly, path))
+                .flatten()
+                .or_else(|| map_lookup(&map, path))
+                .unwrap_or("main");
+            // With antivirus, the scanner rows take media downloads on purpose (and hand them
+            // to the media workers, checked below).
+            let shadowed = chosen == routing::CONTENT_SCANNER_BACKEND
+                && r.endpoint.target
+                    == routing::Target::Kind(mxstack_topology::WorkerKind::MediaRepository);
+            assert!(
+                chosen == r.backend || shadowed,
                 "{method} {path}: the rendered map picks {chosen}, the table says {}",
                 r.backend
             );
-            if r.group != "main" {
-                by_group.entry(r.group.clone()).or_default().push((
+            // The scanner passes media requests on unchanged to the media workers, so those must
+            // serve them; its own API (/_matrix/media_proxy/) is served by the scanner itself.
+            let group = if r.group == routing::CONTENT_SCANNER_BACKEND {
+                if path.starts_with("/_matrix/media_proxy/") {
+                    continue;
+                }
+                routing::target_group(
+                    &topology.groups,
+                    routing::Target::Kind(mxstack_topology::WorkerKind::MediaRepository),
+                )
+                .map(|g| g.name.clone())
+                .unwrap_or_else(|| "main".into())
+            } else {
+                r.group.clone()
+            };
+            if group != "main" {
+                by_group.entry(group).or_default().push((
                     method,
                     path,
                     r.endpoint.family.to_string(),
@@ -136,6 +164,7 @@ fn prove(scale: &str, features: &str) -> usize {
     let py = python();
     let script = dir.path().join("workers_map.py");
     std::fs::write(&script, WORKERS_MAP).unwrap();
+    let modules = workspace().join("python");
     let mut checked = 0;
     for (group, requests) in &by_group {
         let sts_name = format!("synapse-{group}");
@@ -156,7 +185,8 @@ fn prove(scale: &str, features: &str) -> usize {
                 script.display(),
                 merged.display()
             ),
-            &[],
+            // The upload-scan module the Synapse image carries (images/synapse/Dockerfile).
+            &[("PYTHONPATH", modules.to_str().unwrap())],
         );
         let stdout = String::from_utf8_lossy(&res.stdout);
         assert!(

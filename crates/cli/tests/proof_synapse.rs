@@ -112,7 +112,15 @@ fn prove(scale: &str, features: &str, edit: impl FnOnce(&mut String)) -> usize {
         list.display(),
         py = py.display()
     );
-    let res = run_in_mounts(&root, &mounts, &script, &[]);
+    // The Synapse image carries python/mxstack_synapse (images/synapse/Dockerfile); here the
+    // source tree stands in for it, so the module's own parse_config runs too.
+    let modules = workspace().join("python");
+    let res = run_in_mounts(
+        &root,
+        &mounts,
+        &script,
+        &[("PYTHONPATH", modules.to_str().unwrap())],
+    );
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(
         res.status.success(),

@@ -49,6 +49,8 @@ pub fn party_selector(p: Party) -> Option<Labels> {
         Party::Coturn => name(calls::COTURN),
         Party::Livekit => name(calls::LIVEKIT),
         Party::Sygnal => name(crate::push::SYGNAL),
+        Party::ContentScanner => name(mxstack_topology::addressing::CONTENT_SCANNER),
+        Party::Clamav => name(mxstack_topology::addressing::CLAMAV),
         Party::Edge | Party::Monitoring | Party::CnpgOperator | Party::Internet | Party::Dns => {
             None
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Secrets};
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
+use mxstack_topology::antivirus;
 use mxstack_topology::haproxy::{self, Resolution};
 use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
 use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
@@ -82,6 +83,10 @@ pub struct Programs {
     pub pg_bin: PathBuf,
     pub redis_server: PathBuf,
     pub haproxy: PathBuf,
+    /// clamd (feature `antivirus`).
+    pub clamd: Option<PathBuf>,
+    /// This binary: it serves the content scanner (`mxstack serve content-scanner`).
+    pub mxstack: PathBuf,
 }
 
 impl Programs {
@@ -115,7 +120,20 @@ impl Programs {
             pg_bin,
             redis_server: find("redis-server")?,
             haproxy: find("haproxy")?,
+            clamd: find("clamd").ok(),
+            mxstack: std::env::current_exe()
+                .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
         })
+    }
+
+    /// Like [`Programs::discover`], and fails when a feature the config enables needs a program
+    /// this machine lacks.
+    pub fn discover_for(config: &Config) -> Result<Programs, String> {
+        let p = Programs::discover()?;
+        if config.has(Feature::Antivirus) && p.clamd.is_none() {
+            return Err("feature `antivirus` needs clamd: run scripts/setup.sh (installs clamav-daemon), or remove `antivirus` from features".into());
+        }
+        Ok(p)
     }
 }
 
@@ -163,6 +181,15 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
         );
     }
     c
+}
+
+/// The Synapse upload-scan module, shipped inside this binary so a local stack needs nothing
+/// from the source tree.
+pub const SYNAPSE_MODULE_SOURCE: &str = include_str!("../../../python/mxstack_synapse/__init__.py");
+
+/// Where `up` writes the Python modules Synapse imports (PYTHONPATH).
+pub fn synapse_python_dir(layout: &StateLayout) -> PathBuf {
+    layout.root.join("python")
 }
 
 fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
@@ -571,6 +598,14 @@ impl LocalPlan {
             ),
         ];
         let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
+        let mut synapse_env = synapse_env;
+        if t.has(Feature::Antivirus) {
+            // The upload module; in Kubernetes it is baked into the Synapse image.
+            synapse_env.push((
+                "PYTHONPATH".into(),
+                synapse_python_dir(layout).display().to_string(),
+            ));
+        }
         let mut synapse_names = Vec::new();
         for p in &processes {
             let (module, mut args) = if p.is_main() {
@@ -625,6 +660,140 @@ impl LocalPlan {
             });
             synapse_names.push(p.name.clone());
         }
+        // --- Antivirus: clamd with a generated signature set, and the content scanner between
+        // the router and the media workers (the same config the Kubernetes pods get).
+        let mut router_after = synapse_names;
+        if t.has(Feature::Antivirus) {
+            let av = layout.root.join("clamav");
+            let db = av.join("db");
+            files.push(file(
+                db.join(antivirus::TEST_SIGNATURE_FILE),
+                antivirus::EICAR_TEST_SIGNATURE,
+                0o644,
+            ));
+            let clamd_addr = addr.clamd();
+            files.push(file(
+                av.join("clamd.conf"),
+                antivirus::clamd_conf(
+                    &t,
+                    &clamd_addr.host,
+                    clamd_addr.port,
+                    &db.display().to_string(),
+                ),
+                0o644,
+            ));
+            // Official signatures, when this machine has them (freshclam), are used as well.
+            let official = Path::new("/var/lib/clamav");
+            let links = [
+                "main.cvd",
+                "main.cld",
+                "daily.cvd",
+                "daily.cld",
+                "bytecode.cvd",
+                "bytecode.cld",
+            ]
+            .iter()
+            .filter(|f| official.join(f).exists())
+            .map(|f| {
+                format!(
+                    "ln -sf '{}' '{}'",
+                    official.join(f).display(),
+                    db.join(f).display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+            services.push(Service {
+                name: "clamd-signatures".into(),
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), format!("set -e\n{links}\ntrue\n")],
+                env: vec![],
+                secret_env: vec![],
+                stdin: None,
+                run_as: None,
+                readiness: Readiness::Exited,
+                after: vec![],
+                one_shot: true,
+                port: None,
+                skip_if_exists: None,
+                stop_grace_secs: 5,
+            });
+            services.push(Service {
+                name: "clamd".into(),
+                program: programs
+                    .clamd
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("clamd")),
+                args: vec![
+                    "--foreground".into(),
+                    format!("--config-file={}", av.join("clamd.conf").display()),
+                ],
+                env: vec![],
+                secret_env: vec![],
+                stdin: None,
+                run_as: None,
+                readiness: Readiness::Tcp {
+                    port: clamd_addr.port,
+                },
+                after: vec!["clamd-signatures".into()],
+                one_shot: false,
+                port: Some(clamd_addr.port),
+                skip_if_exists: None,
+                stop_grace_secs: 10,
+            });
+            let scanner_dir = layout.root.join("content-scanner");
+            let secret_path = scanner_dir.join(antivirus::REQUEST_SECRET_FILE);
+            files.push(file(
+                secret_path.clone(),
+                secrets.get(SecretName::ContentScannerRequestSecret),
+                0o600,
+            ));
+            let listen = addr.content_scanner();
+            files.push(file(
+                scanner_dir.join("scanner.yaml"),
+                synapse::to_yaml(&{
+                    let mut c = antivirus::scanner_config(
+                        &t,
+                        &addr,
+                        &listen.to_string(),
+                        &secret_path.display().to_string(),
+                    );
+                    // One machine, small files: a hung clamd should show as an error quickly.
+                    c["scan_timeout_secs"] = 15.into();
+                    c
+                }),
+                0o644,
+            ));
+            files.push(file(
+                synapse_python_dir(layout).join("mxstack_synapse/__init__.py"),
+                SYNAPSE_MODULE_SOURCE,
+                0o644,
+            ));
+            services.push(Service {
+                name: "content-scanner".into(),
+                program: programs.mxstack.clone(),
+                args: vec![
+                    "serve".into(),
+                    "content-scanner".into(),
+                    "--config".into(),
+                    scanner_dir.join("scanner.yaml").display().to_string(),
+                ],
+                env: vec![],
+                secret_env: vec![],
+                stdin: None,
+                run_as: None,
+                readiness: Readiness::Http {
+                    port: listen.port,
+                    path: "/health".into(),
+                },
+                after: vec!["clamd".into()],
+                one_shot: false,
+                port: Some(listen.port),
+                skip_if_exists: None,
+                stop_grace_secs: 10,
+            });
+            router_after.push("content-scanner".into());
+        }
         let router_port = addr.router().port;
         services.push(Service {
             name: "router".into(),
@@ -642,7 +811,7 @@ impl LocalPlan {
                 port: addr.router_stats().port,
                 path: "/healthz".into(),
             },
-            after: synapse_names,
+            after: router_after,
             one_shot: false,
             port: Some(router_port),
             skip_if_exists: None,

@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub li: LawfulIntercept,
     #[serde(default)]
+    pub antivirus: Antivirus,
+    #[serde(default)]
     pub images: Images,
     /// Per-component replica and resource overrides, keyed by component name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -488,6 +490,45 @@ fn default_li_label() -> String {
     "mxstack.io/role=li".into()
 }
 
+/// ClamAV and the content scanner (feature `antivirus`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Antivirus {
+    /// Where freshclam downloads signatures: the official CDN, or a mirror inside your network
+    /// (a private mirror or a cvdupdate host).
+    #[serde(default = "default_signature_mirror")]
+    pub signature_mirror: String,
+    /// Run freshclam to keep signatures current. Off for air-gapped sites: the signature files
+    /// are then copied into the clamav-signatures volume by the operator (see docs/ANTIVIRUS.md).
+    #[serde(default = "default_true")]
+    pub signature_updates: bool,
+    /// Scan verdicts kept in each scanner's cache (keyed by media and content hash).
+    #[serde(default = "default_verdict_cache")]
+    pub verdict_cache_entries: u32,
+}
+
+impl Default for Antivirus {
+    fn default() -> Self {
+        Antivirus {
+            signature_mirror: default_signature_mirror(),
+            signature_updates: true,
+            verdict_cache_entries: default_verdict_cache(),
+        }
+    }
+}
+
+fn default_signature_mirror() -> String {
+    "https://database.clamav.net".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_verdict_cache() -> u32 {
+    100_000
+}
+
 /// Pinned container images. A tag of `latest` is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -504,6 +545,8 @@ pub struct Images {
     pub livekit: String,
     pub sygnal: String,
     pub clamav: String,
+    /// mxstack's own services (content scanner), built from images/mxstack/Dockerfile.
+    pub mxstack: String,
 }
 
 impl Default for Images {
@@ -520,6 +563,7 @@ impl Default for Images {
             livekit: "docker.io/livekit/livekit-server:v1.9.1".into(),
             sygnal: "docker.io/matrixdotorg/sygnal:v0.17.0".into(),
             clamav: "docker.io/clamav/clamav:1.4.3".into(),
+            mxstack: format!("ghcr.io/mxstack/mxstack:{}", env!("CARGO_PKG_VERSION")),
         }
     }
 }
@@ -547,6 +591,8 @@ pub enum Component {
     Coturn,
     Livekit,
     Sygnal,
+    ContentScanner,
+    Clamav,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -585,6 +631,7 @@ impl Config {
             synapse: SynapseSettings::default(),
             backup: Backup::default(),
             li: LawfulIntercept::default(),
+            antivirus: Antivirus::default(),
             images: Images::default(),
             overrides: BTreeMap::new(),
         }

@@ -20,6 +20,8 @@ pub enum SecretShape {
     AccessKeyId,
     /// Synapse's signing key format: `ed25519 a_XXXX <unpadded base64 seed>`.
     SynapseSigningKey,
+    /// `n` random bytes, standard base64 with padding (a raw key, e.g. Curve25519).
+    Base64Bytes(usize),
 }
 
 /// Every secret the system uses: name, purpose, and how it is made.
@@ -39,10 +41,11 @@ pub enum SecretName {
     LivekitApiKey,
     LivekitApiSecret,
     SigningKey,
+    ContentScannerRequestSecret,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 14] = [
+    pub const ALL: [SecretName; 15] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -57,6 +60,7 @@ impl SecretName {
         SecretName::LivekitApiKey,
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
+        SecretName::ContentScannerRequestSecret,
     ];
 
     pub fn key(self) -> &'static str {
@@ -75,6 +79,7 @@ impl SecretName {
             SecretName::LivekitApiKey => "livekit_api_key",
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
+            SecretName::ContentScannerRequestSecret => "content_scanner_request_secret",
         }
     }
 
@@ -108,6 +113,9 @@ impl SecretName {
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
             SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
+            SecretName::ContentScannerRequestSecret => {
+                "content scanner Curve25519 key: clients encrypt encrypted-attachment metadata to it"
+            }
         }
     }
 
@@ -116,6 +124,7 @@ impl SecretName {
             SecretName::S3AccessKey => SecretShape::AccessKeyId,
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
+            SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),
             _ => SecretShape::Alnum(48),
         }
     }
@@ -302,6 +311,11 @@ pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
     Ok(match shape {
         SecretShape::Alnum(n) => random_from(ALNUM, n)?,
         SecretShape::AccessKeyId => random_from(UPPER_ALNUM, 20)?,
+        SecretShape::Base64Bytes(n) => {
+            let mut raw = vec![0u8; n];
+            getrandom::fill(&mut raw)?;
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        }
         SecretShape::SynapseSigningKey => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed)?;

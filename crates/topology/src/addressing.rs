@@ -96,6 +96,10 @@ pub trait Addressing {
     fn router(&self) -> HostPort;
     /// The router's stats page, Prometheus metrics and health check.
     fn router_stats(&self) -> HostPort;
+    /// The content scanner's HTTP listener (media downloads, the MCS API, upload scans, metrics).
+    fn content_scanner(&self) -> HostPort;
+    /// clamd's TCP socket.
+    fn clamd(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
     /// The URL clients use (Synapse's `public_baseurl`).
     fn public_base_url(&self, config: &Config) -> String {
@@ -112,6 +116,8 @@ pub const POSTGRES_PORT: u16 = 5432;
 pub const SEAWEEDFS_S3_PORT: u16 = 8333;
 pub const ROUTER_PORT: u16 = 8080;
 pub const ROUTER_STATS_PORT: u16 = 8404;
+pub const CONTENT_SCANNER_PORT: u16 = 8090;
+pub const CLAMD_PORT: u16 = 3310;
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -123,6 +129,8 @@ pub const POSTGRES_CLUSTER: &str = "main-pg";
 pub const VALKEY: &str = "valkey";
 pub const VALKEY_MASTER: &str = "valkey-master";
 pub const ROUTER: &str = "synapse-router";
+pub const CONTENT_SCANNER: &str = "content-scanner";
+pub const CLAMAV: &str = "clamav";
 
 impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
@@ -215,6 +223,18 @@ impl Addressing for KubernetesAddressing {
             port: ROUTER_STATS_PORT,
         }
     }
+    fn content_scanner(&self) -> HostPort {
+        HostPort {
+            host: self.svc(CONTENT_SCANNER),
+            port: CONTENT_SCANNER_PORT,
+        }
+    }
+    fn clamd(&self) -> HostPort {
+        HostPort {
+            host: self.svc(CLAMAV),
+            port: CLAMD_PORT,
+        }
+    }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
     }
@@ -279,6 +299,12 @@ impl Addressing for LocalAddressing {
     }
     fn router_stats(&self) -> HostPort {
         self.infra(1)
+    }
+    fn content_scanner(&self) -> HostPort {
+        self.infra(16)
+    }
+    fn clamd(&self) -> HostPort {
+        self.infra(17)
     }
     fn postgres(&self) -> HostPort {
         self.infra(2)

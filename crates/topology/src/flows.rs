@@ -5,8 +5,8 @@ use mxstack_spec::{Feature, MediaBackend};
 use serde::Serialize;
 
 use crate::addressing::{
-    HTTP_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT, ROUTER_PORT,
-    ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
+    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT,
+    REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
 };
 use crate::Topology;
 
@@ -25,6 +25,8 @@ pub enum Party {
     Coturn,
     Livekit,
     Sygnal,
+    ContentScanner,
+    Clamav,
     /// The Gateway / Ingress controller (another namespace).
     Edge,
     /// Prometheus (monitoring namespace).
@@ -51,6 +53,8 @@ impl Party {
             Party::Coturn => "coturn",
             Party::Livekit => "livekit",
             Party::Sygnal => "sygnal",
+            Party::ContentScanner => "content-scanner",
+            Party::Clamav => "clamav",
             Party::Edge => "edge",
             Party::Monitoring => "monitoring",
             Party::CnpgOperator => "cnpg-operator",
@@ -245,6 +249,48 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             &[LIVEKIT_PORT],
             "LiveKit signalling (WebSocket)",
         ));
+    }
+    if t.has(Feature::Antivirus) {
+        f.push(tcp(
+            Router,
+            ContentScanner,
+            &[CONTENT_SCANNER_PORT],
+            "media downloads and thumbnails pass through the content scanner",
+        ));
+        f.push(tcp(
+            ContentScanner,
+            Synapse,
+            &[HTTP_PORT],
+            "the scanner fetches media from the media workers",
+        ));
+        f.push(tcp(
+            Synapse,
+            ContentScanner,
+            &[CONTENT_SCANNER_PORT],
+            "media workers have each upload scanned before it is stored",
+        ));
+        f.push(tcp(
+            ContentScanner,
+            Clamav,
+            &[CLAMD_PORT],
+            "zINSTREAM scans on clamd",
+        ));
+        if c.antivirus.signature_updates {
+            f.push(tcp(
+                Clamav,
+                Internet,
+                &[80, 443],
+                "freshclam signature updates from the configured mirror",
+            ));
+        }
+        if t.has(Feature::Monitoring) {
+            f.push(tcp(
+                Monitoring,
+                ContentScanner,
+                &[CONTENT_SCANNER_PORT],
+                "content scanner metrics",
+            ));
+        }
     }
     if t.has(Feature::Monitoring) {
         f.push(tcp(Monitoring, Synapse, &[METRICS_PORT], "Synapse metrics"));

@@ -115,6 +115,20 @@ pub fn router(
         "backend main\n    option httpchk GET /health\n    server {} {}:{} check{opts}\n",
         main.name, main_http.host, main_http.port
     );
+    if routes
+        .iter()
+        .any(|r| r.endpoint.target == routing::Target::ContentScanner)
+    {
+        // No backup server: when the scanner is down, downloads fail closed (503), never unscanned.
+        let scanner = addr.content_scanner();
+        let _ = writeln!(
+            c,
+            "backend {}\n    balance leastconn\n    option httpchk GET /health\n    server content-scanner {}:{} check{opts}\n",
+            routing::CONTENT_SCANNER_BACKEND,
+            scanner.host,
+            scanner.port
+        );
+    }
     for (backend, group, sticky) in routing::backends(&routes) {
         let g = topology.group(&group).expect("route group exists");
         let _ = writeln!(c, "backend {backend}");

@@ -5,6 +5,7 @@
 //! NetworkPolicy flows, connection budgets) is computed once here and read by every target.
 
 pub mod addressing;
+pub mod antivirus;
 pub mod budget;
 pub mod flows;
 pub mod haproxy;

@@ -17,6 +17,8 @@ pub enum Target {
     /// The process that writes this stream (main when no worker does).
     StreamWriter(Stream),
     Main,
+    /// The content scanner, which fetches from the media workers and passes on only clean bytes.
+    ContentScanner,
 }
 
 /// How requests of one family stay on one process.
@@ -64,6 +66,8 @@ pub struct Endpoint {
     pub examples: &'static [(&'static str, &'static str)],
     /// Only when federation is on.
     pub federation: bool,
+    /// Only when antivirus is on (the scanner rows come before the media rows they shadow).
+    pub antivirus: bool,
 }
 
 const C: &str = "(api/v1|r0|v3|unstable)";
@@ -72,11 +76,15 @@ const _: () = assert!(!C.is_empty());
 macro_rules! ep {
     ($family:expr, $regex:expr, $methods:ident, $target:expr, $sticky:ident, [$(($m:expr, $p:expr)),* $(,)?]) => {
         Endpoint { family: $family, regex: $regex, methods: Methods::$methods, target: $target, sticky: Sticky::$sticky,
-                   examples: &[$(($m, $p)),*], federation: false }
+                   examples: &[$(($m, $p)),*], federation: false, antivirus: false }
+    };
+    (av $family:expr, $regex:expr, $methods:ident, $sticky:ident, [$(($m:expr, $p:expr)),* $(,)?]) => {
+        Endpoint { family: $family, regex: $regex, methods: Methods::$methods, target: Target::ContentScanner,
+                   sticky: Sticky::$sticky, examples: &[$(($m, $p)),*], federation: false, antivirus: true }
     };
     (fed $family:expr, $regex:expr, $target:expr, $sticky:ident, [$(($m:expr, $p:expr)),* $(,)?]) => {
         Endpoint { family: $family, regex: $regex, methods: Methods::Any, target: $target, sticky: Sticky::$sticky,
-                   examples: &[$(($m, $p)),*], federation: true }
+                   examples: &[$(($m, $p)),*], federation: true, antivirus: false }
     };
 }
 
@@ -148,11 +156,20 @@ pub fn endpoint_table() -> Vec<Endpoint> {
         ep!("login", "^/_matrix/client/(r0|v3|unstable)/register$", Any, Kind(Generic), None, [("POST", "/_matrix/client/v3/register")]),
         ep!("login", "^/_matrix/client/(r0|v3|unstable)/register/available$", Any, Kind(Generic), None, [("GET", "/_matrix/client/v3/register/available")]),
         ep!("login", "^/_matrix/client/(r0|v3|unstable)/password_policy$", Any, Kind(Generic), None, [("GET", "/_matrix/client/v3/password_policy")]),
+        // --- antivirus: every download and thumbnail goes through the content scanner, which
+        // fetches from the media workers and passes on only what clamd found clean (seed 004
+        // issue 2.10: the seed deployed a scanner that nothing routed to).
+        ep!(av "media-scan", "^/_matrix/client/v1/media/(download|thumbnail)/", ReadOnly, None, [("GET", "/_matrix/client/v1/media/download/d/abc"), ("GET", "/_matrix/client/v1/media/thumbnail/d/abc")]),
+        ep!(av "media-scan", "^/_matrix/media/(v3|r0)/(download|thumbnail)/", ReadOnly, None, [("GET", "/_matrix/media/v3/download/d/abc"), ("GET", "/_matrix/media/r0/thumbnail/d/abc")]),
+        ep!(av "media-scan", "^/_matrix/media_proxy/unstable/", Any, None, [("GET", "/_matrix/media_proxy/unstable/public_key"), ("POST", "/_matrix/media_proxy/unstable/scan_encrypted")]),
         // --- media (authenticated media and legacy paths, uploads included)
-        ep!("media", "^/_matrix/media/", Any, Kind(MediaRepository), None, [("POST", "/_matrix/media/v3/upload"), ("GET", "/_matrix/media/v3/config")]),
+        ep!("media", "^/_matrix/media/", Any, Kind(MediaRepository), None, [("POST", "/_matrix/media/v3/upload"), ("GET", "/_matrix/media/v3/config"), ("GET", "/_matrix/media/v3/download/d/abc")]),
         ep!("media", "^/_matrix/client/v1/media/", Any, Kind(MediaRepository), None, [("GET", "/_matrix/client/v1/media/download/d/abc"), ("GET", "/_matrix/client/v1/media/thumbnail/d/abc")]),
         ep!("media-admin", "^/_synapse/admin/v1/(purge_media_cache|room/[^/]+/media|user/[^/]+/media|media/|quarantine_media/|users/[^/]+/media)", Any, Kind(MediaRepository), None, [("POST", "/_synapse/admin/v1/purge_media_cache")]),
-        ep!(fed "media-federation", "^/_matrix/federation/v1/media/", Kind(MediaRepository), None, [("GET", "/_matrix/federation/v1/media/download/abc")]),
+        Endpoint { family: "media-scan", regex: "^/_matrix/federation/v1/media/(download|thumbnail)/", methods: Methods::ReadOnly,
+                   target: Target::ContentScanner, sticky: Sticky::None,
+                   examples: &[("GET", "/_matrix/federation/v1/media/download/abc")], federation: true, antivirus: true },
+        ep!(fed "media-federation", "^/_matrix/federation/v1/media/", Kind(MediaRepository), None, [("GET", "/_matrix/federation/v1/media/download/abc"), ("GET", "/_matrix/federation/v1/media/thumbnail/abc")]),
         // --- federation inbound
         ep!(fed "federation-send", "^/_matrix/federation/v1/send/", Kind(Generic), Source, [("PUT", "/_matrix/federation/v1/send/txn1")]),
         ep!(fed "federation", "^/_matrix/federation/v1/(event|state|state_ids|backfill|get_missing_events|event_auth|timestamp_to_event|exchange_third_party_invite|user/devices|hierarchy)/", Kind(Generic), None, [("GET", "/_matrix/federation/v1/event/$e"), ("GET", "/_matrix/federation/v1/state_ids/!r:d")]),
@@ -161,6 +178,10 @@ pub fn endpoint_table() -> Vec<Endpoint> {
         ep!(fed "federation", "^/_matrix/key/v2/query", Kind(Generic), None, [("POST", "/_matrix/key/v2/query")]),
     ]
 }
+
+/// The router backend (and route group) of the content scanner. It has no fallback to main:
+/// when the scanner is down, downloads fail closed.
+pub const CONTENT_SCANNER_BACKEND: &str = "content-scanner";
 
 /// A row resolved against a topology: the worker group (or main) that gets it.
 #[derive(Debug, Clone, Serialize)]
@@ -175,10 +196,19 @@ pub struct Route {
 /// Resolves every applicable row to a backend. A row whose worker type does not exist goes to main.
 pub fn routes(topology: &Topology) -> Vec<Route> {
     let federation = topology.has(mxstack_spec::Feature::Federation);
+    let antivirus = topology.has(mxstack_spec::Feature::Antivirus);
     endpoint_table()
         .into_iter()
         .filter(|e| federation || !e.federation)
+        .filter(|e| antivirus || !e.antivirus)
         .map(|e| {
+            if e.target == Target::ContentScanner {
+                return Route {
+                    group: CONTENT_SCANNER_BACKEND.into(),
+                    backend: CONTENT_SCANNER_BACKEND.into(),
+                    endpoint: e,
+                };
+            }
             let group = target_group(&topology.groups, e.target);
             let backend = match &group {
                 Some(g) => format!("{}{}", g.name, e.sticky.suffix()),
@@ -197,7 +227,7 @@ pub fn routes(topology: &Topology) -> Vec<Route> {
 
 pub fn target_group(groups: &[WorkerGroup], target: Target) -> Option<&WorkerGroup> {
     match target {
-        Target::Main => None,
+        Target::Main | Target::ContentScanner => None,
         Target::Kind(k) => groups.iter().find(|g| g.kind == k),
         Target::StreamWriter(s) => groups
             .iter()
@@ -209,7 +239,7 @@ pub fn target_group(groups: &[WorkerGroup], target: Target) -> Option<&WorkerGro
 pub fn backends(routes: &[Route]) -> Vec<(String, String, Sticky)> {
     let mut out: Vec<(String, String, Sticky)> = routes
         .iter()
-        .filter(|r| r.group != "main")
+        .filter(|r| r.group != "main" && r.endpoint.target != Target::ContentScanner)
         .map(|r| (r.backend.clone(), r.group.clone(), r.endpoint.sticky))
         .collect();
     out.sort();
@@ -223,24 +253,69 @@ mod tests {
     use mxstack_spec::{Config, Feature, Tier};
     use regex::Regex;
 
+    /// The row HAProxy picks for a request: read-only rows first for GET/HEAD (the read-only
+    /// map), then the others, each in table order.
+    pub(crate) fn router_pick(table: &[Endpoint], method: &str, path: &str) -> Option<usize> {
+        let read = matches!(method, "GET" | "HEAD");
+        let matches = |e: &Endpoint| Regex::new(e.regex).expect("valid regex").is_match(path);
+        table
+            .iter()
+            .position(|e| read && e.methods == Methods::ReadOnly && matches(e))
+            .or_else(|| {
+                table
+                    .iter()
+                    .position(|e| e.methods == Methods::Any && matches(e))
+            })
+    }
+
     #[test]
     fn every_example_is_routed_by_its_own_row() {
-        let table = endpoint_table();
-        let compiled: Vec<Regex> = table
-            .iter()
-            .map(|e| Regex::new(e.regex).expect("valid regex"))
-            .collect();
-        for (i, e) in table.iter().enumerate() {
-            assert!(!e.examples.is_empty(), "{} has no example", e.regex);
-            for (_, path) in e.examples {
-                let first = compiled.iter().position(|re| re.is_match(path));
-                assert_eq!(
-                    first,
-                    Some(i),
-                    "{path} should be routed by `{}` but row {first:?} matches first",
-                    e.regex
-                );
+        for antivirus in [false, true] {
+            let table: Vec<Endpoint> = endpoint_table()
+                .into_iter()
+                .filter(|e| antivirus || !e.antivirus)
+                .collect();
+            for (i, e) in table.iter().enumerate() {
+                assert!(!e.examples.is_empty(), "{} has no example", e.regex);
+                for (method, path) in e.examples {
+                    let first = router_pick(&table, method, path);
+                    // With antivirus on, the scanner rows take media downloads on purpose.
+                    let shadowed_by_scanner = antivirus
+                        && e.target == Target::Kind(MediaRepository)
+                        && first.is_some_and(|f| table[f].target == Target::ContentScanner);
+                    assert!(
+                        first == Some(i) || shadowed_by_scanner,
+                        "{method} {path} should be routed by `{}` but row {first:?} matches first (antivirus {antivirus})",
+                        e.regex
+                    );
+                }
             }
+        }
+    }
+
+    #[test]
+    fn downloads_go_through_the_scanner_only_with_antivirus() {
+        let with = Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            [Feature::Antivirus].into_iter().collect(),
+        ));
+        let without = Topology::build(&Config::new("acme.test", Tier::T1k, Default::default()));
+        for (t, want) in [(&with, CONTENT_SCANNER_BACKEND), (&without, "media")] {
+            let table: Vec<Endpoint> = routes(t).into_iter().map(|r| r.endpoint).collect();
+            let backends: Vec<String> = routes(t).into_iter().map(|r| r.backend).collect();
+            for path in [
+                "/_matrix/client/v1/media/download/acme.test/abc",
+                "/_matrix/client/v1/media/thumbnail/acme.test/abc",
+                "/_matrix/media/v3/download/acme.test/abc",
+                "/_matrix/media/r0/thumbnail/acme.test/abc",
+            ] {
+                let i = router_pick(&table, "GET", path).expect("routed");
+                assert_eq!(backends[i], want, "GET {path}");
+            }
+            // Uploads never go to the scanner: the media worker's module scans them.
+            let i = router_pick(&table, "POST", "/_matrix/media/v3/upload").unwrap();
+            assert_eq!(backends[i], "media");
         }
     }
 

@@ -104,6 +104,9 @@ fn base_resources(c: Component) -> (u32, u32) {
         Coturn => (500, 512),
         Livekit => (1000, 1024),
         Sygnal => (250, 256),
+        ContentScanner => (250, 128),
+        // clamd holds the whole signature set in memory (~1.2 GiB with the official databases).
+        Clamav => (500, 2048),
     }
 }
 
@@ -317,7 +320,7 @@ impl Sizing {
     pub fn resources_for(&self, c: Component, config: &Config) -> Resources {
         let (cpu, mem) = base_resources(c);
         let f = match c {
-            Component::Element | Component::Haproxy => 1,
+            Component::Element | Component::Haproxy | Component::Clamav => 1,
             Component::Postgres => return self.postgres.resources.clone(),
             Component::Valkey => return self.redis.resources.clone(),
             _ => factor(self.tier),

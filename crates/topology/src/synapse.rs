@@ -212,6 +212,9 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
             ]),
         );
     }
+    if topology.has(Feature::Antivirus) {
+        put("modules", json!([crate::antivirus::synapse_module(addr)]));
+    }
     put("enable_registration", json!(c.synapse.enable_registration));
     put("presence", json!({ "enabled": true }));
     // .well-known is served at the edge from the same model, not by Synapse.
