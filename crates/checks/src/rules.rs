@@ -74,6 +74,8 @@ pub static RULES: &[Rule] = &[
       "three instances with Sentinel quorum 2 and a role:master endpoint for Synapse"),
     r("MX-TOP-007", "duty assigned to a process that does not exist", "004 2.5-2.7", Error,
       "run_background_tasks_on, pusher_instances and media_instance_running_background_jobs must name existing workers"),
+    r("MX-TOP-008", "media bypasses the antivirus scanner", "004 2.10", Error,
+      "route every media download and thumbnail to the content scanner and load the upload-scan module on the media workers (feature antivirus)"),
     // --- the rendered output
     r("MX-OUT-001", "secret outside a Secret object", "004 3.1; 002 secrets checklist", Error,
       "keep the value in a Secret and reference it (file mount or secretKeyRef)"),

@@ -1,9 +1,10 @@
 //! Rules on the derived model and the Synapse configuration generated from it. They re-read the
 //! generated homeserver.yaml, so a generator bug that made two lists disagree is caught here.
 
+use mxstack_spec::Feature;
 use mxstack_topology::budget::BUDGET_SHARE_PERCENT;
 use mxstack_topology::workers::{Stream, WorkerKind};
-use mxstack_topology::{synapse, KubernetesAddressing, Topology};
+use mxstack_topology::{antivirus, routing, synapse, KubernetesAddressing, Topology};
 use serde_json::Value;
 
 use crate::Finding;
@@ -11,7 +12,55 @@ use crate::Finding;
 pub fn check(t: &Topology) -> Vec<Finding> {
     let addr = KubernetesAddressing::new(&t.config);
     let hs = synapse::homeserver_yaml(t, &addr);
-    check_homeserver(t, &hs)
+    let mut out = check_homeserver(t, &hs);
+    out.extend(check_antivirus(t, &routing::routes(t), &hs));
+    out
+}
+
+/// Seed 004 issue 2.10: the scanner was deployed and nothing sent media through it. With the
+/// antivirus feature, every download and thumbnail path must reach the scanner and every upload
+/// must pass the upload module.
+pub fn check_antivirus(t: &Topology, routes: &[routing::Route], hs: &Value) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !t.has(Feature::Antivirus) {
+        return out;
+    }
+    let mut paths = vec![
+        "/_matrix/client/v1/media/download/d/m",
+        "/_matrix/client/v1/media/thumbnail/d/m",
+        "/_matrix/media/v3/download/d/m",
+        "/_matrix/media/r0/download/d/m",
+        "/_matrix/media/v3/thumbnail/d/m",
+    ];
+    if t.has(Feature::Federation) {
+        paths.push("/_matrix/federation/v1/media/download/m");
+    }
+    for path in paths {
+        let backend = routing::pick(routes, "GET", path).map(|r| r.backend.as_str());
+        if backend != Some(routing::CONTENT_SCANNER_BACKEND) {
+            out.push(Finding::new(
+                "MX-TOP-008",
+                format!(
+                    "GET {path} goes to {} instead of the content scanner",
+                    backend.unwrap_or("main")
+                ),
+            ));
+        }
+    }
+    let has_module = hs
+        .get("modules")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|x| x.get("module").and_then(Value::as_str) == Some(antivirus::UPLOAD_MODULE))
+        });
+    if !has_module {
+        out.push(Finding::new(
+            "MX-TOP-008",
+            format!("homeserver.yaml does not load {}", antivirus::UPLOAD_MODULE),
+        ));
+    }
+    out
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -224,5 +273,30 @@ mod tests {
         for id in ["MX-TOP-002", "MX-TOP-003", "MX-TOP-004"] {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");
         }
+    }
+
+    #[test]
+    fn detects_media_that_bypasses_the_scanner() {
+        let t = Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            Feature::ALL.into_iter().collect(),
+        ));
+        let addr = KubernetesAddressing::new(&t.config);
+        let hs = synapse::homeserver_yaml(&t, &addr);
+        let routes = routing::routes(&t);
+        assert!(check_antivirus(&t, &routes, &hs).is_empty());
+        // The seed's defect: a scanner exists, but downloads go straight to the media workers
+        // and uploads are not scanned.
+        let bypass: Vec<_> = routes
+            .iter()
+            .filter(|r| r.backend != routing::CONTENT_SCANNER_BACKEND)
+            .cloned()
+            .collect();
+        let mut no_module = hs.clone();
+        no_module.as_object_mut().unwrap().remove("modules");
+        let f = check_antivirus(&t, &bypass, &no_module);
+        assert!(f.len() >= 6, "{f:?}");
+        assert!(f.iter().all(|f| f.rule == "MX-TOP-008"));
     }
 }

@@ -235,6 +235,27 @@ pub fn target_group(groups: &[WorkerGroup], target: Target) -> Option<&WorkerGro
     }
 }
 
+/// The route the router picks for a request, as HAProxy does: read-only rows first for GET and
+/// HEAD (the read-only map), then the others, each in table order.
+pub fn pick<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<&'a Route> {
+    let read = matches!(method, "GET" | "HEAD");
+    let matches = |r: &&Route| {
+        regex::Regex::new(r.endpoint.regex)
+            .map(|re| re.is_match(path))
+            .unwrap_or(false)
+    };
+    routes
+        .iter()
+        .filter(|r| read && r.endpoint.methods == Methods::ReadOnly)
+        .find(matches)
+        .or_else(|| {
+            routes
+                .iter()
+                .filter(|r| r.endpoint.methods == Methods::Any)
+                .find(matches)
+        })
+}
+
 /// The backends the routes need: (backend name, group name, stickiness), sorted, deduplicated.
 pub fn backends(routes: &[Route]) -> Vec<(String, String, Sticky)> {
     let mut out: Vec<(String, String, Sticky)> = routes

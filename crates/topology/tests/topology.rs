@@ -145,10 +145,16 @@ fn single_process_serves_everything_from_main() {
         names.as_array().unwrap().iter().any(|n| n == "media"),
         "{names}"
     );
-    // Every route falls back to main.
+    // Every route falls back to main, except media downloads: those still pass the scanner,
+    // which fetches them from main.
     assert!(mxstack_topology::routing::routes(&t)
         .iter()
-        .all(|r| r.backend == "main"));
+        .all(|r| r.backend == "main" || r.backend == "content-scanner"));
+    let addr = KubernetesAddressing::new(&t.config);
+    assert_eq!(
+        mxstack_topology::antivirus::upstreams(&t, &addr),
+        vec![format!("http://{}", addr.http(&t.processes()[0]))]
+    );
     assert!(t.budget.total_cp_max <= t.budget.budget);
     assert!(t.budget.pools.iter().any(|p| p.group == "main"));
 }
