@@ -9,7 +9,9 @@ Configured by mxstack in homeserver.yaml:
 
     modules:
       - module: mxstack_synapse.UploadScanner
-        config: {scanner_url: "http://content-scanner:8090/_mxstack/scan", timeout_secs: 120}
+        config: {scanner_url: "http://content-scanner:8090/_mxstack/scan"}
+
+Synapse's HTTP client gives the scanner 60 s to answer; the scanner's own clamd timeout is lower.
 """
 
 import json
@@ -39,7 +41,7 @@ class UploadScanner:
         url = config.get("scanner_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise Exception("mxstack_synapse.UploadScanner: `scanner_url` must be an http(s) URL")
-        return {"scanner_url": url, "timeout_secs": int(config.get("timeout_secs", 120))}
+        return {"scanner_url": url}
 
     async def check_media_file_for_spam(self, file_wrapper, file_info):
         buf = BytesIO()

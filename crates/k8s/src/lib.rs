@@ -7,6 +7,7 @@
 //!
 //! Rendering is a pure function: the same input gives byte-identical files.
 
+mod antivirus;
 mod calls;
 mod edge;
 mod element;
@@ -141,6 +142,9 @@ pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
     router::render(&ctx, &mut out);
     element::render(&ctx, &mut out);
     edge::render(&ctx, &mut out);
+    if ctx.has(Feature::Antivirus) {
+        antivirus::render(&ctx, &mut out);
+    }
     if ctx.has(Feature::Calls) {
         calls::render(&ctx, &mut out);
     }

@@ -1073,3 +1073,80 @@ fn regex_lite_metric() -> impl Fn(&str) -> bool {
         })
     }
 }
+
+#[test]
+fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
+    let c = config(Tier::T1k, &[Feature::Antivirus]);
+    let (r, _) = render(&c);
+    let scanner = find(&r, "Deployment", "content-scanner").expect("scanner deployment");
+    assert_eq!(scanner["spec"]["replicas"], 2);
+    let cmd = &scanner["spec"]["template"]["spec"]["containers"][0]["command"];
+    assert_eq!(cmd[1], "serve");
+    assert_eq!(cmd[2], "content-scanner");
+    let cfg: Value = serde_saphyr::from_str(
+        find(&r, "ConfigMap", "content-scanner-config").unwrap()["data"]["scanner.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    // Upstreams are the media worker pods; clamd is the clamav Service.
+    let upstreams: Vec<&str> = cfg["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(!upstreams.is_empty());
+    assert!(
+        upstreams.iter().all(|u| u.contains("synapse-media-")),
+        "{upstreams:?}"
+    );
+    assert_eq!(cfg["clamd"], "clamav.matrix.svc.cluster.local:3310");
+    let clamav = find(&r, "Deployment", "clamav").expect("clamav deployment");
+    let pod = &clamav["spec"]["template"]["spec"];
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["clamd", "freshclam"]);
+    assert!(pod["containers"][0]["readinessProbe"]["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--ping"));
+    // The router's content-scanner backend targets the scanner Service, with no fallback.
+    let haproxy = find(&r, "ConfigMap", "synapse-router").unwrap()["data"]["haproxy.cfg"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let backend = haproxy
+        .split("backend content-scanner\n")
+        .nth(1)
+        .expect("content-scanner backend")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    assert!(backend.contains("content-scanner.matrix.svc.cluster.local:8090"));
+    assert!(!backend.contains("backup"), "{backend}");
+
+    // Air-gapped: no freshclam, signatures from the operator's volume.
+    let mut air = c.clone();
+    air.antivirus.signature_updates = false;
+    let (r, _) = render(&air);
+    let pod = &find(&r, "Deployment", "clamav").unwrap()["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+    assert!(pod.get("initContainers").is_none());
+    assert!(find(&r, "PersistentVolumeClaim", "clamav-signatures").is_some());
+
+    // Without the feature nothing of it exists.
+    let (r, _) = render(&config(Tier::T1k, &[]));
+    for (kind, name) in [
+        ("Deployment", "clamav"),
+        ("Deployment", "content-scanner"),
+        ("ConfigMap", "content-scanner-config"),
+    ] {
+        assert!(find(&r, kind, name).is_none(), "{kind} {name}");
+    }
+}

@@ -78,7 +78,8 @@ pub fn scanner_config(
         "max_file_bytes": max_file_bytes(t),
         "memory_buffer_bytes": MEMORY_BUFFER_BYTES,
         "clamd_connections": 16,
-        "scan_timeout_secs": 120,
+        // Below the 60 s Synapse's HTTP client waits for the upload module's request.
+        "scan_timeout_secs": 50,
         "verdict_cache_entries": t.config.antivirus.verdict_cache_entries,
         "request_secret_path": request_secret_path,
     })
@@ -141,7 +142,6 @@ pub fn synapse_module(addr: &dyn Addressing) -> Value {
         "module": UPLOAD_MODULE,
         "config": {
             "scanner_url": format!("http://{}:{}{}", s.host, s.port, UPLOAD_SCAN_PATH),
-            "timeout_secs": 120,
         }
     })
 }
