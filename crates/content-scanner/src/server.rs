@@ -98,6 +98,15 @@ fn error(status: StatusCode, reason: &str, errcode: &str, info: &str) -> Respons
     r
 }
 
+fn unrecognized() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+    )
+}
+
 fn not_clean() -> Response {
     error(
         StatusCode::FORBIDDEN,
@@ -656,14 +665,7 @@ async fn mcs_get(
     let mode = match op.as_str() {
         "download" | "thumbnail" => Mode::Serve,
         "scan" => Mode::Report,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "M_NOT_FOUND",
-                "M_UNRECOGNIZED",
-                "Unrecognized request",
-            )
-        }
+        _ => return unrecognized(),
     };
     let media_path = format!("{server}/{media}");
     let query = if op == "thumbnail" {
@@ -696,14 +698,7 @@ async fn mcs_post(
     let mode = match op.as_str() {
         "download_encrypted" => Mode::Serve,
         "scan_encrypted" => Mode::Report,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "M_NOT_FOUND",
-                "M_UNRECOGNIZED",
-                "Unrecognized request",
-            )
-        }
+        _ => return unrecognized(),
     };
     let file = match crypto::metadata_from_body(&body, &s.key) {
         Ok(f) => f,

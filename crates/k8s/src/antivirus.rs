@@ -35,6 +35,14 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     render_scanner(ctx, out);
 }
 
+/// One replica at 100 CCU, two (spread over nodes) from 1K up, unless overridden.
+fn replicas(ctx: &Ctx, c: Component) -> u32 {
+    ctx.cfg
+        .override_for(c)
+        .replicas
+        .unwrap_or(if ctx.cfg.scale == Tier::T100 { 1 } else { 2 })
+}
+
 fn render_clamav(ctx: &Ctx, out: &mut Out) {
     let clamd_conf = antivirus::clamd_conf(ctx.t, "0.0.0.0", CLAMD_PORT, DB_DIR);
     let freshclam_conf = antivirus::freshclam_conf(ctx.t, DB_DIR);
@@ -249,11 +257,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let replicas = ctx
-        .cfg
-        .override_for(Component::ContentScanner)
-        .replicas
-        .unwrap_or(if ctx.cfg.scale == Tier::T100 { 1 } else { 2 });
+    let replicas = replicas(ctx, Component::ContentScanner);
     let mut w = Workload::new(CONTENT_SCANNER, CONTENT_SCANNER, replicas, sel, pod);
     w.config_hash = Some(hash);
     out.add(Phase::Main, FILE, w.deployment(ctx));
