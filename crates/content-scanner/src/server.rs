@@ -584,12 +584,7 @@ async fn transparent(State(s): State<Shared>, req: Request) -> Response {
     .iter()
     .any(|p| path.starts_with(p));
     if !is_media || !(req.method() == Method::GET || req.method() == Method::HEAD) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "M_NOT_FOUND",
-            "M_UNRECOGNIZED",
-            "Unrecognized request",
-        );
+        return unrecognized();
     }
     let pq = req
         .uri()
