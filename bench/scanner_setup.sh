@@ -6,6 +6,7 @@ set -euo pipefail
 base="${MCS_DIR:-/var/cache/mxstack/mcs}"
 mkdir -p "$base"
 cd "$base"
+command -v clamdscan >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q clamdscan  # the reference scans by script
 [ -x venv/bin/python ] || python3 -m venv venv
 if ! venv/bin/python -c "import matrix_content_scanner" 2>/dev/null; then
   venv/bin/pip download -q --no-binary :all: --no-deps matrix-content-scanner==1.4.1 -d sdist
