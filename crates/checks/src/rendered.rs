@@ -399,7 +399,12 @@ fn backups_and_policies(objects: &[Value], out: &mut Vec<Finding>) {
     }
 }
 
-/// Every file a Synapse config names must be inside a volume mounted in the pods that load it.
+/// Pods whose mounted `*.yaml` configs name files by absolute `*_path` keys: Synapse, and the
+/// content scanner (`request_secret_path`).
+const PATH_READING_APPS: [&str; 2] = ["synapse", "content-scanner"];
+
+/// Every file a Synapse or content scanner config names must be inside a volume mounted in the
+/// pods that load it.
 fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
     let configmaps: BTreeMap<&str, &Value> = objects
         .iter()
@@ -408,11 +413,11 @@ fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
         .collect();
     for o in objects {
         let Some(tpl) = pod_template(o) else { continue };
-        if tpl
+        let app = tpl
             .pointer("/metadata/labels/app.kubernetes.io~1name")
             .and_then(Value::as_str)
-            != Some("synapse")
-        {
+            .unwrap_or("");
+        if !PATH_READING_APPS.contains(&app) {
             continue;
         }
         let Some(spec) = tpl.get("spec") else {
@@ -547,5 +552,31 @@ mod tests {
             f.iter().all(|x| !x.to_string().contains(&redis)),
             "a finding printed a secret"
         );
+    }
+
+    #[test]
+    fn content_scanner_secret_path_must_be_mounted() {
+        let scanner = |mounts: Value| {
+            json!({"kind": "Deployment", "metadata": {"name": "content-scanner"}, "spec": {"template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "content-scanner"}},
+                "spec": {
+                    "volumes": [{"name": "config", "configMap": {"name": "content-scanner-config"}},
+                                {"name": "secrets", "secret": {"secretName": "content-scanner-secrets"}}],
+                    "containers": [{"name": "c", "volumeMounts": mounts}]}}}})
+        };
+        let config = json!({"kind": "ConfigMap", "metadata": {"name": "content-scanner-config"},
+            "data": {"scanner.yaml": "listen: 0.0.0.0:8090\nrequest_secret_path: /mxstack/secrets/content-scanner/request_secret\n"}});
+        let config_mount = json!({"name": "config", "mountPath": "/mxstack/content-scanner"});
+        let missing = vec![config.clone(), scanner(json!([config_mount.clone()]))];
+        assert!(check(&missing, None)
+            .iter()
+            .any(|f| f.rule == "MX-OUT-011" && f.to_string().contains("request_secret")));
+        let mounted = vec![
+            config,
+            scanner(
+                json!([config_mount, {"name": "secrets", "mountPath": "/mxstack/secrets/content-scanner"}]),
+            ),
+        ];
+        assert!(check(&mounted, None).iter().all(|f| f.rule != "MX-OUT-011"));
     }
 }

@@ -2,32 +2,50 @@
 //! router sends media downloads through (seed 004 issue 2.10). Configs come from
 //! `topology::antivirus`, the same functions `mxstack up` uses.
 //!
-//! Signatures: with `antivirus.signature_updates` an init container runs freshclam once (clamd
-//! refuses to start on an empty database) and a sidecar keeps them current from the configured
-//! mirror. Air-gapped (`signature_updates: false`): no freshclam and no egress; the operator
-//! copies main/daily/bytecode.cvd into the `clamav-signatures` PersistentVolumeClaim.
+//! Signatures live in a volume `signatures` mounted read-only into clamd at `/var/lib/clamav`:
+//! - `antivirus.signature_updates: true` (default): an emptyDir. Init container `signatures-seed`
+//!   copies the databases the clamav image ships with (`clamav/clamav:<version>` is preloaded;
+//!   a `_base` image has none), then `freshclam-init` brings them up to date once, so a starting
+//!   pod fetches only the difference and never the whole set (the ClamAV CDN rate-limits full
+//!   downloads). A `freshclam` sidecar keeps them current from the configured mirror; clamd
+//!   reloads them (`SelfCheck`). If the mirror cannot be reached at start, clamd starts with the
+//!   image's signatures and the sidecar keeps trying; with no signatures at all clamd does not
+//!   start, its PING probe fails and the scanner refuses media (fail closed).
+//! - `antivirus.signature_updates: false` (air-gapped): no freshclam and no egress. The
+//!   `clamav-signatures` PersistentVolumeClaim (ReadWriteMany, shared by every clamd replica) is
+//!   filled by the operator with main/daily/bytecode.cvd from a cvdupdate mirror; clamd does not
+//!   start on an empty volume.
 
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume,
+    Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume,
 };
-use mxstack_spec::{Component, SecretName, Tier};
+use mxstack_spec::{Component, Feature, SecretName, Tier};
 use mxstack_topology::addressing::{CLAMAV, CLAMD_PORT, CONTENT_SCANNER, CONTENT_SCANNER_PORT};
 use mxstack_topology::antivirus;
+use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::to_yaml as value_yaml;
 
 use crate::meta::*;
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "antivirus.yaml";
-/// The uid of the clamav user in the official image.
+/// The uid of the clamav user in the official image (pod files are shared through fsGroup).
 const CLAMAV_UID: i64 = 100;
+/// The user images/mxstack/Dockerfile runs as.
 const SCANNER_UID: i64 = 10001;
 pub const SCANNER_CONFIG: &str = "content-scanner-config";
 pub const SCANNER_SECRETS: &str = "content-scanner-secrets";
 pub const CLAMAV_CONFIG: &str = "clamav-config";
 pub const SIGNATURES_PVC: &str = "clamav-signatures";
+/// clamd's and freshclam's `DatabaseDirectory`; also where the official image keeps the
+/// databases it ships with.
 const DB_DIR: &str = "/var/lib/clamav";
+/// Where the seed init container mounts the signature volume (the image's own DB_DIR stays
+/// visible to it).
+const SEED_DIR: &str = "/signatures";
 const CONF_DIR: &str = "/etc/mxstack-clamav";
+const SCANNER_CONFIG_DIR: &str = "/mxstack/content-scanner";
+const SCANNER_CONFIG_FILE: &str = "scanner.yaml";
 const SECRET_DIR: &str = "/mxstack/secrets/content-scanner";
 
 pub fn render(ctx: &Ctx, out: &mut Out) {
@@ -41,6 +59,26 @@ fn replicas(ctx: &Ctx, c: Component) -> u32 {
         .override_for(c)
         .replicas
         .unwrap_or(if ctx.cfg.scale == Tier::T100 { 1 } else { 2 })
+}
+
+/// freshclam loads every downloaded database into a test engine before it installs it
+/// (`TestDatabases`, on by default), which takes as much memory as clamd's own engine; with a
+/// small limit it is OOM-killed on every update. Without the test it needs little.
+fn freshclam_resources(ctx: &Ctx, freshclam_conf: &str) -> Resources {
+    let tests_databases = !freshclam_conf
+        .lines()
+        .any(|l| l.trim().eq_ignore_ascii_case("TestDatabases no"));
+    if tests_databases {
+        Resources {
+            cpu_millis: 100,
+            ..ctx.t.sizing.resources_for(Component::Clamav, ctx.cfg)
+        }
+    } else {
+        Resources {
+            cpu_millis: 100,
+            memory_mib: 256,
+        }
+    }
 }
 
 fn render_clamav(ctx: &Ctx, out: &mut Out) {
@@ -76,13 +114,16 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
     let updates = ctx.cfg.antivirus.signature_updates;
     let clamd_config = format!("{CONF_DIR}/clamd.conf");
     let freshclam_config = format!("{CONF_DIR}/freshclam.conf");
-    // Readiness is clamd answering PING, not just an open port.
-    let ping = ["clamdscan", "--config-file", &clamd_config, "--ping", "1"];
+    // Readiness is clamd answering PING (clamdscan reads the address from clamd.conf), not just
+    // an open port: clamd listens only once its databases are loaded, and stops answering when
+    // it is stuck.
+    let clamd_config_arg = format!("--config-file={clamd_config}");
+    let ping = ["clamdscan", &clamd_config_arg, "--ping=1"];
     let clamd = Container {
         command: Some(vec![
             "clamd".into(),
             "--foreground".into(),
-            format!("--config-file={clamd_config}"),
+            clamd_config_arg.clone(),
         ]),
         ports: Some(vec![container_port("clamd", CLAMD_PORT, "TCP")]),
         resources: Some(resources(
@@ -90,80 +131,104 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
         )),
         readiness_probe: Some(exec_probe(&ping, 10, 3)),
         liveness_probe: Some(exec_probe(&ping, 30, 4)),
-        // Loading the official databases takes a minute or two.
+        // Loading the official databases takes a minute or two: up to 5 minutes before the
+        // liveness probe counts.
         startup_probe: Some(Probe {
             initial_delay_seconds: Some(10),
             ..exec_probe(&ping, 10, 30)
         }),
+        // clamd only reads the databases; it unpacks them in its TemporaryDirectory (/tmp).
+        volume_mounts: Some(vec![
+            mount("config", CONF_DIR),
+            mount("signatures", DB_DIR),
+            mount_rw("tmp", "/tmp"),
+        ]),
+        ..container("clamd", &ctx.cfg.images.clamav)
+    };
+    let freshclam_resources = resources(&freshclam_resources(ctx, &freshclam_conf));
+    let freshclam = |name: &str, command: Vec<String>| Container {
+        command: Some(command),
+        resources: Some(freshclam_resources.clone()),
         volume_mounts: Some(vec![
             mount("config", CONF_DIR),
             mount_rw("signatures", DB_DIR),
             mount_rw("tmp", "/tmp"),
-            mount_rw("run", "/run/clamav"),
         ]),
-        ..container("clamd", &ctx.cfg.images.clamav)
+        ..container(name, &ctx.cfg.images.clamav)
     };
-    let freshclam = |name: &str, daemon: bool| {
-        let mut cmd = vec![
-            "freshclam".to_string(),
-            format!("--config-file={freshclam_config}"),
-            "--foreground".into(),
-        ];
-        if daemon {
-            cmd.push("--daemon".into());
-        }
-        Container {
-            command: Some(cmd),
-            resources: Some(resources(&mxstack_topology::sizing::Resources {
-                cpu_millis: 100,
-                memory_mib: 512,
-            })),
-            volume_mounts: Some(vec![
-                mount("config", CONF_DIR),
-                mount_rw("signatures", DB_DIR),
-                mount_rw("tmp", "/tmp"),
-            ]),
-            ..container(name, &ctx.cfg.images.clamav)
-        }
-    };
+    let freshclam_once = format!("freshclam --config-file={freshclam_config} --foreground");
+    let init_containers = updates.then(|| {
+        vec![
+            Container {
+                // Copies, never rewrites: the image's databases, as they are.
+                command: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!(
+                        "for f in {DB_DIR}/*.cvd {DB_DIR}/*.cld; do \
+                         if [ -f \"$f\" ]; then cp \"$f\" {SEED_DIR}/; fi; done; \
+                         ls -l {SEED_DIR}"
+                    ),
+                ]),
+                volume_mounts: Some(vec![mount_rw("signatures", SEED_DIR)]),
+                resources: Some(resources(&Resources {
+                    cpu_millis: 100,
+                    memory_mib: 128,
+                })),
+                ..container("signatures-seed", &ctx.cfg.images.clamav)
+            },
+            freshclam(
+                "freshclam-init",
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!(
+                        "{freshclam_once} || echo 'freshclam failed: clamd starts with the \
+                         signatures it has; the freshclam sidecar keeps trying'"
+                    ),
+                ],
+            ),
+        ]
+    });
+    let mut containers = vec![clamd];
+    if updates {
+        containers.push(freshclam(
+            "freshclam",
+            vec![
+                "freshclam".into(),
+                format!("--config-file={freshclam_config}"),
+                "--foreground".into(),
+                "--daemon".into(),
+            ],
+        ));
+    }
     let signatures = if updates {
         volume_empty("signatures")
     } else {
+        out.add(Phase::Infrastructure, FILE, signatures_pvc(ctx));
         Volume {
             name: "signatures".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: SIGNATURES_PVC.into(),
-                read_only: Some(false),
+                read_only: Some(true),
             }),
             ..Default::default()
         }
     };
-    if !updates {
-        out.add(Phase::Infrastructure, FILE, signatures_pvc(ctx));
-    }
-    let mut containers = vec![clamd];
-    if updates {
-        containers.push(freshclam("freshclam", true));
-    }
     let pod = PodSpec {
-        init_containers: updates.then(|| vec![freshclam("freshclam-init", false)]),
+        init_containers,
         containers,
         volumes: Some(vec![
             volume_config_map("config", CLAMAV_CONFIG),
             signatures,
             volume_empty("tmp"),
-            volume_empty("run"),
         ]),
         security_context: Some(pod_security(CLAMAV_UID)),
         affinity: Some(spread(&sel)),
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let replicas = ctx
-        .cfg
-        .override_for(Component::Clamav)
-        .replicas
-        .unwrap_or(if ctx.cfg.scale == Tier::T100 { 1 } else { 2 });
+    let replicas = replicas(ctx, Component::Clamav);
     let mut w = Workload::new(CLAMAV, CLAMAV, replicas, sel, pod);
     w.config_hash = Some(hash);
     out.add(Phase::Infrastructure, FILE, w.deployment(ctx));
@@ -188,7 +253,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             ctx,
             SCANNER_CONFIG,
             CONTENT_SCANNER,
-            map(&[("scanner.yaml", &config)]),
+            map(&[(SCANNER_CONFIG_FILE, &config)]),
         ),
     );
     out.add(
@@ -214,7 +279,8 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         vec![service_port("http", CONTENT_SCANNER_PORT, "TCP")],
         false,
     );
-    if ctx.has(mxstack_spec::Feature::Monitoring) {
+    if ctx.has(Feature::Monitoring) {
+        // The scanner's ServiceMonitor selects this Service by this label.
         svc.metadata
             .labels
             .get_or_insert_with(Default::default)
@@ -230,7 +296,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             "serve".into(),
             "content-scanner".into(),
             "--config".into(),
-            "/mxstack/content-scanner/scanner.yaml".into(),
+            format!("{SCANNER_CONFIG_DIR}/{SCANNER_CONFIG_FILE}"),
         ]),
         ports: Some(vec![container_port("http", CONTENT_SCANNER_PORT, "TCP")]),
         resources: Some(resources(
@@ -238,10 +304,14 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
                 .sizing
                 .resources_for(Component::ContentScanner, ctx.cfg),
         )),
+        // Ready only while clamd answers PING: without clamd no pod is an endpoint, and the
+        // router answers 503 instead of passing unscanned media (no fallback server).
         readiness_probe: Some(http_probe("/ready", "http", 5, 3)),
         liveness_probe: Some(http_probe("/health", "http", 10, 6)),
+        // Nothing is written to disk (large files are streamed twice, never spooled): the root
+        // filesystem stays read-only and there is no writable volume.
         volume_mounts: Some(vec![
-            mount("config", "/mxstack/content-scanner"),
+            mount("config", SCANNER_CONFIG_DIR),
             mount("secrets", SECRET_DIR),
         ]),
         ..container(CONTENT_SCANNER, &ctx.cfg.images.mxstack)
@@ -250,7 +320,14 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         containers: vec![c],
         volumes: Some(vec![
             volume_config_map("config", SCANNER_CONFIG),
-            volume_secret("secrets", SCANNER_SECRETS, &[]),
+            volume_secret(
+                "secrets",
+                SCANNER_SECRETS,
+                &[(
+                    antivirus::REQUEST_SECRET_FILE,
+                    antivirus::REQUEST_SECRET_FILE,
+                )],
+            ),
         ]),
         security_context: Some(pod_security(SCANNER_UID)),
         affinity: Some(spread(&sel)),
@@ -268,7 +345,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
 
 /// The air-gapped signature volume, filled by the operator and read by every clamd replica
 /// (ReadWriteMany: the storage class must support it, e.g. NFS or CephFS).
-fn signatures_pvc(ctx: &Ctx) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+fn signatures_pvc(ctx: &Ctx) -> PersistentVolumeClaim {
     let mut pvc = pvc_template(ctx, SIGNATURES_PVC, "2Gi");
     pvc.metadata = meta(ctx, SIGNATURES_PVC, CLAMAV);
     if let Some(spec) = pvc.spec.as_mut() {

@@ -1,6 +1,7 @@
 //! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
 
-use mxstack_topology::addressing::{POSTGRES_CLUSTER, ROUTER};
+use mxstack_spec::Feature;
+use mxstack_topology::addressing::{CONTENT_SCANNER, POSTGRES_CLUSTER, ROUTER};
 use serde_json::{json, Value};
 
 use crate::meta::*;
@@ -47,7 +48,7 @@ pub fn alerts(
     &'static str,
 )> {
     let ns = ctx.ns();
-    vec![
+    let mut alerts = vec![
         (
             "SynapseDown",
             format!("up{{namespace=\"{ns}\", service=\"{}\"}} == 0", crate::synapse::METRICS_SERVICE),
@@ -68,7 +69,8 @@ pub fn alerts(
         ),
         (
             "RouterBackendDown",
-            format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix\"}}) == 0"),
+            // The content-scanner backend has no fallback: ContentScannerDown covers it.
+            format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix|{CONTENT_SCANNER}\"}}) == 0"),
             "5m",
             "warning",
             "An HAProxy backend has no healthy worker; its requests fall back to main.",
@@ -94,7 +96,38 @@ pub fn alerts(
             "critical",
             "Valkey does not have exactly one master: Synapse replication is at risk.",
         ),
-    ]
+    ];
+    if ctx.has(Feature::Antivirus) {
+        alerts.extend([
+            (
+                "ContentScannerDown",
+                // Also fires when no scanner pod is scraped at all.
+                format!("absent(up{{namespace=\"{ns}\", service=\"{CONTENT_SCANNER}\"}} == 1)"),
+                "5m",
+                "critical",
+                "No content scanner answers: media downloads and uploads fail (fail closed).",
+            ),
+            (
+                "ClamdUnavailable",
+                format!(
+                    "sum(rate(mxstack_scanner_clamd_errors_total{{namespace=\"{ns}\"}}[5m])) > 0"
+                ),
+                "10m",
+                "critical",
+                "The content scanner cannot get verdicts from clamd: media requests get 503.",
+            ),
+            (
+                "MalwareRefused",
+                format!(
+                    "sum(increase(mxstack_scanner_verdicts_total{{namespace=\"{ns}\", verdict=\"infected\"}}[15m])) > 0"
+                ),
+                "1m",
+                "warning",
+                "The content scanner refused infected media.",
+            ),
+        ]);
+    }
+    alerts
 }
 
 fn prometheus_rule(ctx: &Ctx) -> Value {
@@ -129,6 +162,13 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         FILE,
         service_monitor(ctx, ROUTER, ROUTER, "stats", "/metrics"),
     );
+    if ctx.has(Feature::Antivirus) {
+        out.add(
+            Phase::Monitoring,
+            FILE,
+            service_monitor(ctx, CONTENT_SCANNER, CONTENT_SCANNER, "http", "/metrics"),
+        );
+    }
     // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it recommends.
     out.add(
         Phase::Monitoring,

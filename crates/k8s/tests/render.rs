@@ -950,7 +950,12 @@ fn security_contexts_are_hardened() {
             spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
             "{k} {n}"
         );
-        for c in spec["containers"].as_array().unwrap() {
+        let containers = spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(spec["initContainers"].as_array().into_iter().flatten());
+        for c in containers {
             let sc = &c["securityContext"];
             assert_eq!(sc["allowPrivilegeEscalation"], false, "{k} {n}");
             assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{k} {n}");
@@ -1015,6 +1020,13 @@ fn every_combination_renders() {
             find(&r, "Secret", "turn-auth").is_some(),
             c.has(Feature::Calls)
         );
+        for n in ["clamav", "content-scanner"] {
+            assert_eq!(
+                find(&r, "Deployment", n).is_some(),
+                c.has(Feature::Antivirus),
+                "{n}"
+            );
+        }
     }
 }
 
@@ -1074,49 +1086,174 @@ fn regex_lite_metric() -> impl Fn(&str) -> bool {
     }
 }
 
-#[test]
-fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
-    let c = config(Tier::T1k, &[Feature::Antivirus]);
-    let (r, _) = render(&c);
-    let scanner = find(&r, "Deployment", "content-scanner").expect("scanner deployment");
-    assert_eq!(scanner["spec"]["replicas"], 2);
-    let cmd = &scanner["spec"]["template"]["spec"]["containers"][0]["command"];
-    assert_eq!(cmd[1], "serve");
-    assert_eq!(cmd[2], "content-scanner");
-    let cfg: Value = serde_saphyr::from_str(
-        find(&r, "ConfigMap", "content-scanner-config").unwrap()["data"]["scanner.yaml"]
+/// The Service a cluster address (`<service>.<namespace>.svc.cluster.local:<port>`) names: it
+/// exists, has that port, and the port's target is a named port of a container in the pods the
+/// Service selects.
+fn service_behind<'a>(r: &'a mxstack_k8s::Rendered, address: &str) -> &'a Value {
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let port: u64 = port.parse().unwrap();
+    let mut labels = host.split('.');
+    let (svc_name, ns) = (labels.next().unwrap(), labels.next().unwrap());
+    assert_eq!(
+        host,
+        format!("{svc_name}.{ns}.svc.cluster.local"),
+        "{address} is not a Service address"
+    );
+    let svc = find(r, "Service", svc_name).unwrap_or_else(|| panic!("no Service for {address}"));
+    assert_eq!(svc["metadata"]["namespace"], ns, "{address}");
+    let sp = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == port)
+        .unwrap_or_else(|| panic!("Service {svc_name} has no port {port}"));
+    let target = &sp["targetPort"];
+    let backed = pod_templates(r).into_iter().any(|(_, _, t)| {
+        matches(&svc["spec"]["selector"], &t["metadata"]["labels"])
+            && t["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+                .any(|cp| cp["name"] == *target && cp["containerPort"] == port)
+    });
+    assert!(backed, "no pod behind {address} listens on {target}");
+    svc
+}
+
+fn container_names(spec: &Value, field: &str) -> Vec<String> {
+    spec[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn scanner_config(r: &mxstack_k8s::Rendered) -> Value {
+    serde_saphyr::from_str(
+        find(r, "ConfigMap", "content-scanner-config").unwrap()["data"]["scanner.yaml"]
             .as_str()
             .unwrap(),
     )
-    .unwrap();
-    // Upstreams are the media worker pods; clamd is the clamav Service.
+    .unwrap()
+}
+
+#[test]
+fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
+    let c = config(Tier::T1k, &[Feature::Antivirus]);
+    let t = Topology::build(&c);
+    let addr = KubernetesAddressing::new(&c);
+    let (r, secrets) = render(&c);
+
+    // The scanner: `mxstack serve content-scanner` from images.mxstack, its config file mounted
+    // where the command names it.
+    let scanner = find(&r, "Deployment", "content-scanner").expect("scanner deployment");
+    assert_eq!(scanner["spec"]["replicas"], 2);
+    let pod = &scanner["spec"]["template"]["spec"];
+    let ctr = &pod["containers"][0];
+    assert_eq!(ctr["image"], c.images.mxstack.as_str());
+    let cmd: Vec<&str> = ctr["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cmd,
+        [
+            "mxstack",
+            "serve",
+            "content-scanner",
+            "--config",
+            "/mxstack/content-scanner/scanner.yaml"
+        ]
+    );
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(ctr["livenessProbe"]["httpGet"]["path"], "/health");
+    let mount_of = |path: &str| {
+        ctr["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| Path::new(path).starts_with(m["mountPath"].as_str().unwrap()))
+            .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+            .unwrap_or_else(|| panic!("{path} is not mounted"))
+            .clone()
+    };
+    let volume = |m: &Value| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap()
+            .clone()
+    };
+    let cfg_vol = volume(&mount_of("/mxstack/content-scanner/scanner.yaml"));
+    assert_eq!(cfg_vol["configMap"]["name"], "content-scanner-config");
+
+    // Its config: upstreams are exactly the media worker pods, clamd is the clamav Service.
+    let cfg = scanner_config(&r);
+    assert_eq!(
+        cfg["upstreams"],
+        serde_json::json!(mxstack_topology::antivirus::upstreams(&t, &addr))
+    );
     let upstreams: Vec<&str> = cfg["upstreams"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| u.as_str().unwrap())
         .collect();
-    assert!(!upstreams.is_empty());
+    let media = t
+        .processes()
+        .into_iter()
+        .filter(|p| p.kind == Some(mxstack_topology::workers::WorkerKind::MediaRepository))
+        .count();
+    assert!(media > 0);
+    assert_eq!(upstreams.len(), media);
     assert!(
-        upstreams.iter().all(|u| u.contains("synapse-media-")),
+        upstreams
+            .iter()
+            .all(|u| u.starts_with("http://synapse-media-")),
         "{upstreams:?}"
     );
     assert_eq!(cfg["clamd"], "clamav.matrix.svc.cluster.local:3310");
-    let clamav = find(&r, "Deployment", "clamav").expect("clamav deployment");
-    let pod = &clamav["spec"]["template"]["spec"];
-    let names: Vec<&str> = pod["containers"]
+    let clamav_svc = service_behind(&r, cfg["clamd"].as_str().unwrap());
+    assert_eq!(name(clamav_svc), "clamav");
+    assert_eq!(cfg["listen"], "0.0.0.0:8090");
+
+    // The request secret: only in the Secret, mounted read-only where the config reads it.
+    let secret_path = cfg["request_secret_path"].as_str().unwrap();
+    let m = mount_of(secret_path);
+    assert_eq!(m["readOnly"], true);
+    let vol = volume(&m);
+    assert_eq!(vol["secret"]["secretName"], "content-scanner-secrets");
+    let file = Path::new(secret_path)
+        .strip_prefix(m["mountPath"].as_str().unwrap())
+        .unwrap()
+        .display()
+        .to_string();
+    let item = vol["secret"]["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["name"].as_str().unwrap())
+        .find(|i| i["path"] == file.as_str())
+        .expect("the secret file is projected");
+    let value = secrets.get(mxstack_spec::SecretName::ContentScannerRequestSecret);
+    let secret = find(&r, "Secret", "content-scanner-secrets").unwrap();
+    assert_eq!(secret["stringData"][item["key"].as_str().unwrap()], value);
+    let holders: Vec<&str> = r
+        .objects
+        .iter()
+        .map(|o| &o.value)
+        .filter(|v| serde_json::to_string(v).unwrap().contains(value))
+        .map(name)
         .collect();
-    assert_eq!(names, ["clamd", "freshclam"]);
-    assert!(pod["containers"][0]["readinessProbe"]["exec"]["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a == "--ping"));
-    // The router's content-scanner backend targets the scanner Service, with no fallback.
+    assert_eq!(holders, ["content-scanner-secrets"]);
+
+    // The router's content-scanner backend and the Synapse upload module both target the
+    // scanner Service's port, and the router has no fallback for it.
     let haproxy = find(&r, "ConfigMap", "synapse-router").unwrap()["data"]["haproxy.cfg"]
         .as_str()
         .unwrap()
@@ -1128,25 +1265,284 @@ fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
         .split("\n\n")
         .next()
         .unwrap();
-    assert!(backend.contains("content-scanner.matrix.svc.cluster.local:8090"));
-    assert!(!backend.contains("backup"), "{backend}");
+    let servers: Vec<&str> = backend
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server "))
+        .collect();
+    assert!(!servers.is_empty(), "{backend}");
+    for s in &servers {
+        let address = s.split_whitespace().nth(2).unwrap();
+        assert_eq!(name(service_behind(&r, address)), "content-scanner", "{s}");
+        assert!(!s.contains("backup"), "{s}");
+    }
+    let hs: Value = serde_saphyr::from_str(
+        find(&r, "ConfigMap", "synapse-config").unwrap()["data"]["homeserver.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let module = hs["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["module"] == mxstack_topology::antivirus::UPLOAD_MODULE)
+        .expect("upload module");
+    let url = module["config"]["scanner_url"].as_str().unwrap();
+    let address = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(name(service_behind(&r, address)), "content-scanner");
 
-    // Air-gapped: no freshclam, signatures from the operator's volume.
-    let mut air = c.clone();
-    air.antivirus.signature_updates = false;
-    let (r, _) = render(&air);
-    let pod = &find(&r, "Deployment", "clamav").unwrap()["spec"]["template"]["spec"];
-    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
-    assert!(pod.get("initContainers").is_none());
-    assert!(find(&r, "PersistentVolumeClaim", "clamav-signatures").is_some());
+    // clamd: its PING is the readiness probe, the signatures are read-only for it.
+    let clamav = find(&r, "Deployment", "clamav").expect("clamav deployment");
+    assert_eq!(clamav["spec"]["replicas"], 2);
+    let pod = &clamav["spec"]["template"]["spec"];
+    let clamd = &pod["containers"][0];
+    assert_eq!(clamd["name"], "clamd");
+    assert_eq!(clamd["image"], c.images.clamav.as_str());
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        let args = clamd[probe]["exec"]["command"].as_array().unwrap();
+        assert_eq!(args[0], "clamdscan", "{probe}");
+        assert!(
+            args.iter()
+                .any(|a| a.as_str().unwrap().starts_with("--ping")),
+            "{probe}"
+        );
+    }
+    let startup = &clamd["startupProbe"];
+    assert!(
+        startup["periodSeconds"].as_i64().unwrap() * startup["failureThreshold"].as_i64().unwrap()
+            >= 180,
+        "loading the official databases takes minutes"
+    );
+    let sig = clamd["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/clamav")
+        .unwrap();
+    assert_eq!(sig["readOnly"], true);
+    let conf: &Value = find(&r, "ConfigMap", "clamav-config").unwrap();
+    let clamd_conf = conf["data"]["clamd.conf"].as_str().unwrap();
+    assert!(clamd_conf.contains("DatabaseDirectory /var/lib/clamav\n"));
+    assert!(clamd_conf.contains("TCPSocket 3310\n"));
+    let mem = |c: &Value| {
+        mxstack_topology::sizing::parse_memory_mib(
+            c["resources"]["limits"]["memory"].as_str().unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        u64::from(mem(clamd)),
+        u64::from(
+            t.sizing
+                .resources_for(mxstack_spec::Component::Clamav, &c)
+                .memory_mib
+        )
+    );
 
     // Without the feature nothing of it exists.
-    let (r, _) = render(&config(Tier::T1k, &[]));
-    for (kind, name) in [
-        ("Deployment", "clamav"),
-        ("Deployment", "content-scanner"),
-        ("ConfigMap", "content-scanner-config"),
+    let (r, _) = render(&config(Tier::T1k, &[Feature::Monitoring]));
+    for o in &r.objects {
+        let v = &o.value;
+        let app = v["metadata"]["labels"]["app.kubernetes.io/name"].as_str();
+        assert!(
+            !matches!(app, Some("clamav" | "content-scanner")),
+            "{} {} without antivirus",
+            kind(v),
+            name(v)
+        );
+        assert!(
+            !name(v).contains("clamav") && !name(v).contains("content-scanner"),
+            "{} {} without antivirus",
+            kind(v),
+            name(v)
+        );
+    }
+    assert!(!r.files["20-main/synapse-router.yaml"].contains("content-scanner"));
+}
+
+#[test]
+fn freshclam_runs_only_with_signature_updates() {
+    for tier in Tier::ALL {
+        let c = config(tier, &[Feature::Antivirus]);
+        assert!(c.antivirus.signature_updates, "updates are the default");
+        let (r, _) = render(&c);
+        let clamav = find(&r, "Deployment", "clamav").unwrap();
+        let pod = &clamav["spec"]["template"]["spec"];
+        assert_eq!(container_names(pod, "containers"), ["clamd", "freshclam"]);
+        assert_eq!(
+            container_names(pod, "initContainers"),
+            ["signatures-seed", "freshclam-init"]
+        );
+        let volume = |n: &str| {
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert!(volume("signatures").get("emptyDir").is_some());
+        assert!(find(&r, "PersistentVolumeClaim", "clamav-signatures").is_none());
+        // The sidecar runs freshclam as a daemon with the generated config.
+        let sidecar = &pod["containers"][1];
+        let cmd = sidecar["command"].as_array().unwrap();
+        assert_eq!(cmd[0], "freshclam");
+        assert!(cmd.iter().any(|a| a == "--daemon"));
+        assert!(cmd
+            .iter()
+            .any(|a| a == "--config-file=/etc/mxstack-clamav/freshclam.conf"));
+        // The seed copies the image's databases into the volume freshclam and clamd use.
+        let seed = &pod["initContainers"][0];
+        let seed_mount = &seed["volumeMounts"][0];
+        assert_eq!(seed_mount["name"], "signatures");
+        let script = seed["command"][2].as_str().unwrap();
+        assert!(script.contains("/var/lib/clamav/*.cvd"), "{script}");
+        assert!(
+            script.contains(seed_mount["mountPath"].as_str().unwrap()),
+            "{script}"
+        );
+        assert_ne!(seed_mount["mountPath"], "/var/lib/clamav");
+        let init = pod["initContainers"][1]["command"][2].as_str().unwrap();
+        assert!(init.starts_with("freshclam --config-file="), "{init}");
+        assert!(!init.contains("--daemon"), "{init}");
+        // freshclam.conf says `TestDatabases no` (clamd tests what it loads), so freshclam needs
+        // no engine of its own: its memory is far below clamd's.
+        let mem = |c: &Value| c["resources"]["limits"]["memory"].clone();
+        assert_eq!(mem(sidecar), "256Mi");
+        assert_eq!(mem(&pod["containers"][0]), "3Gi");
+        // Egress to the mirror exists only in this mode.
+        let policy = find(&r, "NetworkPolicy", "allow-clamav").unwrap();
+        assert!(
+            serde_json::to_string(&policy["spec"]["egress"])
+                .unwrap()
+                .contains("0.0.0.0/0"),
+            "clamav reaches the signature mirror"
+        );
+
+        // Air-gapped: no freshclam, no egress, signatures from the operator's volume.
+        let mut air = c.clone();
+        air.antivirus.signature_updates = false;
+        let (r, _) = render(&air);
+        let clamav = find(&r, "Deployment", "clamav").unwrap();
+        let pod = &clamav["spec"]["template"]["spec"];
+        assert_eq!(container_names(pod, "containers"), ["clamd"]);
+        assert!(pod.get("initContainers").is_none());
+        let text = serde_json::to_string(clamav).unwrap();
+        assert!(!text.contains("freshclam "), "{text}");
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "signatures")
+            .unwrap();
+        assert_eq!(
+            vol["persistentVolumeClaim"]["claimName"],
+            "clamav-signatures"
+        );
+        assert_eq!(vol["persistentVolumeClaim"]["readOnly"], true);
+        let pvc = find(&r, "PersistentVolumeClaim", "clamav-signatures").unwrap();
+        // Every clamd replica mounts it, on any node.
+        assert_eq!(pvc["spec"]["accessModes"][0], "ReadWriteMany");
+        let policy = find(&r, "NetworkPolicy", "allow-clamav").unwrap();
+        assert!(
+            !serde_json::to_string(&policy["spec"])
+                .unwrap()
+                .contains("0.0.0.0/0"),
+            "air-gapped clamav has no internet egress"
+        );
+    }
+}
+
+#[test]
+fn antivirus_replicas_follow_tier_and_overrides() {
+    for tier in Tier::ALL {
+        let (r, _) = render(&config(tier, &[Feature::Antivirus]));
+        let want = if tier == Tier::T100 { 1 } else { 2 };
+        for n in ["clamav", "content-scanner"] {
+            let d = find(&r, "Deployment", n).unwrap();
+            assert_eq!(d["spec"]["replicas"], want, "{n} at {tier:?}");
+            assert_eq!(
+                find(&r, "PodDisruptionBudget", n).is_some(),
+                want > 1,
+                "{n} at {tier:?}"
+            );
+        }
+    }
+    let mut c = config(Tier::T100, &[Feature::Antivirus]);
+    for (component, replicas) in [
+        (mxstack_spec::Component::ContentScanner, 3),
+        (mxstack_spec::Component::Clamav, 2),
     ] {
-        assert!(find(&r, kind, name).is_none(), "{kind} {name}");
+        c.overrides.insert(
+            component,
+            mxstack_spec::ComponentOverride {
+                replicas: Some(replicas),
+                memory: Some("4Gi".into()),
+                ..Default::default()
+            },
+        );
+    }
+    let (r, _) = render(&c);
+    let d = find(&r, "Deployment", "content-scanner").unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    let clamav = find(&r, "Deployment", "clamav").unwrap();
+    assert_eq!(clamav["spec"]["replicas"], 2);
+    assert!(find(&r, "PodDisruptionBudget", "clamav").is_some());
+    assert_eq!(
+        clamav["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "4Gi"
+    );
+}
+
+#[test]
+fn content_scanner_is_scraped_and_alerted_on() {
+    let (r, _) = render(&config(
+        Tier::T1k,
+        &[Feature::Antivirus, Feature::Monitoring],
+    ));
+    let sm = find(&r, "ServiceMonitor", "content-scanner").expect("ServiceMonitor");
+    let svc = objects(&r, "Service")
+        .find(|s| {
+            matches(
+                &sm["spec"]["selector"]["matchLabels"],
+                &s["metadata"]["labels"],
+            )
+        })
+        .expect("the ServiceMonitor selects a Service");
+    assert_eq!(name(svc), "content-scanner");
+    let port = &sm["spec"]["endpoints"][0]["port"];
+    assert!(svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == *port));
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    let rule = objects(&r, "PrometheusRule").next().unwrap();
+    let alerts: BTreeSet<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    for a in ["ContentScannerDown", "ClamdUnavailable", "MalwareRefused"] {
+        assert!(alerts.contains(a), "{a}");
+    }
+    // Without antivirus: neither.
+    let (r, _) = render(&config(Tier::T1k, &[Feature::Monitoring]));
+    assert!(find(&r, "ServiceMonitor", "content-scanner").is_none());
+    let rule = objects(&r, "PrometheusRule").next().unwrap();
+    for rl in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        assert!(
+            !rl["expr"].as_str().unwrap().contains("mxstack_scanner_")
+                && !rl["alert"].as_str().unwrap().contains("Scanner"),
+            "{rl}"
+        );
     }
 }

@@ -56,7 +56,12 @@ fn crd_dir() -> PathBuf {
 fn configs() -> Vec<mxstack_spec::Config> {
     let mut a = config(Tier::T1k, &all_features());
     a.storage_class = Some("fast-ssd".into());
-    let mut b = config(Tier::T100, &[Feature::Federation, Feature::Push]);
+    // Air-gapped antivirus: the signature PVC instead of freshclam.
+    let mut b = config(
+        Tier::T100,
+        &[Feature::Federation, Feature::Push, Feature::Antivirus],
+    );
+    b.antivirus.signature_updates = false;
     b.ingress.mode = IngressMode::Ingress;
     b.ingress.ingress_class = Some("traefik".into());
     b.media.backend = MediaBackend::MinioLegacy;

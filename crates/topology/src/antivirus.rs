@@ -131,6 +131,7 @@ pub fn freshclam_conf(t: &Topology, database_dir: &str) -> String {
          DatabaseDirectory {database_dir}\n\
          {source}\n\
          Checks 12\n\
+         TestDatabases no\n\
          LogTime yes\n"
     )
 }

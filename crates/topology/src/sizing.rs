@@ -105,8 +105,9 @@ fn base_resources(c: Component) -> (u32, u32) {
         Livekit => (1000, 1024),
         Sygnal => (250, 256),
         ContentScanner => (250, 128),
-        // clamd holds the whole signature set in memory (~1.2 GiB with the official databases).
-        Clamav => (500, 2048),
+        // clamd holds the whole signature set in memory and briefly twice during a reload (ClamAV
+        // documents 3 GiB as the minimum).
+        Clamav => (500, 3072),
     }
 }
 
