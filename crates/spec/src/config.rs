@@ -475,6 +475,40 @@ pub struct LawfulIntercept {
     /// Client CIDRs allowed to reach the LI hostnames.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_cidrs: Vec<String>,
+    /// How the LI replica is kept: `logical` (PostgreSQL logical replication, seconds behind, every
+    /// deleted or rewritten row kept in history) or `dump` (a periodic pg_dump/pg_restore, for sites
+    /// that forbid logical replication; hours behind, no row history between runs).
+    #[serde(default)]
+    pub sync: LiSyncMode,
+    /// Cron schedule of dump-mode syncs (only with `sync: dump`).
+    #[serde(default = "default_li_dump_schedule")]
+    pub dump_schedule: String,
+    /// Cron schedule on which the LI browsing stack's working copy is refreshed from the replica.
+    #[serde(default = "default_li_working_copy_schedule")]
+    pub working_copy_schedule: String,
+    /// S3 bucket that receives a copy of every media object (default `<media.bucket>-li`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_bucket: Option<String>,
+}
+
+/// How the LI database follows main.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LiSyncMode {
+    /// Logical replication with replica identities, an event trigger and history triggers.
+    #[default]
+    Logical,
+    /// pg_dump of main restored into a staging database, then swapped in.
+    Dump,
+}
+
+impl LiSyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiSyncMode::Logical => "logical",
+            LiSyncMode::Dump => "dump",
+        }
+    }
 }
 
 impl Default for LawfulIntercept {
@@ -482,8 +516,28 @@ impl Default for LawfulIntercept {
         LawfulIntercept {
             node_label: default_li_label(),
             allowed_cidrs: Vec::new(),
+            sync: LiSyncMode::default(),
+            dump_schedule: default_li_dump_schedule(),
+            working_copy_schedule: default_li_working_copy_schedule(),
+            media_bucket: None,
         }
     }
+}
+
+impl LawfulIntercept {
+    /// The LI media bucket after defaults.
+    pub fn media_bucket(&self, media: &Media) -> String {
+        self.media_bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-li", media.bucket))
+    }
+}
+
+fn default_li_dump_schedule() -> String {
+    "0 */6 * * *".into()
+}
+fn default_li_working_copy_schedule() -> String {
+    "30 * * * *".into()
 }
 
 fn default_li_label() -> String {

@@ -42,10 +42,13 @@ pub enum SecretName {
     LivekitApiSecret,
     SigningKey,
     ContentScannerRequestSecret,
+    LiDbPassword,
+    LiS3AccessKey,
+    LiS3SecretKey,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 15] = [
+    pub const ALL: [SecretName; 18] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -61,6 +64,9 @@ impl SecretName {
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
         SecretName::ContentScannerRequestSecret,
+        SecretName::LiDbPassword,
+        SecretName::LiS3AccessKey,
+        SecretName::LiS3SecretKey,
     ];
 
     pub fn key(self) -> &'static str {
@@ -80,6 +86,9 @@ impl SecretName {
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
             SecretName::ContentScannerRequestSecret => "content_scanner_request_secret",
+            SecretName::LiDbPassword => "li_db_password",
+            SecretName::LiS3AccessKey => "li_s3_access_key",
+            SecretName::LiS3SecretKey => "li_s3_secret_key",
         }
     }
 
@@ -116,12 +125,19 @@ impl SecretName {
             SecretName::ContentScannerRequestSecret => {
                 "content scanner Curve25519 key: clients encrypt encrypted-attachment metadata to it"
             }
+            SecretName::LiDbPassword => {
+                "password of li-sync's role on the LI database (owns the replica and its history)"
+            }
+            SecretName::LiS3AccessKey => {
+                "S3 access key id of li-sync: read the media bucket, write the LI media bucket"
+            }
+            SecretName::LiS3SecretKey => "S3 secret key of li-sync",
         }
     }
 
     pub fn shape(self) -> SecretShape {
         match self {
-            SecretName::S3AccessKey => SecretShape::AccessKeyId,
+            SecretName::S3AccessKey | SecretName::LiS3AccessKey => SecretShape::AccessKeyId,
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
             SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),

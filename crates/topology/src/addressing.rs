@@ -100,6 +100,10 @@ pub trait Addressing {
     fn content_scanner(&self) -> HostPort;
     /// clamd's TCP socket.
     fn clamd(&self) -> HostPort;
+    /// The LI PostgreSQL (the replica li-sync keeps), read-write endpoint.
+    fn li_postgres(&self) -> HostPort;
+    /// li-sync's HTTP listener (status, /metrics, /health).
+    fn li_sync(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
     /// The URL clients use (Synapse's `public_baseurl`).
     fn public_base_url(&self, config: &Config) -> String {
@@ -118,6 +122,7 @@ pub const ROUTER_PORT: u16 = 8080;
 pub const ROUTER_STATS_PORT: u16 = 8404;
 pub const CONTENT_SCANNER_PORT: u16 = 8090;
 pub const CLAMD_PORT: u16 = 3310;
+pub const LI_SYNC_PORT: u16 = 8091;
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -131,6 +136,8 @@ pub const VALKEY_MASTER: &str = "valkey-master";
 pub const ROUTER: &str = "synapse-router";
 pub const CONTENT_SCANNER: &str = "content-scanner";
 pub const CLAMAV: &str = "clamav";
+pub const LI_POSTGRES_CLUSTER: &str = "li-pg";
+pub const LI_SYNC: &str = "li-sync";
 
 impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
@@ -235,6 +242,18 @@ impl Addressing for KubernetesAddressing {
             port: CLAMD_PORT,
         }
     }
+    fn li_postgres(&self) -> HostPort {
+        HostPort {
+            host: self.svc(&format!("{LI_POSTGRES_CLUSTER}-rw")),
+            port: POSTGRES_PORT,
+        }
+    }
+    fn li_sync(&self) -> HostPort {
+        HostPort {
+            host: self.svc(LI_SYNC),
+            port: LI_SYNC_PORT,
+        }
+    }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
     }
@@ -305,6 +324,12 @@ impl Addressing for LocalAddressing {
     }
     fn clamd(&self) -> HostPort {
         self.infra(17)
+    }
+    fn li_postgres(&self) -> HostPort {
+        self.infra(18)
+    }
+    fn li_sync(&self) -> HostPort {
+        self.infra(19)
     }
     fn postgres(&self) -> HostPort {
         self.infra(2)

@@ -9,6 +9,7 @@ pub mod antivirus;
 pub mod budget;
 pub mod flows;
 pub mod haproxy;
+pub mod li;
 pub mod routing;
 pub mod sizing;
 pub mod synapse;

@@ -1,0 +1,197 @@
+//! The lawful-intercept data path: the replica, the roles, the publication and li-sync's config.
+//!
+//! Names here are shared by the Kubernetes render (CloudNativePG roles, Publication, Subscription,
+//! NetworkPolicies) and the local runner, so both build the same replica.
+
+use serde_json::{json, Value};
+
+use crate::addressing::Addressing;
+use crate::synapse::DATABASE_NAME;
+use crate::Topology;
+
+/// Role on main that the replica subscribes with: LOGIN REPLICATION and SELECT, no write grant.
+pub const REPLICATION_ROLE: &str = "li_replicator";
+/// Role on the LI cluster that li-sync uses (owns the replica database and its history).
+pub const LI_ROLE: &str = "li_sync";
+/// The replica database on the LI cluster.
+pub const LI_DATABASE: &str = "synapse_li";
+/// The LI browsing stack's working copy, refreshed from the replica (never replicated into).
+pub const WORKING_COPY_DATABASE: &str = "synapse_li_work";
+pub const PUBLICATION: &str = "mxstack_li";
+pub const SUBSCRIPTION: &str = "mxstack_li";
+/// Schema on main (replica identity function, event trigger) and on the replica (history).
+pub const LI_SCHEMA: &str = "mxstack_li";
+
+/// Environment variables li-sync reads its credentials from (never from its config file).
+pub const ENV_MAIN_PASSWORD: &str = "MXSTACK_LI_MAIN_PASSWORD";
+pub const ENV_LI_PASSWORD: &str = "MXSTACK_LI_DB_PASSWORD";
+pub const ENV_S3_ACCESS_KEY: &str = "MXSTACK_LI_S3_ACCESS_KEY";
+pub const ENV_S3_SECRET_KEY: &str = "MXSTACK_LI_S3_SECRET_KEY";
+
+/// li-sync's config file (no secrets: passwords and keys come from the environment).
+///
+/// `subscription_main` is main as the LI PostgreSQL reaches it (the subscription's conninfo);
+/// `main` is main as li-sync reaches it. They are the same address on both targets today.
+pub fn li_sync_config(t: &Topology, addr: &dyn Addressing, listen: &str) -> Value {
+    let config = &t.config;
+    let main = addr.postgres();
+    let li = addr.li_postgres();
+    json!({
+        "listen": listen,
+        "mode": config.li.sync.as_str(),
+        "main": {
+            "host": main.host,
+            "port": main.port,
+            "dbname": DATABASE_NAME,
+            "user": REPLICATION_ROLE,
+            "password_env": ENV_MAIN_PASSWORD,
+        },
+        "replica": {
+            "host": li.host,
+            "port": li.port,
+            "dbname": LI_DATABASE,
+            "user": LI_ROLE,
+            "password_env": ENV_LI_PASSWORD,
+        },
+        "subscription": {
+            "name": SUBSCRIPTION,
+            "publication": PUBLICATION,
+            "main_host": main.host,
+            "main_port": main.port,
+        },
+        "media": {
+            "endpoint": addr.s3_endpoint(),
+            "region": config.media.region,
+            "main_bucket": config.media.bucket,
+            "li_bucket": config.li.media_bucket(&config.media),
+            "access_key_env": ENV_S3_ACCESS_KEY,
+            "secret_key_env": ENV_S3_SECRET_KEY,
+            "interval_secs": 10,
+        },
+        "schema_check_interval_secs": 5,
+        "status_interval_secs": 1,
+    })
+}
+
+/// Tables whose rows are bookkeeping rewritten every few seconds (locks, stream positions,
+/// background-update progress). The replica mirrors them, but their UPDATEs are not kept in
+/// history: they carry no user content and would grow the history without bound.
+pub const HISTORY_SKIPS_UPDATES_OF: [&str; 4] = [
+    "worker_locks",
+    "worker_read_write_locks",
+    "stream_positions",
+    "background_updates",
+];
+
+/// The SQL main needs, run once as a superuser (CloudNativePG `postInitApplicationSQL` on a new
+/// cluster, `mxstack li prepare-main` on an existing one, `postgres-setup` locally). Idempotent.
+///
+/// Order matters: every table gets a usable replica identity and the event trigger is in place
+/// before the FOR ALL TABLES publication exists, because from that moment an UPDATE or DELETE on
+/// a table without one fails on main (FACTS: that breaks Synapse). `replication_password` is
+/// `None` where the operator manages the role (CloudNativePG `managed.roles`).
+pub fn main_setup_sql(synapse_owner: &str, replication_password: Option<&str>) -> String {
+    let role = REPLICATION_ROLE;
+    let schema = LI_SCHEMA;
+    let db = DATABASE_NAME;
+    let publication = PUBLICATION;
+    let password = match replication_password {
+        Some(pw) => format!("ALTER ROLE {role} WITH PASSWORD '{}';\n", pw.replace('\'', "''")),
+        None => String::new(),
+    };
+    format!(
+        r#"CREATE SCHEMA IF NOT EXISTS {schema};
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+
+-- Primary key, else a unique, non-partial, non-expression index on NOT NULL columns, else FULL.
+-- Returns how many tables it changed. Runs as its owner (a superuser) so that it may alter
+-- tables whatever role ran the DDL; search_path is pinned.
+CREATE OR REPLACE FUNCTION {schema}.ensure_replica_identity() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+  t record;
+  usable_index name;
+  changed integer := 0;
+BEGIN
+  FOR t IN
+    SELECT c.oid, c.relname, c.relreplident,
+           EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+           EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ident_index
+    FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+    WHERE ns.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  LOOP
+    CONTINUE WHEN t.relreplident = 'd' AND t.has_pk;
+    CONTINUE WHEN t.relreplident = 'i' AND t.has_ident_index;
+    IF t.has_pk THEN
+      EXECUTE format('ALTER TABLE public.%I REPLICA IDENTITY DEFAULT', t.relname);
+      changed := changed + 1;
+      CONTINUE;
+    END IF;
+    SELECT ic.relname INTO usable_index
+    FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+    WHERE i.indrelid = t.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
+      AND i.indpred IS NULL AND i.indexprs IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM unnest(i.indkey[0:i.indnkeyatts - 1]) AS k(attnum)
+        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+        WHERE NOT a.attnotnull)
+    ORDER BY i.indnkeyatts, ic.relname
+    LIMIT 1;
+    IF usable_index IS NOT NULL THEN
+      EXECUTE format('ALTER TABLE public.%I REPLICA IDENTITY USING INDEX %I', t.relname, usable_index);
+      changed := changed + 1;
+    ELSIF t.relreplident <> 'f' THEN
+      EXECUTE format('ALTER TABLE public.%I REPLICA IDENTITY FULL', t.relname);
+      changed := changed + 1;
+    END IF;
+  END LOOP;
+  RETURN changed;
+END
+$fn$;
+
+-- Tables and indexes created or dropped by later Synapse migrations get an identity at once.
+-- A failure here must never fail Synapse's migration: it becomes a warning, and li-sync reports
+-- any table left without a usable identity.
+CREATE OR REPLACE FUNCTION {schema}.on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+BEGIN
+  PERFORM {schema}.ensure_replica_identity();
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'mxstack_li: replica identity not set: %', SQLERRM;
+END
+$fn$;
+REVOKE ALL ON FUNCTION {schema}.ensure_replica_identity() FROM PUBLIC;
+REVOKE ALL ON FUNCTION {schema}.on_ddl() FROM PUBLIC;
+
+SELECT {schema}.ensure_replica_identity();
+DROP EVENT TRIGGER IF EXISTS mxstack_li_replica_identity;
+CREATE EVENT TRIGGER mxstack_li_replica_identity ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX')
+  EXECUTE FUNCTION {schema}.on_ddl();
+
+-- The replica's role: log in, replicate, read. No write grant anywhere.
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+    CREATE ROLE {role} LOGIN REPLICATION;
+  END IF;
+END $do$;
+ALTER ROLE {role} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+{password}GRANT CONNECT ON DATABASE {db} TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
+ALTER DEFAULT PRIVILEGES FOR ROLE {synapse_owner} IN SCHEMA public GRANT SELECT ON TABLES TO {role};
+ALTER DEFAULT PRIVILEGES FOR ROLE {synapse_owner} IN SCHEMA public GRANT SELECT ON SEQUENCES TO {role};
+GRANT pg_read_all_stats TO {role};
+
+-- Last: from here on every UPDATE/DELETE needs the identities set above. TRUNCATE is published
+-- so the replica never keeps rows main has re-inserted (user directory rebuilds); the replica's
+-- history trigger keeps the truncated rows.
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = '{publication}') THEN
+    CREATE PUBLICATION {publication} FOR ALL TABLES WITH (publish = 'insert, update, delete, truncate');
+  END IF;
+END $do$;
+"#
+    )
+}
