@@ -93,7 +93,7 @@ def stack():
     # PostgreSQL runs as the postgres user, so the state directory must be reachable by it.
     base = Path(tempfile.mkdtemp(prefix="mxstack-e2e-", dir=os.environ.get("MXSTACK_E2E_DIR", "/var/tmp")))
     base.chmod(0o755)
-    run("init", "--domain", "e2e.mxstack.test", "--scale", "1k", "--features", "antivirus,monitoring", "--dir", str(base))
+    run("init", "--domain", "e2e.mxstack.test", "--scale", "1k", "--features", "antivirus,monitoring,li", "--dir", str(base))
     port = os.environ.get("MXSTACK_E2E_PORT", "19000")
     # Two processes per scalable worker group, so sticky routing has a choice to make.
     up = run("up", "--config", str(base / "mxstack.yaml"), "--base-port", port, "--replicas", "2", "--json", timeout=900)

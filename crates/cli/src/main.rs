@@ -1,6 +1,7 @@
 //! `mxstack`: a thin command-line layer over the spec, topology, checks and target crates.
 
 mod commands;
+mod li;
 mod local;
 mod schema_doc;
 
@@ -142,6 +143,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// The lawful-intercept data path: status, schema upgrades, preparing main.
+    Li {
+        #[command(subcommand)]
+        action: LiAction,
+    },
     /// Run one of mxstack's services (what the pods and `mxstack up` start).
     Serve {
         #[command(subcommand)]
@@ -174,6 +180,66 @@ enum ServeService {
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+    },
+    /// li-sync: keeps the LI replica's schema, subscription and history, copies media, serves
+    /// /status and /metrics (crates/li-sync/README.md).
+    LiSync {
+        /// li-sync's config file (rendered by `mxstack render`, written by `mxstack up`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Where an `mxstack li` command finds li-sync's config and credentials.
+#[derive(clap::Args)]
+struct LiSource {
+    /// The stack's config (a stack started with `mxstack up`).
+    #[arg(long, required_unless_present = "li_sync_config")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// li-sync's own config file (inside a pod; credentials from the environment).
+    #[arg(long, conflicts_with = "config")]
+    li_sync_config: Option<PathBuf>,
+}
+
+impl LiSource {
+    fn target(self) -> li::LiTarget {
+        li::LiTarget {
+            config: self.config,
+            state: self.state,
+            secrets: self.secrets,
+            li_sync_config: self.li_sync_config,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum LiAction {
+    /// Subscription state, lag, apply errors, slot retention, schema, history, last media pass
+    /// and a row-count comparison of the main tables. Exit 2 when something needs attention.
+    Status {
+        #[command(flatten)]
+        source: LiSource,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply main's additive schema difference to the replica and refresh the subscription now
+    /// (li-sync also does this on its own within seconds of a Synapse migration).
+    UpgradeSchema {
+        #[command(flatten)]
+        source: LiSource,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prepare main for logical replication as its superuser (replica identities, event trigger,
+    /// read-only replication role grants, publication). Idempotent; the Kubernetes Job runs it.
+    /// The superuser comes from MXSTACK_LI_MAIN_ADMIN_USER / MXSTACK_LI_MAIN_ADMIN_PASSWORD.
+    PrepareMain {
+        #[arg(long)]
+        li_sync_config: PathBuf,
     },
 }
 
@@ -290,6 +356,14 @@ fn main() -> ExitCode {
         Command::Serve {
             service: ServeService::ContentScanner { config, threads },
         } => mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS),
+        Command::Serve {
+            service: ServeService::LiSync { config },
+        } => mxstack_li_sync::serve(&config).map(|()| ExitCode::SUCCESS),
+        Command::Li { action } => match action {
+            LiAction::Status { source, json } => li::status(&source.target(), json),
+            LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
+            LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
+        },
         Command::Supervise {
             config,
             state,

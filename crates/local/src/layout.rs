@@ -27,6 +27,10 @@ impl StateLayout {
     pub fn postgres_data(&self) -> PathBuf {
         self.root.join("postgres/data")
     }
+    /// The LI replica's cluster (inside the directory handed to the postgres user).
+    pub fn li_postgres_data(&self) -> PathBuf {
+        self.root.join("postgres/li-data")
+    }
     pub fn sockets(&self) -> PathBuf {
         self.root.join("run")
     }

@@ -9,6 +9,7 @@ use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Se
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
 use mxstack_topology::antivirus;
 use mxstack_topology::haproxy::{self, Resolution};
+use mxstack_topology::li;
 use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
 use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
 use serde::Serialize;
@@ -310,13 +311,25 @@ impl LocalPlan {
         }
 
         // --- SeaweedFS S3 identity (the one set of S3 credentials, as in Kubernetes).
-        let s3_config = serde_json::json!({
-            "identities": [{
-                "name": "mxstack",
-                "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]
-            }]
-        });
+        let mut identities = vec![serde_json::json!({
+            "name": "mxstack",
+            "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        })];
+        let li_bucket = config.li.media_bucket(&config.media);
+        if t.has(Feature::Li) {
+            // li-sync reads main's bucket and writes the LI bucket; it can delete nothing.
+            let main_bucket = &config.media.bucket;
+            identities.push(serde_json::json!({
+                "name": "li-sync",
+                "credentials": [{ "accessKey": secrets.get(SecretName::LiS3AccessKey), "secretKey": secrets.get(SecretName::LiS3SecretKey) }],
+                "actions": [
+                    format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
+                    format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
+                ]
+            }));
+        }
+        let s3_config = serde_json::json!({ "identities": identities });
         files.push(file(
             layout.seaweedfs_dir().join("s3.json"),
             s3_config.to_string(),
@@ -563,8 +576,14 @@ impl LocalPlan {
             programs.weed.display()
         );
         let script = format!(
-            "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {} {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
-            config.media.bucket, config.backup.bucket
+            "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
+            {
+                let mut buckets = vec![config.media.bucket.clone(), config.backup.bucket.clone()];
+                if t.has(Feature::Li) {
+                    buckets.push(li_bucket.clone());
+                }
+                buckets.join(" ")
+            }
         );
         services.push(Service {
             name: "seaweedfs-buckets".into(),
@@ -631,11 +650,16 @@ impl LocalPlan {
                 }
             };
             let after = if p.is_main() {
-                vec![
-                    "postgres-setup".into(),
+                let mut after = vec![
+                    "postgres-setup".to_string(),
                     "valkey-master".into(),
                     "seaweedfs-buckets".into(),
-                ]
+                ];
+                if t.has(Feature::Li) {
+                    // The event trigger must exist before Synapse creates its tables.
+                    after.push("li-prepare-main".into());
+                }
+                after
             } else {
                 vec!["synapse-main".into()]
             };
@@ -794,6 +818,17 @@ impl LocalPlan {
             });
             router_after.push("content-scanner".into());
         }
+        if t.has(Feature::Li) {
+            li_services(
+                &t,
+                &addr,
+                layout,
+                programs,
+                secrets,
+                &mut files,
+                &mut services,
+            );
+        }
         let router_port = addr.router().port;
         services.push(Service {
             name: "router".into(),
@@ -868,4 +903,190 @@ impl LocalPlan {
         order.sort_by_key(|s| rank[s.name.as_str()]);
         order
     }
+}
+
+/// The lawful-intercept data path on this machine: a second PostgreSQL cluster (the replica),
+/// main prepared for logical replication, and li-sync (schema, subscription, history, media).
+fn li_services(
+    t: &Topology,
+    addr: &LocalAddressing,
+    layout: &StateLayout,
+    programs: &Programs,
+    secrets: &Secrets,
+    files: &mut Vec<GeneratedFile>,
+    services: &mut Vec<Service>,
+) {
+    let pg = addr.postgres();
+    let li_pg = addr.li_postgres();
+    let data = layout.li_postgres_data();
+    let psql = |name: &str, port: u16, db: &str, sql: String, after: &str| Service {
+        name: name.into(),
+        program: programs.pg_bin.join("psql"),
+        args: vec![
+            "-X".into(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-h".into(),
+            layout.sockets().display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            db.into(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: Some(sql),
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Exited,
+        after: vec![after.into()],
+        one_shot: true,
+        port: None,
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    };
+    // Main: identities, event trigger, the read-only replication role, the publication. Before
+    // Synapse starts, so every table Synapse creates gets its identity from the event trigger.
+    services.push(psql(
+        "li-prepare-main",
+        pg.port,
+        DATABASE_NAME,
+        li::main_setup_sql(
+            DATABASE_USER,
+            Some(secrets.get(SecretName::LiReplicationPassword)),
+        ),
+        "postgres-setup",
+    ));
+    services.push(Service {
+        name: "postgres-li-init".into(),
+        program: programs.pg_bin.join("initdb"),
+        args: vec![
+            "-D".into(),
+            data.display().to_string(),
+            "--username=postgres".into(),
+            "--auth-local=peer".into(),
+            "--auth-host=scram-sha-256".into(),
+            "--encoding=UTF8".into(),
+            "--locale=C".into(),
+            format!(
+                "--pwfile={}",
+                layout.root.join("postgres/initdb-password").display()
+            ),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Exited,
+        after: vec![],
+        one_shot: true,
+        port: None,
+        skip_if_exists: Some(data.join("PG_VERSION")),
+        stop_grace_secs: 20,
+    });
+    services.push(Service {
+        name: "postgres-li".into(),
+        program: programs.pg_bin.join("postgres"),
+        args: vec![
+            "-D".into(),
+            data.display().to_string(),
+            "-p".into(),
+            li_pg.port.to_string(),
+            "-k".into(),
+            layout.sockets().display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "max_connections=50".into(),
+            "-c".into(),
+            "shared_buffers=128MB".into(),
+            // Quick retries after the replica was down or a table was missing.
+            "-c".into(),
+            "wal_retrieve_retry_interval=1s".into(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Tcp { port: li_pg.port },
+        after: vec!["postgres-li-init".into()],
+        one_shot: false,
+        port: Some(li_pg.port),
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    });
+    // li-sync owns the LI cluster (CREATE SUBSCRIPTION needs a superuser on PostgreSQL 15).
+    services.push(psql(
+        "postgres-li-setup",
+        li_pg.port,
+        "postgres",
+        format!(
+            "SELECT 'CREATE ROLE {u} LOGIN SUPERUSER' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}')\\gexec\n\
+             ALTER ROLE {u} WITH LOGIN SUPERUSER PASSWORD '{pw}';\n\
+             SELECT 'CREATE DATABASE {d} OWNER {u} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
+             WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n",
+            u = li::LI_ROLE,
+            d = li::LI_DATABASE,
+            pw = secrets.get(SecretName::LiDbPassword)
+        ),
+        "postgres-li",
+    ));
+    let dir = layout.root.join("li-sync");
+    let config_path = dir.join("li-sync.yaml");
+    let listen = addr.li_sync();
+    files.push(file(
+        config_path.clone(),
+        synapse::to_yaml(&li::li_sync_config(t, addr, &listen.to_string())),
+        0o644,
+    ));
+    let env = vec![
+        (
+            li::ENV_MAIN_PASSWORD.to_string(),
+            secrets.get(SecretName::LiReplicationPassword).to_string(),
+        ),
+        (
+            li::ENV_LI_PASSWORD.to_string(),
+            secrets.get(SecretName::LiDbPassword).to_string(),
+        ),
+        (
+            li::ENV_S3_ACCESS_KEY.to_string(),
+            secrets.get(SecretName::LiS3AccessKey).to_string(),
+        ),
+        (
+            li::ENV_S3_SECRET_KEY.to_string(),
+            secrets.get(SecretName::LiS3SecretKey).to_string(),
+        ),
+    ];
+    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
+    services.push(Service {
+        name: "li-sync".into(),
+        program: programs.mxstack.clone(),
+        args: vec![
+            "serve".into(),
+            "li-sync".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ],
+        env,
+        secret_env,
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: listen.port,
+            path: "/health".into(),
+        },
+        // After main exists (Synapse creates the schema the replica copies).
+        after: vec![
+            "postgres-li-setup".into(),
+            "li-prepare-main".into(),
+            "synapse-main".into(),
+            "seaweedfs-buckets".into(),
+        ],
+        one_shot: false,
+        port: Some(listen.port),
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    });
 }

@@ -96,7 +96,10 @@ pub fn main_setup_sql(synapse_owner: &str, replication_password: Option<&str>) -
     let db = DATABASE_NAME;
     let publication = PUBLICATION;
     let password = match replication_password {
-        Some(pw) => format!("ALTER ROLE {role} WITH PASSWORD '{}';\n", pw.replace('\'', "''")),
+        Some(pw) => format!(
+            "ALTER ROLE {role} WITH PASSWORD '{}';\n",
+            pw.replace('\'', "''")
+        ),
         None => String::new(),
     };
     format!(
@@ -119,6 +122,7 @@ BEGIN
            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ident_index
     FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
     WHERE ns.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND c.relpersistence = 'p'
   LOOP
     CONTINUE WHEN t.relreplident = 'd' AND t.has_pk;
     CONTINUE WHEN t.relreplident = 'i' AND t.has_ident_index;
@@ -152,9 +156,30 @@ $fn$;
 -- Tables and indexes created or dropped by later Synapse migrations get an identity at once.
 -- A failure here must never fail Synapse's migration: it becomes a warning, and li-sync reports
 -- any table left without a usable identity.
+--
+-- It also records every table created in `public` with its columns: Synapse creates scratch
+-- tables and drops them minutes later, and if one is gone before li-sync copies it, the replica
+-- stalls on "target relation does not exist". UNLOGGED: never published, nothing to replicate.
+CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.created_tables (
+  table_name text PRIMARY KEY,
+  columns jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
 CREATE OR REPLACE FUNCTION {schema}.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+  cmd record;
 BEGIN
+  FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
+             WHERE command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') AND schema_name = 'public'
+  LOOP
+    INSERT INTO {schema}.created_tables (table_name, columns)
+    SELECT c.relname, jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE c.oid = cmd.objid AND c.relkind = 'r' AND c.relpersistence = 'p'
+     GROUP BY c.relname
+    ON CONFLICT (table_name) DO UPDATE SET columns = EXCLUDED.columns, created_at = pg_catalog.now();
+  END LOOP;
   PERFORM {schema}.ensure_replica_identity();
 EXCEPTION WHEN OTHERS THEN
   RAISE WARNING 'mxstack_li: replica identity not set: %', SQLERRM;
@@ -183,6 +208,8 @@ GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
 ALTER DEFAULT PRIVILEGES FOR ROLE {synapse_owner} IN SCHEMA public GRANT SELECT ON TABLES TO {role};
 ALTER DEFAULT PRIVILEGES FOR ROLE {synapse_owner} IN SCHEMA public GRANT SELECT ON SEQUENCES TO {role};
 GRANT pg_read_all_stats TO {role};
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT ON {schema}.created_tables TO {role};
 
 -- Last: from here on every UPDATE/DELETE needs the identities set above. TRUNCATE is published
 -- so the replica never keeps rows main has re-inserted (user directory rebuilds); the replica's

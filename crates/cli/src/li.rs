@@ -1,0 +1,209 @@
+//! `mxstack li ...`: the lawful-intercept data path (crates/li-sync).
+//!
+//! Every command takes either `--config mxstack.yaml` (a stack started by `mxstack up`: li-sync's
+//! config file and credentials come from its state directory and secrets.yaml) or
+//! `--li-sync-config FILE` (inside a pod, where the credentials are in the environment).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use mxstack_li_sync::config::LiSyncConfig;
+use mxstack_li_sync::status::LiStatus;
+use mxstack_spec::{SecretName, Secrets};
+use mxstack_topology::li;
+
+use crate::local::Target;
+
+type CmdResult = Result<ExitCode, String>;
+
+/// Where li-sync's config and credentials come from.
+pub struct LiTarget {
+    pub config: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub secrets: Option<PathBuf>,
+    pub li_sync_config: Option<PathBuf>,
+}
+
+impl LiTarget {
+    fn load(&self) -> Result<LiSyncConfig, String> {
+        if let Some(path) = &self.li_sync_config {
+            return LiSyncConfig::load(path).map_err(|e| e.0);
+        }
+        let Some(config) = &self.config else {
+            return Err(
+                "give --config mxstack.yaml (a local stack) or --li-sync-config FILE (in a pod)"
+                    .into(),
+            );
+        };
+        let t = Target::new(config, self.state.as_deref(), self.secrets.as_deref());
+        let path = t.layout.root.join("li-sync/li-sync.yaml");
+        if !path.exists() {
+            return Err(format!(
+                "{} does not exist: is feature `li` on and the stack started with `mxstack up --config {}`?",
+                path.display(),
+                config.display()
+            ));
+        }
+        let secrets = Secrets::load(&t.secrets).map_err(|e| e.to_string())?;
+        for (env, name) in [
+            (li::ENV_MAIN_PASSWORD, SecretName::LiReplicationPassword),
+            (li::ENV_LI_PASSWORD, SecretName::LiDbPassword),
+            (li::ENV_S3_ACCESS_KEY, SecretName::LiS3AccessKey),
+            (li::ENV_S3_SECRET_KEY, SecretName::LiS3SecretKey),
+        ] {
+            // Single-threaded here: no other thread reads the environment yet.
+            std::env::set_var(env, secrets.get(name));
+        }
+        LiSyncConfig::load(&path).map_err(|e| e.0)
+    }
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Problems that make the replica untrustworthy right now (empty = healthy).
+pub fn problems(s: &LiStatus) -> Vec<String> {
+    let mut p = Vec::new();
+    if s.mode == "logical" {
+        if !s.subscribed {
+            p.push("no subscription yet (li-sync creates it after copying the schema)".into());
+        } else if !s.subscription_enabled {
+            p.push("the subscription is disabled".into());
+        } else if !s.apply_worker_running {
+            p.push("the apply worker is not running (see the LI PostgreSQL log)".into());
+        }
+        if !s.tables_syncing.is_empty() {
+            p.push(format!(
+                "{} tables in their initial copy",
+                s.tables_syncing.len()
+            ));
+        }
+        if s.schema_behind {
+            p.push("main has schema the replica lacks (li-sync applies it; or run `mxstack li upgrade-schema`)".into());
+        }
+        if s.lag_seconds.is_some_and(|l| l > 5.0) {
+            p.push(format!("lag {:.1} s", s.lag_seconds.unwrap_or(0.0)));
+        }
+    }
+    if !s.tables_without_identity.is_empty() {
+        p.push(format!(
+            "tables on main without replica identity (UPDATE/DELETE on them fail): {}",
+            s.tables_without_identity.join(", ")
+        ));
+    }
+    p
+}
+
+pub fn status(t: &LiTarget, json: bool) -> CmdResult {
+    let config = t.load()?;
+    let s = mxstack_li_sync::status(&config, true)?;
+    let problems = problems(&s);
+    if json {
+        let mut v = serde_json::to_value(&s).expect("status");
+        v["healthy"] = problems.is_empty().into();
+        v["problems"] = problems.clone().into();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!("LI replica ({} mode)", s.mode);
+        if s.mode == "logical" {
+            println!(
+                "subscription: {}",
+                match (s.subscribed, s.subscription_enabled, s.apply_worker_running) {
+                    (false, _, _) => "not created",
+                    (true, false, _) => "disabled",
+                    (true, true, false) => "enabled, apply worker not running",
+                    (true, true, true) => "enabled, apply worker running",
+                }
+            );
+            println!(
+                "lag: {} s, {} behind; slot retains {} on main (slot {})",
+                s.lag_seconds
+                    .map(|l| format!("{l:.2}"))
+                    .unwrap_or_else(|| "unknown".into()),
+                s.lag_bytes.map(mib).unwrap_or_else(|| "-".into()),
+                s.slot_retained_bytes.map(mib).unwrap_or_else(|| "-".into()),
+                if s.slot_active { "active" } else { "inactive" }
+            );
+            println!(
+                "apply errors: {}, initial-copy errors: {}, tables in initial copy: {}",
+                s.apply_errors,
+                s.sync_errors,
+                s.tables_syncing.len()
+            );
+            println!(
+                "schema: {}; {} upgrades applied",
+                if s.schema_behind {
+                    "behind main"
+                } else {
+                    "in step with main"
+                },
+                s.schema_upgrades
+            );
+        }
+        println!("history: {} rows kept", s.history_rows);
+        match &s.media {
+            Some(m) => println!(
+                "media: last pass at unix {:.0}: {} listed, {} copied, {} errors, {} left",
+                m.finished_at_unix, m.listed, m.copied, m.errors, m.backlog
+            ),
+            None => println!("media: no pass yet"),
+        }
+        println!("{:<26} {:>12} {:>12}", "table", "main", "replica");
+        for c in &s.counts {
+            let mark = if c.main == c.replica {
+                ""
+            } else {
+                "  (differs)"
+            };
+            println!("{:<26} {:>12} {:>12}{mark}", c.table, c.main, c.replica);
+        }
+        if problems.is_empty() {
+            println!("healthy");
+        } else {
+            for p in &problems {
+                println!("problem: {p}");
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+pub fn upgrade_schema(t: &LiTarget, json: bool) -> CmdResult {
+    let config = t.load()?;
+    let r = mxstack_li_sync::upgrade_schema(&config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+    } else {
+        println!(
+            "replica in step with main: {} new tables{}, {} statements applied, {} history triggers added, publication {}",
+            r.new_tables.len(),
+            if r.new_tables.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.new_tables.join(", "))
+            },
+            r.statements.len(),
+            r.history_triggers_added,
+            if r.refreshed { "refreshed" } else { "unchanged" }
+        );
+        for n in &r.not_applied {
+            println!("not applied (needs an operator): {n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prepare_main(li_sync_config: &Path) -> CmdResult {
+    let config = LiSyncConfig::load(li_sync_config).map_err(|e| e.0)?;
+    mxstack_li_sync::prepare_main(&config, mxstack_topology::synapse::DATABASE_USER)?;
+    println!(
+        "main prepared: replica identities set, event trigger installed, role {} can replicate and read, publication {} exists",
+        config.main.user, config.subscription.publication
+    );
+    Ok(ExitCode::SUCCESS)
+}

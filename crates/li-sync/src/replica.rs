@@ -1,0 +1,355 @@
+//! The replica: schema copied before subscribing, history triggers, the subscription, upgrades.
+//!
+//! Order on a new replica: (1) copy main's schema, (2) install the history tables and the
+//! ENABLE ALWAYS triggers, (3) create the subscription (initial copy, then streaming). On every
+//! schema check afterwards the additive difference is applied, history triggers are added to new
+//! tables, and `ALTER SUBSCRIPTION ... REFRESH PUBLICATION` picks the new tables up with their
+//! initial copy. The slot on main holds every change until the replica confirms it, so a stall
+//! while a table is missing loses nothing, and a refresh copies each new table exactly once.
+
+use mxstack_topology::li::{HISTORY_SKIPS_UPDATES_OF, LI_SCHEMA};
+use tokio_postgres::Client;
+
+use crate::config::LiSyncConfig;
+use crate::schema::{diff, ident, literal, qualified, Schema, SchemaDiff};
+
+#[derive(Debug)]
+pub struct ReplicaError(pub String);
+
+impl std::fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ReplicaError {}
+
+impl From<tokio_postgres::Error> for ReplicaError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The database's own message (never contains a password) with its detail.
+        match e.as_db_error() {
+            Some(db) => ReplicaError(format!("{}: {}", db.severity(), db.message())),
+            None => ReplicaError(e.to_string()),
+        }
+    }
+}
+
+/// History of every row the replica saw deleted, truncated or rewritten. Generic (one JSON row
+/// per change) so a Synapse migration never needs a history migration.
+pub fn history_setup_sql() -> String {
+    let s = LI_SCHEMA;
+    let skip = HISTORY_SKIPS_UPDATES_OF
+        .iter()
+        .map(|t| literal(t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.row_history (
+    id bigserial PRIMARY KEY,
+    table_name text NOT NULL,
+    operation text NOT NULL CHECK (operation IN ('UPDATE', 'DELETE', 'TRUNCATE')),
+    recorded_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    old_row jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS row_history_by_table ON {s}.row_history (table_name, recorded_at);
+CREATE TABLE IF NOT EXISTS {s}.schema_upgrades (
+    id bigserial PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    new_tables text[] NOT NULL,
+    statements text[] NOT NULL
+);
+-- Runs in the apply worker, whose search_path is empty: every name is schema-qualified.
+CREATE OR REPLACE FUNCTION {s}.keep_row_history() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+DECLARE
+  old_row jsonb := pg_catalog.to_jsonb(OLD);
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF old_row = pg_catalog.to_jsonb(NEW) THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  INSERT INTO {s}.row_history (table_name, operation, old_row) VALUES (TG_TABLE_NAME, TG_OP, old_row);
+  RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.keep_truncated_rows() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+  EXECUTE pg_catalog.format(
+    'INSERT INTO {s}.row_history (table_name, operation, old_row) SELECT %L, %L, pg_catalog.to_jsonb(t) FROM %I.%I AS t',
+    TG_TABLE_NAME, 'TRUNCATE', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  RETURN NULL;
+END
+$fn$;
+-- Idempotent: adds the triggers a table lacks, ENABLE ALWAYS so the apply worker fires them.
+CREATE OR REPLACE FUNCTION {s}.install_history_triggers() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+DECLARE
+  t record;
+  n integer := 0;
+BEGIN
+  FOR t IN
+    SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE ns.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t.oid AND tgname = 'mxstack_li_history') THEN
+      IF t.relname IN ({skip}) THEN
+        EXECUTE pg_catalog.format('CREATE TRIGGER mxstack_li_history AFTER DELETE ON public.%I FOR EACH ROW EXECUTE FUNCTION {s}.keep_row_history()', t.relname);
+      ELSE
+        EXECUTE pg_catalog.format('CREATE TRIGGER mxstack_li_history AFTER UPDATE OR DELETE ON public.%I FOR EACH ROW EXECUTE FUNCTION {s}.keep_row_history()', t.relname);
+      END IF;
+      EXECUTE pg_catalog.format('ALTER TABLE public.%I ENABLE ALWAYS TRIGGER mxstack_li_history', t.relname);
+      n := n + 1;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t.oid AND tgname = 'mxstack_li_truncate') THEN
+      EXECUTE pg_catalog.format('CREATE TRIGGER mxstack_li_truncate BEFORE TRUNCATE ON public.%I FOR EACH STATEMENT EXECUTE FUNCTION {s}.keep_truncated_rows()', t.relname);
+      EXECUTE pg_catalog.format('ALTER TABLE public.%I ENABLE ALWAYS TRIGGER mxstack_li_truncate', t.relname);
+    END IF;
+  END LOOP;
+  RETURN n;
+END
+$fn$;
+"#
+    )
+}
+
+/// What one pass over the replica did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UpgradeReport {
+    pub new_tables: Vec<String>,
+    pub statements: Vec<String>,
+    pub history_triggers_added: i32,
+    pub refreshed: bool,
+    pub not_applied: Vec<String>,
+}
+
+/// Run the main-side setup (replica identities, event trigger, role grants, publication) as a
+/// superuser of main. `replication_password` sets the role's password (local runs); the
+/// Kubernetes operator manages it otherwise.
+pub async fn prepare_main(
+    admin: &Client,
+    synapse_owner: &str,
+    replication_password: Option<&str>,
+) -> Result<(), ReplicaError> {
+    admin
+        .batch_execute(&mxstack_topology::li::main_setup_sql(
+            synapse_owner,
+            replication_password,
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Apply `d` in one transaction and record it, so a crash half-way leaves nothing half-done.
+async fn apply_diff(replica: &mut Client, d: &SchemaDiff) -> Result<(), ReplicaError> {
+    if d.is_empty() {
+        return Ok(());
+    }
+    let tx = replica.transaction().await?;
+    for stmt in &d.statements {
+        tx.batch_execute(stmt)
+            .await
+            .map_err(|e| ReplicaError(format!("{}\n  in: {stmt}", ReplicaError::from(e))))?;
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {LI_SCHEMA}.schema_upgrades (new_tables, statements) VALUES ($1, $2)"
+        ),
+        &[&d.new_tables, &d.statements],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn subscription_exists(replica: &Client, name: &str) -> Result<bool, ReplicaError> {
+    Ok(replica
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
+              WHERE s.subname = $1 AND d.datname = pg_catalog.current_database()",
+            &[&name],
+        )
+        .await?
+        .is_some())
+}
+
+/// Bring the replica up to main: schema, history, subscription (created once), refresh.
+/// Safe to run at any time and repeatedly; this is also `mxstack li upgrade-schema`.
+///
+/// `locker` is a second connection to the replica, used to hold new tables while they join the
+/// subscription.
+pub async fn sync_schema(
+    main: &Client,
+    replica: &mut Client,
+    locker: &mut Client,
+    config: &LiSyncConfig,
+    main_password: &str,
+) -> Result<UpgradeReport, ReplicaError> {
+    replica.batch_execute(&history_setup_sql()).await?;
+    let main_schema = Schema::read(main).await?;
+    let replica_schema = Schema::read(replica).await?;
+    let d = diff(&main_schema, &replica_schema);
+    let sub = &config.subscription;
+    let subscribed_new: Vec<&String> = d
+        .new_tables
+        .iter()
+        .filter(|t| main_schema.tables.contains_key(*t))
+        .collect();
+    let exists = subscription_exists(replica, &sub.name).await?;
+    if exists && !subscribed_new.is_empty() {
+        // No apply worker may see a new table before it is in the subscription (see below).
+        set_enabled(replica, &sub.name, false).await?;
+    }
+    apply_diff(replica, &d).await?;
+    let added: i32 = replica
+        .query_one(
+            &format!("SELECT {LI_SCHEMA}.install_history_triggers()"),
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut refreshed = false;
+    if !exists {
+        let conninfo = format!(
+            "host={} port={} dbname={} user={} password={} application_name={}",
+            sub.main_host,
+            sub.main_port,
+            config.main.dbname,
+            config.main.user,
+            main_password,
+            sub.name
+        );
+        // Not in a transaction block: it creates the slot on main.
+        replica
+            .batch_execute(&format!(
+                "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, streaming = on, slot_name = {})",
+                ident(&sub.name),
+                literal(&conninfo),
+                ident(&sub.publication),
+                literal(&sub.name),
+            ))
+            .await
+            .map_err(|e| {
+                ReplicaError(format!(
+                    "CREATE SUBSCRIPTION {} failed: {}",
+                    sub.name,
+                    ReplicaError::from(e)
+                ))
+            })?;
+    } else if !subscribed_new.is_empty() {
+        // A table created on main after the subscription: every change to it is still in the
+        // stream (the apply worker stops at the first one, "target relation does not exist"),
+        // so it joins with copy_data = false and is replayed change by change: inserts, then
+        // the UPDATEs and DELETEs the history keeps. A snapshot copy would lose those.
+        //
+        // PostgreSQL skips changes of a table that exists but is not yet in the subscription,
+        // so the apply worker must not touch the table between its creation and the refresh:
+        // a SHARE lock (held by `locker`) blocks the worker's ROW EXCLUSIVE open but not the
+        // refresh's ACCESS SHARE.
+        // The subscription was disabled before the tables were created; the lock is taken
+        // before it is enabled again.
+        let tables: Vec<String> = subscribed_new.iter().map(|t| qualified(t)).collect();
+        let locker_tx = locker.transaction().await?;
+        locker_tx
+            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
+            .await?;
+        set_enabled(replica, &sub.name, true).await?;
+        replica
+            .batch_execute(&format!(
+                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = false)",
+                ident(&sub.name)
+            ))
+            .await?;
+        locker_tx.commit().await?;
+        refreshed = true;
+    } else if has_unsubscribed_tables(main, replica).await? {
+        // A table on the replica the subscription never listed (li-sync stopped between
+        // creating and refreshing): its earlier changes were skipped, so copy its rows.
+        replica
+            .batch_execute(&format!(
+                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = true)",
+                ident(&sub.name)
+            ))
+            .await?;
+        refreshed = true;
+    }
+    Ok(UpgradeReport {
+        new_tables: d.new_tables,
+        statements: d.statements,
+        history_triggers_added: added,
+        refreshed,
+        not_applied: d.not_applied,
+    })
+}
+
+/// Enable or disable the subscription; on disable, wait until its apply worker has exited.
+async fn set_enabled(replica: &Client, name: &str, enabled: bool) -> Result<(), ReplicaError> {
+    replica
+        .batch_execute(&format!(
+            "ALTER SUBSCRIPTION {} {}",
+            ident(name),
+            if enabled { "ENABLE" } else { "DISABLE" }
+        ))
+        .await?;
+    if !enabled {
+        for _ in 0..200 {
+            let running = replica
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+                      WHERE s.subname = $1 AND w.pid IS NOT NULL",
+                    &[&name],
+                )
+                .await?
+                .is_some();
+            if !running {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        return Err(ReplicaError(format!(
+            "the apply worker of {name} did not stop within 10 s"
+        )));
+    }
+    Ok(())
+}
+
+/// True when main has a table the subscription does not know yet.
+async fn has_unsubscribed_tables(main: &Client, replica: &Client) -> Result<bool, ReplicaError> {
+    let names = |rows: Vec<tokio_postgres::Row>| -> std::collections::BTreeSet<String> {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    let published = names(
+        main.query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND c.relpersistence = 'p'",
+            &[],
+        )
+        .await?,
+    );
+    let subscribed = names(
+        replica
+            .query(
+                "SELECT c.relname::text FROM pg_catalog.pg_subscription_rel r
+                   JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public'",
+                &[],
+            )
+            .await?,
+    );
+    Ok(published.difference(&subscribed).next().is_some())
+}
+
+/// Quick check used by the daemon's loop: does the replica lack anything main has?
+pub async fn schema_behind(main: &Client, replica: &Client) -> Result<bool, ReplicaError> {
+    let d = diff(&Schema::read(main).await?, &Schema::read(replica).await?);
+    Ok(!d.is_empty() || has_unsubscribed_tables(main, replica).await?)
+}
+
+/// For tests and tools: the qualified name of a history-bearing table.
+pub fn table(name: &str) -> String {
+    qualified(name)
+}

@@ -1,0 +1,307 @@
+//! The state of the LI data path, read from both databases (nothing is written): subscription,
+//! lag, apply errors, slot retention, schema, history and media ledgers, table counts.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::LiSyncConfig;
+use crate::media::MediaSyncReport;
+use crate::replica::ReplicaError;
+use crate::schema::{qualified, Schema};
+
+/// The main tables whose row counts `mxstack li status` compares.
+pub const COUNTED_TABLES: [&str; 12] = [
+    "events",
+    "event_json",
+    "redactions",
+    "rooms",
+    "users",
+    "room_memberships",
+    "state_events",
+    "current_state_events",
+    "event_edges",
+    "receipts_linearized",
+    "local_media_repository",
+    "profiles",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCount {
+    pub table: String,
+    pub main: i64,
+    pub replica: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiStatus {
+    pub mode: String,
+    /// Whether the subscription exists on the replica.
+    pub subscribed: bool,
+    pub subscription_enabled: bool,
+    /// An apply worker is running (false while it restarts after an error).
+    pub apply_worker_running: bool,
+    /// Seconds the replica is behind: 0 when it has confirmed everything main has written,
+    /// else main's measured replay lag for the subscription.
+    pub lag_seconds: Option<f64>,
+    /// WAL main has written that the replica has not confirmed.
+    pub lag_bytes: Option<i64>,
+    /// WAL main keeps for the slot (what an outage of the replica costs on main's disk).
+    pub slot_retained_bytes: Option<i64>,
+    pub slot_active: bool,
+    pub apply_errors: i64,
+    pub sync_errors: i64,
+    /// Tables still in their initial copy.
+    pub tables_syncing: Vec<String>,
+    /// Tables on main an UPDATE/DELETE would fail on (should always be empty).
+    pub tables_without_identity: Vec<String>,
+    /// Main has tables or columns the replica lacks (li-sync applies them on its next check).
+    pub schema_behind: bool,
+    pub history_rows: i64,
+    pub schema_upgrades: i64,
+    pub media: Option<MediaSyncReport>,
+    pub counts: Vec<TableCount>,
+}
+
+async fn one_i64(db: &Client, sql: &str) -> Result<i64, ReplicaError> {
+    Ok(db.query_one(sql, &[]).await?.get(0))
+}
+
+async fn table_exists(db: &Client, schema: &str, table: &str) -> Result<bool, ReplicaError> {
+    Ok(db
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await?
+        .is_some())
+}
+
+/// Collect the status. `with_counts` adds the row-count comparison (a scan of each table).
+pub async fn collect(
+    main: &Client,
+    replica: &Client,
+    config: &LiSyncConfig,
+    with_counts: bool,
+) -> Result<LiStatus, ReplicaError> {
+    let sub = &config.subscription.name;
+    let mut s = LiStatus {
+        mode: format!("{:?}", config.mode).to_lowercase(),
+        ..LiStatus::default()
+    };
+    if let Some(row) = replica
+        .query_opt(
+            "SELECT s.subenabled,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w
+                             WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL),
+                    coalesce(st.apply_error_count, 0), coalesce(st.sync_error_count, 0)
+               FROM pg_catalog.pg_subscription s
+               LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid
+              WHERE s.subname = $1",
+            &[sub],
+        )
+        .await?
+    {
+        s.subscribed = true;
+        s.subscription_enabled = row.get(0);
+        s.apply_worker_running = row.get(1);
+        s.apply_errors = row.get(2);
+        s.sync_errors = row.get(3);
+        s.tables_syncing = replica
+            .query(
+                "SELECT c.relname::text FROM pg_catalog.pg_subscription_rel r
+                   JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                   JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+                  WHERE s.subname = $1 AND r.srsubstate <> 'r' ORDER BY 1",
+                &[sub],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    }
+    if let Some(row) = main
+        .query_opt(
+            "SELECT sl.active,
+                    pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.confirmed_flush_lsn)::bigint,
+                    pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.restart_lsn)::bigint,
+                    (SELECT extract(epoch FROM r.replay_lag)::float8 FROM pg_catalog.pg_stat_replication r
+                      WHERE r.application_name = sl.slot_name ORDER BY r.backend_start DESC LIMIT 1)
+               FROM pg_catalog.pg_replication_slots sl WHERE sl.slot_name = $1",
+            &[sub],
+        )
+        .await?
+    {
+        s.slot_active = row.get(0);
+        s.lag_bytes = row.get(1);
+        s.slot_retained_bytes = row.get(2);
+        let replay_lag: Option<f64> = row.get(3);
+        s.lag_seconds = match (s.lag_bytes, replay_lag) {
+            (Some(b), _) if b <= 0 => Some(0.0),
+            (_, Some(l)) => Some(l),
+            // Behind, but main has no measurement (no walsender): unknown, not zero.
+            _ => None,
+        };
+    }
+    let main_schema = Schema::read(main).await?;
+    s.tables_without_identity = main_schema.tables_without_identity();
+    s.schema_behind = crate::replica::schema_behind(main, replica).await?;
+    if table_exists(replica, "mxstack_li", "row_history").await? {
+        s.history_rows = one_i64(replica, "SELECT count(*) FROM mxstack_li.row_history").await?;
+        s.schema_upgrades =
+            one_i64(replica, "SELECT count(*) FROM mxstack_li.schema_upgrades").await?;
+    }
+    if table_exists(replica, "mxstack_li", "media_sync_runs").await? {
+        s.media = crate::media::last_run(replica)
+            .await
+            .map_err(|e| ReplicaError(e.to_string()))?;
+    }
+    if with_counts {
+        for table in COUNTED_TABLES {
+            if main_schema.tables.contains_key(table)
+                && table_exists(replica, "public", table).await?
+            {
+                let q = format!("SELECT count(*) FROM {}", qualified(table));
+                s.counts.push(TableCount {
+                    table: table.to_string(),
+                    main: one_i64(main, &q).await?,
+                    replica: one_i64(replica, &q).await?,
+                });
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Counters li-sync keeps between collections.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub schema_upgrades_applied: u64,
+    pub media_copied: u64,
+    pub media_copy_errors: u64,
+    pub collect_errors: u64,
+}
+
+/// Prometheus text exposition of a status.
+pub fn metrics_text(s: Option<&LiStatus>, c: &Counters) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "mxstack_li_up",
+        "1 when li-sync could read both databases on its last collection",
+        "gauge",
+        if s.is_some() { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "mxstack_li_collect_errors_total",
+        "Status collections that failed",
+        "counter",
+        c.collect_errors as f64,
+    );
+    gauge(
+        "mxstack_li_schema_upgrades_applied_total",
+        "Schema differences li-sync applied to the replica",
+        "counter",
+        c.schema_upgrades_applied as f64,
+    );
+    gauge(
+        "mxstack_li_media_copied_total",
+        "Media objects copied and verified",
+        "counter",
+        c.media_copied as f64,
+    );
+    gauge(
+        "mxstack_li_media_copy_errors_total",
+        "Media objects that failed to copy or verify (retried next pass)",
+        "counter",
+        c.media_copy_errors as f64,
+    );
+    if let Some(s) = s {
+        let b = |v: bool| if v { 1.0 } else { 0.0 };
+        gauge(
+            "mxstack_li_subscription_up",
+            "1 when the subscription exists, is enabled and its apply worker runs",
+            "gauge",
+            b(s.subscribed && s.subscription_enabled && s.apply_worker_running),
+        );
+        if let Some(l) = s.lag_seconds {
+            gauge(
+                "mxstack_li_lag_seconds",
+                "Replication lag in seconds",
+                "gauge",
+                l,
+            );
+        }
+        if let Some(l) = s.lag_bytes {
+            gauge(
+                "mxstack_li_lag_bytes",
+                "WAL bytes the replica has not confirmed",
+                "gauge",
+                l as f64,
+            );
+        }
+        if let Some(r) = s.slot_retained_bytes {
+            gauge(
+                "mxstack_li_slot_retained_bytes",
+                "WAL bytes main retains for the LI slot",
+                "gauge",
+                r as f64,
+            );
+        }
+        gauge(
+            "mxstack_li_apply_errors_total",
+            "Apply errors of the subscription (pg_stat_subscription_stats)",
+            "counter",
+            s.apply_errors as f64,
+        );
+        gauge(
+            "mxstack_li_sync_errors_total",
+            "Initial-copy errors of the subscription",
+            "counter",
+            s.sync_errors as f64,
+        );
+        gauge(
+            "mxstack_li_tables_syncing",
+            "Tables still in their initial copy",
+            "gauge",
+            s.tables_syncing.len() as f64,
+        );
+        gauge(
+            "mxstack_li_tables_without_identity",
+            "Tables on main without a usable replica identity",
+            "gauge",
+            s.tables_without_identity.len() as f64,
+        );
+        gauge(
+            "mxstack_li_schema_behind",
+            "1 while main has schema the replica lacks",
+            "gauge",
+            b(s.schema_behind),
+        );
+        gauge(
+            "mxstack_li_history_rows",
+            "Rows kept in the replica's history",
+            "gauge",
+            s.history_rows as f64,
+        );
+        if let Some(m) = &s.media {
+            gauge(
+                "mxstack_li_media_backlog_objects",
+                "Objects on main not yet copied at the end of the last pass",
+                "gauge",
+                m.backlog as f64,
+            );
+            gauge(
+                "mxstack_li_media_last_sync_timestamp_seconds",
+                "When the last media pass finished",
+                "gauge",
+                m.finished_at_unix,
+            );
+        }
+    }
+    out
+}
