@@ -32,14 +32,14 @@
 //! # Credentials
 //!
 //! Requests are presigned (AWS SigV4 query signatures, rusty-s3); the signed URLs never leave this
-//! module: [`MediaError`] carries the operation, bucket, key and the S3 error code and message, never
-//! a URL, a signature or a key.
+//! module: [`MediaError`] carries the operation, bucket, object key and the S3 error code and
+//! message, never a URL, a signature, the access key or the secret.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
 use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use sha2::{Digest, Sha256};
@@ -383,11 +383,10 @@ impl MediaSync {
             }
             let mut copies =
                 futures_util::stream::iter(todo.into_iter().map(|(obj, prior)| async move {
-                    let r = self.copy_one(db, &obj, prior.as_ref()).await;
-                    (obj, r)
+                    self.copy_one(db, &obj, prior.as_ref()).await
                 }))
                 .buffer_unordered(self.concurrency);
-            while let Some((_obj, r)) = copies.next().await {
+            while let Some(r) = copies.next().await {
                 match r {
                     Ok(c) => {
                         report.copied += 1;
@@ -520,12 +519,6 @@ impl MediaSync {
             return Err(get_err(s3_error_detail(resp).await));
         }
         let length = resp.content_length().unwrap_or(obj.size);
-        let etag = resp
-            .headers()
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(normalize_etag)
-            .unwrap_or_else(|| obj.etag.clone());
         let content_type = resp.headers().get(CONTENT_TYPE).cloned();
         let from_main = Arc::new(Mutex::new(Digesting::default()));
         let tap = Arc::clone(&from_main);
@@ -599,7 +592,10 @@ impl MediaSync {
                 &i32::try_from(version).unwrap_or(i32::MAX),
                 &to_i64(main_bytes),
                 &main_sha,
-                &etag,
+                // The listing's ETag, the one the next pass compares with (a GET may format it
+                // differently on some servers; if the object changed between the listing and
+                // the GET, the next pass merely keeps one more version).
+                &obj.etag,
                 &li_key,
             ],
         )

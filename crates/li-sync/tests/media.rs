@@ -31,9 +31,35 @@ struct Env {
     _pg: PgCluster,
     http: reqwest::Client,
     admin: Credentials,
+    _memory: MemoryLock,
+}
+
+/// The memory test measures this process's RSS: it runs alone, the others share.
+static MEMORY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum MemoryLock {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.s3.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- weed.log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
 }
 
 async fn env() -> Env {
+    env_with(MemoryLock::Shared(MEMORY.read().await)).await
+}
+
+async fn env_with(memory: MemoryLock) -> Env {
     let started = Instant::now();
     let pg = PgCluster::start();
     let s3 = Seaweed::start(&[
@@ -70,6 +96,7 @@ async fn env() -> Env {
         _pg: pg,
         http: reqwest::Client::new(),
         admin: Credentials::new(ADMIN_KEY, ADMIN_SECRET),
+        _memory: memory,
     };
     env.create_bucket(MAIN).await;
     env.create_bucket(LI).await;
@@ -602,5 +629,73 @@ async fn wrong_credentials_fail_the_pass_without_leaking_them() {
         env.count("SELECT count(*) FROM mxstack_li.media_objects")
             .await,
         0
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_is_streamed_not_buffered() {
+    const MIB: usize = 1024 * 1024;
+    const SIZE: usize = 64 * MIB;
+    let env = env_with(MemoryLock::Exclusive(MEMORY.write().await)).await;
+    let key = "local_content/bi/gg/large";
+    // Uploaded and hashed a MiB at a time: the test itself never holds the object either.
+    let chunk = |i: usize| data(MIB, 1000 + i as u64);
+    let mut hasher = Sha256::new();
+    for i in 0..SIZE / MIB {
+        hasher.update(chunk(i));
+    }
+    let expected = hex::encode(hasher.finalize());
+    let body =
+        futures_util::stream::iter((0..SIZE / MIB).map(move |i| Ok::<_, std::io::Error>(chunk(i))));
+    let url = env.bucket(MAIN).put_object(Some(&env.admin), key).sign(TTL);
+    let r = env
+        .http
+        .put(url)
+        .header(reqwest::header::CONTENT_LENGTH, SIZE)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let baseline = rss_bytes();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_bytes());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let t = Instant::now();
+    let report = env.sync(LI).sync_once(&env.db).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let grew = peak.saturating_sub(baseline);
+    eprintln!(
+        "64 MiB copied and verified in {:?}; RSS grew by {} KiB (baseline {} KiB)",
+        t.elapsed(),
+        grew / 1024,
+        baseline / 1024
+    );
+    assert_report(&report, 1, 1, 0, 0);
+    assert_eq!(report.bytes, SIZE as u64);
+    assert_eq!(env.ledger(key).await.unwrap().3, expected);
+    // Buffering the object would take at least its 64 MiB; other tests run alongside in this
+    // process, hence the margin.
+    assert!(
+        grew < 32 * MIB as u64,
+        "RSS grew by {grew} bytes during the copy"
     );
 }

@@ -272,6 +272,8 @@ pub struct Seaweed {
     pub s3_port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// master, volume, filer, s3 (HTTP ports; gRPC is each + 10000).
+    ports: [u16; 4],
 }
 
 impl Seaweed {
@@ -318,6 +320,9 @@ impl Seaweed {
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.config={}", config.display()))
             .arg("-s3.iam=false")
+            // SeaweedFS 4.x also starts an Iceberg catalog (8181) and a Lance namespace (9101) by
+            // default, fixed ports: off, so that several servers can run side by side.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -327,6 +332,7 @@ impl Seaweed {
             s3_port: s3,
             dir,
             child: Some(child),
+            ports: [master, volume, filer, s3],
         };
         wait_port(s3, Duration::from_secs(60));
         server
@@ -343,19 +349,28 @@ impl Seaweed {
 
 impl Drop for Seaweed {
     fn drop(&mut self) {
+        // Throwaway data: no graceful shutdown (weed takes over 5 s on SIGTERM).
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The Unix sockets weed puts next to its ports in /tmp (it removes them only on a clean
+        // shutdown).
+        let [master, volume, filer, s3] = self.ports;
+        let mut sockets = vec![
+            format!("seaweedfs-filer-{filer}.sock"),
+            format!("seaweedfs-s3-{s3}.sock"),
+        ];
+        for (role, port) in [
+            ("master", master),
+            ("volume", volume),
+            ("filer", filer),
+            ("s3", s3),
+        ] {
+            sockets.push(format!("seaweedfs-{role}-grpc-{}.sock", port + 10000));
+        }
+        for s in sockets {
+            let _ = std::fs::remove_file(Path::new("/tmp").join(s));
         }
     }
 }
