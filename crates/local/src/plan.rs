@@ -558,6 +558,10 @@ impl LocalPlan {
                 format!("-s3.config={}", sw.join("s3.json").display()),
                 // The embedded IAM API needs an STS signing key; static identities are all we use.
                 "-s3.iam=false".into(),
+                // SeaweedFS 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed
+                // ports: off, so two stacks (or a stack and the tests) never collide.
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
             ],
             env: vec![],
             secret_env: vec![],
