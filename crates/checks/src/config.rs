@@ -214,6 +214,14 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
             );
         }
     }
+    if config.has(Feature::Li)
+        && mxstack_topology::li_browsing::node_label(&config.li.node_label).is_none()
+    {
+        out.push(
+            Finding::new("MX-CFG-013", format!("`{}`", config.li.node_label))
+                .at(loc.locate("li.node_label")),
+        );
+    }
     if config.has(Feature::Li) && config.li.allowed_cidrs.is_empty() {
         out.push(
             Finding::new(
@@ -334,5 +342,15 @@ mod tests {
         assert!(f.iter().any(|f| f.rule == "MX-CFG-004"));
         let c = f.iter().find(|f| f.rule == "MX-CFG-010").unwrap();
         assert_eq!(c.location.as_ref().unwrap().line, 9);
+    }
+
+    #[test]
+    fn li_node_label_must_be_a_label() {
+        let base = "domain: acme.test\nscale: 1k\nfeatures: [li]\ntls:\n  acme_email: a@acme.test\nli:\n  allowed_cidrs: [198.51.100.0/24]\n";
+        assert!(run(base).iter().all(|f| f.rule != "MX-CFG-013"));
+        let f = run(&format!("{base}  node_label: lawful intercept\n"));
+        let e = f.iter().find(|f| f.rule == "MX-CFG-013").expect("finding");
+        assert_eq!(e.location.as_ref().unwrap().line, 8);
+        assert!(e.is_error());
     }
 }

@@ -65,6 +65,7 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     router_and_templating(objects, &mut out);
     backups_and_policies(objects, &mut out);
     synapse_paths_mounted(objects, &mut out);
+    li_isolation(objects, secrets, &mut out);
     out
 }
 
@@ -151,9 +152,18 @@ fn data_keys(o: &Value) -> BTreeSet<String> {
 
 fn references(objects: &[Value], out: &mut Vec<Finding>) {
     let mut have: BTreeMap<(&str, &str), BTreeSet<String>> = BTreeMap::new();
+    let mut superusers: Vec<String> = Vec::new();
     for o in objects {
         if matches!(kind(o), "Secret" | "ConfigMap") {
             have.insert((kind(o), name(o)), data_keys(o));
+        }
+        // CloudNativePG writes `<cluster>-superuser` when superuser access is on.
+        if kind(o) == "Cluster"
+            && o.pointer("/spec/enableSuperuserAccess")
+                .and_then(Value::as_bool)
+                == Some(true)
+        {
+            superusers.push(format!("{}-superuser", name(o)));
         }
         // cert-manager writes the Secret a Certificate names once the certificate is issued.
         if kind(o) == "Certificate" {
@@ -164,6 +174,12 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
                 );
             }
         }
+    }
+    for s in &superusers {
+        have.insert(
+            ("Secret", s.as_str()),
+            ["username", "password"].map(String::from).into(),
+        );
     }
     let mut check_ref =
         |owner: &Value, k: &'static str, n: &str, key: Option<&str>, optional: bool| {
@@ -263,13 +279,43 @@ fn references(objects: &[Value], out: &mut Vec<Finding>) {
                 }
             }
         }
-        // CloudNativePG references its bootstrap secret by name.
+        // CloudNativePG references its bootstrap secret, managed roles' passwords and bootstrap
+        // SQL by name.
         if kind(o) == "Cluster" {
             if let Some(n) = o
                 .pointer("/spec/bootstrap/initdb/secret/name")
                 .and_then(Value::as_str)
             {
                 check_ref(o, "Secret", n, Some("password"), false);
+            }
+            for role in o
+                .pointer("/spec/managed/roles")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = role.pointer("/passwordSecret/name").and_then(Value::as_str) {
+                    check_ref(o, "Secret", n, Some("username"), false);
+                    check_ref(o, "Secret", n, Some("password"), false);
+                }
+            }
+            for (field, k) in [("configMapRefs", "ConfigMap"), ("secretRefs", "Secret")] {
+                for r in o
+                    .pointer(&format!(
+                        "/spec/bootstrap/initdb/postInitApplicationSQLRefs/{field}"
+                    ))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    check_ref(
+                        o,
+                        k,
+                        r.get("name").and_then(Value::as_str).unwrap_or(""),
+                        r.get("key").and_then(Value::as_str),
+                        false,
+                    );
+                }
             }
         }
     }
@@ -399,9 +445,9 @@ fn backups_and_policies(objects: &[Value], out: &mut Vec<Finding>) {
     }
 }
 
-/// Pods whose mounted `*.yaml` configs name files by absolute `*_path` keys: Synapse, and the
-/// content scanner (`request_secret_path`).
-const PATH_READING_APPS: [&str; 2] = ["synapse", "content-scanner"];
+/// Pods whose mounted `*.yaml` configs name files by absolute `*_path` keys: Synapse, Synapse
+/// LI, and the content scanner (`request_secret_path`).
+const PATH_READING_APPS: [&str; 3] = ["synapse", "synapse-li", "content-scanner"];
 
 /// Every file a Synapse or content scanner config names must be inside a volume mounted in the
 /// pods that load it.
@@ -491,6 +537,123 @@ fn synapse_paths_mounted(objects: &[Value], out: &mut Vec<Finding>) {
     }
 }
 
+/// Secret names a pod spec references (volumes, env, envFrom).
+fn secret_refs(spec: &Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    for v in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = v.pointer("/secret/secretName").and_then(Value::as_str) {
+            out.push(n);
+        }
+    }
+    for c in containers(spec) {
+        for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(n) = e
+                .pointer("/valueFrom/secretKeyRef/name")
+                .and_then(Value::as_str)
+            {
+                out.push(n);
+            }
+        }
+        for e in c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = e.pointer("/secretRef/name").and_then(Value::as_str) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// LI workloads (by the parties' names, which are their pods' `app.kubernetes.io/name`) run only
+/// on the LI nodes and hold no credential of main: no CloudNativePG superuser Secret, and no
+/// Secret holding the synapse database password or main's S3 secret key (seed 004 issues 3.3 and
+/// 1.7: the sync system held main's superuser and read-write credentials).
+fn li_isolation(objects: &[Value], secrets: Option<&Secrets>, out: &mut Vec<Finding>) {
+    use mxstack_spec::SecretName;
+    let li_apps: Vec<&str> = mxstack_topology::flows::Party::ON_LI_NODES
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    let superusers: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| kind(o) == "Cluster")
+        .map(|o| format!("{}-superuser", name(o)))
+        .collect();
+    // Secrets that hold one of main's credentials.
+    let mains: BTreeSet<&str> = match secrets {
+        Some(s) => {
+            let values = [
+                s.get(SecretName::SynapseDbPassword),
+                s.get(SecretName::S3SecretKey),
+            ];
+            objects
+                .iter()
+                .filter(|o| kind(o) == "Secret")
+                .filter(|o| {
+                    let mut leaves = Vec::new();
+                    if let Some(d) = o.get("stringData") {
+                        strings(d, &mut leaves);
+                    }
+                    leaves
+                        .iter()
+                        .any(|l| values.iter().any(|v| v.len() >= 8 && l.contains(v)))
+                })
+                .map(name)
+                .collect()
+        }
+        None => BTreeSet::new(),
+    };
+    for o in objects {
+        let Some(tpl) = pod_template(o) else { continue };
+        let app = tpl
+            .pointer("/metadata/labels/app.kubernetes.io~1name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !li_apps.contains(&app) {
+            continue;
+        }
+        let Some(spec) = tpl.get("spec") else {
+            continue;
+        };
+        let pinned = spec
+            .get("nodeSelector")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty());
+        if !pinned {
+            out.push(
+                Finding::new(
+                    "MX-OUT-012",
+                    format!("{} ({app}) has no nodeSelector for the LI nodes", id(o)),
+                )
+                .on(id(o)),
+            );
+        }
+        for s in secret_refs(spec) {
+            if superusers.contains(s) || mains.contains(s) {
+                out.push(
+                    Finding::new(
+                        "MX-OUT-012",
+                        format!(
+                            "{} ({app}) references Secret `{s}`, a credential of main",
+                            id(o)
+                        ),
+                    )
+                    .on(id(o)),
+                );
+            }
+        }
+    }
+}
+
 fn referenced_paths(cfg: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(m) = cfg.as_object() {
@@ -552,6 +715,95 @@ mod tests {
             f.iter().all(|x| !x.to_string().contains(&redis)),
             "a finding printed a secret"
         );
+    }
+
+    #[test]
+    fn li_workloads_stay_on_li_nodes_without_mains_credentials() {
+        let secrets = Secrets::generate_all().unwrap();
+        let db = secrets
+            .get(mxstack_spec::SecretName::SynapseDbPassword)
+            .to_string();
+        let pod = |node_selector: Value, env: Value| {
+            json!({"kind": "Deployment", "metadata": {"name": "synapse-li"}, "spec": {"template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "synapse-li"}},
+                "spec": {"nodeSelector": node_selector, "containers": [{"name": "c", "env": env}]}}}})
+        };
+        let base = vec![
+            json!({"kind": "Cluster", "metadata": {"name": "main-pg"}, "spec": {"enableSuperuserAccess": true}}),
+            json!({"kind": "Secret", "metadata": {"name": "synapse-db-credentials"}, "stringData": {"password": db}}),
+            json!({"kind": "Secret", "metadata": {"name": "li-db"}, "stringData": {"password": "an-li-only-password"}}),
+        ];
+        let env = |secret: &str| json!([{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]);
+        let li_nodes = json!({"mxstack.io/role": "li"});
+        let count = |objs: Vec<Value>| {
+            check(&objs, Some(&secrets))
+                .iter()
+                .filter(|f| f.rule == "MX-OUT-012")
+                .count()
+        };
+        let with = |p: Value| {
+            let mut v = base.clone();
+            v.push(p);
+            v
+        };
+        assert_eq!(count(with(pod(li_nodes.clone(), env("li-db")))), 0);
+        assert_eq!(
+            count(with(pod(json!({}), env("li-db")))),
+            1,
+            "not on LI nodes"
+        );
+        assert_eq!(
+            count(with(pod(li_nodes.clone(), env("synapse-db-credentials")))),
+            1,
+            "holds the synapse database password"
+        );
+        assert_eq!(
+            count(with(pod(li_nodes, env("main-pg-superuser")))),
+            1,
+            "holds main's superuser"
+        );
+    }
+
+    #[test]
+    fn cnpg_superuser_secret_and_role_secrets_are_references() {
+        let job = |secret: &str| {
+            json!({"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "env": [{"name": "U", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}}]}]}}}})
+        };
+        let cluster = |superuser: bool| {
+            json!({"kind": "Cluster", "metadata": {"name": "main-pg"}, "spec": {"enableSuperuserAccess": superuser,
+                "managed": {"roles": [{"name": "r", "passwordSecret": {"name": "role-secret"}}]},
+                "bootstrap": {"initdb": {"postInitApplicationSQLRefs": {"configMapRefs": [{"name": "sql", "key": "setup.sql"}]}}}}})
+        };
+        let missing = |objs: Vec<Value>| -> Vec<String> {
+            check(&objs, None)
+                .into_iter()
+                .filter(|f| f.rule == "MX-OUT-004")
+                .map(|f| f.message)
+                .collect()
+        };
+        let role = json!({"kind": "Secret", "metadata": {"name": "role-secret"}, "stringData": {"username": "r", "password": "p"}});
+        let sql = json!({"kind": "ConfigMap", "metadata": {"name": "sql"}, "data": {"setup.sql": "SELECT 1;"}});
+        assert_eq!(
+            missing(vec![
+                cluster(true),
+                job("main-pg-superuser"),
+                role.clone(),
+                sql.clone()
+            ]),
+            Vec::<String>::new()
+        );
+        let m = missing(vec![
+            cluster(false),
+            job("main-pg-superuser"),
+            role.clone(),
+            sql,
+        ]);
+        assert!(m.iter().any(|x| x.contains("main-pg-superuser")), "{m:?}");
+        let m = missing(vec![cluster(true), role]);
+        assert!(m.iter().any(|x| x.contains("`sql`")), "{m:?}");
+        let m = missing(vec![cluster(true)]);
+        assert!(m.iter().any(|x| x.contains("role-secret")), "{m:?}");
     }
 
     #[test]

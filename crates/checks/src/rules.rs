@@ -59,6 +59,8 @@ pub static RULES: &[Rule] = &[
       "remove replicas from stream-writer: Synapse allows exactly one writer for typing, to_device, account_data, presence and push_rules"),
     r("MX-CFG-012", "Synapse image is not the supported version", "003 pinned Synapse version", Warning,
       "use the image built from images/synapse/Dockerfile for Synapse 1.163.2"),
+    r("MX-CFG-013", "LI node label is not a Kubernetes label", "001 LI network isolation", Error,
+      "write li.node_label as key=value, e.g. mxstack.io/role=li, and label (and taint) the LI nodes with it"),
     // --- the derived topology
     r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
       "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),
@@ -99,6 +101,8 @@ pub static RULES: &[Rule] = &[
       "autoscale only synchrotron and generic workers"),
     r("MX-OUT-011", "a config path is not mounted", "004 6.1, 1.1", Error,
       "mount the Secret or ConfigMap that holds the file at the path the config names"),
+    r("MX-OUT-012", "LI workload not isolated from main", "004 3.3, 3.5, 1.7", Error,
+      "run LI workloads only on the LI nodes (nodeSelector) and give them LI credentials only: never main's superuser or the synapse database password"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

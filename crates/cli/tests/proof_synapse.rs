@@ -167,3 +167,49 @@ fn feature_combinations_load_in_synapse() {
         assert!(t.contains("backend: s3"));
     });
 }
+
+/// Synapse LI (the LI browsing stack's homeserver, `topology::li_browsing`) loads in real
+/// Synapse with its mounted files, even when main federates: it has no federation listener.
+#[test]
+fn synapse_li_config_loads_in_synapse() {
+    let (dir, out) = init_and_render(
+        "acme.test",
+        "1k",
+        "federation,li,antivirus,monitoring",
+        |_| {},
+    );
+    let objs = objects(&out);
+    let (_, deployment) = objs
+        .iter()
+        .find(|(_, o)| kind(o) == "Deployment" && name(o) == "synapse-li")
+        .expect("Synapse LI is rendered");
+    let root = dir.path().join("root");
+    let mounts = materialise(deployment, &objs, &root);
+    let command: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let config = command
+        .windows(2)
+        .find(|w| w[0] == "--config-path")
+        .map(|w| w[1].clone())
+        .expect("--config-path");
+    assert!(root.join(config.trim_start_matches('/')).exists());
+    let hs: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root.join(config.trim_start_matches('/'))).unwrap(),
+    )
+    .unwrap();
+    assert!(!serde_json::to_string(&hs["listeners"])
+        .unwrap()
+        .contains("federation"));
+    let script = format!("'{}' -m synapse.config -c '{config}'", python().display());
+    let res = run_in_mounts(&root, &mounts, &script, &[]);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success() && stdout.contains("Config parses OK!"),
+        "Synapse rejected Synapse LI's config: {stdout}\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}

@@ -2,19 +2,22 @@
 //! router, Element (which also serves `.well-known`) and LiveKit signalling.
 //!
 //! Only `/_matrix` and `/_synapse/client` reach Synapse from outside; the admin API
-//! (`/_synapse/admin`) stays inside the cluster.
+//! (`/_synapse/admin`) stays inside the cluster. The one exception is Synapse LI's admin API on
+//! the Matrix LI host, which Synapse Admin LI calls from the investigators' browsers: every LI host
+//! answers only `li.allowed_cidrs` (see [`LiGate`] and `li.rs`).
 
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use mxstack_spec::{Feature, IngressMode, TlsIssuer};
-use mxstack_topology::addressing::{ROUTER, ROUTER_PORT};
-use mxstack_topology::flows::{ELEMENT_PORT, LIVEKIT_PORT};
+use mxstack_topology::addressing::{HTTP_PORT, ROUTER, ROUTER_PORT};
+use mxstack_topology::flows::{ELEMENT_PORT, LIVEKIT_PORT, LI_WEB_PORT};
 use serde_json::{json, Value};
 
 use crate::calls::{LIVEKIT, TURN_TLS_SECRET};
 use crate::element::ELEMENT;
+use crate::li;
 use crate::meta::*;
 use crate::{Ctx, Out, Phase};
 
@@ -31,14 +34,28 @@ const CA_SECRET: &str = "mxstack-ca";
 pub const CERT_MANAGER_NAMESPACE: &str = "cert-manager";
 /// The paths of the Matrix host that are public.
 pub const PUBLIC_SYNAPSE_PATHS: [&str; 2] = ["/_matrix", "/_synapse/client"];
+/// The Ingress annotation naming the Traefik middlewares of a router.
+pub const TRAEFIK_MIDDLEWARES: &str = "traefik.ingress.kubernetes.io/router.middlewares";
+
+/// Access control in front of an LI host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiGate {
+    /// Only clients in `li.allowed_cidrs`; users then log in to Synapse LI. No basic auth: Matrix
+    /// clients send their own `Authorization: Bearer` header, which a basic-auth gate would need.
+    AllowedNetworks,
+    /// Clients in `li.allowed_cidrs` that also pass the basic-auth gate (the web UIs).
+    AllowedNetworksAndPassword,
+}
 
 /// A public hostname and what serves it.
 pub struct Site {
     /// Short name: listener, route and certificate names.
     pub slug: &'static str,
     pub host: String,
-    /// (path prefix, service, port); empty: TLS only, routes come with the component (LI).
+    /// (path prefix, service, port); empty: TLS only (the key vault's host, not rendered yet).
     pub backends: Vec<(String, &'static str, u16)>,
+    /// LI hosts: who may reach them.
+    pub gate: Option<LiGate>,
 }
 
 pub fn sites(ctx: &Ctx) -> Vec<Site> {
@@ -48,6 +65,7 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
             slug: "well-known",
             host: ctx.cfg.domain.clone(),
             backends: vec![("/.well-known/matrix".into(), ELEMENT, ELEMENT_PORT)],
+            gate: None,
         },
         Site {
             slug: "matrix",
@@ -56,11 +74,13 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
                 .iter()
                 .map(|p| (p.to_string(), ROUTER, ROUTER_PORT))
                 .collect(),
+            gate: None,
         },
         Site {
             slug: "element",
             host: h.element.clone(),
             backends: vec![("/".into(), ELEMENT, ELEMENT_PORT)],
+            gate: None,
         },
     ];
     if ctx.has(Feature::Calls) {
@@ -68,22 +88,37 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
             slug: "livekit",
             host: h.livekit.clone(),
             backends: vec![("/".into(), LIVEKIT, LIVEKIT_PORT)],
+            gate: None,
         });
     }
     if ctx.has(Feature::Li) {
-        // The LI stack adds its own routes to these listeners.
-        for (slug, host) in [
-            ("matrix-li", h.matrix_li.clone()),
-            ("element-li", h.element_li.clone()),
-            ("admin-li", h.admin_li.clone()),
-            ("keyvault", h.keyvault.clone()),
-        ] {
-            sites.push(Site {
-                slug,
-                host,
-                backends: vec![],
-            });
-        }
+        sites.push(Site {
+            slug: "matrix-li",
+            host: h.matrix_li.clone(),
+            backends: li::MATRIX_LI_PATHS
+                .iter()
+                .map(|p| (p.to_string(), li::SYNAPSE_LI, HTTP_PORT))
+                .collect(),
+            gate: Some(LiGate::AllowedNetworks),
+        });
+        sites.push(Site {
+            slug: "element-li",
+            host: h.element_li.clone(),
+            backends: vec![("/".into(), li::ELEMENT_LI, LI_WEB_PORT)],
+            gate: Some(LiGate::AllowedNetworksAndPassword),
+        });
+        sites.push(Site {
+            slug: "admin-li",
+            host: h.admin_li.clone(),
+            backends: vec![("/".into(), li::SYNAPSE_ADMIN_LI, LI_WEB_PORT)],
+            gate: Some(LiGate::AllowedNetworksAndPassword),
+        });
+        sites.push(Site {
+            slug: "keyvault",
+            host: h.keyvault.clone(),
+            backends: vec![],
+            gate: None,
+        });
     }
     sites
 }
@@ -304,10 +339,18 @@ fn http_route(ctx: &Ctx, s: &Site) -> Value {
 
 fn ingress(ctx: &Ctx, s: &Site) -> Ingress {
     let mut metadata = meta(ctx, s.slug, "ingress");
-    metadata.annotations = Some(map(&[(
+    let mut annotations = map(&[(
         "cert-manager.io/cluster-issuer",
         issuer_name(ctx.cfg.tls.issuer),
-    )]));
+    )]);
+    if let Some(gate) = s.gate {
+        // Traefik (the default Ingress controller here) applies the LI middlewares of li.rs.
+        annotations.insert(
+            TRAEFIK_MIDDLEWARES.into(),
+            li::traefik_middleware_annotation(ctx, gate),
+        );
+    }
+    metadata.annotations = Some(annotations);
     let paths = s
         .backends
         .iter()

@@ -1,8 +1,8 @@
 //! Kubernetes manifests for an mxstack deployment, rendered from a [`Topology`] and its [`Secrets`].
 //!
-//! The output is a kustomize tree: one folder per phase (namespace, infrastructure, Synapse, edge,
-//! calls, push, monitoring), each with a `kustomization.yaml`, plus a top-level one listing the
-//! folders. Every list two objects must agree on (worker processes, HAProxy backends, network flows)
+//! The output is a kustomize tree: one folder per phase (namespace, infrastructure, Synapse,
+//! lawful intercept, edge, calls, push, monitoring), each with a `kustomization.yaml`, plus a
+//! top-level one listing the folders. Every list two objects must agree on (worker processes, HAProxy backends, network flows)
 //! is read from the topology; nothing here repeats it.
 //!
 //! Rendering is a pure function: the same input gives byte-identical files.
@@ -11,6 +11,8 @@ mod antivirus;
 mod calls;
 mod edge;
 mod element;
+mod htpasswd;
+mod li;
 mod media;
 mod meta;
 mod monitoring;
@@ -57,6 +59,8 @@ pub enum Phase {
     Namespace,
     Infrastructure,
     Main,
+    /// The lawful-intercept workloads (feature `li`): li-sync, its jobs, the browsing stack.
+    Li,
     Edge,
     Calls,
     Push,
@@ -64,10 +68,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Namespace,
         Phase::Infrastructure,
         Phase::Main,
+        Phase::Li,
         Phase::Edge,
         Phase::Calls,
         Phase::Push,
@@ -79,6 +84,7 @@ impl Phase {
             Phase::Namespace => "00-namespace",
             Phase::Infrastructure => "10-infrastructure",
             Phase::Main => "20-main",
+            Phase::Li => "25-lawful-intercept",
             Phase::Edge => "30-edge",
             Phase::Calls => "40-calls",
             Phase::Push => "50-push",
@@ -144,6 +150,9 @@ pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
     edge::render(&ctx, &mut out);
     if ctx.has(Feature::Antivirus) {
         antivirus::render(&ctx, &mut out);
+    }
+    if ctx.has(Feature::Li) {
+        li::render(&ctx, &mut out);
     }
     if ctx.has(Feature::Calls) {
         calls::render(&ctx, &mut out);

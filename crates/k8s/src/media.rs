@@ -7,7 +7,7 @@
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use mxstack_spec::{Component, MediaBackend};
+use mxstack_spec::{Component, Feature, MediaBackend};
 use mxstack_topology::addressing::SEAWEEDFS_S3_PORT;
 use serde_json::{json, Value};
 
@@ -306,18 +306,25 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
     out.add(Phase::Infrastructure, FILE, bucket_job(ctx, &peers, ns));
 }
 
-/// Creates the media and backup buckets once the cluster answers; safe to run again.
+/// The buckets to create: media, backups, and with feature li the LI media bucket.
+pub fn buckets(ctx: &Ctx) -> Vec<String> {
+    let mut b = vec![ctx.cfg.media.bucket.clone(), ctx.cfg.backup.bucket.clone()];
+    if ctx.has(Feature::Li) {
+        b.push(ctx.cfg.li.media_bucket(&ctx.cfg.media));
+    }
+    b
+}
+
+/// Creates the buckets once the cluster answers; safe to run again.
 fn bucket_job(ctx: &Ctx, peers: &str, _ns: &str) -> Job {
-    let buckets = [
-        ctx.cfg.media.bucket.as_str(),
-        ctx.cfg.backup.bucket.as_str(),
-    ];
+    let buckets = buckets(ctx);
     let mut script = format!(
         "set -eu\nM='{peers}'\nuntil echo 's3.bucket.list' | weed shell -master=\"$M\" >/tmp/buckets 2>&1; do\n  echo 'waiting for SeaweedFS'; sleep 5\ndone\n"
     );
-    for b in buckets {
+    for b in &buckets {
         script.push_str(&format!(
-            "if grep -qw '{b}' /tmp/buckets; then echo 'bucket {b} exists'; else echo 's3.bucket.create -name {b}' | weed shell -master=\"$M\"; fi\n"
+            // A whole name: `synapse-media` must not match `synapse-media-li`.
+            "if grep -qE '(^|[[:space:]]){b}([[:space:]]|$)' /tmp/buckets; then echo 'bucket {b} exists'; else echo 's3.bucket.create -name {b}' | weed shell -master=\"$M\"; fi\n"
         ));
     }
     let sel = selector("bucket-setup");
@@ -388,10 +395,7 @@ fn minio(ctx: &Ctx, out: &mut Out) {
             "image": ctx.cfg.images.minio,
             "configuration": { "name": MINIO_CONFIGURATION },
             "requestAutoCert": false,
-            "buckets": [
-                { "name": ctx.cfg.media.bucket },
-                { "name": ctx.cfg.backup.bucket },
-            ],
+            "buckets": buckets(ctx).iter().map(|b| json!({ "name": b })).collect::<Vec<_>>(),
             "pools": [{
                 "name": "pool-0",
                 "servers": servers,

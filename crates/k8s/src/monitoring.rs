@@ -1,7 +1,9 @@
 //! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
 
 use mxstack_spec::Feature;
-use mxstack_topology::addressing::{CONTENT_SCANNER, POSTGRES_CLUSTER, ROUTER};
+use mxstack_topology::addressing::{
+    CONTENT_SCANNER, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
+};
 use serde_json::{json, Value};
 
 use crate::meta::*;
@@ -97,6 +99,9 @@ pub fn alerts(
             "Valkey does not have exactly one master: Synapse replication is at risk.",
         ),
     ];
+    if ctx.has(Feature::Li) {
+        alerts.extend(li_alerts(ns));
+    }
     if ctx.has(Feature::Antivirus) {
         alerts.extend([
             (
@@ -128,6 +133,88 @@ pub fn alerts(
         ]);
     }
     alerts
+}
+
+/// The LI data path (li-sync's metrics, crates/li-sync/src/status.rs).
+fn li_alerts(
+    ns: &str,
+) -> Vec<(
+    &'static str,
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+)> {
+    let m = |metric: &str| format!("{metric}{{namespace=\"{ns}\"}}");
+    vec![
+        (
+            "LiSyncDown",
+            // Also fires when li-sync is not scraped at all.
+            format!("absent(up{{namespace=\"{ns}\", service=\"{LI_SYNC}\"}} == 1)"),
+            "5m",
+            "critical",
+            "li-sync is down: the LI replica's schema, history and media copy are not kept.",
+        ),
+        (
+            "LiDatabasesUnreachable",
+            format!("max({}) == 0", m("mxstack_li_up")),
+            "5m",
+            "critical",
+            "li-sync cannot read main or the LI replica.",
+        ),
+        (
+            "LiReplicaLagging",
+            format!("max({}) > 5", m("mxstack_li_lag_seconds")),
+            "5m",
+            "critical",
+            "The LI replica is more than 5 seconds behind main.",
+        ),
+        (
+            "LiApplyErrors",
+            format!("sum(increase({}[10m])) > 0", m("mxstack_li_apply_errors_total")),
+            "1m",
+            "critical",
+            "The LI subscription fails to apply changes from main.",
+        ),
+        (
+            "LiSlotRetainsTooMuchWal",
+            format!(
+                "max({}) > {}",
+                m("mxstack_li_slot_retained_bytes"),
+                10u64 << 30
+            ),
+            "10m",
+            "critical",
+            "Main keeps more than 10 GiB of WAL for the LI slot: its disk fills while the replica is behind.",
+        ),
+        (
+            "LiMediaBacklogNotShrinking",
+            format!(
+                "(max({b}) > 0) and (max(delta({b}[30m])) >= 0)",
+                b = m("mxstack_li_media_backlog_objects")
+            ),
+            "30m",
+            "warning",
+            "Media objects wait to be copied to the LI bucket and the backlog has not shrunk in 30 minutes.",
+        ),
+        (
+            "LiMediaCopyErrors",
+            format!(
+                "sum(increase({}[30m])) > 0",
+                m("mxstack_li_media_copy_errors_total")
+            ),
+            "15m",
+            "warning",
+            "li-sync fails to copy or verify media objects into the LI bucket.",
+        ),
+        (
+            "LiTablesWithoutReplicaIdentity",
+            format!("max({}) > 0", m("mxstack_li_tables_without_identity")),
+            "5m",
+            "critical",
+            "Tables on main have no usable replica identity: UPDATE and DELETE on them fail on main.",
+        ),
+    ]
 }
 
 fn prometheus_rule(ctx: &Ctx) -> Value {
@@ -167,6 +254,23 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             Phase::Monitoring,
             FILE,
             service_monitor(ctx, CONTENT_SCANNER, CONTENT_SCANNER, "http", "/metrics"),
+        );
+    }
+    if ctx.has(Feature::Li) {
+        out.add(
+            Phase::Monitoring,
+            FILE,
+            service_monitor(ctx, LI_SYNC, LI_SYNC, "http", "/metrics"),
+        );
+        out.add(
+            Phase::Monitoring,
+            FILE,
+            pod_monitor(
+                ctx,
+                LI_POSTGRES_CLUSTER,
+                map(&[(CLUSTER_LABEL, LI_POSTGRES_CLUSTER)]),
+                "metrics",
+            ),
         );
     }
     // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it recommends.

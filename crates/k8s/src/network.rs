@@ -51,6 +51,17 @@ pub fn party_selector(p: Party) -> Option<Labels> {
         Party::Sygnal => name(crate::push::SYGNAL),
         Party::ContentScanner => name(mxstack_topology::addressing::CONTENT_SCANNER),
         Party::Clamav => name(mxstack_topology::addressing::CLAMAV),
+        Party::LiPostgres => Some(map(&[(
+            crate::postgres::CLUSTER_LABEL,
+            mxstack_topology::addressing::LI_POSTGRES_CLUSTER,
+        )])),
+        Party::LiSync => name(mxstack_topology::addressing::LI_SYNC),
+        Party::LiPrepareMain => name(crate::li::LI_PREPARE_MAIN),
+        Party::LiDump => name(crate::li::LI_DUMP),
+        Party::LiWorkingCopy => name(crate::li::LI_WORKING_COPY),
+        Party::SynapseLi => name(crate::li::SYNAPSE_LI),
+        Party::ElementLi => name(crate::li::ELEMENT_LI),
+        Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
         Party::Edge | Party::Monitoring | Party::CnpgOperator | Party::Internet | Party::Dns => {
             None
         }
@@ -177,14 +188,20 @@ fn policy(ctx: &Ctx, name: &str, selector: Labels, rules: Rules) -> NetworkPolic
 fn extra_rules(ctx: &Ctx, rules: &mut BTreeMap<Party, Rules>) {
     // CloudNativePG's instance manager in every Postgres pod watches its Cluster through the
     // Kubernetes API. The API server is not a pod, so it can only be named by address.
-    rules
-        .entry(Party::Postgres)
-        .or_default()
-        .egress
-        .push(NetworkPolicyEgressRule {
-            to: Some(vec![anywhere_peer()]),
-            ports: Some(vec![port("TCP", 443), port("TCP", 6443)]),
-        });
+    let mut clusters = vec![Party::Postgres];
+    if ctx.has(Feature::Li) {
+        clusters.push(Party::LiPostgres);
+    }
+    for cluster in clusters {
+        rules
+            .entry(cluster)
+            .or_default()
+            .egress
+            .push(NetworkPolicyEgressRule {
+                to: Some(vec![anywhere_peer()]),
+                ports: Some(vec![port("TCP", 443), port("TCP", 6443)]),
+            });
+    }
     if ctx.cfg.media.backend == mxstack_spec::MediaBackend::MinioLegacy {
         // The MinIO operator manages tenant pods; their sidecar talks to the Kubernetes API.
         let minio = rules.entry(Party::Minio).or_default();

@@ -1,12 +1,16 @@
 //! PostgreSQL: a CloudNativePG Cluster with synchronous replication, backed up through the Barman
 //! Cloud plugin (never the deprecated in-tree `spec.backup.barmanObjectStore`).
 
+use mxstack_spec::Feature;
 use mxstack_topology::addressing::{Addressing, POSTGRES_CLUSTER};
+use mxstack_topology::li::{main_setup_sql, REPLICATION_ROLE};
 use mxstack_topology::synapse::{DATABASE_NAME, DATABASE_USER};
 use serde_json::{json, Map, Value};
 
-use crate::meta::meta_json;
-use crate::secrets::{DB_CREDENTIALS, S3_ACCESS_KEY_ID, S3_CREDENTIALS, S3_SECRET_KEY};
+use crate::meta::{config_map, map, meta_json};
+use crate::secrets::{
+    DB_CREDENTIALS, LI_REPLICATION_CREDENTIALS, S3_ACCESS_KEY_ID, S3_CREDENTIALS, S3_SECRET_KEY,
+};
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "postgres.yaml";
@@ -14,14 +18,38 @@ pub const BARMAN_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
 pub const OBJECT_STORE: &str = "main-pg-backups";
 /// Label CloudNativePG puts on every instance pod of a cluster.
 pub const CLUSTER_LABEL: &str = "cnpg.io/cluster";
+/// ConfigMap with the SQL that prepares main for the LI replica (`topology::li::main_setup_sql`),
+/// run once by CloudNativePG when the cluster is created.
+pub const LI_SETUP_CONFIG: &str = "main-pg-li-setup";
+pub const LI_SETUP_KEY: &str = "li-setup.sql";
+
+/// The Secret CloudNativePG creates for `postgres` when `enableSuperuserAccess` is on (keys
+/// `username`, `password`).
+pub fn superuser_secret(cluster: &str) -> String {
+    format!("{cluster}-superuser")
+}
 
 pub fn render(ctx: &Ctx, out: &mut Out) {
+    if ctx.has(Feature::Li) {
+        // No password in it: CloudNativePG sets li_replicator's from its Secret (managed role).
+        out.add(
+            Phase::Infrastructure,
+            FILE,
+            config_map(
+                ctx,
+                LI_SETUP_CONFIG,
+                "postgres",
+                map(&[(LI_SETUP_KEY, &main_setup_sql(DATABASE_USER, None))]),
+            ),
+        );
+    }
     out.add(Phase::Infrastructure, FILE, cluster(ctx));
     out.add(Phase::Infrastructure, FILE, object_store(ctx));
     out.add(Phase::Infrastructure, FILE, scheduled_backup(ctx));
 }
 
-fn storage(ctx: &Ctx, size: &str) -> Value {
+/// A CloudNativePG `storage` / `walStorage` stanza.
+pub fn postgres_storage(ctx: &Ctx, size: &str) -> Value {
     let mut s = Map::new();
     s.insert("size".into(), json!(size));
     if let Some(class) = &ctx.cfg.storage_class {
@@ -39,7 +67,7 @@ fn cluster(ctx: &Ctx) -> Value {
         synchronous["dataDurability"] = json!("preferred");
     }
     let r = &pg.resources;
-    json!({
+    let mut c = json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
         "metadata": meta_json(ctx, POSTGRES_CLUSTER, "postgres"),
@@ -48,7 +76,7 @@ fn cluster(ctx: &Ctx) -> Value {
             "imageName": ctx.cfg.images.postgres,
             "primaryUpdateStrategy": "unsupervised",
             // No component needs the postgres superuser (seed 004 issue 1.7: superuser access only
-            // where something needs it). Turn it on here when one does, e.g. for LI replication setup.
+            // where something needs it); with feature li, `li-prepare-main` does (prepare_for_li).
             "enableSuperuserAccess": false,
             "postgresql": {
                 "parameters": {
@@ -72,8 +100,8 @@ fn cluster(ctx: &Ctx) -> Value {
                     "localeCType": "C",
                 }
             },
-            "storage": storage(ctx, &pg.storage),
-            "walStorage": storage(ctx, &pg.wal_storage),
+            "storage": postgres_storage(ctx, &pg.storage),
+            "walStorage": postgres_storage(ctx, &pg.wal_storage),
             "resources": {
                 "requests": { "cpu": r.cpu(), "memory": r.memory() },
                 "limits": { "memory": r.memory() },
@@ -91,7 +119,47 @@ fn cluster(ctx: &Ctx) -> Value {
                 "parameters": { "barmanObjectName": OBJECT_STORE },
             }],
         }
-    })
+    });
+    if ctx.has(Feature::Li) {
+        prepare_for_li(&mut c);
+    }
+    c
+}
+
+/// What the LI replica needs on main:
+/// - `wal_level: logical` (CloudNativePG's default today; spelled out so a change of default
+///   cannot silently stop the replica);
+/// - the `li_replicator` role: LOGIN REPLICATION, not a superuser, its password from the one
+///   Secret li-sync also reads; member of pg_read_all_stats as `main_setup_sql` grants it (a
+///   managed role's memberships are reconciled, so the list must agree);
+/// - `main_setup_sql` at bootstrap (replica identities, the event trigger, grants, then the
+///   publication), from a ConfigMap: the script runs as one multi-statement exec, so its
+///   dollar-quoted function bodies stay whole;
+/// - the superuser Secret for `li-prepare-main`, which applies the same SQL to a cluster that
+///   already exists (the event trigger and SECURITY DEFINER functions need a superuser). New
+///   clusters get it at bootstrap without it; the Job is idempotent and harmless there.
+fn prepare_for_li(c: &mut Value) {
+    let spec = &mut c["spec"];
+    spec["enableSuperuserAccess"] = json!(true);
+    spec["postgresql"]["parameters"]["wal_level"] = json!("logical");
+    spec["managed"] = json!({
+        "roles": [{
+            "name": REPLICATION_ROLE,
+            "ensure": "present",
+            "comment": "LI replica: logical replication and SELECT, no write grant",
+            "login": true,
+            "replication": true,
+            "superuser": false,
+            "createdb": false,
+            "createrole": false,
+            "bypassrls": false,
+            "inRoles": ["pg_read_all_stats"],
+            "passwordSecret": { "name": LI_REPLICATION_CREDENTIALS },
+        }]
+    });
+    spec["bootstrap"]["initdb"]["postInitApplicationSQLRefs"] = json!({
+        "configMapRefs": [{ "name": LI_SETUP_CONFIG, "key": LI_SETUP_KEY }]
+    });
 }
 
 fn object_store(ctx: &Ctx) -> Value {

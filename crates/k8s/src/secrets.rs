@@ -3,6 +3,8 @@
 
 use mxstack_spec::{Feature, MediaBackend, SecretName};
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
+use mxstack_topology::li::{LI_ROLE, REPLICATION_ROLE};
+use mxstack_topology::li_browsing::WORKING_COPY_ROLE;
 use mxstack_topology::synapse::DATABASE_USER;
 use serde_json::json;
 
@@ -33,6 +35,22 @@ pub const LIVEKIT_KEYS: &str = "livekit-keys";
 /// `<api key>: <api secret>`, the format of LiveKit's LIVEKIT_KEYS variable.
 pub const LIVEKIT_KEYS_KEY: &str = "keys";
 pub const KEY_VAULT_API_KEY: &str = "key-vault-api-key";
+/// li_replicator's password: CloudNativePG sets it on main (managed role) and li-sync reads it.
+pub const LI_REPLICATION_CREDENTIALS: &str = "li-replication-credentials";
+/// li_sync's password: the LI cluster's initdb owner and managed role, read by li-sync and the LI
+/// jobs.
+pub const LI_DB_CREDENTIALS: &str = "li-db-credentials";
+/// synapse_li's password: the working copy's owner (managed role), read by Synapse LI.
+pub const LI_WORKING_COPY_CREDENTIALS: &str = "li-working-copy-credentials";
+/// li-sync's S3 identity: read main's bucket, write the LI bucket.
+pub const LI_SYNC_S3_CREDENTIALS: &str = "li-sync-s3-credentials";
+/// Synapse LI's S3 identity: read the LI bucket.
+pub const SYNAPSE_LI_S3_CREDENTIALS: &str = "synapse-li-s3-credentials";
+/// The basic-auth gate of the LI web UIs, as htpasswd (`{SHA}`): `.htpasswd` for Envoy Gateway,
+/// `users` for Traefik. Holds a hash, not the password (that stays in secrets.yaml).
+pub const LI_GATE_USERS: &str = "li-gate-users";
+/// CloudNativePG reloads a managed role's password when its Secret carries this label.
+const CNPG_RELOAD: (&str, &str) = ("cnpg.io/reload", "true");
 
 pub fn render(ctx: &Ctx, out: &mut Out) {
     let s = ctx.secrets;
@@ -76,13 +94,15 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     );
     match ctx.cfg.media.backend {
         MediaBackend::Seaweedfs => {
-            let identities = json!({
-                "identities": [{
-                    "name": "mxstack",
-                    "credentials": [{ "accessKey": access, "secretKey": secret_key }],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]
-                }]
-            });
+            let mut list = vec![json!({
+                "name": "mxstack",
+                "credentials": [{ "accessKey": access, "secretKey": secret_key }],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+            })];
+            if ctx.has(Feature::Li) {
+                list.extend(li_s3_identities(ctx));
+            }
+            let identities = json!({ "identities": list });
             let text = serde_json::to_string_pretty(&identities).expect("json");
             add(
                 out,
@@ -135,5 +155,128 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             "Opaque",
             &[("api_key", s.get(SecretName::KeyVaultApiKey))],
         );
+        li_secrets(ctx, out);
     }
+}
+
+/// The LI credentials, each in one Secret that every reader references.
+fn li_secrets(ctx: &Ctx, out: &mut Out) {
+    let s = ctx.secrets;
+    // Passwords of roles CloudNativePG manages: basic-auth, with the reload label.
+    for (name, app, user, secret) in [
+        (
+            LI_REPLICATION_CREDENTIALS,
+            "postgres",
+            REPLICATION_ROLE,
+            SecretName::LiReplicationPassword,
+        ),
+        (
+            LI_DB_CREDENTIALS,
+            crate::li::LI_POSTGRES_APP,
+            LI_ROLE,
+            SecretName::LiDbPassword,
+        ),
+        (
+            LI_WORKING_COPY_CREDENTIALS,
+            crate::li::LI_POSTGRES_APP,
+            WORKING_COPY_ROLE,
+            SecretName::LiWorkingCopyDbPassword,
+        ),
+    ] {
+        let mut sec = secret_with(
+            ctx,
+            name,
+            app,
+            "kubernetes.io/basic-auth",
+            &[("username", user), (DB_PASSWORD_KEY, s.get(secret))],
+        );
+        sec.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(CNPG_RELOAD.0.into(), CNPG_RELOAD.1.into());
+        out.add(Phase::Infrastructure, FILE, sec);
+    }
+    for (name, app, access, secret_key) in [
+        (
+            LI_SYNC_S3_CREDENTIALS,
+            mxstack_topology::addressing::LI_SYNC,
+            SecretName::LiS3AccessKey,
+            SecretName::LiS3SecretKey,
+        ),
+        (
+            SYNAPSE_LI_S3_CREDENTIALS,
+            crate::li::SYNAPSE_LI,
+            SecretName::LiBrowsingS3AccessKey,
+            SecretName::LiBrowsingS3SecretKey,
+        ),
+    ] {
+        out.add(
+            Phase::Infrastructure,
+            FILE,
+            secret_with(
+                ctx,
+                name,
+                app,
+                "Opaque",
+                &[
+                    (S3_ACCESS_KEY_ID, s.get(access)),
+                    (S3_SECRET_KEY, s.get(secret_key)),
+                ],
+            ),
+        );
+    }
+    let users =
+        crate::htpasswd::sha_line(crate::li::GATE_USER, s.get(SecretName::LiGatePassword)) + "\n";
+    out.add(
+        Phase::Infrastructure,
+        FILE,
+        secret_with(
+            ctx,
+            LI_GATE_USERS,
+            "gateway",
+            "Opaque",
+            &[(".htpasswd", &users), ("users", &users)],
+        ),
+    );
+}
+
+fn secret_with(
+    ctx: &Ctx,
+    name: &str,
+    app: &str,
+    type_: &str,
+    data: &[(&str, &str)],
+) -> k8s_openapi::api::core::v1::Secret {
+    secret(ctx, name, app, type_, map(data))
+}
+
+/// SeaweedFS identities of the LI data path. li-sync reads main's bucket and writes the LI
+/// bucket; Synapse LI only reads the LI bucket. Neither can delete in main's bucket. SeaweedFS's
+/// `Write` also allows deleting, so li-sync could delete in the LI bucket: it never does, and no
+/// other identity but the admin one can.
+fn li_s3_identities(ctx: &Ctx) -> Vec<serde_json::Value> {
+    let s = ctx.secrets;
+    let main = &ctx.cfg.media.bucket;
+    let li = ctx.cfg.li.media_bucket(&ctx.cfg.media);
+    vec![
+        json!({
+            "name": mxstack_topology::addressing::LI_SYNC,
+            "credentials": [{
+                "accessKey": s.get(SecretName::LiS3AccessKey),
+                "secretKey": s.get(SecretName::LiS3SecretKey),
+            }],
+            "actions": [
+                format!("Read:{main}"), format!("List:{main}"),
+                format!("Read:{li}"), format!("List:{li}"), format!("Write:{li}"),
+            ]
+        }),
+        json!({
+            "name": crate::li::SYNAPSE_LI,
+            "credentials": [{
+                "accessKey": s.get(SecretName::LiBrowsingS3AccessKey),
+                "secretKey": s.get(SecretName::LiBrowsingS3SecretKey),
+            }],
+            "actions": [format!("Read:{li}"), format!("List:{li}")]
+        }),
+    ]
 }

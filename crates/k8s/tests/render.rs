@@ -39,6 +39,7 @@ fn kustomizations_list_exactly_the_files() {
             "00-namespace",
             "10-infrastructure",
             "20-main",
+            "25-lawful-intercept",
             "30-edge",
             "40-calls",
             "50-push",
@@ -65,7 +66,12 @@ fn kustomizations_list_exactly_the_files() {
     }
     // Optional phases disappear with their feature.
     let (r, _) = render(&config(Tier::T1k, &[]));
-    for gone in ["40-calls", "50-push", "60-monitoring"] {
+    for gone in [
+        "25-lawful-intercept",
+        "40-calls",
+        "50-push",
+        "60-monitoring",
+    ] {
         assert!(
             !r.files.keys().any(|k| k.starts_with(gone)),
             "{gone} without its feature"
@@ -207,15 +213,27 @@ fn certificate_secrets(r: &mxstack_k8s::Rendered) -> BTreeSet<String> {
         .collect()
 }
 
+/// Secrets CloudNativePG makes for `postgres` of clusters with superuser access.
+fn cnpg_superuser_secrets(r: &mxstack_k8s::Rendered) -> BTreeSet<String> {
+    objects(r, "Cluster")
+        .filter(|c| c["spec"]["enableSuperuserAccess"] == true)
+        .map(|c| format!("{}-superuser", name(c)))
+        .collect()
+}
+
 #[test]
 fn every_referenced_secret_and_config_map_key_exists() {
     for c in matrix().into_iter().filter(|c| c.scale == Tier::T100) {
         let (r, _) = render(&c);
         let (secrets, maps) = stores(&r);
         let certs = certificate_secrets(&r);
+        let superusers = cnpg_superuser_secrets(&r);
         let has_secret = |n: &str, key: Option<&str>| {
             if certs.contains(n) {
                 return true;
+            }
+            if superusers.contains(n) {
+                return key.is_none_or(|k| ["username", "password"].contains(&k));
             }
             match (secrets.get(n), key) {
                 (Some(_), None) => true,
@@ -308,6 +326,27 @@ fn every_referenced_secret_and_config_map_key_exists() {
                 .unwrap(),
             Some("password")
         ));
+        // Managed roles' passwords, and the SQL a cluster runs at bootstrap.
+        for cl in objects(&r, "Cluster") {
+            for role in cl["spec"]["managed"]["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let s = role["passwordSecret"]["name"].as_str().unwrap();
+                assert!(has_secret(s, Some("username")) && has_secret(s, Some("password")));
+                assert_eq!(secret_type(&r, s), "kubernetes.io/basic-auth", "{s}");
+            }
+            let refs = &cl["spec"]["bootstrap"]["initdb"]["postInitApplicationSQLRefs"];
+            for cm in refs["configMapRefs"].as_array().into_iter().flatten() {
+                let keys = &maps[cm["name"].as_str().unwrap()];
+                assert!(keys.contains(cm["key"].as_str().unwrap()), "{cm}");
+            }
+            let s = cl["spec"]["bootstrap"]["initdb"]["secret"]["name"]
+                .as_str()
+                .unwrap();
+            assert!(has_secret(s, Some("password")), "{s}");
+        }
         let store = find(&r, "ObjectStore", "main-pg-backups").unwrap();
         for cred in ["accessKeyId", "secretAccessKey"] {
             let s = &store["spec"]["configuration"]["s3Credentials"][cred];
@@ -334,6 +373,10 @@ fn every_referenced_secret_and_config_map_key_exists() {
             }
         }
     }
+}
+
+fn secret_type<'a>(r: &'a mxstack_k8s::Rendered, secret: &str) -> &'a str {
+    find(r, "Secret", secret).unwrap()["type"].as_str().unwrap()
 }
 
 /// Mounted paths of the pods of a Synapse StatefulSet.
@@ -695,7 +738,8 @@ fn postgres_cluster_uses_the_barman_plugin_and_sizing() {
                 .is_some(),
             t.sizing.postgres.instances == 2
         );
-        assert_eq!(cl["enableSuperuserAccess"], false);
+        // Only for the li-prepare-main Job.
+        assert_eq!(cl["enableSuperuserAccess"], c.has(Feature::Li));
         assert!(
             cl.get("backup").is_none(),
             "in-tree barmanObjectStore is deprecated"
@@ -719,10 +763,10 @@ fn postgres_cluster_uses_the_barman_plugin_and_sizing() {
     let mut c = config(Tier::T1k, &[]);
     c.storage_class = Some("fast-ssd".into());
     let (r, _) = render(&c);
-    assert_eq!(
-        find(&r, "Cluster", "main-pg").unwrap()["spec"]["storage"]["storageClass"],
-        "fast-ssd"
-    );
+    let cl = &find(&r, "Cluster", "main-pg").unwrap()["spec"];
+    assert_eq!(cl["storage"]["storageClass"], "fast-ssd");
+    assert_eq!(cl["enableSuperuserAccess"], false, "no LI, no superuser");
+    assert!(cl.get("managed").is_none());
 }
 
 #[test]
@@ -785,13 +829,14 @@ fn edge_routes_only_public_paths() {
         .map(|r| r["matches"][0]["path"]["value"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["/_matrix", "/_synapse/client"]);
-    let text = r
-        .files
-        .values()
-        .filter(|_| true)
-        .cloned()
-        .collect::<String>();
-    assert!(!text.contains("value: /_synapse/admin"));
+    // The admin API is routed only on the Matrix LI host (allowed networks only, see
+    // li_hosts_answer_only_the_allowed_networks).
+    for route in objects(&r, "HTTPRoute") {
+        let admin = serde_json::to_string(route)
+            .unwrap()
+            .contains("\"/_synapse/admin\"");
+        assert_eq!(admin, name(route) == "matrix-li", "{}", name(route));
+    }
     for cert in objects(&r, "Certificate").filter(|c| c["metadata"]["namespace"] == "matrix") {
         assert_eq!(cert["spec"]["issuerRef"]["name"], "mxstack-letsencrypt");
     }
@@ -884,6 +929,7 @@ fn network_policies_follow_the_flows() {
         if *n == "default-deny"
             || *n == "allow-dns"
             || *n == "allow-postgres"
+            || *n == "allow-li-postgres"
             || *n == "allow-minio"
         {
             continue;

@@ -56,6 +56,7 @@ fn crd_dir() -> PathBuf {
 fn configs() -> Vec<mxstack_spec::Config> {
     let mut a = config(Tier::T1k, &all_features());
     a.storage_class = Some("fast-ssd".into());
+    a.li.allowed_cidrs = vec!["198.51.100.0/24".into(), "2001:db8::/64".into()];
     // Air-gapped antivirus: the signature PVC instead of freshclam.
     let mut b = config(
         Tier::T100,
@@ -68,7 +69,12 @@ fn configs() -> Vec<mxstack_spec::Config> {
     let mut c = config(Tier::T20k, &[]);
     c.media.backend = MediaBackend::S3;
     c.media.endpoint = Some("https://s3.eu-west-1.amazonaws.com".into());
-    vec![a, b, c]
+    // LI in ingress mode (Traefik middlewares) and dump mode (the dump CronJob).
+    let mut d = config(Tier::T100, &[Feature::Li, Feature::Monitoring]);
+    d.ingress.mode = IngressMode::Ingress;
+    d.li.sync = mxstack_spec::LiSyncMode::Dump;
+    d.li.allowed_cidrs = vec!["203.0.113.0/24".into()];
+    vec![a, b, c, d]
 }
 
 const CORE_GROUPS: [&str; 6] = [
@@ -109,6 +115,16 @@ fn core_objects_pass_strict_kubernetes_validation() {
     let dir = tempfile::tempdir().unwrap();
     let (core, _) = write_objects(dir.path());
     assert!(core.len() > 50);
+    for k in ["CronJob", "Job", "Deployment", "NetworkPolicy"] {
+        assert!(
+            core.iter().any(|p| p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains(&format!("-{k}-"))),
+            "no {k} validated"
+        );
+    }
     let out = Command::new(&validator)
         .args(["-k", KUBERNETES_VERSION, "--strict", "--quiet"])
         .args(&core)
@@ -211,6 +227,9 @@ fn custom_resources_match_their_crds() {
         "ServiceMonitor",
         "PodMonitor",
         "PrometheusRule",
+        "Database",
+        "SecurityPolicy",
+        "Middleware",
     ] {
         assert!(kinds.contains(k), "no {k} rendered: {kinds:?}");
     }

@@ -599,6 +599,8 @@ pub struct Images {
     pub livekit: String,
     pub sygnal: String,
     pub clamav: String,
+    /// Synapse Admin, the LI browsing stack's admin UI (static files served by the image's nginx).
+    pub synapse_admin: String,
     /// mxstack's own services (content scanner), built from images/mxstack/Dockerfile.
     pub mxstack: String,
 }
@@ -617,6 +619,7 @@ impl Default for Images {
             livekit: "docker.io/livekit/livekit-server:v1.9.1".into(),
             sygnal: "docker.io/matrixdotorg/sygnal:v0.17.0".into(),
             clamav: "docker.io/clamav/clamav:1.4.3".into(),
+            synapse_admin: "docker.io/awesometechnologies/synapse-admin:0.11.4".into(),
             mxstack: format!("ghcr.io/mxstack/mxstack:{}", env!("CARGO_PKG_VERSION")),
         }
     }

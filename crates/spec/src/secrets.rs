@@ -45,10 +45,14 @@ pub enum SecretName {
     LiDbPassword,
     LiS3AccessKey,
     LiS3SecretKey,
+    LiWorkingCopyDbPassword,
+    LiBrowsingS3AccessKey,
+    LiBrowsingS3SecretKey,
+    LiGatePassword,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 18] = [
+    pub const ALL: [SecretName; 22] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -67,6 +71,10 @@ impl SecretName {
         SecretName::LiDbPassword,
         SecretName::LiS3AccessKey,
         SecretName::LiS3SecretKey,
+        SecretName::LiWorkingCopyDbPassword,
+        SecretName::LiBrowsingS3AccessKey,
+        SecretName::LiBrowsingS3SecretKey,
+        SecretName::LiGatePassword,
     ];
 
     pub fn key(self) -> &'static str {
@@ -89,6 +97,10 @@ impl SecretName {
             SecretName::LiDbPassword => "li_db_password",
             SecretName::LiS3AccessKey => "li_s3_access_key",
             SecretName::LiS3SecretKey => "li_s3_secret_key",
+            SecretName::LiWorkingCopyDbPassword => "li_working_copy_db_password",
+            SecretName::LiBrowsingS3AccessKey => "li_browsing_s3_access_key",
+            SecretName::LiBrowsingS3SecretKey => "li_browsing_s3_secret_key",
+            SecretName::LiGatePassword => "li_gate_password",
         }
     }
 
@@ -132,12 +144,24 @@ impl SecretName {
                 "S3 access key id of li-sync: read the media bucket, write the LI media bucket"
             }
             SecretName::LiS3SecretKey => "S3 secret key of li-sync",
+            SecretName::LiWorkingCopyDbPassword => {
+                "password of Synapse LI's role on the LI browsing stack's working copy database"
+            }
+            SecretName::LiBrowsingS3AccessKey => {
+                "S3 access key id of Synapse LI: read-only on the LI media bucket"
+            }
+            SecretName::LiBrowsingS3SecretKey => "S3 secret key of Synapse LI",
+            SecretName::LiGatePassword => {
+                "password of user `investigator` at the basic-auth gate of Element LI and Synapse Admin LI"
+            }
         }
     }
 
     pub fn shape(self) -> SecretShape {
         match self {
-            SecretName::S3AccessKey | SecretName::LiS3AccessKey => SecretShape::AccessKeyId,
+            SecretName::S3AccessKey
+            | SecretName::LiS3AccessKey
+            | SecretName::LiBrowsingS3AccessKey => SecretShape::AccessKeyId,
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
             SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),

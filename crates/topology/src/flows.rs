@@ -1,12 +1,12 @@
 //! Who talks to whom: every network flow the system needs. NetworkPolicies are generated from this
 //! list (default deny, then exactly these), and docs/NETWORK.md lists it, so the two cannot differ.
 
-use mxstack_spec::{Feature, MediaBackend};
+use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 use serde::Serialize;
 
 use crate::addressing::{
-    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT,
-    REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
+    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, LI_SYNC_PORT, METRICS_PORT, POSTGRES_PORT,
+    REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
 };
 use crate::Topology;
 
@@ -27,6 +27,20 @@ pub enum Party {
     Sygnal,
     ContentScanner,
     Clamav,
+    /// The LI PostgreSQL cluster (`li-pg`): the replica and the browsing stack's working copy.
+    LiPostgres,
+    /// li-sync: keeps the replica (schema, subscription, history) and copies media.
+    LiSync,
+    /// The Job that prepares main for logical replication (runs on main's side, as superuser).
+    LiPrepareMain,
+    /// The dump-mode CronJob (`li.sync: dump`): pg_dump of main restored into the replica.
+    LiDump,
+    /// The CronJob that refreshes the browsing stack's working copy from the replica.
+    LiWorkingCopy,
+    /// Synapse LI: the read-only browsing homeserver on the working copy.
+    SynapseLi,
+    ElementLi,
+    SynapseAdminLi,
     /// The Gateway / Ingress controller (another namespace).
     Edge,
     /// Prometheus (monitoring namespace).
@@ -40,7 +54,19 @@ pub enum Party {
 }
 
 impl Party {
-    pub fn as_str(self) -> &'static str {
+    /// The LI workloads that run on the LI nodes: all but `li-prepare-main`, which holds main's
+    /// superuser and so never runs there. (The LI PostgreSQL's pods come from its operator.)
+    pub const ON_LI_NODES: [Party; 6] = [
+        Party::LiSync,
+        Party::LiDump,
+        Party::LiWorkingCopy,
+        Party::SynapseLi,
+        Party::ElementLi,
+        Party::SynapseAdminLi,
+    ];
+
+    /// The party's name; in Kubernetes also the `app.kubernetes.io/name` of its pods.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Party::Synapse => "synapse",
             Party::Router => "synapse-router",
@@ -55,6 +81,14 @@ impl Party {
             Party::Sygnal => "sygnal",
             Party::ContentScanner => "content-scanner",
             Party::Clamav => "clamav",
+            Party::LiPostgres => "li-postgres",
+            Party::LiSync => "li-sync",
+            Party::LiPrepareMain => "li-prepare-main",
+            Party::LiDump => "li-dump",
+            Party::LiWorkingCopy => "li-working-copy",
+            Party::SynapseLi => "synapse-li",
+            Party::ElementLi => "element-li",
+            Party::SynapseAdminLi => "synapse-admin-li",
             Party::Edge => "edge",
             Party::Monitoring => "monitoring",
             Party::CnpgOperator => "cnpg-operator",
@@ -104,6 +138,138 @@ pub const ELEMENT_PORT: u16 = 8080;
 pub const LIVEKIT_PORT: u16 = 7880;
 pub const SYGNAL_PORT: u16 = 5000;
 pub const MINIO_PORT: u16 = 9000;
+/// Port of the LI web UIs (Element LI, Synapse Admin LI): nginx as a non-root user.
+pub const LI_WEB_PORT: u16 = 8080;
+/// PostgreSQL metrics of CloudNativePG instances.
+pub const CNPG_METRICS_PORT: u16 = 9187;
+
+/// The S3 endpoint of the media backend as a flow target: (party, port).
+fn s3_target(t: &Topology) -> (Party, u16) {
+    match t.config.media.backend {
+        MediaBackend::Seaweedfs => (Party::Seaweedfs, SEAWEEDFS_S3_PORT),
+        MediaBackend::MinioLegacy => (Party::Minio, MINIO_PORT),
+        MediaBackend::S3 => (Party::Internet, 443),
+    }
+}
+
+/// The lawful-intercept flows (feature `li`). Nothing LI reaches the internet, except the S3
+/// endpoint when media lives on an external S3 service (a NetworkPolicy can only name it by
+/// address).
+fn li_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    let (s3, s3_port) = s3_target(t);
+    let mut f = vec![
+        tcp(
+            LiSync,
+            Postgres,
+            &[POSTGRES_PORT],
+            "li-sync reads main's schema and replication status (read-only role li_replicator)",
+        ),
+        tcp(
+            LiSync,
+            LiPostgres,
+            &[POSTGRES_PORT],
+            "li-sync keeps the replica: schema, subscription, history",
+        ),
+        tcp(
+            LiSync,
+            s3,
+            &[s3_port],
+            "li-sync copies every media object into the LI bucket",
+        ),
+        tcp(
+            LiPrepareMain,
+            Postgres,
+            &[POSTGRES_PORT],
+            "the li-prepare-main Job sets replica identities, the event trigger and the publication (superuser)",
+        ),
+        tcp(
+            LiWorkingCopy,
+            LiPostgres,
+            &[POSTGRES_PORT],
+            "the working-copy CronJob refreshes synapse_li_work from the replica",
+        ),
+        tcp(
+            SynapseLi,
+            LiPostgres,
+            &[POSTGRES_PORT],
+            "Synapse LI's database (the working copy)",
+        ),
+        tcp(
+            SynapseLi,
+            s3,
+            &[s3_port],
+            "Synapse LI reads LI media (read-only S3 identity)",
+        ),
+        tcp(
+            LiPostgres,
+            LiPostgres,
+            &[POSTGRES_PORT, CNPG_STATUS_PORT],
+            "LI streaming replication and instance manager",
+        ),
+        tcp(
+            CnpgOperator,
+            LiPostgres,
+            &[CNPG_STATUS_PORT, POSTGRES_PORT],
+            "CloudNativePG operator manages the LI instances",
+        ),
+        tcp(
+            Edge,
+            SynapseLi,
+            &[HTTP_PORT],
+            "LI client and admin API (allowed networks only)",
+        ),
+        tcp(
+            Edge,
+            ElementLi,
+            &[LI_WEB_PORT],
+            "Element Web LI (allowed networks, basic-auth gate)",
+        ),
+        tcp(
+            Edge,
+            SynapseAdminLi,
+            &[LI_WEB_PORT],
+            "Synapse Admin LI (allowed networks, basic-auth gate)",
+        ),
+    ];
+    match t.config.li.sync {
+        LiSyncMode::Logical => f.push(tcp(
+            LiPostgres,
+            Postgres,
+            &[POSTGRES_PORT],
+            "the LI subscription streams main's changes (logical replication)",
+        )),
+        LiSyncMode::Dump => {
+            f.push(tcp(
+                LiDump,
+                Postgres,
+                &[POSTGRES_PORT],
+                "the dump CronJob reads main (pg_dump as li_replicator)",
+            ));
+            f.push(tcp(
+                LiDump,
+                LiPostgres,
+                &[POSTGRES_PORT],
+                "the dump CronJob restores into the replica",
+            ));
+        }
+    }
+    if t.has(Feature::Monitoring) {
+        f.push(tcp(
+            Monitoring,
+            LiSync,
+            &[LI_SYNC_PORT],
+            "li-sync metrics (lag, apply errors, media backlog)",
+        ));
+        f.push(tcp(
+            Monitoring,
+            LiPostgres,
+            &[CNPG_METRICS_PORT],
+            "LI PostgreSQL metrics",
+        ));
+    }
+    f
+}
 
 pub fn flows(t: &Topology) -> Vec<Flow> {
     use Party::*;
@@ -300,9 +466,81 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             &[ROUTER_STATS_PORT],
             "HAProxy metrics",
         ));
-        f.push(tcp(Monitoring, Postgres, &[9187], "PostgreSQL metrics"));
+        f.push(tcp(
+            Monitoring,
+            Postgres,
+            &[CNPG_METRICS_PORT],
+            "PostgreSQL metrics",
+        ));
         f.push(tcp(Monitoring, Valkey, &[9121], "Valkey metrics exporter"));
+    }
+    if t.has(Feature::Li) {
+        f.extend(li_flows(t));
     }
     f.sort();
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mxstack_spec::{Config, Tier};
+
+    fn li(sync: LiSyncMode, backend: MediaBackend) -> Vec<Flow> {
+        let mut c = Config::new("acme.test", Tier::T1k, [Feature::Li].into_iter().collect());
+        c.li.sync = sync;
+        c.media.backend = backend;
+        flows(&Topology::build(&c))
+    }
+
+    fn has(f: &[Flow], from: Party, to: Party) -> bool {
+        f.iter().any(|x| x.from == from && x.to == to)
+    }
+
+    #[test]
+    fn li_flows_follow_the_sync_mode() {
+        let logical = li(LiSyncMode::Logical, MediaBackend::Seaweedfs);
+        assert!(has(&logical, Party::LiPostgres, Party::Postgres));
+        assert!(!has(&logical, Party::LiDump, Party::Postgres));
+        let dump = li(LiSyncMode::Dump, MediaBackend::Seaweedfs);
+        assert!(!has(&dump, Party::LiPostgres, Party::Postgres));
+        assert!(has(&dump, Party::LiDump, Party::Postgres));
+        assert!(has(&dump, Party::LiDump, Party::LiPostgres));
+        let none = flows(&Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            Default::default(),
+        )));
+        assert!(none
+            .iter()
+            .all(|f| f.from != Party::LiSync && f.to != Party::LiPostgres));
+    }
+
+    #[test]
+    fn li_reaches_the_internet_only_for_external_s3() {
+        for backend in [MediaBackend::Seaweedfs, MediaBackend::MinioLegacy] {
+            let f = li(LiSyncMode::Logical, backend);
+            assert!(f.iter().all(|x| !(Party::ON_LI_NODES.contains(&x.from)
+                || x.from == Party::LiPostgres)
+                || x.to != Party::Internet));
+        }
+        let f = li(LiSyncMode::Logical, MediaBackend::S3);
+        for x in f.iter().filter(|x| x.to == Party::Internet) {
+            if Party::ON_LI_NODES.contains(&x.from) {
+                assert_eq!(x.ports, [443], "{x:?}");
+            }
+        }
+        assert!(has(&f, Party::SynapseLi, Party::Internet));
+        // The web UIs reach nothing.
+        assert!(f
+            .iter()
+            .all(|x| x.from != Party::ElementLi && x.from != Party::SynapseAdminLi));
+    }
+
+    #[test]
+    fn li_sync_is_named_like_its_address() {
+        assert_eq!(Party::LiSync.as_str(), crate::addressing::LI_SYNC);
+        assert!(Party::ON_LI_NODES.iter().all(|p| p.in_namespace()));
+        assert!(!Party::ON_LI_NODES.contains(&Party::LiPrepareMain));
+    }
 }

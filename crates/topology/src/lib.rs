@@ -10,6 +10,7 @@ pub mod budget;
 pub mod flows;
 pub mod haproxy;
 pub mod li;
+pub mod li_browsing;
 pub mod routing;
 pub mod sizing;
 pub mod synapse;

@@ -83,18 +83,18 @@ pub fn find<'a>(r: &'a mxstack_k8s::Rendered, k: &str, n: &str) -> Option<&'a Va
         .find(|v| kind(v) == k && name(v) == n)
 }
 
-/// Pod templates of every workload: (kind, name, template).
+/// Pod templates of every workload, CronJobs included: (kind, name, template).
 pub fn pod_templates(r: &mxstack_k8s::Rendered) -> Vec<(String, String, &Value)> {
     r.objects
         .iter()
         .map(|o| &o.value)
-        .filter(|v| matches!(kind(v), "Deployment" | "StatefulSet" | "Job" | "DaemonSet"))
-        .map(|v| {
-            (
-                kind(v).to_string(),
-                name(v).to_string(),
-                &v["spec"]["template"],
-            )
+        .filter_map(|v| {
+            let template = match kind(v) {
+                "Deployment" | "StatefulSet" | "Job" | "DaemonSet" => &v["spec"]["template"],
+                "CronJob" => &v["spec"]["jobTemplate"]["spec"]["template"],
+                _ => return None,
+            };
+            Some((kind(v).to_string(), name(v).to_string(), template))
         })
         .collect()
 }
