@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Database, LiSyncConfig, SyncMode};
 use crate::media::MediaSync;
-use crate::replica::{schema_behind, sync_schema, ReplicaError};
+use crate::replica::{sync_schema, ReplicaError};
 use crate::status::{collect, metrics_text, Counters, LiStatus};
 
 #[derive(Default)]
@@ -76,7 +76,8 @@ async fn replica_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
                     && since_schema_check >= Duration::from_secs(config.schema_check_interval_secs)
                 {
                     since_schema_check = Duration::ZERO;
-                    if schema_behind(&main, &replica).await? {
+                    // The status just compared the schemas.
+                    if status.schema_behind {
                         let r = sync_schema(&main, &mut replica, &mut locker, &config, &main_password).await?;
                         eprintln!(
                             "li-sync: schema upgrade applied: new tables {:?}, {} statements, refreshed {}",

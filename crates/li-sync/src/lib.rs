@@ -20,8 +20,7 @@ use std::path::Path;
 
 /// Environment variables `li prepare-main` reads main's superuser from (the Kubernetes Job gets
 /// them from the CloudNativePG superuser secret; never an LI workload).
-pub const ENV_MAIN_ADMIN_USER: &str = "MXSTACK_LI_MAIN_ADMIN_USER";
-pub const ENV_MAIN_ADMIN_PASSWORD: &str = "MXSTACK_LI_MAIN_ADMIN_PASSWORD";
+pub use mxstack_topology::li::{ENV_MAIN_ADMIN_PASSWORD, ENV_MAIN_ADMIN_USER};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

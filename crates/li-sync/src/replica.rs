@@ -343,9 +343,18 @@ async fn has_unsubscribed_tables(main: &Client, replica: &Client) -> Result<bool
     Ok(published.difference(&subscribed).next().is_some())
 }
 
-/// Quick check used by the daemon's loop: does the replica lack anything main has?
+/// Does the replica lack anything main has?
 pub async fn schema_behind(main: &Client, replica: &Client) -> Result<bool, ReplicaError> {
-    let d = diff(&Schema::read(main).await?, &Schema::read(replica).await?);
+    schema_behind_of(&Schema::read(main).await?, main, replica).await
+}
+
+/// [`schema_behind`] when main's schema has just been read.
+pub async fn schema_behind_of(
+    main_schema: &Schema,
+    main: &Client,
+    replica: &Client,
+) -> Result<bool, ReplicaError> {
+    let d = diff(main_schema, &Schema::read(replica).await?);
     Ok(!d.is_empty() || has_unsubscribed_tables(main, replica).await?)
 }
 

@@ -145,7 +145,7 @@ pub async fn collect(
     }
     let main_schema = Schema::read(main).await?;
     s.tables_without_identity = main_schema.tables_without_identity();
-    s.schema_behind = crate::replica::schema_behind(main, replica).await?;
+    s.schema_behind = crate::replica::schema_behind_of(&main_schema, main, replica).await?;
     if table_exists(replica, "mxstack_li", "row_history").await? {
         s.history_rows = one_i64(replica, "SELECT count(*) FROM mxstack_li.row_history").await?;
         s.schema_upgrades =

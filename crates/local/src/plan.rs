@@ -353,30 +353,7 @@ impl LocalPlan {
         let mut services = Vec::new();
         let pg_data = layout.postgres_data();
         let pwfile = layout.root.join("postgres/initdb-password");
-        services.push(Service {
-            name: "postgres-init".into(),
-            program: programs.pg_bin.join("initdb"),
-            args: vec![
-                "-D".into(),
-                pg_data.display().to_string(),
-                "--username=postgres".into(),
-                "--auth-local=peer".into(),
-                "--auth-host=scram-sha-256".into(),
-                "--encoding=UTF8".into(),
-                "--locale=C".into(),
-                format!("--pwfile={}", pwfile.display()),
-            ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: Some("postgres".into()),
-            readiness: Readiness::Exited,
-            after: vec![],
-            one_shot: true,
-            port: None,
-            skip_if_exists: Some(pg_data.join("PG_VERSION")),
-            stop_grace_secs: 20,
-        });
+        services.push(initdb("postgres-init", programs, &pg_data, &pwfile));
         // The superuser gets a random password nobody needs: local access is by peer auth only.
         files.push(file(
             pwfile,
@@ -387,76 +364,35 @@ impl LocalPlan {
                 .collect::<String>(),
             0o600,
         ));
-        services.push(Service {
-            name: "postgres".into(),
-            program: programs.pg_bin.join("postgres"),
-            args: vec![
-                "-D".into(),
-                pg_data.display().to_string(),
-                "-p".into(),
-                pg.port.to_string(),
-                "-k".into(),
-                layout.sockets().display().to_string(),
-                "-c".into(),
+        services.push(postgres_server(
+            "postgres",
+            programs,
+            layout,
+            &pg_data,
+            pg.port,
+            &[
                 "listen_addresses=127.0.0.1".into(),
-                "-c".into(),
                 format!("max_connections={}", t.budget.max_connections),
-                "-c".into(),
                 "wal_level=logical".into(),
-                "-c".into(),
                 "shared_buffers=256MB".into(),
-                "-c".into(),
                 "synchronous_commit=on".into(),
             ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: Some("postgres".into()),
-            readiness: Readiness::Tcp { port: pg.port },
-            after: vec!["postgres-init".into()],
-            one_shot: false,
-            port: Some(pg.port),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
-        // Idempotent: the role's password is (re)set from secrets.yaml on every start.
-        let sql = format!(
-            "SELECT 'CREATE ROLE {u} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}')\\gexec\n\
-             ALTER ROLE {u} WITH LOGIN PASSWORD '{pw}';\n\
-             SELECT 'CREATE DATABASE {d} OWNER {u} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
-             WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n",
-            u = DATABASE_USER,
-            d = DATABASE_NAME,
-            pw = secrets.get(SecretName::SynapseDbPassword)
-        );
-        services.push(Service {
-            name: "postgres-setup".into(),
-            program: programs.pg_bin.join("psql"),
-            args: vec![
-                "-X".into(),
-                "-q".into(),
-                "-v".into(),
-                "ON_ERROR_STOP=1".into(),
-                "-h".into(),
-                layout.sockets().display().to_string(),
-                "-p".into(),
-                pg.port.to_string(),
-                "-U".into(),
-                "postgres".into(),
-                "-d".into(),
-                "postgres".into(),
-            ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: Some(sql),
-            run_as: Some("postgres".into()),
-            readiness: Readiness::Exited,
-            after: vec!["postgres".into()],
-            one_shot: true,
-            port: None,
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
+            "postgres-init",
+        ));
+        services.push(psql_as_postgres(
+            "postgres-setup",
+            programs,
+            layout,
+            pg.port,
+            "postgres",
+            role_and_database_sql(
+                DATABASE_USER,
+                "LOGIN",
+                secrets.get(SecretName::SynapseDbPassword),
+                DATABASE_NAME,
+            ),
+            "postgres",
+        ));
 
         for i in 0..n {
             let me = addr.redis_instance(i);
@@ -923,38 +859,12 @@ fn li_services(
     let pg = addr.postgres();
     let li_pg = addr.li_postgres();
     let data = layout.li_postgres_data();
-    let psql = |name: &str, port: u16, db: &str, sql: String, after: &str| Service {
-        name: name.into(),
-        program: programs.pg_bin.join("psql"),
-        args: vec![
-            "-X".into(),
-            "-q".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-h".into(),
-            layout.sockets().display().to_string(),
-            "-p".into(),
-            port.to_string(),
-            "-U".into(),
-            "postgres".into(),
-            "-d".into(),
-            db.into(),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: Some(sql),
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Exited,
-        after: vec![after.into()],
-        one_shot: true,
-        port: None,
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    };
     // Main: identities, event trigger, the read-only replication role, the publication. Before
     // Synapse starts, so every table Synapse creates gets its identity from the event trigger.
-    services.push(psql(
+    services.push(psql_as_postgres(
         "li-prepare-main",
+        programs,
+        layout,
         pg.port,
         DATABASE_NAME,
         li::main_setup_sql(
@@ -963,77 +873,39 @@ fn li_services(
         ),
         "postgres-setup",
     ));
-    services.push(Service {
-        name: "postgres-li-init".into(),
-        program: programs.pg_bin.join("initdb"),
-        args: vec![
-            "-D".into(),
-            data.display().to_string(),
-            "--username=postgres".into(),
-            "--auth-local=peer".into(),
-            "--auth-host=scram-sha-256".into(),
-            "--encoding=UTF8".into(),
-            "--locale=C".into(),
-            format!(
-                "--pwfile={}",
-                layout.root.join("postgres/initdb-password").display()
-            ),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Exited,
-        after: vec![],
-        one_shot: true,
-        port: None,
-        skip_if_exists: Some(data.join("PG_VERSION")),
-        stop_grace_secs: 20,
-    });
-    services.push(Service {
-        name: "postgres-li".into(),
-        program: programs.pg_bin.join("postgres"),
-        args: vec![
-            "-D".into(),
-            data.display().to_string(),
-            "-p".into(),
-            li_pg.port.to_string(),
-            "-k".into(),
-            layout.sockets().display().to_string(),
-            "-c".into(),
+    services.push(initdb(
+        "postgres-li-init",
+        programs,
+        &data,
+        &layout.root.join("postgres/initdb-password"),
+    ));
+    services.push(postgres_server(
+        "postgres-li",
+        programs,
+        layout,
+        &data,
+        li_pg.port,
+        &[
             "listen_addresses=127.0.0.1".into(),
-            "-c".into(),
             "max_connections=50".into(),
-            "-c".into(),
             "shared_buffers=128MB".into(),
             // Quick retries after the replica was down or a table was missing.
-            "-c".into(),
             "wal_retrieve_retry_interval=1s".into(),
         ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Tcp { port: li_pg.port },
-        after: vec!["postgres-li-init".into()],
-        one_shot: false,
-        port: Some(li_pg.port),
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    });
+        "postgres-li-init",
+    ));
     // li-sync owns the LI cluster (CREATE SUBSCRIPTION needs a superuser on PostgreSQL 15).
-    services.push(psql(
+    services.push(psql_as_postgres(
         "postgres-li-setup",
+        programs,
+        layout,
         li_pg.port,
         "postgres",
-        format!(
-            "SELECT 'CREATE ROLE {u} LOGIN SUPERUSER' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}')\\gexec\n\
-             ALTER ROLE {u} WITH LOGIN SUPERUSER PASSWORD '{pw}';\n\
-             SELECT 'CREATE DATABASE {d} OWNER {u} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
-             WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n",
-            u = li::LI_ROLE,
-            d = li::LI_DATABASE,
-            pw = secrets.get(SecretName::LiDbPassword)
+        role_and_database_sql(
+            li::LI_ROLE,
+            "LOGIN SUPERUSER",
+            secrets.get(SecretName::LiDbPassword),
+            li::LI_DATABASE,
         ),
         "postgres-li",
     ));
@@ -1093,4 +965,124 @@ fn li_services(
         skip_if_exists: None,
         stop_grace_secs: 10,
     });
+}
+
+/// `initdb` of a cluster owned by the `postgres` user, once (skipped when it exists).
+fn initdb(name: &str, programs: &Programs, data: &Path, pwfile: &Path) -> Service {
+    Service {
+        name: name.into(),
+        program: programs.pg_bin.join("initdb"),
+        args: vec![
+            "-D".into(),
+            data.display().to_string(),
+            "--username=postgres".into(),
+            "--auth-local=peer".into(),
+            "--auth-host=scram-sha-256".into(),
+            "--encoding=UTF8".into(),
+            "--locale=C".into(),
+            format!("--pwfile={}", pwfile.display()),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Exited,
+        after: vec![],
+        one_shot: true,
+        port: None,
+        skip_if_exists: Some(data.join("PG_VERSION")),
+        stop_grace_secs: 20,
+    }
+}
+
+/// A PostgreSQL server on `port` with its socket in the state directory; `settings` are
+/// `name=value` pairs passed as `-c`.
+fn postgres_server(
+    name: &str,
+    programs: &Programs,
+    layout: &StateLayout,
+    data: &Path,
+    port: u16,
+    settings: &[String],
+    after: &str,
+) -> Service {
+    let mut args = vec![
+        "-D".into(),
+        data.display().to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-k".into(),
+        layout.sockets().display().to_string(),
+    ];
+    for s in settings {
+        args.push("-c".into());
+        args.push(s.clone());
+    }
+    Service {
+        name: name.into(),
+        program: programs.pg_bin.join("postgres"),
+        args,
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Tcp { port },
+        after: vec![after.into()],
+        one_shot: false,
+        port: Some(port),
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    }
+}
+
+/// A one-shot `psql` as the `postgres` superuser over the local socket (peer authentication),
+/// reading `sql` from stdin and stopping at the first error.
+fn psql_as_postgres(
+    name: &str,
+    programs: &Programs,
+    layout: &StateLayout,
+    port: u16,
+    db: &str,
+    sql: String,
+    after: &str,
+) -> Service {
+    Service {
+        name: name.into(),
+        program: programs.pg_bin.join("psql"),
+        args: vec![
+            "-X".into(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-h".into(),
+            layout.sockets().display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-d".into(),
+            db.into(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: Some(sql),
+        run_as: Some("postgres".into()),
+        readiness: Readiness::Exited,
+        after: vec![after.into()],
+        one_shot: true,
+        port: None,
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    }
+}
+
+/// Idempotent: the role exists with `attributes` and its password is (re)set from
+/// secrets.yaml on every start; the database it owns is created once.
+fn role_and_database_sql(role: &str, attributes: &str, password: &str, db: &str) -> String {
+    format!(
+        "SELECT 'CREATE ROLE {role} {attributes}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec\n\
+         ALTER ROLE {role} WITH {attributes} PASSWORD '{password}';\n\
+         SELECT 'CREATE DATABASE {db} OWNER {role} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
+         WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
+    )
 }

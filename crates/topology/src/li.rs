@@ -224,7 +224,6 @@ END $do$;
 }
 
 /// Environment variables `mxstack li prepare-main` reads main's superuser from (the Kubernetes
-/// Job `li-prepare-main` sets them from CloudNativePG's `main-pg-superuser` Secret). The same
-/// names as `mxstack_li_sync::ENV_MAIN_ADMIN_USER` / `ENV_MAIN_ADMIN_PASSWORD`.
+/// Job `li-prepare-main` sets them from CloudNativePG's `main-pg-superuser` Secret).
 pub const ENV_MAIN_ADMIN_USER: &str = "MXSTACK_LI_MAIN_ADMIN_USER";
 pub const ENV_MAIN_ADMIN_PASSWORD: &str = "MXSTACK_LI_MAIN_ADMIN_PASSWORD";
