@@ -86,6 +86,27 @@ pub fn problems(s: &LiStatus) -> Vec<String> {
             p.push(format!("lag {:.1} s", s.lag_seconds.unwrap_or(0.0)));
         }
     }
+    if s.mode == "dump" {
+        match &s.last_dump {
+            None => p.push("no dump run yet (`mxstack li dump`, or wait for the schedule)".into()),
+            Some(d) if d.status == "failed" => p.push(format!(
+                "the last dump run failed: {}",
+                d.error.as_deref().unwrap_or("no reason recorded")
+            )),
+            Some(d) if d.last_success_unix.is_none() => {
+                p.push("no dump run has succeeded yet".into())
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(w) = &s.last_working_copy {
+        if w.status == "failed" {
+            p.push(format!(
+                "the last working-copy refresh failed: {}",
+                w.error.as_deref().unwrap_or("no reason recorded")
+            ));
+        }
+    }
     if !s.tables_without_identity.is_empty() {
         p.push(format!(
             "tables on main without replica identity (UPDATE/DELETE on them fail): {}",
@@ -142,6 +163,24 @@ pub fn status(t: &LiTarget, json: bool) -> CmdResult {
             );
         }
         println!("history: {} rows kept", s.history_rows);
+        for (what, r) in [
+            ("dump", &s.last_dump),
+            ("working copy", &s.last_working_copy),
+        ] {
+            if let Some(r) = r {
+                println!(
+                    "{what}: last run {} (started unix {:.0}){}; last success {}; {} runs, {} failed",
+                    r.status,
+                    r.started_at_unix,
+                    r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                    r.last_success_unix
+                        .map(|t| format!("at unix {t:.0}"))
+                        .unwrap_or_else(|| "never".into()),
+                    r.total_runs,
+                    r.failed_runs
+                );
+            }
+        }
         match &s.media {
             Some(m) => println!(
                 "media: last pass at unix {:.0}: {} listed, {} copied, {} errors, {} left",
@@ -195,6 +234,56 @@ pub fn upgrade_schema(t: &LiTarget, json: bool) -> CmdResult {
             println!("not applied (needs an operator): {n}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_run(
+    json: bool,
+    value: &impl serde::Serialize,
+    what: &str,
+    f: &mxstack_li_sync::bulk::RunFigures,
+    seconds: f64,
+) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).expect("json"));
+    } else {
+        println!(
+            "{what} in {seconds:.1} s: {} tables ({} replaced), {} rows, {}, {} rows kept in history",
+            f.tables,
+            f.tables_changed,
+            f.rows_copied,
+            mib(f.bytes_copied),
+            f.history_rows
+        );
+    }
+}
+
+pub fn dump(t: &LiTarget, json: bool) -> CmdResult {
+    let config = t.load()?;
+    let r = mxstack_li_sync::dump(&config)?;
+    print_run(
+        json,
+        &r,
+        &format!("dump run {} committed", r.run_id),
+        &r.figures,
+        r.seconds,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn refresh_working_copy(t: &LiTarget, json: bool) -> CmdResult {
+    let config = t.load()?;
+    let r = mxstack_li_sync::refresh_working_copy(&config)?;
+    print_run(
+        json,
+        &r,
+        &format!(
+            "working copy refreshed (run {}, {} main session tokens removed, {} sequences set)",
+            r.run_id, r.credentials_removed, r.sequences_set
+        ),
+        &r.figures,
+        r.seconds,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -234,6 +234,25 @@ enum LiAction {
         #[arg(long)]
         json: bool,
     },
+    /// Dump mode (`li.sync: dump`): copy a consistent snapshot of main into the replica now, in
+    /// one transaction, keeping every row the previous copy had and main no longer has
+    /// (history operation REMOVED). Holds a lock (a second run is refused) and records the run
+    /// (`li status` shows it). Progress per table on stderr. The Kubernetes CronJob runs it.
+    Dump {
+        #[command(flatten)]
+        source: LiSource,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh the browsing stack's working copy (Synapse LI's database) from the replica: one
+    /// snapshot, one transaction, sequences set, main's access tokens removed. Restart Synapse
+    /// LI afterwards (it caches). The Kubernetes CronJob runs it on `li.working_copy_schedule`.
+    RefreshWorkingCopy {
+        #[command(flatten)]
+        source: LiSource,
+        #[arg(long)]
+        json: bool,
+    },
     /// Prepare main for logical replication as its superuser (replica identities, event trigger,
     /// read-only replication role grants, publication). Idempotent; the Kubernetes Job runs it.
     /// The superuser comes from MXSTACK_LI_MAIN_ADMIN_USER / MXSTACK_LI_MAIN_ADMIN_PASSWORD.
@@ -362,6 +381,10 @@ fn main() -> ExitCode {
         Command::Li { action } => match action {
             LiAction::Status { source, json } => li::status(&source.target(), json),
             LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
+            LiAction::Dump { source, json } => li::dump(&source.target(), json),
+            LiAction::RefreshWorkingCopy { source, json } => {
+                li::refresh_working_copy(&source.target(), json)
+            }
             LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
         },
         Command::Supervise {

@@ -18,6 +18,23 @@ pub struct LiSyncConfig {
     pub media: Option<MediaConfig>,
     pub schema_check_interval_secs: u64,
     pub status_interval_secs: u64,
+    /// Dump mode: the daemon runs a dump sync itself this often (the local runner). Absent where
+    /// a scheduler runs `mxstack li dump` (the Kubernetes CronJob).
+    #[serde(default)]
+    pub dump_interval_secs: Option<u64>,
+    /// The browsing stack's working copy, in the replica's cluster (`mxstack li
+    /// refresh-working-copy`).
+    #[serde(default)]
+    pub working_copy: Option<WorkingCopyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingCopyConfig {
+    /// Database Synapse LI runs on; it is refreshed in place, never dropped.
+    pub dbname: String,
+    /// Synapse LI's role: owns every object the refresh creates.
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -71,6 +71,9 @@ async fn replica_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
             let mut since_schema_check = Duration::ZERO;
             let tick = Duration::from_secs(config.status_interval_secs.max(1));
             loop {
+                if config.mode == SyncMode::Logical && replica_ready(&replica).await? {
+                    crate::replica::copy_sequences(&main, &replica).await?;
+                }
                 let status = collect(&main, &replica, &config, false).await?;
                 if config.mode == SyncMode::Logical
                     && since_schema_check >= Duration::from_secs(config.schema_check_interval_secs)
@@ -102,6 +105,39 @@ async fn replica_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
             shared.counters.lock().unwrap().collect_errors += 1;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The replica's LI schema exists (li-sync created it; sequence values have a place to go).
+async fn replica_ready(replica: &Client) -> Result<bool, ReplicaError> {
+    Ok(replica
+        .query_one(
+            "SELECT pg_catalog.to_regclass('mxstack_li.sequence_sync') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Dump mode where no scheduler runs `mxstack li dump` (the local runner): one run at start,
+/// then one every `dump_interval_secs`.
+async fn dump_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
+    let Some(every) = config.dump_interval_secs else {
+        return;
+    };
+    if config.mode != SyncMode::Dump {
+        return;
+    }
+    let every = Duration::from_secs(every.max(10));
+    loop {
+        match crate::dump::run(&config, &|_| {}).await {
+            Ok(r) => eprintln!(
+                "li-sync: dump run {} done in {:.1} s: {} rows, {} tables replaced, {} rows kept in history",
+                r.run_id, r.seconds, r.figures.rows_copied, r.figures.tables_changed, r.figures.history_rows
+            ),
+            Err(e) => shared.error("dump", e),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -208,6 +244,7 @@ pub async fn run(config: LiSyncConfig) -> Result<(), String> {
         .with_state(shared.clone());
     tokio::spawn(replica_loop(config.clone(), shared.clone()));
     tokio::spawn(media_loop(config.clone(), shared.clone()));
+    tokio::spawn(dump_loop(config.clone(), shared.clone()));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

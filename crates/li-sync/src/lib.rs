@@ -5,10 +5,17 @@
 //!   deleted or rewritten row in history tables, and absorbs Synapse schema upgrades.
 //! - [`media`]: copies every media object from the main bucket to the LI bucket, verified, and
 //!   never deletes.
-//! - [`status`]: lag, apply errors, slot retention, media backlog, table counts; Prometheus text.
+//! - [`dump`]: dump mode, a consistent snapshot of main replacing the replica on a schedule,
+//!   keeping what each run removes.
+//! - [`working_copy`]: the browsing stack's database, refreshed from the replica.
+//! - [`status`]: lag, apply errors, slot retention, media backlog, table counts, the last dump
+//!   and refresh; Prometheus text.
 
+pub mod bulk;
 pub mod config;
+pub mod dump;
 pub mod media;
+pub mod working_copy;
 
 pub use config::LiSyncConfig;
 pub mod daemon;
@@ -55,6 +62,24 @@ pub fn upgrade_schema(config: &LiSyncConfig) -> Result<replica::UpgradeReport, S
         let mut replica = daemon::connect(&config.replica).await.map_err(|e| e.0)?;
         let mut locker = daemon::connect(&config.replica).await.map_err(|e| e.0)?;
         replica::sync_schema(&main, &mut replica, &mut locker, config, &main_password)
+            .await
+            .map_err(|e| e.0)
+    })
+}
+
+/// `mxstack li dump`: one dump-mode sync now (progress lines on stderr).
+pub fn dump(config: &LiSyncConfig) -> Result<dump::DumpReport, String> {
+    runtime()?.block_on(async {
+        dump::run(config, &|line| eprintln!("{line}"))
+            .await
+            .map_err(|e| e.0)
+    })
+}
+
+/// `mxstack li refresh-working-copy`: refresh the browsing stack's database from the replica.
+pub fn refresh_working_copy(config: &LiSyncConfig) -> Result<working_copy::RefreshReport, String> {
+    runtime()?.block_on(async {
+        working_copy::refresh(config, &|line| eprintln!("{line}"))
             .await
             .map_err(|e| e.0)
     })

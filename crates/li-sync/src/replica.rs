@@ -38,6 +38,7 @@ impl From<tokio_postgres::Error> for ReplicaError {
 /// per change) so a Synapse migration never needs a history migration.
 pub fn history_setup_sql() -> String {
     let s = LI_SCHEMA;
+    let bulk = crate::dump::BULK_SETTING;
     let skip = HISTORY_SKIPS_UPDATES_OF
         .iter()
         .map(|t| literal(t))
@@ -48,7 +49,8 @@ pub fn history_setup_sql() -> String {
 CREATE TABLE IF NOT EXISTS {s}.row_history (
     id bigserial PRIMARY KEY,
     table_name text NOT NULL,
-    operation text NOT NULL CHECK (operation IN ('UPDATE', 'DELETE', 'TRUNCATE')),
+    -- REMOVED: dump mode, a row of the previous copy that main's next snapshot no longer had.
+    operation text NOT NULL CHECK (operation IN ('UPDATE', 'DELETE', 'TRUNCATE', 'REMOVED')),
     recorded_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     old_row jsonb NOT NULL
 );
@@ -59,12 +61,23 @@ CREATE TABLE IF NOT EXISTS {s}.schema_upgrades (
     new_tables text[] NOT NULL,
     statements text[] NOT NULL
 );
+-- Logical mode: main's sequence values (replication does not carry them) and main's WAL
+-- position read just before them: every id in data applied up to that position is covered.
+CREATE TABLE IF NOT EXISTS {s}.sequence_sync (
+    id integer PRIMARY KEY CHECK (id = 1),
+    main_lsn pg_lsn NOT NULL,
+    copied_at timestamptz NOT NULL
+);
 -- Runs in the apply worker, whose search_path is empty: every name is schema-qualified.
 CREATE OR REPLACE FUNCTION {s}.keep_row_history() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 DECLARE
   old_row jsonb := pg_catalog.to_jsonb(OLD);
 BEGIN
+  -- A dump run replaces whole tables and keeps what it removes itself.
+  IF pg_catalog.current_setting('{bulk}', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
   IF TG_OP = 'UPDATE' THEN
     IF old_row = pg_catalog.to_jsonb(NEW) THEN
       RETURN NULL;
@@ -77,6 +90,9 @@ $fn$;
 CREATE OR REPLACE FUNCTION {s}.keep_truncated_rows() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
+  IF pg_catalog.current_setting('{bulk}', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
   EXECUTE pg_catalog.format(
     'INSERT INTO {s}.row_history (table_name, operation, old_row) SELECT %L, %L, pg_catalog.to_jsonb(t) FROM %I.%I AS t',
     TG_TABLE_NAME, 'TRUNCATE', TG_TABLE_SCHEMA, TG_TABLE_NAME);
@@ -143,7 +159,7 @@ pub async fn prepare_main(
 }
 
 /// Apply `d` in one transaction and record it, so a crash half-way leaves nothing half-done.
-async fn apply_diff(replica: &mut Client, d: &SchemaDiff) -> Result<(), ReplicaError> {
+pub(crate) async fn apply_diff(replica: &mut Client, d: &SchemaDiff) -> Result<(), ReplicaError> {
     if d.is_empty() {
         return Ok(());
     }
@@ -356,6 +372,30 @@ pub async fn schema_behind_of(
 ) -> Result<bool, ReplicaError> {
     let d = diff(main_schema, &Schema::read(replica).await?);
     Ok(!d.is_empty() || has_unsubscribed_tables(main, replica).await?)
+}
+
+/// Logical mode: copy main's sequence values to the replica (never backwards) and record main's
+/// WAL position read just before them. Replication does not carry sequences; the working copy
+/// needs them (Synapse refuses to start when a sequence is behind its table), and an
+/// evidence copy should have them anyway. Returns how many sequences moved.
+pub async fn copy_sequences(main: &Client, replica: &Client) -> Result<i64, ReplicaError> {
+    let lsn: String = main
+        .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let values = crate::bulk::sequence_values(main).await?;
+    let moved = crate::bulk::set_sequences(replica, &values, true).await?;
+    replica
+        .execute(
+            &format!(
+                "INSERT INTO {LI_SCHEMA}.sequence_sync (id, main_lsn, copied_at)
+                 VALUES (1, $1::text::pg_lsn, pg_catalog.clock_timestamp())
+                 ON CONFLICT (id) DO UPDATE SET main_lsn = EXCLUDED.main_lsn, copied_at = EXCLUDED.copied_at"
+            ),
+            &[&lsn],
+        )
+        .await?;
+    Ok(moved)
 }
 
 /// For tests and tools: the qualified name of a history-bearing table.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 /// Synapse keeps everything in `public`.
 pub const SCHEMA: &str = "public";
@@ -92,7 +92,7 @@ pub fn literal(s: &str) -> String {
 
 impl Schema {
     /// Read the schema of `public` from the catalogs (any role can: no table is read).
-    pub async fn read(db: &Client) -> Result<Schema, tokio_postgres::Error> {
+    pub async fn read(db: &impl GenericClient) -> Result<Schema, tokio_postgres::Error> {
         let mut schema = Schema::default();
         for row in db
             .query(

@@ -60,6 +60,10 @@ pub struct LiStatus {
     pub history_rows: i64,
     pub schema_upgrades: i64,
     pub media: Option<MediaSyncReport>,
+    /// Dump mode: the newest dump run (its record is the checkpoint).
+    pub last_dump: Option<crate::bulk::RunStatus>,
+    /// The newest working-copy refresh.
+    pub last_working_copy: Option<crate::bulk::RunStatus>,
     pub counts: Vec<TableCount>,
 }
 
@@ -157,6 +161,10 @@ pub async fn collect(
         .await?;
         s.schema_upgrades =
             one_i64(replica, "SELECT count(*) FROM mxstack_li.schema_upgrades").await?;
+    }
+    if table_exists(replica, "mxstack_li", "sync_runs").await? {
+        s.last_dump = crate::bulk::last_run(replica, crate::bulk::Job::Dump).await?;
+        s.last_working_copy = crate::bulk::last_run(replica, crate::bulk::Job::WorkingCopy).await?;
     }
     if table_exists(replica, "mxstack_li", "media_sync_runs").await? {
         s.media = crate::media::last_run(replica)
@@ -295,6 +303,29 @@ pub fn metrics_text(s: Option<&LiStatus>, c: &Counters) -> String {
             "gauge",
             s.history_rows as f64,
         );
+        for r in [&s.last_dump, &s.last_working_copy].into_iter().flatten() {
+            let job = r.job.replace('-', "_");
+            if let Some(t) = r.last_success_unix {
+                gauge(
+                    &format!("mxstack_li_{job}_last_success_timestamp_seconds"),
+                    &format!("When the newest successful {} run finished", r.job),
+                    "gauge",
+                    t,
+                );
+            }
+            gauge(
+                &format!("mxstack_li_{job}_failed_runs_total"),
+                &format!("{} runs that failed or were interrupted", r.job),
+                "counter",
+                r.failed_runs as f64,
+            );
+            gauge(
+                &format!("mxstack_li_{job}_last_run_failed"),
+                &format!("1 when the newest {} run failed", r.job),
+                "gauge",
+                b(r.status == "failed"),
+            );
+        }
         if let Some(m) = &s.media {
             gauge(
                 "mxstack_li_media_backlog_objects",

@@ -46,6 +46,8 @@ fn config(main: &PgCluster, li: &PgCluster) -> LiSyncConfig {
         media: None,
         schema_check_interval_secs: 1,
         status_interval_secs: 1,
+        dump_interval_secs: None,
+        working_copy: None,
     }
 }
 

@@ -847,6 +847,18 @@ impl LocalPlan {
 
 /// The lawful-intercept data path on this machine: a second PostgreSQL cluster (the replica),
 /// main prepared for logical replication, and li-sync (schema, subscription, history, media).
+/// Locally no scheduler runs `mxstack li dump`: in dump mode li-sync runs one itself, at start
+/// and then every minute (on Kubernetes, the CronJob on `li.dump_schedule`).
+pub const LOCAL_DUMP_INTERVAL_SECS: u64 = 60;
+
+fn local_li_sync_config(t: &Topology, addr: &LocalAddressing, listen: &str) -> serde_json::Value {
+    let mut v = li::li_sync_config(t, addr, listen);
+    if t.config.li.sync == mxstack_spec::LiSyncMode::Dump {
+        v["dump_interval_secs"] = LOCAL_DUMP_INTERVAL_SECS.into();
+    }
+    v
+}
+
 fn li_services(
     t: &Topology,
     addr: &LocalAddressing,
@@ -906,6 +918,12 @@ fn li_services(
             "LOGIN SUPERUSER",
             secrets.get(SecretName::LiDbPassword),
             li::LI_DATABASE,
+        ) + &role_and_database_sql(
+            // The browsing stack's working copy (`mxstack li refresh-working-copy`).
+            mxstack_topology::li_browsing::WORKING_COPY_ROLE,
+            "LOGIN",
+            secrets.get(SecretName::LiWorkingCopyDbPassword),
+            li::WORKING_COPY_DATABASE,
         ),
         "postgres-li",
     ));
@@ -914,7 +932,7 @@ fn li_services(
     let listen = addr.li_sync();
     files.push(file(
         config_path.clone(),
-        synapse::to_yaml(&li::li_sync_config(t, addr, &listen.to_string())),
+        synapse::to_yaml(&local_li_sync_config(t, addr, &listen.to_string())),
         0o644,
     ));
     let env = vec![

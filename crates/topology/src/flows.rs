@@ -244,7 +244,7 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
                 LiDump,
                 Postgres,
                 &[POSTGRES_PORT],
-                "the dump CronJob reads main (pg_dump as li_replicator)",
+                "the dump CronJob reads main (one snapshot, COPY, as li_replicator)",
             ));
             f.push(tcp(
                 LiDump,

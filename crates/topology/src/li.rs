@@ -70,6 +70,10 @@ pub fn li_sync_config(t: &Topology, addr: &dyn Addressing, listen: &str) -> Valu
         },
         "schema_check_interval_secs": 5,
         "status_interval_secs": 1,
+        "working_copy": {
+            "dbname": WORKING_COPY_DATABASE,
+            "owner": crate::li_browsing::WORKING_COPY_ROLE,
+        },
     })
 }
 
