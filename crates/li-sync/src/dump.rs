@@ -114,14 +114,15 @@ async fn dump(
     tx.batch_execute(&format!("SET LOCAL {BULK_SETTING} = 'on'"))
         .await?;
     let mut f = RunFigures {
-        tables: main_schema.tables.len() as i32,
+        tables: main_schema.tables.values().filter(|t| !t.unlogged).count() as i32,
         main_lsn: Some(main_lsn),
         ..RunFigures::default()
     };
     let n = main_schema.tables.len();
     for (i, (name, table)) in main_schema.tables.iter().enumerate() {
         let columns = bulk::copied_columns(table);
-        if columns.is_empty() {
+        // Unlogged tables hold transient locks only and are never published.
+        if columns.is_empty() || table.unlogged {
             continue;
         }
         let typed: Vec<String> = table

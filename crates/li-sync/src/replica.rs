@@ -211,7 +211,7 @@ pub async fn sync_schema(
     let subscribed_new: Vec<&String> = d
         .new_tables
         .iter()
-        .filter(|t| main_schema.tables.contains_key(*t))
+        .filter(|t| main_schema.tables.get(*t).is_some_and(|t| !t.unlogged))
         .collect();
     let exists = subscription_exists(replica, &sub.name).await?;
     if exists && !subscribed_new.is_empty() {

@@ -32,6 +32,9 @@ pub struct Table {
     /// Indexes that do not back a constraint, as `pg_get_indexdef` prints them.
     pub indexes: Vec<NamedDef>,
     pub identity: Identity,
+    /// UNLOGGED (Synapse's read-write locks): never published, so never filled on the replica,
+    /// but created there empty and unlogged, so a working copy has what Synapse LI needs.
+    pub unlogged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +102,12 @@ impl Schema {
                 "SELECT c.relname::text, c.relreplident::text,
                         (SELECT ic.relname::text FROM pg_catalog.pg_index i
                            JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-                          WHERE i.indrelid = c.oid AND i.indisreplident)
+                          WHERE i.indrelid = c.oid AND i.indisreplident),
+                        c.relpersistence = 'u'
                    FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                    AND c.relpersistence = 'p'",
+                    AND c.relpersistence IN ('p', 'u')",
                 &[&SCHEMA],
             )
             .await?
@@ -123,6 +127,7 @@ impl Schema {
                 name,
                 Table {
                     identity,
+                    unlogged: row.get(3),
                     ..Table::default()
                 },
             );
@@ -257,6 +262,7 @@ impl Schema {
     pub fn tables_without_identity(&self) -> Vec<String> {
         self.tables
             .iter()
+            .filter(|(_, t)| !t.unlogged)
             .filter(|(_, t)| match &t.identity {
                 Identity::Default => !t
                     .constraints
@@ -338,8 +344,11 @@ pub fn diff(main: &Schema, replica: &Schema) -> SchemaDiff {
             None => {
                 d.new_tables.push(name.clone());
                 let cols: Vec<String> = table.columns.iter().map(|c| column_sql(c, true)).collect();
-                d.statements
-                    .push(format!("CREATE TABLE {t} ({})", cols.join(", ")));
+                d.statements.push(format!(
+                    "CREATE {}TABLE {t} ({})",
+                    if table.unlogged { "UNLOGGED " } else { "" },
+                    cols.join(", ")
+                ));
                 for c in &table.constraints {
                     d.statements.push(format!(
                         "ALTER TABLE {t} ADD CONSTRAINT {} {}",
@@ -420,6 +429,7 @@ mod tests {
                     def: "CREATE UNIQUE INDEX t_a ON public.t USING btree (a)".into(),
                 }],
                 identity: Identity::Index("t_a".into()),
+                unlogged: false,
             },
         );
         let d = diff(&main, &Schema::default());
@@ -463,5 +473,27 @@ mod tests {
         );
         assert_eq!(d.not_applied.len(), 1, "{:?}", d.not_applied);
         assert!(diff(&main, &main).is_empty());
+    }
+
+    #[test]
+    fn unlogged_tables_are_created_unlogged_and_never_as_dropped_ones() {
+        let mut main = Schema::default();
+        main.tables.insert(
+            "locks".into(),
+            Table {
+                columns: vec![col("a", "text", false)],
+                unlogged: true,
+                ..Table::default()
+            },
+        );
+        // The event trigger saw Synapse create it: still not a "dropped" table to create again.
+        main.created_tables
+            .insert("locks".into(), vec![col("a", "text", false)]);
+        let d = diff(&main, &Schema::default());
+        assert_eq!(
+            d.statements,
+            vec!["CREATE UNLOGGED TABLE public.locks (a text)".to_string()]
+        );
+        assert!(main.tables_without_identity().is_empty(), "never published");
     }
 }

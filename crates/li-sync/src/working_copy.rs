@@ -85,6 +85,7 @@ async fn copy(
     run_id: i64,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<RefreshReport, ReplicaError> {
+    wait_for_replica(config, replica).await?;
     wait_for_initial_copy(replica, &config.subscription.name).await?;
     let mut source_client = connect(&config.replica).await?;
     let source = source_client
@@ -110,9 +111,15 @@ async fn copy(
     let schema = Schema::read(&source).await?;
     let sequences = bulk::sequence_values(replica).await?;
 
-    // Everything below runs as Synapse LI's role: it owns what is created.
-    work.batch_execute(&format!("SET ROLE {}", ident(owner)))
-        .await?;
+    // Everything below runs as Synapse LI's role: it owns what is created. Foreign keys (a
+    // working copy whose schema Synapse LI created itself, before the first refresh, has them)
+    // are not checked while tables are refilled one by one: the rows come from one snapshot of
+    // a database that satisfied them. Setting that takes the superuser, before SET ROLE.
+    work.batch_execute(&format!(
+        "SET session_replication_role = replica; SET ROLE {}",
+        ident(owner)
+    ))
+    .await?;
     let d = diff(&schema, &Schema::read(&*work).await?);
     let tx = work.transaction().await?;
     for stmt in &d.statements {
@@ -135,7 +142,8 @@ async fn copy(
     let n = tables.len();
     for (i, (name, table)) in schema.tables.iter().enumerate() {
         let columns = bulk::copied_columns(table);
-        if columns.is_empty() {
+        // Unlogged tables (locks) start empty.
+        if columns.is_empty() || table.unlogged {
             continue;
         }
         let (rows, bytes) =
@@ -166,6 +174,47 @@ async fn copy(
         sequences_set,
         seconds: 0.0,
     })
+}
+
+/// The replica must hold a copy before it is copied: in logical mode the subscription exists
+/// (li-sync creates it seconds after it starts), in dump mode a dump has succeeded.
+async fn wait_for_replica(
+    config: &LiSyncConfig,
+    replica: &tokio_postgres::Client,
+) -> Result<(), ReplicaError> {
+    if config.mode == crate::config::SyncMode::Dump {
+        let done = bulk::last_run(replica, Job::Dump)
+            .await?
+            .is_some_and(|r| r.last_success_unix.is_some());
+        return if done {
+            Ok(())
+        } else {
+            Err(ReplicaError(
+                "no dump run has succeeded yet: the replica is empty (`mxstack li dump`)".into(),
+            ))
+        };
+    }
+    let start = Instant::now();
+    loop {
+        let exists = replica
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1",
+                &[&config.subscription.name],
+            )
+            .await?
+            .is_some();
+        if exists {
+            return Ok(());
+        }
+        if start.elapsed() > SEQUENCE_WAIT * 2 {
+            return Err(ReplicaError(format!(
+                "the replica has no subscription {} after {} s: li-sync creates it once main's schema is copied; is `mxstack serve li-sync` running?",
+                config.subscription.name,
+                (SEQUENCE_WAIT * 2).as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Logical mode: a table still in its initial copy holds part of its rows; wait until every

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Secrets};
+use mxstack_topology::addressing::SynapsePaths;
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
 use mxstack_topology::antivirus;
 use mxstack_topology::haproxy::{self, Resolution};
@@ -327,6 +328,12 @@ impl LocalPlan {
                     format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
                     format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
                 ]
+            }));
+            // Synapse LI reads the LI bucket, nothing else.
+            identities.push(serde_json::json!({
+                "name": "synapse-li",
+                "credentials": [{ "accessKey": secrets.get(SecretName::LiBrowsingS3AccessKey), "secretKey": secrets.get(SecretName::LiBrowsingS3SecretKey) }],
+                "actions": [format!("Read:{li_bucket}"), format!("List:{li_bucket}")]
             }));
         }
         let s3_config = serde_json::json!({ "identities": identities });
@@ -982,6 +989,113 @@ fn li_services(
         port: Some(listen.port),
         skip_if_exists: None,
         stop_grace_secs: 10,
+    });
+    browsing_services(
+        t,
+        addr,
+        layout,
+        programs,
+        secrets,
+        &config_path,
+        files,
+        services,
+    );
+}
+
+/// The LI browsing stack's server: the working copy refreshed once from the replica, then
+/// Synapse LI on it with the config Kubernetes renders (`li_browsing::homeserver_yaml`).
+/// Refresh again with `mxstack li refresh-working-copy` and restart `synapse-li`.
+#[allow(clippy::too_many_arguments)]
+fn browsing_services(
+    t: &Topology,
+    addr: &LocalAddressing,
+    layout: &StateLayout,
+    programs: &Programs,
+    secrets: &Secrets,
+    li_sync_config: &Path,
+    files: &mut Vec<GeneratedFile>,
+    services: &mut Vec<Service>,
+) {
+    use mxstack_topology::li_browsing;
+    let li_db_password = (
+        li::ENV_LI_PASSWORD.to_string(),
+        secrets.get(SecretName::LiDbPassword).to_string(),
+    );
+    services.push(Service {
+        name: "li-working-copy".into(),
+        program: programs.mxstack.clone(),
+        args: vec![
+            "li".into(),
+            "refresh-working-copy".into(),
+            "--li-sync-config".into(),
+            li_sync_config.display().to_string(),
+        ],
+        env: vec![li_db_password],
+        secret_env: vec![li::ENV_LI_PASSWORD.into()],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Exited,
+        after: vec!["li-sync".into()],
+        one_shot: true,
+        port: None,
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    });
+    let root = layout.root.join("synapse-li");
+    let paths = SynapsePaths::under(&root.display().to_string());
+    let http = addr.synapse_li_http();
+    files.push(file(
+        paths.homeserver_yaml(),
+        synapse::to_yaml(&li_browsing::homeserver_yaml(t, addr, http.port, &paths)),
+        0o644,
+    ));
+    files.push(file(
+        paths.log_yaml(),
+        synapse::to_yaml(&li_browsing::log_yaml()),
+        0o644,
+    ));
+    files.push(file(
+        paths.secret(li_browsing::SIGNING_KEY_FILE),
+        secrets.get(SecretName::SigningKey),
+        0o600,
+    ));
+    let env = vec![
+        (
+            "PGPASSWORD".to_string(),
+            secrets.get(SecretName::LiWorkingCopyDbPassword).to_string(),
+        ),
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            secrets.get(SecretName::LiBrowsingS3AccessKey).to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            secrets.get(SecretName::LiBrowsingS3SecretKey).to_string(),
+        ),
+    ];
+    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
+    services.push(Service {
+        name: "synapse-li".into(),
+        program: programs.python.clone(),
+        args: vec![
+            "-m".into(),
+            "synapse.app.homeserver".into(),
+            "--config-path".into(),
+            paths.homeserver_yaml().display().to_string(),
+        ],
+        env,
+        secret_env,
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: http.port,
+            path: "/health".into(),
+        },
+        after: vec!["li-working-copy".into()],
+        one_shot: false,
+        port: Some(http.port),
+        skip_if_exists: None,
+        stop_grace_secs: 20,
     });
 }
 

@@ -290,6 +290,15 @@ impl LocalAddressing {
 }
 
 impl LocalAddressing {
+    /// Synapse LI's one HTTP listener (feature `li`): the first port after the Synapse
+    /// processes' ports.
+    pub fn synapse_li_http(&self) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.base_port + 20 + self.process_order.len() as u16 * 3,
+        }
+    }
+
     /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
         (
