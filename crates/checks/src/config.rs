@@ -206,6 +206,24 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         }
     }
 
+    // Synapse refuses to start on a malformed duration; say so at the key instead.
+    for (key, value) in [
+        (
+            "synapse.redaction_retention_period",
+            &config.synapse.redaction_retention_period,
+        ),
+        (
+            "synapse.remote_media_retention",
+            &config.synapse.remote_media_retention,
+        ),
+    ] {
+        if !synapse_duration(value) {
+            out.push(
+                Finding::new("MX-CFG-014", format!("`{key}` is `{value}`")).at(loc.locate(key)),
+            );
+        }
+    }
+
     for (i, cidr) in config.li.allowed_cidrs.iter().enumerate() {
         if !valid_cidr(cidr) {
             out.push(
@@ -274,6 +292,12 @@ fn image_pinned(image: &str) -> bool {
         Some((_, tag)) => !tag.is_empty() && tag != "latest",
         None => false,
     }
+}
+
+/// What Synapse's `Config.parse_duration` accepts as a string: digits with an optional unit.
+fn synapse_duration(s: &str) -> bool {
+    let digits = s.strip_suffix(['s', 'm', 'h', 'd', 'w', 'y']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn valid_cidr(s: &str) -> bool {
@@ -352,5 +376,22 @@ mod tests {
         let e = f.iter().find(|f| f.rule == "MX-CFG-013").expect("finding");
         assert_eq!(e.location.as_ref().unwrap().line, 8);
         assert!(e.is_error());
+    }
+
+    #[test]
+    fn synapse_durations_are_checked_at_their_key() {
+        let base = "domain: acme.test\nscale: 1k\nfeatures: []\ntls:\n  acme_email: ops@acme.test\nsynapse:\n";
+        for ok in ["7d", "30s", "12h", "1y", "60000"] {
+            let f = run(&format!("{base}  redaction_retention_period: '{ok}'\n"));
+            assert!(f.iter().all(|f| f.rule != "MX-CFG-014"), "{ok}: {f:?}");
+        }
+        for bad in ["7 days", "d", "-1d", "1.5h", "7D"] {
+            let f = run(&format!("{base}  redaction_retention_period: '{bad}'\n"));
+            let e = f.iter().find(|f| f.rule == "MX-CFG-014").expect(bad);
+            assert_eq!(e.location.as_ref().unwrap().line, 7, "{bad}");
+            assert!(e.is_error());
+        }
+        let f = run(&format!("{base}  remote_media_retention: 90days\n"));
+        assert!(f.iter().any(|f| f.rule == "MX-CFG-014"), "{f:?}");
     }
 }

@@ -61,6 +61,8 @@ pub static RULES: &[Rule] = &[
       "use the image built from images/synapse/Dockerfile for Synapse 1.163.2"),
     r("MX-CFG-013", "LI node label is not a Kubernetes label", "001 LI network isolation", Error,
       "write li.node_label as key=value, e.g. mxstack.io/role=li, and label (and taint) the LI nodes with it"),
+    r("MX-CFG-014", "not a Synapse duration", "003 step 6 (hand-edited YAML)", Error,
+      "write a number with one of the suffixes s, m, h, d, w, y (e.g. 7d); without a suffix Synapse reads milliseconds"),
     // --- the derived topology
     r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
       "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),

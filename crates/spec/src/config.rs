@@ -396,6 +396,15 @@ pub struct SynapseSettings {
     /// How long remote media is cached, e.g. `90d`.
     #[serde(default = "default_remote_media_retention")]
     pub remote_media_retention: String,
+    /// How long main keeps a redacted event's original content before Synapse censors it
+    /// (prunes it in `event_json`): a Synapse duration such as `7d` (Synapse's default), `12h`,
+    /// `30s`. `null` (never censor) is refused: main censors like any Synapse, and with feature
+    /// `li` the LI replica keeps every original (docs/LI.md).
+    #[serde(
+        default = "default_redaction_retention_period",
+        deserialize_with = "never_null"
+    )]
+    pub redaction_retention_period: String,
     /// Element Web features that call outside services, enabled explicitly (default none).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub element_external_services: BTreeSet<ElementExternalService>,
@@ -408,6 +417,7 @@ impl Default for SynapseSettings {
             enable_registration: false,
             url_previews: false,
             remote_media_retention: default_remote_media_retention(),
+            redaction_retention_period: default_redaction_retention_period(),
             element_external_services: BTreeSet::new(),
         }
     }
@@ -418,6 +428,21 @@ fn default_upload() -> String {
 }
 fn default_remote_media_retention() -> String {
     "90d".into()
+}
+/// Synapse's own default (`synapse/config/server.py`).
+fn default_redaction_retention_period() -> String {
+    "7d".into()
+}
+
+/// A string that may not be written as `null` (which Synapse would read as "never censor").
+fn never_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(d)?.ok_or_else(|| {
+        serde::de::Error::custom(
+            "redaction_retention_period: null (never censor redacted events) is not supported: \
+             main censors like any Synapse and the LI replica keeps the originals (docs/LI.md); \
+             write a duration such as 7d",
+        )
+    })
 }
 
 /// Outside services Element Web may reference (seed 004 issue 6.3): all off unless listed.
@@ -854,6 +879,27 @@ mod tests {
     fn bad_tier_is_located() {
         let err = Config::from_yaml("m.yaml", "domain: acme.test\nscale: 3k\n").unwrap_err();
         assert_eq!(err.location.line, 2, "{err}");
+    }
+
+    #[test]
+    fn redaction_retention_period_defaults_to_synapses_and_refuses_null() {
+        let (c, _) = Config::from_yaml("m.yaml", "domain: acme.test\nscale: 1k\n").unwrap();
+        assert_eq!(c.synapse.redaction_retention_period, "7d");
+        let (c, _) = Config::from_yaml(
+            "m.yaml",
+            "domain: acme.test\nscale: 1k\nsynapse:\n  redaction_retention_period: 30s\n",
+        )
+        .unwrap();
+        assert_eq!(c.synapse.redaction_retention_period, "30s");
+        for null in ["null", "~", ""] {
+            let err = Config::from_yaml(
+                "m.yaml",
+                &format!("domain: acme.test\nscale: 1k\nsynapse:\n  redaction_retention_period: {null}\n"),
+            )
+            .unwrap_err();
+            assert_eq!(err.location.line, 4, "{err}");
+            assert!(err.message.contains("never censor"), "{err}");
+        }
     }
 
     #[test]

@@ -185,6 +185,11 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
             }
         }]),
     );
+    // Main censors redacted events like any Synapse; the LI replica keeps the originals.
+    put(
+        "redaction_retention_period",
+        json!(c.synapse.redaction_retention_period),
+    );
     put("url_preview_enabled", json!(c.synapse.url_previews));
     if c.synapse.url_previews {
         put(

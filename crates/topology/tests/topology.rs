@@ -116,6 +116,7 @@ fn local_and_kubernetes_share_everything_but_addresses() {
         "pusher_instances",
         "run_background_tasks_on",
         "enable_media_repo",
+        "redaction_retention_period",
     ] {
         assert_eq!(k8s[key], loc[key], "{key}");
     }
@@ -128,6 +129,29 @@ fn local_and_kubernetes_share_everything_but_addresses() {
             assert!(ports.insert(hp.port), "port {} used twice", hp.port);
         }
     }
+}
+
+#[test]
+fn main_censors_redactions_after_the_configured_period() {
+    let mut c = Config::new("acme.test", Tier::T1k, all());
+    let t = Topology::build(&c);
+    let hs = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
+    assert_eq!(hs["redaction_retention_period"], serde_json::json!("7d"));
+    c.synapse.redaction_retention_period = "30s".into();
+    for t in [Topology::build(&c), Topology::single_process(&c)] {
+        let hs = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
+        assert_eq!(hs["redaction_retention_period"], serde_json::json!("30s"));
+    }
+    // Synapse LI never censors: its database is evidence.
+    let t = Topology::build(&c);
+    let paths = mxstack_topology::SynapsePaths::under("/mxstack");
+    let li = mxstack_topology::li_browsing::homeserver_yaml(
+        &t,
+        &KubernetesAddressing::new(&t.config),
+        8008,
+        &paths,
+    );
+    assert_eq!(li["redaction_retention_period"], serde_json::Value::Null);
 }
 
 #[test]
