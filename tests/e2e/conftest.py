@@ -10,8 +10,31 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# synapse.redaction_retention_period of the test stack: short, so main censors during the run.
+REDACTION_RETENTION = "30s"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "last(start=None): run after every other test; `start` names a session fixture "
+                   "that is set up before the first test (so what it starts overlaps the others)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Stable: the order of the other tests, and of the `last` ones among themselves, is kept.
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_early(request):
+    """Sets up the `start` fixture of every selected `last` test before the first test runs."""
+    for item in request.session.items:
+        m = item.get_closest_marker("last")
+        if m is not None and m.kwargs.get("start"):
+            request.getfixturevalue(m.kwargs["start"])
 
 
 def mxstack_bin() -> str:
@@ -84,6 +107,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
+def censor_material(stack, tmp_path_factory):
+    """Messages, an edit and redactions, made before the first test: Synapse's censor loop
+    (test_li.py) then runs while the other tests do."""
+    from test_li import make_censor_material  # loaded by pytest before any fixture runs
+    return make_censor_material(stack, tmp_path_factory.mktemp("censor"))
+
+
+@pytest.fixture(scope="session")
 def stack():
     reuse = os.environ.get("MXSTACK_E2E_REUSE")
     if reuse:
@@ -94,6 +125,12 @@ def stack():
     base = Path(tempfile.mkdtemp(prefix="mxstack-e2e-", dir=os.environ.get("MXSTACK_E2E_DIR", "/var/tmp")))
     base.chmod(0o755)
     run("init", "--domain", "e2e.mxstack.test", "--scale", "1k", "--features", "antivirus,monitoring,li", "--dir", str(base))
+    # Synapse censors redacted events older than this on its first censor run, 5 minutes after
+    # the background worker starts (test_li.py waits for it; 7d, the default, would never do).
+    config = base / "mxstack.yaml"
+    c = yaml.safe_load(config.read_text())
+    c.setdefault("synapse", {})["redaction_retention_period"] = REDACTION_RETENTION
+    config.write_text(yaml.safe_dump(c, sort_keys=False))
     port = os.environ.get("MXSTACK_E2E_PORT", "19000")
     # Two processes per scalable worker group, so sticky routing has a choice to make.
     up = run("up", "--config", str(base / "mxstack.yaml"), "--base-port", port, "--replicas", "2", "--json", timeout=900)
