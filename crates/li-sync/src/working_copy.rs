@@ -182,35 +182,36 @@ async fn wait_for_replica(
     config: &LiSyncConfig,
     replica: &tokio_postgres::Client,
 ) -> Result<(), ReplicaError> {
-    if config.mode == crate::config::SyncMode::Dump {
-        let done = bulk::last_run(replica, Job::Dump)
-            .await?
-            .is_some_and(|r| r.last_success_unix.is_some());
-        return if done {
-            Ok(())
-        } else {
-            Err(ReplicaError(
-                "no dump run has succeeded yet: the replica is empty (`mxstack li dump`)".into(),
-            ))
-        };
-    }
     let start = Instant::now();
     loop {
-        let exists = replica
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1",
-                &[&config.subscription.name],
-            )
-            .await?
-            .is_some();
-        if exists {
+        let ready = if config.mode == crate::config::SyncMode::Dump {
+            bulk::last_run(replica, Job::Dump)
+                .await?
+                .is_some_and(|r| r.last_success_unix.is_some())
+        } else {
+            replica
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1",
+                    &[&config.subscription.name],
+                )
+                .await?
+                .is_some()
+        };
+        if ready {
             return Ok(());
         }
         if start.elapsed() > SEQUENCE_WAIT * 2 {
             return Err(ReplicaError(format!(
-                "the replica has no subscription {} after {} s: li-sync creates it once main's schema is copied; is `mxstack serve li-sync` running?",
-                config.subscription.name,
-                (SEQUENCE_WAIT * 2).as_secs()
+                "the replica is empty after {} s: {}",
+                (SEQUENCE_WAIT * 2).as_secs(),
+                if config.mode == crate::config::SyncMode::Dump {
+                    "no dump run has succeeded yet (`mxstack li dump`)".to_string()
+                } else {
+                    format!(
+                        "no subscription {} yet (li-sync creates it once main's schema is copied; is `mxstack serve li-sync` running?)",
+                        config.subscription.name
+                    )
+                }
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
