@@ -624,6 +624,24 @@ fn li_isolation(objects: &[Value], secrets: Option<&Secrets>, out: &mut Vec<Find
         let Some(spec) = tpl.get("spec") else {
             continue;
         };
+        // A token would let the pod talk to the API server of main's namespace; a pod that needs
+        // one (the working-copy job's kubectl) mounts its own as a projected volume, visibly.
+        if spec
+            .get("automountServiceAccountToken")
+            .and_then(Value::as_bool)
+            != Some(false)
+        {
+            out.push(
+                Finding::new(
+                    "MX-OUT-012",
+                    format!(
+                        "{} ({app}) mounts a service account token automatically",
+                        id(o)
+                    ),
+                )
+                .on(id(o)),
+            );
+        }
         let pinned = spec
             .get("nodeSelector")
             .and_then(Value::as_object)
@@ -726,7 +744,8 @@ mod tests {
         let pod = |node_selector: Value, env: Value| {
             json!({"kind": "Deployment", "metadata": {"name": "synapse-li"}, "spec": {"template": {
                 "metadata": {"labels": {"app.kubernetes.io/name": "synapse-li"}},
-                "spec": {"nodeSelector": node_selector, "containers": [{"name": "c", "env": env}]}}}})
+                "spec": {"nodeSelector": node_selector, "automountServiceAccountToken": false,
+                         "containers": [{"name": "c", "env": env}]}}}})
         };
         let base = vec![
             json!({"kind": "Cluster", "metadata": {"name": "main-pg"}, "spec": {"enableSuperuserAccess": true}}),
@@ -758,10 +777,16 @@ mod tests {
             "holds the synapse database password"
         );
         assert_eq!(
-            count(with(pod(li_nodes, env("main-pg-superuser")))),
+            count(with(pod(li_nodes.clone(), env("main-pg-superuser")))),
             1,
             "holds main's superuser"
         );
+        let mut token = pod(li_nodes, env("li-db"));
+        token["spec"]["template"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("automountServiceAccountToken");
+        assert_eq!(count(with(token)), 1, "mounts the default token");
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub static RULES: &[Rule] = &[
     r("MX-OUT-011", "a config path is not mounted", "004 6.1, 1.1", Error,
       "mount the Secret or ConfigMap that holds the file at the path the config names"),
     r("MX-OUT-012", "LI workload not isolated from main", "004 3.3, 3.5, 1.7", Error,
-      "run LI workloads only on the LI nodes (nodeSelector) and give them LI credentials only: never main's superuser or the synapse database password"),
+      "run LI workloads only on the LI nodes (nodeSelector) and give them LI credentials only: never main's superuser or the synapse database password, nor an automatically mounted service account token (automountServiceAccountToken: false)"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

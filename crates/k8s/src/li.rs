@@ -15,13 +15,20 @@
 //! Every LI workload runs on the LI nodes (`li.node_label`, with a toleration for a NoSchedule
 //! taint of the same key and value) and holds only LI credentials. The one exception is
 //! `li-prepare-main`: it needs main's superuser, so it runs on main's side and never on an LI node.
+//!
+//! No LI pod mounts a service account token but the working-copy job's kubectl containers,
+//! which restart Synapse LI after each refresh: their Role allows get, patch, list and watch on
+//! Deployment synapse-li and nothing else.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PodSpec, PodTemplateSpec, Probe, Toleration,
+    Affinity, ConfigMapProjection, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume,
+    VolumeProjection,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, LiSyncMode};
 use mxstack_topology::addressing::{
@@ -93,6 +100,27 @@ const LI_JOB_RESOURCES: Resources = Resources {
     cpu_millis: 500,
     memory_mib: 512,
 };
+/// kubectl in the working-copy job: two API calls and a watch.
+const KUBECTL_RESOURCES: Resources = Resources {
+    cpu_millis: 50,
+    memory_mib: 128,
+};
+/// The working-copy job's containers after the refresh: restart Synapse LI, then wait for it.
+pub const RESTART_SYNAPSE_LI: &str = "restart-synapse-li";
+pub const WAIT_SYNAPSE_LI: &str = "wait-synapse-li";
+/// How long the job waits for the restarted Synapse LI (its startup probe allows 10 minutes
+/// for migrating a freshly refreshed copy).
+pub const SYNAPSE_LI_ROLLOUT_TIMEOUT: &str = "10m";
+/// The projected volume with the working-copy job's API token, mounted only into kubectl.
+const API_ACCESS_VOLUME: &str = "kube-api-access";
+/// Where client-go's in-cluster config reads the token and the cluster's CA.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The CA bundle of the API server, which Kubernetes publishes in every namespace.
+const KUBE_ROOT_CA: &str = "kube-root-ca.crt";
+/// kubectl's HOME (its discovery cache); the root filesystem is read-only.
+const KUBECTL_HOME: &str = "/home/kubectl";
+/// Lifetime of the job's API token; the kubelet renews it well before it expires.
+const API_TOKEN_SECONDS: i64 = 600;
 /// One process for a handful of investigators.
 const SYNAPSE_LI_RESOURCES: Resources = Resources {
     cpu_millis: 1000,
@@ -381,11 +409,16 @@ fn job_template(app: &str, pod: PodSpec, backoff_limit: i32) -> JobSpec {
     }
 }
 
-/// A CronJob of the mxstack image on the LI nodes; a run never overlaps the previous one.
-fn li_cron_job(ctx: &Ctx, name: &str, schedule: &str, args: &[&str], env: Vec<EnvVar>) -> CronJob {
+/// The pod of an LI job: one container of the mxstack image, on the LI nodes.
+fn li_job_pod(ctx: &Ctx, name: &str, args: &[&str], env: Vec<EnvVar>) -> PodSpec {
     let c = mxstack_container(ctx, name, mxstack_li_command(args), env);
     let mut pod = mxstack_pod(c, Some("Never"));
     on_li_nodes(ctx, &mut pod);
+    pod
+}
+
+/// A CronJob on the LI nodes; a run never overlaps the previous one.
+fn li_cron_job(ctx: &Ctx, name: &str, schedule: &str, pod: PodSpec) -> CronJob {
     let job = job_template(name, pod, 2);
     CronJob {
         metadata: meta(ctx, name, name),
@@ -471,18 +504,21 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
 
     out.add(Phase::Li, FILE_LI_SYNC, prepare_main_job(ctx));
     if ctx.cfg.li.sync == LiSyncMode::Dump {
+        let pod = li_job_pod(
+            ctx,
+            LI_DUMP,
+            &["li", "dump"],
+            vec![env_main_password(), env_li_password()],
+        );
         out.add(
             Phase::Li,
             FILE_LI_SYNC,
-            li_cron_job(
-                ctx,
-                LI_DUMP,
-                &ctx.cfg.li.dump_schedule,
-                &["li", "dump"],
-                vec![env_main_password(), env_li_password()],
-            ),
+            li_cron_job(ctx, LI_DUMP, &ctx.cfg.li.dump_schedule, pod),
         );
     }
+    out.add(Phase::Li, FILE_LI_SYNC, working_copy_service_account(ctx));
+    out.add(Phase::Li, FILE_LI_SYNC, working_copy_role(ctx));
+    out.add(Phase::Li, FILE_LI_SYNC, working_copy_role_binding(ctx));
     out.add(
         Phase::Li,
         FILE_LI_SYNC,
@@ -490,10 +526,147 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
             ctx,
             LI_WORKING_COPY,
             &ctx.cfg.li.working_copy_schedule,
-            &["li", "refresh-working-copy"],
-            vec![env_li_password()],
+            working_copy_pod(ctx),
         ),
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The working-copy job: refresh, then restart Synapse LI (it caches what it reads)
+
+/// The refresh as an init container, so nothing else runs unless it succeeded (a failed refresh
+/// leaves Synapse LI serving the previous copy); then `kubectl rollout restart` (another init
+/// container) and `kubectl rollout status` (the pod's container), so the job succeeds only once
+/// the new Synapse LI is ready. Two containers rather than a shell: the kubectl image needs none.
+///
+/// Only the kubectl containers hold an API token: a projected volume of the job's own
+/// ServiceAccount (whose Role reaches nothing but Deployment synapse-li), not the automatic
+/// mount, which would put it into the refresh container as well.
+fn working_copy_pod(ctx: &Ctx) -> PodSpec {
+    let mut pod = li_job_pod(
+        ctx,
+        LI_WORKING_COPY,
+        &["li", "refresh-working-copy"],
+        vec![env_li_password()],
+    );
+    let mut init = std::mem::take(&mut pod.containers);
+    init.push(kubectl_container(
+        ctx,
+        RESTART_SYNAPSE_LI,
+        &["rollout", "restart", &format!("deployment/{SYNAPSE_LI}")],
+    ));
+    pod.init_containers = Some(init);
+    pod.containers = vec![kubectl_container(
+        ctx,
+        WAIT_SYNAPSE_LI,
+        &[
+            "rollout",
+            "status",
+            &format!("deployment/{SYNAPSE_LI}"),
+            &format!("--timeout={SYNAPSE_LI_ROLLOUT_TIMEOUT}"),
+        ],
+    )];
+    pod.service_account_name = Some(LI_WORKING_COPY.into());
+    pod.volumes
+        .get_or_insert_with(Vec::new)
+        .extend([api_access_volume(), volume_empty("kubectl-home")]);
+    pod
+}
+
+/// `kubectl <args> -n <namespace>` from `images.kubectl`, with the job's API token.
+fn kubectl_container(ctx: &Ctx, name: &str, args: &[&str]) -> Container {
+    let command = std::iter::once("kubectl")
+        .chain(args.iter().copied())
+        .chain(["-n", ctx.ns()])
+        .map(String::from)
+        .collect();
+    Container {
+        command: Some(command),
+        env: Some(vec![env("HOME", KUBECTL_HOME)]),
+        resources: Some(resources(&KUBECTL_RESOURCES)),
+        volume_mounts: Some(vec![
+            mount(API_ACCESS_VOLUME, SERVICE_ACCOUNT_DIR),
+            mount_rw("kubectl-home", KUBECTL_HOME),
+        ]),
+        ..container(name, &ctx.cfg.images.kubectl)
+    }
+}
+
+/// The job's API token and the cluster's CA, as the automatic mount would provide them.
+fn api_access_volume() -> Volume {
+    Volume {
+        name: API_ACCESS_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(API_TOKEN_SECONDS),
+                        audience: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: KUBE_ROOT_CA.into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The working-copy job's identity. Nothing mounts its token automatically.
+fn working_copy_service_account(ctx: &Ctx) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(ctx, LI_WORKING_COPY, LI_WORKING_COPY),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
+/// What `kubectl rollout restart` (get, then a patch of the pod template's
+/// `kubectl.kubernetes.io/restartedAt` annotation) and `kubectl rollout status` (get, then list
+/// and watch with the field selector `metadata.name=synapse-li`, which is what lets RBAC
+/// restrict list and watch by name) need, on Deployment synapse-li only. The status of a
+/// Deployment is read from the Deployment itself: no ReplicaSet or Pod access.
+fn working_copy_role(ctx: &Ctx) -> Role {
+    Role {
+        metadata: meta(ctx, LI_WORKING_COPY, LI_WORKING_COPY),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["apps".into()]),
+            resources: Some(vec!["deployments".into()]),
+            resource_names: Some(vec![SYNAPSE_LI.into()]),
+            verbs: ["get", "list", "patch", "watch"].map(String::from).into(),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn working_copy_role_binding(ctx: &Ctx) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(ctx, LI_WORKING_COPY, LI_WORKING_COPY),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: LI_WORKING_COPY.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: LI_WORKING_COPY.into(),
+            namespace: Some(ctx.ns().into()),
+            ..Default::default()
+        }]),
+    }
 }
 
 /// Prepares an existing main for logical replication (a new cluster got the same SQL at

@@ -62,9 +62,12 @@ pub fn party_selector(p: Party) -> Option<Labels> {
         Party::SynapseLi => name(crate::li::SYNAPSE_LI),
         Party::ElementLi => name(crate::li::ELEMENT_LI),
         Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
-        Party::Edge | Party::Monitoring | Party::CnpgOperator | Party::Internet | Party::Dns => {
-            None
-        }
+        Party::Edge
+        | Party::Monitoring
+        | Party::CnpgOperator
+        | Party::KubernetesApi
+        | Party::Internet
+        | Party::Dns => None,
     }
 }
 
@@ -110,6 +113,8 @@ fn peer(ctx: &Ctx, p: Party) -> NetworkPolicyPeer {
         Party::Edge => namespace_peer(edge_namespace(ctx)),
         Party::Monitoring => namespace_peer(MONITORING_NAMESPACE),
         Party::CnpgOperator => namespace_peer(CNPG_NAMESPACE),
+        // Not a pod: only its address can be named, and that is not known when rendering.
+        Party::KubernetesApi => anywhere_peer(),
         Party::Internet => internet_peer(),
         Party::Dns => dns_peer(),
         _ => unreachable!("in-namespace parties have selectors"),

@@ -418,15 +418,73 @@ fn dump_mode_renders_the_dump_cron_job_and_logical_mode_does_not() {
     // li-sync's config says dump too.
     let cfg = yaml(&find(&r, "ConfigMap", "li-sync-config").unwrap()["data"]["li-sync.yaml"]);
     assert_eq!(cfg["mode"], "dump");
-    // The working copy is refreshed in both modes.
+    // The working copy is refreshed in both modes (the_working_copy_job_* below: how).
     for c in [li_config(Tier::T1k), dump_config()] {
         let (r, _) = render(&c);
         let wc = find(&r, "CronJob", "li-working-copy").expect("li-working-copy");
         assert_eq!(wc["spec"]["schedule"], c.li.working_copy_schedule.as_str());
         assert_eq!(wc["spec"]["concurrencyPolicy"], "Forbid");
-        let t = cron_template(wc);
+    }
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+fn mount_names(container: &Value) -> Vec<&str> {
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect()
+}
+
+/// Volumes of a pod template that carry a service account token.
+fn token_volumes(template: &Value) -> Vec<&str> {
+    template["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s.get("serviceAccountToken").is_some())
+        })
+        .map(|v| v["name"].as_str().unwrap())
+        .collect()
+}
+
+/// A config in another namespace than the default, so `-n` is proven to follow it.
+fn namespaced(mut c: Config) -> Config {
+    c.namespace = "acme-chat".into();
+    c
+}
+
+#[test]
+fn the_working_copy_job_refreshes_then_restarts_synapse_li() {
+    for c in [namespaced(li_config(Tier::T1k)), dump_config()] {
+        let ns = c.namespace.as_str();
+        let (r, _) = render(&c);
+        let t = cron_template(find(&r, "CronJob", "li-working-copy").unwrap());
+        let spec = &t["spec"];
+        let init = spec["initContainers"].as_array().unwrap();
+        let main = spec["containers"].as_array().unwrap();
+        assert_eq!(init.len(), 2);
+        assert_eq!(main.len(), 1);
+
+        // 1. The refresh, first, as an init container: a failure stops the pod before kubectl.
+        let refresh = &init[0];
+        assert_eq!(refresh["name"], "li-working-copy");
+        assert_eq!(refresh["image"], c.images.mxstack.as_str());
         assert_eq!(
-            command(t),
+            strs(&refresh["command"]),
             [
                 "mxstack",
                 "li",
@@ -435,15 +493,169 @@ fn dump_mode_renders_the_dump_cron_job_and_logical_mode_does_not() {
                 "/etc/mxstack/li-sync.yaml"
             ]
         );
-        // It reads the replica and writes the working copy on the LI cluster; main's password
-        // is not its business.
-        let env: Vec<&str> = t["spec"]["containers"][0]["env"]
+        // It reads the replica and writes the working copy on the LI cluster with li_sync's
+        // password and nothing else: main's password is not its business.
+        assert_eq!(
+            refresh["env"],
+            json!([{ "name": "MXSTACK_LI_DB_PASSWORD", "valueFrom": { "secretKeyRef": {
+                "name": "li-db-credentials", "key": "password", "optional": false } } }])
+        );
+        assert_eq!(mount_names(refresh), ["config", "tmp"]);
+        assert_eq!(refresh["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            refresh["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert_eq!(
+            refresh["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
+        );
+        // The same container li-dump runs, with its own command and credentials.
+        if let Some(dump) = find(&r, "CronJob", "li-dump") {
+            let d = &cron_template(dump)["spec"]["containers"][0];
+            for k in ["image", "securityContext", "volumeMounts", "resources"] {
+                assert_eq!(refresh[k], d[k], "{k}");
+            }
+        }
+
+        // 2. kubectl restarts exactly Deployment synapse-li in the namespace, 3. then waits.
+        let restart = &init[1];
+        let wait = &main[0];
+        assert_eq!(restart["name"], "restart-synapse-li");
+        assert_eq!(wait["name"], "wait-synapse-li");
+        assert_eq!(
+            strs(&restart["command"]),
+            [
+                "kubectl",
+                "rollout",
+                "restart",
+                "deployment/synapse-li",
+                "-n",
+                ns
+            ]
+        );
+        assert_eq!(
+            strs(&wait["command"]),
+            [
+                "kubectl",
+                "rollout",
+                "status",
+                "deployment/synapse-li",
+                "--timeout=10m",
+                "-n",
+                ns
+            ]
+        );
+        let synapse_li = find(&r, "Deployment", "synapse-li").unwrap();
+        assert_eq!(synapse_li["metadata"]["namespace"], ns);
+        assert_eq!(synapse_li["spec"]["strategy"]["type"], "Recreate");
+        for k in [restart, wait] {
+            assert_eq!(k["image"], c.images.kubectl.as_str());
+            assert_eq!(
+                k["env"],
+                json!([{ "name": "HOME", "value": "/home/kubectl" }])
+            );
+            assert_eq!(mount_names(k), ["kube-api-access", "kubectl-home"]);
+            assert_eq!(
+                k["volumeMounts"][0]["mountPath"],
+                "/var/run/secrets/kubernetes.io/serviceaccount"
+            );
+            assert_eq!(k["volumeMounts"][0]["readOnly"], true);
+            assert_eq!(k["securityContext"]["readOnlyRootFilesystem"], true);
+        }
+
+        // Only the kubectl containers see the token: no automatic mount, a projected volume of
+        // the job's own ServiceAccount.
+        assert_eq!(spec["serviceAccountName"], "li-working-copy");
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(token_volumes(t), ["kube-api-access"]);
+        let api = spec["volumes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(env, ["MXSTACK_LI_DB_PASSWORD"]);
+            .find(|v| v["name"] == "kube-api-access")
+            .unwrap();
+        assert_eq!(
+            api["projected"]["sources"],
+            json!([
+                { "serviceAccountToken": { "path": "token", "expirationSeconds": 600 } },
+                { "configMap": { "name": "kube-root-ca.crt", "optional": false,
+                                 "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+            ])
+        );
+        assert!(!mount_names(refresh).contains(&"kube-api-access"));
+        assert_eq!(refresh.get("env").unwrap().as_array().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn the_working_copy_job_may_restart_synapse_li_and_nothing_else() {
+    for c in [namespaced(li_config(Tier::T1k)), dump_config()] {
+        let ns = c.namespace.as_str();
+        let (r, _) = render(&c);
+        let sa = find(&r, "ServiceAccount", "li-working-copy").expect("ServiceAccount");
+        assert_eq!(sa["metadata"]["namespace"], ns);
+        assert_eq!(sa["automountServiceAccountToken"], false);
+
+        // One Role in the whole render: get/patch (rollout restart) and list/watch (rollout
+        // status, by field selector metadata.name) on Deployment synapse-li, nothing else; no
+        // ReplicaSets or Pods (kubectl reads a Deployment's rollout from its own status).
+        let roles: Vec<&Value> = objects(&r, "Role").collect();
+        assert_eq!(roles.len(), 1);
+        assert!(objects(&r, "ClusterRole").next().is_none());
+        assert!(objects(&r, "ClusterRoleBinding").next().is_none());
+        let role = roles[0];
+        assert_eq!(name(role), "li-working-copy");
+        assert_eq!(role["metadata"]["namespace"], ns);
+        let rules = role["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        let rule = &rules[0];
+        assert_eq!(strs(&rule["apiGroups"]), ["apps"]);
+        assert_eq!(strs(&rule["resources"]), ["deployments"]);
+        assert_eq!(strs(&rule["resourceNames"]), ["synapse-li"]);
+        let verbs: BTreeSet<&str> = strs(&rule["verbs"]).into_iter().collect();
+        assert_eq!(verbs, BTreeSet::from(["get", "list", "patch", "watch"]));
+        assert_eq!(rule.as_object().unwrap().len(), 4, "{rule}");
+
+        // The binding ties exactly that Role to exactly the job's ServiceAccount.
+        let bindings: Vec<&Value> = objects(&r, "RoleBinding").collect();
+        assert_eq!(bindings.len(), 1);
+        let b = bindings[0];
+        assert_eq!(b["metadata"]["namespace"], ns);
+        assert_eq!(
+            b["roleRef"],
+            json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "li-working-copy" })
+        );
+        assert_eq!(
+            b["subjects"],
+            json!([{ "kind": "ServiceAccount", "name": "li-working-copy", "namespace": ns }])
+        );
+        // The CronJob's pods run as that ServiceAccount.
+        let t = cron_template(find(&r, "CronJob", "li-working-copy").unwrap());
+        assert_eq!(t["spec"]["serviceAccountName"], sa["metadata"]["name"]);
+    }
+    // Without li there is no API access at all.
+    let (r, _) = render(&config(Tier::T1k, &[Feature::Monitoring]));
+    for k in ["ServiceAccount", "Role", "RoleBinding"] {
+        assert!(objects(&r, k).next().is_none(), "{k}");
+    }
+}
+
+#[test]
+fn no_other_pod_mounts_a_service_account_token() {
+    let mut all = config(Tier::T1k, &all_features());
+    all.li.allowed_cidrs = vec!["198.51.100.0/24".into()];
+    for c in [all, dump_config()] {
+        let (r, _) = render(&c);
+        let mut holders = Vec::new();
+        for (k, n, t) in pod_templates(&r) {
+            let spec = &t["spec"];
+            assert_eq!(spec["automountServiceAccountToken"], false, "{k} {n}");
+            if !token_volumes(t).is_empty() || spec.get("serviceAccountName").is_some() {
+                holders.push(format!("{k}/{n}"));
+            }
+        }
+        assert_eq!(holders, ["CronJob/li-working-copy"]);
     }
 }
 
@@ -882,7 +1094,30 @@ fn network_policies_isolate_the_li_stack() {
             assert_eq!(egress, set(want), "{n}");
             assert_eq!(policy(n)["spec"]["ingress"], json!([]), "{n}");
         };
-        only("allow-li-working-copy", &["cnpg:li-pg"]);
+        // The working-copy job also reaches the Kubernetes API (restarting Synapse LI), which
+        // a policy can only name by address: any address, on the API ports only.
+        only("allow-li-working-copy", &["cnpg:li-pg", "ip:0.0.0.0/0"]);
+        let wc = policy("allow-li-working-copy");
+        for (peer, ports) in rules(wc, "egress") {
+            if peer.starts_with("ip:") {
+                assert_eq!(ports, [443, 6443], "{peer}");
+            }
+        }
+        // No other LI pod may reach it (li-pg's instance manager aside: CloudNativePG's).
+        for p in objects(&r, "NetworkPolicy") {
+            let sel = &p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"];
+            let li_pod = LI_APPS.iter().any(|a| sel == a) || sel == "li-prepare-main";
+            if !li_pod || name(p) == "allow-li-working-copy" {
+                continue;
+            }
+            assert!(
+                rules(p, "egress")
+                    .iter()
+                    .all(|(peer, ports)| !ports.contains(&6443) && peer != "ip:0.0.0.0/0"),
+                "{}",
+                name(p)
+            );
+        }
         only("allow-li-prepare-main", &["cnpg:main-pg"]);
         if dump {
             only("allow-li-dump", &["cnpg:li-pg", "cnpg:main-pg"]);

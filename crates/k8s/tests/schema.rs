@@ -77,13 +77,14 @@ fn configs() -> Vec<mxstack_spec::Config> {
     vec![a, b, c, d]
 }
 
-const CORE_GROUPS: [&str; 6] = [
+const CORE_GROUPS: [&str; 7] = [
     "v1",
     "apps/v1",
     "batch/v1",
     "policy/v1",
     "autoscaling/v2",
     "networking.k8s.io/v1",
+    "rbac.authorization.k8s.io/v1",
 ];
 
 /// Writes the objects as JSON files, split into core kinds and custom resources.
@@ -115,7 +116,15 @@ fn core_objects_pass_strict_kubernetes_validation() {
     let dir = tempfile::tempdir().unwrap();
     let (core, _) = write_objects(dir.path());
     assert!(core.len() > 50);
-    for k in ["CronJob", "Job", "Deployment", "NetworkPolicy"] {
+    for k in [
+        "CronJob",
+        "Job",
+        "Deployment",
+        "NetworkPolicy",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+    ] {
         assert!(
             core.iter().any(|p| p
                 .file_name()

@@ -628,6 +628,12 @@ pub struct Images {
     pub synapse_admin: String,
     /// mxstack's own services (content scanner), built from images/mxstack/Dockerfile.
     pub mxstack: String,
+    /// kubectl, with which the LI working-copy CronJob restarts Synapse LI after each refresh.
+    /// The default is the Kubernetes project's own image (registry.k8s.io); air-gapped sites
+    /// mirror it. kubectl supports API servers one minor version either side of its own: 1.34
+    /// covers 1.33 to 1.35; pick the cluster's minor otherwise. Any image with `kubectl` on its
+    /// PATH will do (no shell is needed).
+    pub kubectl: String,
 }
 
 impl Default for Images {
@@ -646,6 +652,7 @@ impl Default for Images {
             clamav: "docker.io/clamav/clamav:1.4.3".into(),
             synapse_admin: "docker.io/awesometechnologies/synapse-admin:0.11.4".into(),
             mxstack: format!("ghcr.io/mxstack/mxstack:{}", env!("CARGO_PKG_VERSION")),
+            kubectl: "registry.k8s.io/kubectl:v1.34.5".into(),
         }
     }
 }

@@ -47,6 +47,10 @@ pub enum Party {
     Monitoring,
     /// The CloudNativePG operator (cnpg-system namespace).
     CnpgOperator,
+    /// The Kubernetes API server. It is not a pod, so a NetworkPolicy can only name it by
+    /// address: any address on its ports (443 of the `kubernetes` Service, 6443 where the
+    /// server listens, which some CNIs see after the Service's address translation).
+    KubernetesApi,
     /// Anything on the internet (federation, push gateways, external S3).
     Internet,
     /// Cluster DNS.
@@ -92,6 +96,7 @@ impl Party {
             Party::Edge => "edge",
             Party::Monitoring => "monitoring",
             Party::CnpgOperator => "cnpg-operator",
+            Party::KubernetesApi => "kubernetes-api",
             Party::Internet => "internet",
             Party::Dns => "dns",
         }
@@ -101,7 +106,12 @@ impl Party {
     pub fn in_namespace(self) -> bool {
         !matches!(
             self,
-            Party::Edge | Party::Monitoring | Party::CnpgOperator | Party::Internet | Party::Dns
+            Party::Edge
+                | Party::Monitoring
+                | Party::CnpgOperator
+                | Party::KubernetesApi
+                | Party::Internet
+                | Party::Dns
         )
     }
 }
@@ -142,6 +152,8 @@ pub const MINIO_PORT: u16 = 9000;
 pub const LI_WEB_PORT: u16 = 8080;
 /// PostgreSQL metrics of CloudNativePG instances.
 pub const CNPG_METRICS_PORT: u16 = 9187;
+/// The Kubernetes API: the `kubernetes` Service's port and the port the API server listens on.
+pub const KUBERNETES_API_PORTS: [u16; 2] = [443, 6443];
 
 /// The S3 endpoint of the media backend as a flow target: (party, port).
 fn s3_target(t: &Topology) -> (Party, u16) {
@@ -154,7 +166,8 @@ fn s3_target(t: &Topology) -> (Party, u16) {
 
 /// The lawful-intercept flows (feature `li`). Nothing LI reaches the internet, except the S3
 /// endpoint when media lives on an external S3 service (a NetworkPolicy can only name it by
-/// address).
+/// address). The same holds for the Kubernetes API the working-copy job calls: its rule allows
+/// the API's ports at any address.
 fn li_flows(t: &Topology) -> Vec<Flow> {
     use Party::*;
     let (s3, s3_port) = s3_target(t);
@@ -188,6 +201,12 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             LiPostgres,
             &[POSTGRES_PORT],
             "the working-copy CronJob refreshes synapse_li_work from the replica",
+        ),
+        tcp(
+            LiWorkingCopy,
+            KubernetesApi,
+            &KUBERNETES_API_PORTS,
+            "the working-copy CronJob restarts Synapse LI after a refresh (kubectl; its Role allows deployment synapse-li only)",
         ),
         tcp(
             SynapseLi,
@@ -535,6 +554,21 @@ mod tests {
         assert!(f
             .iter()
             .all(|x| x.from != Party::ElementLi && x.from != Party::SynapseAdminLi));
+    }
+
+    #[test]
+    fn only_the_working_copy_job_reaches_the_kubernetes_api() {
+        for sync in [LiSyncMode::Logical, LiSyncMode::Dump] {
+            let f = li(sync, MediaBackend::Seaweedfs);
+            let api: Vec<&Flow> = f
+                .iter()
+                .filter(|x| x.to == Party::KubernetesApi || x.from == Party::KubernetesApi)
+                .collect();
+            assert_eq!(api.len(), 1, "{api:?}");
+            assert_eq!(api[0].from, Party::LiWorkingCopy);
+            assert_eq!(api[0].ports, KUBERNETES_API_PORTS);
+        }
+        assert!(!Party::KubernetesApi.in_namespace());
     }
 
     #[test]
