@@ -315,9 +315,35 @@ def test_a_schema_migration_on_main_is_absorbed(stack, li_ready):
     assert not s["schema_behind"] and s["subscribed"], s
 
 
+def postgres_processes(postmaster):
+    """The postmaster and its children. Each child calls setsid(), so a signal to the postmaster's
+    process group would stop the postmaster alone and leave the apply worker running."""
+    pids = [postmaster]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                pids.append(int(d))
+    return pids
+
+
+def signal_all(pids, sig):
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def slot_confirmed(stack):
+    return sql(stack, "main", "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'mxstack_li'")
+
+
 def test_replica_down_60s_under_load_catches_up_with_identical_rows(stack, li_ready, tmp_path):
-    pid = next(p["pid"] for p in stack.refresh()["processes"] if p["name"] == "postgres-li")
-    pgid = os.getpgid(pid)
+    postmaster = next(p["pid"] for p in stack.refresh()["processes"] if p["name"] == "postgres-li")
 
     async def load(seconds):
         u = stack.user("li-load")
@@ -332,11 +358,22 @@ def test_replica_down_60s_under_load_catches_up_with_identical_rows(stack, li_re
         await c.close()
         return ids
 
-    os.killpg(pgid, signal.SIGSTOP)
+    stopped = postgres_processes(postmaster)
+    signal_all(stopped, signal.SIGSTOP)
+    # Again, for a child forked while the first list was taken.
+    more = [p for p in postgres_processes(postmaster) if p not in stopped]
+    signal_all(more, signal.SIGSTOP)
+    stopped += more
     try:
+        confirmed_before = slot_confirmed(stack)
         ids = asyncio.run(load(60))
+        # The outage was real: the replica confirmed nothing while main wrote every message.
+        assert slot_confirmed(stack) == confirmed_before, "the replica kept applying during the outage"
+        behind = int(sql(stack, "main", "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                                        "FROM pg_replication_slots WHERE slot_name = 'mxstack_li'"))
+        assert behind > 0, behind
     finally:
-        os.killpg(pgid, signal.SIGCONT)
+        signal_all(reversed(stopped), signal.SIGCONT)
     assert len(ids) > 60
     wait_replica(stack, f"SELECT count(*) FROM public.events WHERE event_id IN ({quote_list(ids)})", str(len(ids)), timeout=120)
     for table, cols in (("events", "t.*"), ("event_json", "t.*")):

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use mxstack_topology::li::LI_SCHEMA;
+use mxstack_topology::li::{HISTORY_SKIPS_UPDATES_OF, LI_SCHEMA};
 use tokio_postgres::IsolationLevel;
 
 use crate::bulk::{self, Job, RunFigures};
@@ -145,19 +145,29 @@ async fn dump(
         let t = qualified(name);
         // Rows of the previous copy main no longer has, as a multiset (keyless tables may hold
         // equal rows), compared over main's columns as jsonb (every type has jsonb equality).
-        let removed = tx
-            .execute(
+        let gone = format!(
+            "SELECT pg_catalog.to_jsonb(q) AS j FROM (SELECT {cols} FROM {t}) q
+             EXCEPT ALL
+             SELECT pg_catalog.to_jsonb(s) FROM pg_temp.mxstack_incoming s"
+        );
+        // Bookkeeping rewritten all the time (locks, stream positions, background-update
+        // progress) carries no user content: compared, never kept (as in logical mode).
+        let keep = !HISTORY_SKIPS_UPDATES_OF.contains(&name.as_str());
+        let removed = if keep {
+            tx.execute(
                 &format!(
                     "INSERT INTO {LI_SCHEMA}.row_history (table_name, operation, old_row)
-                     SELECT {}, 'REMOVED', j FROM (
-                       SELECT pg_catalog.to_jsonb(q) AS j FROM (SELECT {cols} FROM {t}) q
-                       EXCEPT ALL
-                       SELECT pg_catalog.to_jsonb(s) FROM pg_temp.mxstack_incoming s) gone",
+                     SELECT {}, 'REMOVED', j FROM ({gone}) gone",
                     literal(name)
                 ),
                 &[],
             )
-            .await?;
+            .await?
+        } else {
+            tx.query_one(&format!("SELECT count(*) FROM ({gone}) gone"), &[])
+                .await?
+                .get::<_, i64>(0) as u64
+        };
         let current: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {t}"), &[])
             .await?
@@ -172,12 +182,14 @@ async fn dump(
             .await?;
             f.tables_changed += 1;
         }
-        f.history_rows += removed as i64;
+        if keep {
+            f.history_rows += removed as i64;
+        }
         progress(&format!(
             "dump: [{}/{n}] {name}: {rows} rows{}{}",
             i + 1,
             if changed { ", replaced" } else { ", unchanged" },
-            if removed > 0 {
+            if removed > 0 && keep {
                 format!(", {removed} kept in history")
             } else {
                 String::new()
