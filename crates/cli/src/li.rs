@@ -271,9 +271,57 @@ pub fn dump(t: &LiTarget, json: bool) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A local stack's Synapse LI caches what it read: stop it so the supervisor starts it again on
+/// the refreshed copy, and wait until it is ready. Returns its new pid; `None` where there is no
+/// local Synapse LI to restart (`--li-sync-config` in a pod: the Kubernetes job restarts the
+/// Deployment).
+fn restart_local_synapse_li(t: &LiTarget) -> Result<Option<u32>, String> {
+    use mxstack_local::plan::SYNAPSE_LI;
+    use mxstack_local::status::{ProcessState, StackStatus};
+    let (Some(config), None) = (&t.config, &t.li_sync_config) else {
+        return Ok(None);
+    };
+    let target = Target::new(config, t.state.as_deref(), t.secrets.as_deref());
+    let status_file = target.layout.status_file();
+    let find = || {
+        StackStatus::load(&status_file)
+            .and_then(|s| s.processes.into_iter().find(|p| p.name == SYNAPSE_LI))
+    };
+    let Some(old) = find().and_then(|p| p.pid) else {
+        return Ok(None);
+    };
+    // SAFETY: kill has no memory preconditions; the pid is the supervisor's child.
+    unsafe { libc::kill(old as i32, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if let Some(p) = find() {
+            if p.pid.is_some_and(|n| n != old) && matches!(p.state, ProcessState::Ready) {
+                return Ok(p.pid);
+            }
+        }
+        if start.elapsed() > std::time::Duration::from_secs(180) {
+            return Err(format!(
+                "the working copy is refreshed, but {SYNAPSE_LI} was not ready again within 180 s: see `mxstack logs --config {} {SYNAPSE_LI}`",
+                config.display()
+            ));
+        }
+    }
+}
+
 pub fn refresh_working_copy(t: &LiTarget, json: bool) -> CmdResult {
     let config = t.load()?;
     let r = mxstack_li_sync::refresh_working_copy(&config)?;
+    let restarted = restart_local_synapse_li(t)?;
+    if json {
+        let mut v = serde_json::to_value(&r).expect("json");
+        v["synapse_li_restarted_pid"] = restarted.into();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(pid) = restarted {
+        println!("synapse-li restarted on the refreshed copy (pid {pid})");
+    }
     print_run(
         json,
         &r,

@@ -245,8 +245,10 @@ enum LiAction {
         json: bool,
     },
     /// Refresh the browsing stack's working copy (Synapse LI's database) from the replica: one
-    /// snapshot, one transaction, sequences set, main's access tokens removed. Restart Synapse
-    /// LI afterwards (it caches). The Kubernetes CronJob runs it on `li.working_copy_schedule`.
+    /// snapshot, one transaction, sequences set, main's access tokens removed. With --config (a
+    /// local stack) it then restarts `synapse-li`, which caches, and waits until it is ready; on
+    /// Kubernetes the `li-working-copy` CronJob runs it on `li.working_copy_schedule` and restarts
+    /// the Deployment.
     RefreshWorkingCopy {
         #[command(flatten)]
         source: LiSource,

@@ -1002,6 +1002,9 @@ fn li_services(
     );
 }
 
+/// Synapse LI's process name (`mxstack li refresh-working-copy` restarts it).
+pub const SYNAPSE_LI: &str = "synapse-li";
+
 /// The LI browsing stack's server: the working copy refreshed once from the replica, then
 /// Synapse LI on it with the config Kubernetes renders (`li_browsing::homeserver_yaml`).
 /// Refresh again with `mxstack li refresh-working-copy` and restart `synapse-li`.
@@ -1075,7 +1078,7 @@ fn browsing_services(
     ];
     let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
     services.push(Service {
-        name: "synapse-li".into(),
+        name: SYNAPSE_LI.into(),
         program: programs.python.clone(),
         args: vec![
             "-m".into(),
