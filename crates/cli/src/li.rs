@@ -344,3 +344,27 @@ pub fn prepare_main(li_sync_config: &Path) -> CmdResult {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `mxstack li vault-keygen`: a new age X25519 key pair for the key vault. The text form is an
+/// age identity file (what `age-keygen` writes), usable as is with `age -d -i FILE`.
+pub fn vault_keygen(json: bool) -> CmdResult {
+    let (public, private) = mxstack_key_vault::keygen();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "public_key": public,
+                "private_key": private,
+            }))
+            .expect("json")
+        );
+    } else {
+        let created = mxstack_key_vault::server::rfc3339(mxstack_key_vault::server::now_ms());
+        println!("# created: {created}\n# public key: {public}\n{private}");
+        eprintln!(
+            "public key (recipients.vault or recipients.break_glass in the key vault's config): {public}\n\
+             the private key goes only into the LI console's Secret (or offline, for break-glass); never to the vault"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,6 +1,7 @@
 //! `mxstack`: a thin command-line layer over the spec, topology, checks and target crates.
 
 mod commands;
+mod escrow;
 mod li;
 mod local;
 mod schema_doc;
@@ -147,6 +148,26 @@ enum Command {
     Li {
         #[command(subcommand)]
         action: LiAction,
+    },
+    /// Escrow your E2EE key with your organisation's key vault, through the homeserver's
+    /// escrow endpoint (feature li; docs/ESCROW.md). The server checks it against your current
+    /// key backup and refuses a key that does not open it.
+    Escrow {
+        /// The homeserver's base URL (http://; e.g. the router of a local stack).
+        #[arg(long)]
+        homeserver: String,
+        /// File holding your access token [default: the MXSTACK_ACCESS_TOKEN variable].
+        #[arg(long)]
+        access_token_file: Option<PathBuf>,
+        /// backup_key (the base64 key backup private key) or recovery_key (the secret-storage
+        /// recovery key, `EsT...`).
+        #[arg(long, value_parser = ["backup_key", "recovery_key"])]
+        kind: String,
+        /// File holding the key (never pass a key on the command line).
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Run one of mxstack's services (what the pods and `mxstack up` start).
     Serve {
@@ -372,6 +393,19 @@ fn main() -> ExitCode {
             &name,
             admin,
             password.as_deref(),
+            json,
+        ),
+        Command::Escrow {
+            homeserver,
+            access_token_file,
+            kind,
+            key_file,
+            json,
+        } => escrow::escrow(
+            &homeserver,
+            access_token_file.as_deref(),
+            &kind,
+            &key_file,
             json,
         ),
         Command::Serve {

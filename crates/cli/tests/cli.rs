@@ -512,3 +512,88 @@ fn network_doc_is_current() {
         "docs/NETWORK.md is stale: run `mxstack plan --network-markdown` on an all-features 20k config"
     );
 }
+
+#[test]
+fn li_vault_keygen_prints_a_matching_age_key_pair() {
+    let v: Value = serde_json::from_str(&ok(&mxstack(&["li", "vault-keygen", "--json"]))).unwrap();
+    let (public, private) = (
+        v["public_key"].as_str().unwrap(),
+        v["private_key"].as_str().unwrap(),
+    );
+    assert!(public.starts_with("age1") && private.starts_with("AGE-SECRET-KEY-1"));
+    let id: age::x25519::Identity = private.parse().unwrap();
+    assert_eq!(id.to_public().to_string(), public);
+    // The text form is an age identity file; every run makes a new pair.
+    let out = mxstack(&["li", "vault-keygen"]);
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("# created: ") && lines[1].starts_with("# public key: age1"));
+    let id: age::x25519::Identity = lines[2].parse().unwrap();
+    assert_eq!(
+        format!("# public key: {}", id.to_public()),
+        lines[1],
+        "{text}"
+    );
+    assert_ne!(lines[2], private);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(lines[2]));
+}
+
+#[test]
+fn serve_key_vault_runs_the_vault() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v: Value = serde_json::from_str(&ok(&mxstack(&["li", "vault-keygen", "--json"]))).unwrap();
+    let config = dir.path().join("vault.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndatabase: {{sqlite: {}}}\nrecipients: {{vault: {}}}\nstore_api_key_env: KV_S\nretrieval_api_key_env: KV_R\n",
+            dir.path().join("vault.db").display(),
+            v["public_key"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // Without its keys it refuses to start, naming the variable.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mxstack"))
+        .args(["serve", "key-vault", "--config", config.to_str().unwrap()])
+        .env_remove("KV_S")
+        .env_remove("KV_R")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KV_S"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxstack"))
+        .args(["serve", "key-vault", "--config", config.to_str().unwrap()])
+        .env("KV_S", "store-key-0123456789")
+        .env("KV_R", "retrieval-key-0123456789")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let answer = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /v1/keys/@a:example.org HTTP/1.0\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break out;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no listener"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    assert!(answer.contains("\"errcode\":\"UNAUTHORIZED\""), "{answer}");
+    assert!(status.success(), "graceful stop: {status}");
+}

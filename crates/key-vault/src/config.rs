@@ -1,0 +1,185 @@
+//! The key vault's config file. It holds no secret: the API keys and the PostgreSQL password are
+//! read from the environment variables the file names, and the recipients are public keys.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    pub database: Database,
+    pub recipients: Recipients,
+    /// Environment variable holding the API key Synapse (the escrow module) stores with.
+    pub store_api_key_env: String,
+    /// Environment variable holding the API key the LI console retrieves with.
+    pub retrieval_api_key_env: String,
+}
+
+/// `{sqlite: PATH}` or `{postgres: {host, port, dbname, user, password_env}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(PgDatabase),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgDatabase {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+}
+
+/// age X25519 public keys (`age1...`) every stored key is encrypted to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipients {
+    /// The vault key; its private half is held by the LI console only.
+    pub vault: String,
+    /// Optional offline break-glass key (decrypts with the standard `age` CLI).
+    #[serde(default)]
+    pub break_glass: Option<String>,
+}
+
+/// The two API keys, read from the environment at start.
+pub struct ApiKeys {
+    pub store: String,
+    pub retrieval: String,
+}
+
+/// Shortest API key accepted (bytes).
+pub const MIN_API_KEY_LEN: usize = 16;
+
+impl VaultConfig {
+    pub fn load(path: &Path) -> Result<VaultConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        VaultConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_yaml(text: &str) -> Result<VaultConfig, String> {
+        let c: VaultConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        c.recipients()?;
+        if c.store_api_key_env == c.retrieval_api_key_env {
+            return Err(
+                "`store_api_key_env` and `retrieval_api_key_env` name the same variable: the store and retrieval keys must differ"
+                    .into(),
+            );
+        }
+        Ok(c)
+    }
+
+    /// The parsed recipients: the vault key, then the break-glass key if any.
+    pub fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, String> {
+        let parse = |what: &str, s: &str| {
+            s.trim().parse::<age::x25519::Recipient>().map_err(|e| {
+                format!("recipients.{what}: not an age X25519 public key (age1...): {e}")
+            })
+        };
+        let mut r = vec![parse("vault", &self.recipients.vault)?];
+        if let Some(b) = &self.recipients.break_glass {
+            let b = parse("break_glass", b)?;
+            if b.to_string() == r[0].to_string() {
+                return Err("recipients.break_glass is the vault key itself".into());
+            }
+            r.push(b);
+        }
+        Ok(r)
+    }
+
+    /// The API keys from the environment. Errors name the variable, never a value.
+    pub fn api_keys(&self) -> Result<ApiKeys, String> {
+        let get = |name: &str| -> Result<String, String> {
+            let v = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} (an API key) is not set"))?;
+            let v = v.trim().to_string();
+            if v.len() < MIN_API_KEY_LEN {
+                return Err(format!(
+                    "environment variable {name}: an API key needs at least {MIN_API_KEY_LEN} characters"
+                ));
+            }
+            Ok(v)
+        };
+        let keys = ApiKeys {
+            store: get(&self.store_api_key_env)?,
+            retrieval: get(&self.retrieval_api_key_env)?,
+        };
+        if keys.store == keys.retrieval {
+            return Err(format!(
+                "{} and {} hold the same key: the store and retrieval keys must differ",
+                self.store_api_key_env, self.retrieval_api_key_env
+            ));
+        }
+        Ok(keys)
+    }
+}
+
+impl PgDatabase {
+    pub fn password(&self) -> Result<String, String> {
+        std::env::var(&self.password_env).map_err(|_| {
+            format!(
+                "environment variable {} (password of {}@{}) is not set",
+                self.password_env, self.user, self.host
+            )
+        })
+    }
+
+    pub fn pg_config(&self, password: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .dbname(&self.dbname)
+            .user(&self.user)
+            .password(password)
+            .application_name("mxstack-key-vault")
+            .connect_timeout(std::time::Duration::from_secs(10));
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PK: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn parses_both_database_forms() {
+        let c = VaultConfig::from_yaml(&format!(
+            "listen: 127.0.0.1:8095\ndatabase:\n  sqlite: /var/lib/kv/vault.db\nrecipients:\n  vault: {PK}\nstore_api_key_env: S\nretrieval_api_key_env: R\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(c.database, Database::Sqlite(ref p) if p == Path::new("/var/lib/kv/vault.db"))
+        );
+        assert_eq!(c.recipients().unwrap().len(), 1);
+        let c = VaultConfig::from_yaml(&format!(
+            "listen: 127.0.0.1:8095\ndatabase:\n  postgres: {{host: db, port: 5432, dbname: kv, user: kv, password_env: P}}\nrecipients: {{vault: {PK}}}\nstore_api_key_env: S\nretrieval_api_key_env: R\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(c.database, Database::Postgres(ref p) if p.port == 5432 && p.password_env == "P")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_recipients_and_shared_key_variables() {
+        let base = |vault: &str, s: &str, r: &str| {
+            VaultConfig::from_yaml(&format!(
+                "listen: 127.0.0.1:1\ndatabase: {{sqlite: /tmp/x.db}}\nrecipients: {{vault: {vault}}}\nstore_api_key_env: {s}\nretrieval_api_key_env: {r}\n"
+            ))
+        };
+        assert!(base("age1nope", "S", "R")
+            .unwrap_err()
+            .contains("recipients.vault"));
+        assert!(base(PK, "S", "S").unwrap_err().contains("must differ"));
+        assert!(base(PK, "S", "R").is_ok());
+    }
+}
