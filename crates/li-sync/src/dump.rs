@@ -109,6 +109,7 @@ async fn dump(
     // Additive schema first, in its own recorded transaction (as in logical mode).
     let d = diff(&main_schema, &Schema::read(replica).await?);
     apply_diff(replica, &d).await?;
+    crate::replica::record_foreign_keys(&snapshot, replica).await?;
 
     let tx = replica.transaction().await?;
     tx.batch_execute(&format!("SET LOCAL {BULK_SETTING} = 'on'"))

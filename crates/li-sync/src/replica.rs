@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS {s}.schema_upgrades (
 );
 -- Logical mode: main's sequence values (replication does not carry them) and main's WAL
 -- position read just before them: every id in data applied up to that position is covered.
+-- Main's foreign keys. The replica has none (it must accept a row whose parent main has since
+-- deleted); the working copy adds them NOT VALID, because Synapse LI expects them.
+CREATE TABLE IF NOT EXISTS {s}.foreign_keys (
+    table_name text NOT NULL,
+    name text NOT NULL,
+    def text NOT NULL,
+    PRIMARY KEY (table_name, name)
+);
 CREATE TABLE IF NOT EXISTS {s}.sequence_sync (
     id integer PRIMARY KEY CHECK (id = 1),
     main_lsn pg_lsn NOT NULL,
@@ -219,6 +227,7 @@ pub async fn sync_schema(
         set_enabled(replica, &sub.name, false).await?;
     }
     apply_diff(replica, &d).await?;
+    record_foreign_keys(main, replica).await?;
     let added: i32 = replica
         .query_one(
             &format!("SELECT {LI_SCHEMA}.install_history_triggers()"),
@@ -280,13 +289,17 @@ pub async fn sync_schema(
             .await?;
         locker_tx.commit().await?;
         refreshed = true;
-    } else if has_unsubscribed_tables(main, replica).await? {
+    } else if let Some(drift) = subscription_drift(main, replica).await?.needs_refresh() {
         // A table on the replica the subscription never listed (li-sync stopped between
-        // creating and refreshing): its earlier changes were skipped, so copy its rows.
+        // creating and refreshing): its earlier changes were skipped, so copy its rows. A
+        // subscribed table main has dropped (Synapse's `_temp_*` scratch tables, often while
+        // their initial copy runs, which then fails forever with "not found on publisher"):
+        // the refresh takes it out of the subscription; its rows stay on the replica.
         replica
             .batch_execute(&format!(
-                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = true)",
-                ident(&sub.name)
+                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})",
+                ident(&sub.name),
+                drift.unsubscribed
             ))
             .await?;
         refreshed = true;
@@ -331,8 +344,22 @@ async fn set_enabled(replica: &Client, name: &str, enabled: bool) -> Result<(), 
     Ok(())
 }
 
-/// True when main has a table the subscription does not know yet.
-async fn has_unsubscribed_tables(main: &Client, replica: &Client) -> Result<bool, ReplicaError> {
+/// How the subscription's table list differs from main's tables.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drift {
+    /// Main has a table the subscription does not list yet.
+    unsubscribed: bool,
+    /// The subscription lists a table main no longer has.
+    stale: bool,
+}
+
+impl Drift {
+    fn needs_refresh(self) -> Option<Drift> {
+        (self.unsubscribed || self.stale).then_some(self)
+    }
+}
+
+async fn subscription_drift(main: &Client, replica: &Client) -> Result<Drift, ReplicaError> {
     let names = |rows: Vec<tokio_postgres::Row>| -> std::collections::BTreeSet<String> {
         rows.iter().map(|r| r.get::<_, String>(0)).collect()
     };
@@ -356,7 +383,10 @@ async fn has_unsubscribed_tables(main: &Client, replica: &Client) -> Result<bool
             )
             .await?,
     );
-    Ok(published.difference(&subscribed).next().is_some())
+    Ok(Drift {
+        unsubscribed: published.difference(&subscribed).next().is_some(),
+        stale: subscribed.difference(&published).next().is_some(),
+    })
 }
 
 /// Does the replica lack anything main has?
@@ -371,7 +401,40 @@ pub async fn schema_behind_of(
     replica: &Client,
 ) -> Result<bool, ReplicaError> {
     let d = diff(main_schema, &Schema::read(replica).await?);
-    Ok(!d.is_empty() || has_unsubscribed_tables(main, replica).await?)
+    let drift = subscription_drift(main, replica).await?;
+    Ok(!d.is_empty() || drift.unsubscribed || drift.stale)
+}
+
+/// Record main's foreign keys on the replica (`mxstack_li.foreign_keys`), replacing the set.
+pub async fn record_foreign_keys(
+    main: &impl tokio_postgres::GenericClient,
+    replica: &mut Client,
+) -> Result<(), ReplicaError> {
+    let rows = main
+        .query(
+            "SELECT c.relname::text, con.conname::text, pg_catalog.pg_get_constraintdef(con.oid)
+               FROM pg_catalog.pg_constraint con
+               JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND con.contype = 'f'",
+            &[],
+        )
+        .await?;
+    let tx = replica.transaction().await?;
+    tx.execute(&format!("DELETE FROM {LI_SCHEMA}.foreign_keys"), &[])
+        .await?;
+    for r in &rows {
+        let (table, name, def): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        tx.execute(
+            &format!(
+                "INSERT INTO {LI_SCHEMA}.foreign_keys (table_name, name, def) VALUES ($1, $2, $3)"
+            ),
+            &[&table, &name, &def],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Logical mode: copy main's sequence values to the replica (never backwards) and record main's

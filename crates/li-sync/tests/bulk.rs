@@ -66,6 +66,8 @@ CREATE UNIQUE INDEX event_json_id ON event_json (event_id);
 CREATE TABLE event_edges (event_id text NOT NULL, prev_event_id text NOT NULL);
 CREATE TABLE media (media_id text PRIMARY KEY, sha256 bytea, tags text[], size bigint, size_kib bigint GENERATED ALWAYS AS (size / 1024) STORED);
 CREATE TABLE access_tokens (id bigint PRIMARY KEY, user_id text NOT NULL, token text NOT NULL);
+CREATE TABLE rooms (room_id text PRIMARY KEY);
+CREATE TABLE room_aliases (room_alias text PRIMARY KEY, room_id text NOT NULL REFERENCES rooms (room_id));
 CREATE TABLE stream_positions (stream_name text NOT NULL, instance_name text NOT NULL, stream_id bigint NOT NULL);
 CREATE UNIQUE INDEX stream_positions_idx ON stream_positions (stream_name, instance_name);
 ";
@@ -133,12 +135,15 @@ fn setup_clusters() -> (PgCluster, PgCluster) {
     (main, li)
 }
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 8] = [
     "events",
     "event_json",
     "event_edges",
     "media",
     "access_tokens",
+    "stream_positions",
+    "rooms",
+    "room_aliases",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +159,9 @@ async fn dump_mode_keeps_what_main_removed_and_swaps_atomically() {
             "INSERT INTO event_edges VALUES ('$dup', '$p'), ('$dup', '$p');
              INSERT INTO media VALUES ('m1', '\\x00ff10', '{a,b}', 4096), ('m2', NULL, NULL, 10);
              INSERT INTO access_tokens VALUES (1, '@a', 'syt_secret_a');
-             INSERT INTO stream_positions VALUES ('events', 'master', 200);",
+             INSERT INTO stream_positions VALUES ('events', 'master', 200);
+             INSERT INTO rooms VALUES ('!r');
+             INSERT INTO room_aliases VALUES ('#r:x', '!r');",
         )
         .await
         .unwrap();
@@ -165,11 +172,20 @@ async fn dump_mode_keeps_what_main_removed_and_swaps_atomically() {
 
     // First run: a full copy, sequences included.
     let r = dump::run(&cfg, &progress).await.unwrap();
-    assert_eq!(r.figures.tables, 6);
-    assert_eq!(r.figures.rows_copied, 200 * 3 + 2 + 2 + 1 + 1);
+    assert_eq!(r.figures.tables, 8);
+    assert_eq!(r.figures.rows_copied, 200 * 3 + 2 + 2 + 1 + 1 + 2);
     assert_eq!(r.figures.history_rows, 0);
     assert!(r.schema_statements > 0);
-    assert_eq!(lines.lock().unwrap().len(), 6, "a progress line per table");
+    assert_eq!(lines.lock().unwrap().len(), 8, "a progress line per table");
+    assert_eq!(
+        count(
+            &replica,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        )
+        .await,
+        0,
+        "the replica accepts rows whose parent main deleted"
+    );
     same_rows(&synapse, &replica, &TABLES).await;
     assert_eq!(
         count(&replica, "SELECT last_value FROM events_stream_seq").await,
@@ -291,6 +307,15 @@ async fn dump_mode_keeps_what_main_removed_and_swaps_atomically() {
     )
     .await;
     assert_eq!(count(&work, "SELECT count(*) FROM access_tokens").await, 0);
+    assert_eq!(
+        count(
+            &work,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conname = 'room_aliases_room_id_fkey' AND NOT convalidated"
+        )
+        .await,
+        1,
+        "main's foreign keys, NOT VALID, for Synapse LI"
+    );
     assert_eq!(
         count(
             &work,

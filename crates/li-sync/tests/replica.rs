@@ -291,6 +291,39 @@ async fn logical_replica_keeps_history_absorbs_migrations_and_catches_up() {
     assert_eq!(history(&replica, "sliding_sync_things", "UPDATE").await, 1);
     assert!(!schema_behind(&replicator, &replica).await.unwrap());
 
+    // Main drops a subscribed table (a finished `_temp_*` scratch table; dropped during its
+    // initial copy, that copy fails forever with "not found on publisher"): the subscription lets
+    // go of it, the replica keeps its rows.
+    synapse
+        .batch_execute("DROP TABLE sliding_sync_things")
+        .await
+        .unwrap();
+    assert!(schema_behind(&replicator, &replica).await.unwrap());
+    let report = sync_schema(
+        &replicator,
+        &mut replica,
+        &mut locker,
+        &cfg,
+        "replicator-pw",
+    )
+    .await
+    .unwrap();
+    assert!(report.refreshed);
+    assert_eq!(
+        count(
+            &replica,
+            "SELECT count(*) FROM pg_subscription_rel r JOIN pg_class c ON c.oid = r.srrelid
+              WHERE c.relname = 'sliding_sync_things'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&replica, "SELECT count(*) FROM public.sliding_sync_things").await,
+        2
+    );
+    assert!(!schema_behind(&replicator, &replica).await.unwrap());
+
     // The replica is down for a while under writes, then catches up with nothing missing.
     drop(replica);
     drop(locker);
