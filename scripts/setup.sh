@@ -10,7 +10,7 @@ log() { printf '\n== setup: %s\n' "$*"; }
 
 need_apt=()
 for pkg in haproxy redis-server redis-sentinel postgresql-15 postgresql-contrib clamav-daemon coturn nginx \
-           prometheus python3-venv python3-dev build-essential pkg-config libssl-dev libolm-dev curl ca-certificates; do
+           prometheus python3-venv python3-dev build-essential pkg-config libssl-dev libolm-dev curl ca-certificates age; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
