@@ -209,6 +209,14 @@ enum ServeService {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The key vault: escrow of users' E2EE recovery keys, age-encrypted to the LI side's key,
+    /// append-only, retrievals recorded with their warrant (crates/key-vault/README.md).
+    KeyVault {
+        /// The vault's config file (API keys and database password come from the environment
+        /// variables it names).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Where an `mxstack li` command finds li-sync's config and credentials.
@@ -282,6 +290,14 @@ enum LiAction {
     PrepareMain {
         #[arg(long)]
         li_sync_config: PathBuf,
+    },
+    /// Print a new age X25519 key pair for the key vault: the public key (`age1...`) goes in the
+    /// vault's config (`recipients.vault`, or `recipients.break_glass` for an offline key); the
+    /// private key (`AGE-SECRET-KEY-1...`) goes only into the LI console's Secret (or offline
+    /// storage for break-glass), never to the vault. Text output is an age identity file.
+    VaultKeygen {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -414,6 +430,9 @@ fn main() -> ExitCode {
         Command::Serve {
             service: ServeService::LiSync { config },
         } => mxstack_li_sync::serve(&config).map(|()| ExitCode::SUCCESS),
+        Command::Serve {
+            service: ServeService::KeyVault { config },
+        } => mxstack_key_vault::run(&config).map(|()| ExitCode::SUCCESS),
         Command::Li { action } => match action {
             LiAction::Status { source, json } => li::status(&source.target(), json),
             LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
@@ -422,6 +441,7 @@ fn main() -> ExitCode {
                 li::refresh_working_copy(&source.target(), json)
             }
             LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
+            LiAction::VaultKeygen { json } => li::vault_keygen(json),
         },
         Command::Supervise {
             config,

@@ -34,7 +34,9 @@ pub const TURN_SECRET_KEY: &str = "shared_secret";
 pub const LIVEKIT_KEYS: &str = "livekit-keys";
 /// `<api key>: <api secret>`, the format of LiveKit's LIVEKIT_KEYS variable.
 pub const LIVEKIT_KEYS_KEY: &str = "keys";
+/// The key vault's store API key: the vault checks it, Synapse main's escrow module sends it.
 pub const KEY_VAULT_API_KEY: &str = "key-vault-api-key";
+pub const KEY_VAULT_STORE_API_KEY: &str = "store_api_key";
 /// li_replicator's password: CloudNativePG sets it on main (managed role) and li-sync reads it.
 pub const LI_REPLICATION_CREDENTIALS: &str = "li-replication-credentials";
 /// li_sync's password: the LI cluster's initdb owner and managed role, read by li-sync and the LI
@@ -153,7 +155,10 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             KEY_VAULT_API_KEY,
             "key-vault",
             "Opaque",
-            &[("api_key", s.get(SecretName::KeyVaultApiKey))],
+            &[(
+                KEY_VAULT_STORE_API_KEY,
+                s.get(SecretName::KeyVaultStoreApiKey),
+            )],
         );
         li_secrets(ctx, out);
     }

@@ -169,6 +169,24 @@ fn volumes_and_mounts(ctx: &Ctx, p: &Process) -> (Vec<Volume>, Vec<VolumeMount>)
         ));
         mounts.push(mount("turn", &parent(&paths.turn_secret_file)));
     }
+    if ctx.has(Feature::Li) && p.worker.is_none() {
+        // The escrow module's store API key; only main serves /_synapse/client/mxstack/escrow.
+        let file = paths
+            .key_vault_store_api_key_file
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .into_owned();
+        volumes.push(volume_secret(
+            "key-vault",
+            KEY_VAULT_API_KEY,
+            &[(KEY_VAULT_STORE_API_KEY, &file)],
+        ));
+        mounts.push(mount(
+            "key-vault",
+            &parent(&paths.key_vault_store_api_key_file),
+        ));
+    }
     (volumes, mounts)
 }
 

@@ -188,6 +188,14 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
 /// The Synapse upload-scan module, shipped inside this binary so a local stack needs nothing
 /// from the source tree.
 pub const SYNAPSE_MODULE_SOURCE: &str = include_str!("../../../python/mxstack_synapse/__init__.py");
+/// The key escrow module (feature `li`), shipped the same way.
+pub const SYNAPSE_ESCROW_MODULE_SOURCE: &str =
+    include_str!("../../../python/mxstack_synapse/escrow.py");
+/// Files of the `mxstack_synapse` package, relative to [`synapse_python_dir`].
+pub const SYNAPSE_MODULE_FILES: [(&str, &str); 2] = [
+    ("mxstack_synapse/__init__.py", SYNAPSE_MODULE_SOURCE),
+    ("mxstack_synapse/escrow.py", SYNAPSE_ESCROW_MODULE_SOURCE),
+];
 
 /// Where `up` writes the Python modules Synapse imports (PYTHONPATH).
 pub fn synapse_python_dir(layout: &StateLayout) -> PathBuf {
@@ -257,6 +265,14 @@ impl LocalPlan {
             files.push(file(
                 paths.turn_secret_file.clone(),
                 secrets.get(SecretName::TurnSharedSecret),
+                0o600,
+            ));
+        }
+        if t.has(Feature::Li) {
+            // The escrow module's store API key for the key vault (main reads it per request).
+            files.push(file(
+                paths.key_vault_store_api_key_file.clone(),
+                secrets.get(SecretName::KeyVaultStoreApiKey),
                 0o600,
             ));
         }
@@ -565,12 +581,15 @@ impl LocalPlan {
         ];
         let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
         let mut synapse_env = synapse_env;
-        if t.has(Feature::Antivirus) {
-            // The upload module; in Kubernetes it is baked into the Synapse image.
+        if t.has(Feature::Antivirus) || t.has(Feature::Li) {
+            // The upload and escrow modules; in Kubernetes they are baked into the Synapse image.
             synapse_env.push((
                 "PYTHONPATH".into(),
                 synapse_python_dir(layout).display().to_string(),
             ));
+            for (rel, source) in SYNAPSE_MODULE_FILES {
+                files.push(file(synapse_python_dir(layout).join(rel), source, 0o644));
+            }
         }
         let mut synapse_names = Vec::new();
         for p in &processes {
@@ -733,11 +752,6 @@ impl LocalPlan {
                     c["scan_timeout_secs"] = 15.into();
                     c
                 }),
-                0o644,
-            ));
-            files.push(file(
-                synapse_python_dir(layout).join("mxstack_synapse/__init__.py"),
-                SYNAPSE_MODULE_SOURCE,
                 0o644,
             ));
             services.push(Service {

@@ -37,7 +37,7 @@ pub enum SecretName {
     RegistrationSharedSecret,
     WorkerReplicationSecret,
     TurnSharedSecret,
-    KeyVaultApiKey,
+    KeyVaultStoreApiKey,
     LivekitApiKey,
     LivekitApiSecret,
     SigningKey,
@@ -63,7 +63,7 @@ impl SecretName {
         SecretName::RegistrationSharedSecret,
         SecretName::WorkerReplicationSecret,
         SecretName::TurnSharedSecret,
-        SecretName::KeyVaultApiKey,
+        SecretName::KeyVaultStoreApiKey,
         SecretName::LivekitApiKey,
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
@@ -89,7 +89,7 @@ impl SecretName {
             SecretName::RegistrationSharedSecret => "registration_shared_secret",
             SecretName::WorkerReplicationSecret => "worker_replication_secret",
             SecretName::TurnSharedSecret => "turn_shared_secret",
-            SecretName::KeyVaultApiKey => "key_vault_api_key",
+            SecretName::KeyVaultStoreApiKey => "key_vault_store_api_key",
             SecretName::LivekitApiKey => "livekit_api_key",
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
@@ -128,8 +128,8 @@ impl SecretName {
             SecretName::TurnSharedSecret => {
                 "coturn static-auth-secret and Synapse turn_shared_secret"
             }
-            SecretName::KeyVaultApiKey => {
-                "API key Synapse uses to store recovery keys in the key vault"
+            SecretName::KeyVaultStoreApiKey => {
+                "API key Synapse's escrow module uses to store users' E2EE keys in the key vault"
             }
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
@@ -173,6 +173,10 @@ impl SecretName {
         SecretName::ALL.into_iter().find(|s| s.key() == key)
     }
 }
+
+/// Secret names earlier versions wrote and nothing uses: `key_vault_api_key` (never read; the
+/// escrow module's key is `key_vault_store_api_key`).
+const RETIRED_SECRETS: [&str; 1] = ["key_vault_api_key"];
 
 /// The values of all secrets, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -220,6 +224,9 @@ impl Secrets {
         } else {
             serde_saphyr::from_str(text).map_err(|e| crate::config::yaml_error(&locator, &e))?
         };
+        let mut values = values;
+        // Names of earlier versions that nothing reads any more: dropped, not refused.
+        values.retain(|k, _| !RETIRED_SECRETS.contains(&k.as_str()));
         for (k, v) in &values {
             if SecretName::from_key(k).is_none() {
                 return Err(SpecError {
@@ -422,5 +429,19 @@ mod tests {
         assert_eq!(err.location.line, 2);
         assert!(err.message.contains("form_secret"));
         assert!(!err.to_string().contains("x1"), "never echo a secret value");
+    }
+
+    #[test]
+    fn retired_names_are_dropped_not_refused() {
+        let s = Secrets::from_yaml(
+            "secrets.yaml",
+            "key_vault_api_key: Qm9vb1kR2f7w8xZp3LmN5tYc\nform_secret: Zx8vQ2mN7pL4kR9tW3yB6cF1\n",
+        )
+        .unwrap();
+        assert!(!s.to_yaml().contains("key_vault_api_key"));
+        assert!(!s.contains(SecretName::KeyVaultStoreApiKey));
+        assert!(
+            Secrets::from_yaml("secrets.yaml", "nonsense: Zx8vQ2mN7pL4kR9tW3yB6cF1\n").is_err()
+        );
     }
 }

@@ -29,6 +29,8 @@ pub struct SynapsePaths {
     pub synapse_secrets_dir: PathBuf,
     pub redis_password_file: PathBuf,
     pub turn_secret_file: PathBuf,
+    /// The key vault's store API key, read by the escrow module (feature `li`; main only).
+    pub key_vault_store_api_key_file: PathBuf,
     pub media_store: PathBuf,
 }
 
@@ -41,6 +43,7 @@ impl SynapsePaths {
             synapse_secrets_dir: r.join("secrets/synapse"),
             redis_password_file: r.join("secrets/redis/password"),
             turn_secret_file: r.join("secrets/turn/shared_secret"),
+            key_vault_store_api_key_file: r.join("secrets/key-vault/store_api_key"),
             media_store: r.join("data/media"),
         }
     }
@@ -104,6 +107,8 @@ pub trait Addressing {
     fn li_postgres(&self) -> HostPort;
     /// li-sync's HTTP listener (status, /metrics, /health).
     fn li_sync(&self) -> HostPort;
+    /// The key vault's HTTP listener (feature `li`): Synapse's escrow module stores keys there.
+    fn key_vault(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
     /// The URL clients use (Synapse's `public_baseurl`).
     fn public_base_url(&self, config: &Config) -> String {
@@ -123,6 +128,7 @@ pub const ROUTER_STATS_PORT: u16 = 8404;
 pub const CONTENT_SCANNER_PORT: u16 = 8090;
 pub const CLAMD_PORT: u16 = 3310;
 pub const LI_SYNC_PORT: u16 = 8091;
+pub const KEY_VAULT_PORT: u16 = 8092;
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -138,6 +144,7 @@ pub const CONTENT_SCANNER: &str = "content-scanner";
 pub const CLAMAV: &str = "clamav";
 pub const LI_POSTGRES_CLUSTER: &str = "li-pg";
 pub const LI_SYNC: &str = "li-sync";
+pub const KEY_VAULT: &str = "key-vault";
 
 impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
@@ -254,6 +261,12 @@ impl Addressing for KubernetesAddressing {
             port: LI_SYNC_PORT,
         }
     }
+    fn key_vault(&self) -> HostPort {
+        HostPort {
+            host: self.svc(KEY_VAULT),
+            port: KEY_VAULT_PORT,
+        }
+    }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
     }
@@ -299,6 +312,14 @@ impl LocalAddressing {
         }
     }
 
+    /// The key vault: infrastructure slots 0..19 are all taken, so the port after Synapse LI's.
+    pub fn key_vault_http(&self) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.synapse_li_http().port + 1,
+        }
+    }
+
     /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
         (
@@ -339,6 +360,9 @@ impl Addressing for LocalAddressing {
     }
     fn li_sync(&self) -> HostPort {
         self.infra(19)
+    }
+    fn key_vault(&self) -> HostPort {
+        self.key_vault_http()
     }
     fn postgres(&self) -> HostPort {
         self.infra(2)

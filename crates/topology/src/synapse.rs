@@ -217,8 +217,15 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
             ]),
         );
     }
+    let mut modules = Vec::new();
     if topology.has(Feature::Antivirus) {
-        put("modules", json!([crate::antivirus::synapse_module(addr)]));
+        modules.push(crate::antivirus::synapse_module(addr));
+    }
+    if topology.has(Feature::Li) {
+        modules.push(crate::escrow::synapse_module(addr));
+    }
+    if !modules.is_empty() {
+        put("modules", json!(modules));
     }
     put("enable_registration", json!(c.synapse.enable_registration));
     put("presence", json!({ "enabled": true }));

@@ -1,0 +1,68 @@
+//! Key escrow (feature `li`): the Synapse module through which a logged-in user's client hands its
+//! E2EE key to the key vault, after checking it against the user's current key backup.
+//! The module is `python/mxstack_synapse/escrow.py`; docs/ESCROW.md describes the client API.
+
+use serde_json::{json, Value};
+
+use crate::addressing::Addressing;
+
+/// The module class Synapse loads (homeserver.yaml `modules:`).
+pub const ESCROW_MODULE: &str = "mxstack_synapse.escrow.KeyEscrow";
+/// The client endpoint the module registers (served by main: the router sends
+/// `/_synapse/client/...` to main).
+pub const ESCROW_PATH: &str = "/_synapse/client/mxstack/escrow";
+/// The key vault's store endpoint the module posts to.
+pub const VAULT_STORE_PATH: &str = "/v1/keys";
+/// How long the module waits for the vault.
+pub const VAULT_TIMEOUT_SECS: u32 = 10;
+
+/// The `modules:` entry: the vault's address and the file holding the store API key (never the
+/// key itself: homeserver.yaml is a ConfigMap).
+pub fn synapse_module(addr: &dyn Addressing) -> Value {
+    let v = addr.key_vault();
+    json!({
+        "module": ESCROW_MODULE,
+        "config": {
+            "vault_url": format!("http://{}:{}", v.host, v.port),
+            "api_key_path": addr.synapse_paths().key_vault_store_api_key_file.display().to_string(),
+            "timeout_secs": VAULT_TIMEOUT_SECS,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KubernetesAddressing, Topology};
+    use mxstack_spec::{Config, Feature, Tier};
+
+    #[test]
+    fn module_config_and_route() {
+        let c = Config::new("acme.test", Tier::T10k, [Feature::Li].into());
+        let t = Topology::build(&c);
+        let addr = KubernetesAddressing::new(&c);
+        let m = synapse_module(&addr);
+        assert_eq!(m["module"], ESCROW_MODULE);
+        assert_eq!(
+            m["config"]["vault_url"],
+            "http://key-vault.matrix.svc.cluster.local:8092"
+        );
+        assert_eq!(
+            m["config"]["api_key_path"],
+            "/mxstack/secrets/key-vault/store_api_key"
+        );
+        let hs = crate::synapse::homeserver_yaml(&t, &addr);
+        assert!(hs["modules"].as_array().unwrap().contains(&m));
+        // Only main serves the endpoint (only main has the key mounted): no worker route.
+        let routes = crate::routing::routes(&t);
+        assert!(crate::routing::pick(&routes, "POST", ESCROW_PATH).is_none());
+        // Without li there is no escrow module.
+        let c = Config::new("acme.test", Tier::T10k, [Feature::Antivirus].into());
+        let hs = crate::synapse::homeserver_yaml(&Topology::build(&c), &addr);
+        assert!(!hs["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["module"] == ESCROW_MODULE));
+    }
+}
