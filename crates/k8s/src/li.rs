@@ -24,16 +24,18 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapProjection, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume,
-    VolumeProjection,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection,
+    Toleration, Volume, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, LiSyncMode};
 use mxstack_topology::addressing::{
-    SynapsePaths, HTTP_PORT, LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT, POSTGRES_CLUSTER,
+    SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT,
+    POSTGRES_CLUSTER,
 };
+use mxstack_topology::escrow;
 use mxstack_topology::flows::{Party, LI_WEB_PORT};
 use mxstack_topology::li::{self, LI_DATABASE, LI_ROLE, WORKING_COPY_DATABASE};
 use mxstack_topology::li_browsing::{self, WORKING_COPY_ROLE};
@@ -77,6 +79,19 @@ pub const MIDDLEWARE_GATE_PASSWORD: &str = "li-gate-password";
 pub const MATRIX_LI_PATHS: [&str; 3] = ["/_matrix", "/_synapse/client", "/_synapse/admin"];
 
 const FILE_LI_SYNC: &str = "li-sync.yaml";
+const FILE_KEY_VAULT: &str = "key-vault.yaml";
+/// The key vault's config (`topology::escrow::key_vault_config`).
+pub const KEY_VAULT_CONFIG: &str = "key-vault-config";
+pub const KEY_VAULT_CONFIG_FILE: &str = "key-vault.yaml";
+/// The key vault's SQLite volume.
+pub const KEY_VAULT_DATA: &str = "key-vault-data";
+pub const KEY_VAULT_DATA_DIR: &str = "/var/lib/mxstack-key-vault";
+/// A few kilobytes per escrowed key version.
+const KEY_VAULT_DATA_SIZE: &str = "5Gi";
+const KEY_VAULT_RESOURCES: Resources = Resources {
+    cpu_millis: 100,
+    memory_mib: 128,
+};
 const FILE_SYNAPSE_LI: &str = "synapse-li.yaml";
 const FILE_ELEMENT_LI: &str = "element-li.yaml";
 const FILE_ADMIN_LI: &str = "synapse-admin-li.yaml";
@@ -130,6 +145,7 @@ const SYNAPSE_LI_RESOURCES: Resources = Resources {
 pub fn render(ctx: &Ctx, out: &mut Out) {
     li_postgres(ctx, out);
     li_sync(ctx, out);
+    key_vault(ctx, out);
     synapse_li(ctx, out);
     element_li(ctx, out);
     synapse_admin_li(ctx, out);
@@ -529,6 +545,106 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
             working_copy_pod(ctx),
         ),
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key vault
+
+/// The key vault on the LI nodes: one pod (SQLite on a ReadWriteOnce volume, so Recreate), the
+/// store key from the Secret Synapse main reads it from, the retrieval key from its own Secret,
+/// and only the public recipient of `key_vault_age_identity` in its config.
+fn key_vault(ctx: &Ctx, out: &mut Out) {
+    // Secrets::load refused an identity that does not parse; an empty recipient (never
+    // expected) would make the vault refuse to start, naming `recipients.vault`.
+    let recipient = ctx.secrets.key_vault_recipient().unwrap_or_default();
+    let config = to_yaml(&escrow::key_vault_config(
+        &format!("0.0.0.0:{KEY_VAULT_PORT}"),
+        &format!("{KEY_VAULT_DATA_DIR}/{}", escrow::VAULT_SQLITE_FILE),
+        &recipient,
+    ));
+    let hash = config_hash(&[&config]);
+    out.add(
+        Phase::Li,
+        FILE_KEY_VAULT,
+        config_map(
+            ctx,
+            KEY_VAULT_CONFIG,
+            KEY_VAULT,
+            map(&[(KEY_VAULT_CONFIG_FILE, &config)]),
+        ),
+    );
+    let mut pvc = pvc_template(ctx, KEY_VAULT_DATA, KEY_VAULT_DATA_SIZE);
+    pvc.metadata = meta(ctx, KEY_VAULT_DATA, KEY_VAULT);
+    out.add(Phase::Li, FILE_KEY_VAULT, pvc);
+    let sel = map(&[(LABEL_NAME, KEY_VAULT)]);
+    let mut svc = service(
+        ctx,
+        KEY_VAULT,
+        KEY_VAULT,
+        &sel,
+        vec![service_port("http", KEY_VAULT_PORT, "TCP")],
+        false,
+    );
+    if ctx.has(Feature::Monitoring) {
+        svc.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(crate::monitoring::METRICS_LABEL.into(), KEY_VAULT.into());
+    }
+    out.add(Phase::Li, FILE_KEY_VAULT, svc);
+    let c = Container {
+        command: Some(vec![
+            "mxstack".into(),
+            "serve".into(),
+            "key-vault".into(),
+            "--config".into(),
+            format!("{LI_SYNC_CONFIG_DIR}/{KEY_VAULT_CONFIG_FILE}"),
+        ]),
+        env: Some(vec![
+            env_secret(
+                escrow::ENV_STORE_API_KEY,
+                KEY_VAULT_API_KEY,
+                KEY_VAULT_STORE_API_KEY,
+            ),
+            env_secret(
+                escrow::ENV_RETRIEVAL_API_KEY,
+                KEY_VAULT_RETRIEVAL,
+                KEY_VAULT_RETRIEVAL_API_KEY,
+            ),
+        ]),
+        ports: Some(vec![container_port("http", KEY_VAULT_PORT, "TCP")]),
+        resources: Some(resources(&KEY_VAULT_RESOURCES)),
+        readiness_probe: Some(http_probe("/health", "http", 10, 3)),
+        liveness_probe: Some(http_probe("/health", "http", 20, 6)),
+        volume_mounts: Some(vec![
+            mount("config", LI_SYNC_CONFIG_DIR),
+            mount_rw("data", KEY_VAULT_DATA_DIR),
+            mount_rw("tmp", "/tmp"),
+        ]),
+        ..container(KEY_VAULT, &ctx.cfg.images.mxstack)
+    };
+    let mut pod = PodSpec {
+        containers: vec![c],
+        volumes: Some(vec![
+            volume_config_map("config", KEY_VAULT_CONFIG),
+            Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: KEY_VAULT_DATA.into(),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            volume_empty("tmp"),
+        ]),
+        security_context: Some(pod_security(MXSTACK_UID)),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    on_li_nodes(ctx, &mut pod);
+    let mut w = Workload::new(KEY_VAULT, KEY_VAULT, 1, sel, pod);
+    w.config_hash = Some(hash);
+    out.add(Phase::Li, FILE_KEY_VAULT, recreate(w.deployment(ctx)));
 }
 
 // ---------------------------------------------------------------------------------------------

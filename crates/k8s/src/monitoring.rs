@@ -2,7 +2,7 @@
 
 use mxstack_spec::Feature;
 use mxstack_topology::addressing::{
-    CONTENT_SCANNER, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
+    CONTENT_SCANNER, KEY_VAULT, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
 };
 use serde_json::{json, Value};
 
@@ -261,6 +261,11 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             Phase::Monitoring,
             FILE,
             service_monitor(ctx, LI_SYNC, LI_SYNC, "http", "/metrics"),
+        );
+        out.add(
+            Phase::Monitoring,
+            FILE,
+            service_monitor(ctx, KEY_VAULT, KEY_VAULT, "http", "/metrics"),
         );
         out.add(
             Phase::Monitoring,

@@ -60,6 +60,8 @@ pub fn party_selector(p: Party) -> Option<Labels> {
         Party::LiDump => name(crate::li::LI_DUMP),
         Party::LiWorkingCopy => name(crate::li::LI_WORKING_COPY),
         Party::SynapseLi => name(crate::li::SYNAPSE_LI),
+        Party::KeyVault => name(mxstack_topology::addressing::KEY_VAULT),
+        Party::SynapseMain => Some(crate::synapse::selector("main")),
         Party::ElementLi => name(crate::li::ELEMENT_LI),
         Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
         Party::Edge

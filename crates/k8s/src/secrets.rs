@@ -37,6 +37,9 @@ pub const LIVEKIT_KEYS_KEY: &str = "keys";
 /// The key vault's store API key: the vault checks it, Synapse main's escrow module sends it.
 pub const KEY_VAULT_API_KEY: &str = "key-vault-api-key";
 pub const KEY_VAULT_STORE_API_KEY: &str = "store_api_key";
+/// The key vault's retrieval API key: the vault checks it, the LI console (to come) sends it.
+pub const KEY_VAULT_RETRIEVAL: &str = "key-vault-retrieval-api-key";
+pub const KEY_VAULT_RETRIEVAL_API_KEY: &str = "retrieval_api_key";
 /// li_replicator's password: CloudNativePG sets it on main (managed role) and li-sync reads it.
 pub const LI_REPLICATION_CREDENTIALS: &str = "li-replication-credentials";
 /// li_sync's password: the LI cluster's initdb owner and managed role, read by li-sync and the LI
@@ -158,6 +161,16 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             &[(
                 KEY_VAULT_STORE_API_KEY,
                 s.get(SecretName::KeyVaultStoreApiKey),
+            )],
+        );
+        add(
+            out,
+            KEY_VAULT_RETRIEVAL,
+            "key-vault",
+            "Opaque",
+            &[(
+                KEY_VAULT_RETRIEVAL_API_KEY,
+                s.get(SecretName::KeyVaultRetrievalApiKey),
             )],
         );
         li_secrets(ctx, out);

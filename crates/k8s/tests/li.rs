@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 
 const LI_PHASE: &str = "25-lawful-intercept";
 /// Pods that run on the LI nodes (everything in the LI phase but li-prepare-main).
-const LI_APPS: [&str; 6] = [
+const LI_APPS: [&str; 7] = [
     "li-sync",
+    "key-vault",
     "li-working-copy",
     "li-dump",
     "synapse-li",
@@ -1471,5 +1472,131 @@ fn li_web_servers_show_the_banner_and_log_the_gate_user_in_real_nginx() {
             !log.contains("/healthz"),
             "{name_}: health checks are not logged"
         );
+    }
+}
+
+#[test]
+fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
+    let c = li_config(Tier::T1k);
+    let (r, secrets) = render(&c);
+    let d = find(&r, "Deployment", "key-vault").expect("key-vault");
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let pod = &d["spec"]["template"];
+    let ctr = &pod["spec"]["containers"][0];
+    assert_eq!(ctr["image"], c.images.mxstack.as_str());
+    assert_eq!(
+        command(pod),
+        [
+            "mxstack",
+            "serve",
+            "key-vault",
+            "--config",
+            "/etc/mxstack/key-vault.yaml"
+        ]
+    );
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(ctr["ports"][0]["containerPort"], 8092);
+    assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["spec"]["nodeSelector"],
+        json!({ "mxstack.io/role": "li" })
+    );
+    // The config is key_vault_config with the identity's public recipient, on the PVC.
+    let cm = find(&r, "ConfigMap", "key-vault-config").unwrap();
+    let recipient = secrets.key_vault_recipient().unwrap();
+    assert_eq!(
+        yaml(&cm["data"]["key-vault.yaml"]),
+        mxstack_topology::escrow::key_vault_config(
+            "0.0.0.0:8092",
+            "/var/lib/mxstack-key-vault/key-vault.sqlite3",
+            &recipient
+        )
+    );
+    let text = cm["data"]["key-vault.yaml"].as_str().unwrap();
+    assert!(!text.contains(secrets.get(SecretName::KeyVaultAgeIdentity)));
+    let data = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .unwrap();
+    assert_eq!(data["persistentVolumeClaim"]["claimName"], "key-vault-data");
+    assert!(find(&r, "PersistentVolumeClaim", "key-vault-data").is_some());
+    assert!(ctr["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "data" && m["mountPath"] == "/var/lib/mxstack-key-vault"));
+    let svc = find(&r, "Service", "key-vault").unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8092);
+    let addr = KubernetesAddressing::new(&c);
+    assert_eq!(addr.key_vault().port, 8092);
+    // The store key: Synapse main and the vault only; the retrieval key: the vault only.
+    let store = secrets.get(SecretName::KeyVaultStoreApiKey);
+    let retrieval = secrets.get(SecretName::KeyVaultRetrievalApiKey);
+    let s = find(&r, "Secret", "key-vault-api-key").unwrap();
+    assert_eq!(s["stringData"]["store_api_key"], store);
+    let s = find(&r, "Secret", "key-vault-retrieval-api-key").unwrap();
+    assert_eq!(s["stringData"]["retrieval_api_key"], retrieval);
+    let mut readers = BTreeSet::new();
+    for (_, n, t) in pod_templates(&r) {
+        for (secret, _) in referenced_secrets(t) {
+            if secret == "key-vault-api-key" || secret == "key-vault-retrieval-api-key" {
+                readers.insert((secret, n.clone()));
+            }
+        }
+    }
+    let want: BTreeSet<(String, String)> = [
+        ("key-vault-api-key", "synapse-main"),
+        ("key-vault-api-key", "key-vault"),
+        ("key-vault-retrieval-api-key", "key-vault"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(readers, want);
+    assert_eq!(
+        env_of(pod, "MXSTACK_KEY_VAULT_RETRIEVAL_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
+        "key-vault-retrieval-api-key"
+    );
+}
+
+#[test]
+fn only_synapse_main_and_monitoring_reach_the_key_vault() {
+    for monitoring in [true, false] {
+        let mut c = li_config(Tier::T1k);
+        if !monitoring {
+            c.features.remove(&Feature::Monitoring);
+        }
+        let (r, _) = render(&c);
+        let p = find(&r, "NetworkPolicy", "allow-key-vault").expect("allow-key-vault");
+        assert_eq!(p["spec"]["egress"], json!([]));
+        let ingress = p["spec"]["ingress"].as_array().unwrap();
+        let mut from: Vec<Value> = ingress
+            .iter()
+            .flat_map(|r| r["from"].as_array().unwrap().clone())
+            .collect();
+        from.sort_by_key(|v| v.to_string());
+        let mut want = vec![json!({"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "synapse", "mxstack.io/group": "main"}}})];
+        if monitoring {
+            want.push(json!({"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "monitoring"}}}));
+        }
+        want.sort_by_key(|v| v.to_string());
+        assert_eq!(from, want);
+        for r in ingress {
+            assert_eq!(r["ports"], json!([{"port": 8092, "protocol": "TCP"}]));
+        }
+        // Synapse main may reach it; a worker's policy names it nowhere.
+        let main = find(&r, "NetworkPolicy", "allow-synapse-main").expect("allow-synapse-main");
+        assert_eq!(
+            peers(main, "egress", 8092),
+            ["key-vault".to_string()].into()
+        );
+        let synapse = find(&r, "NetworkPolicy", "allow-synapse").unwrap();
+        assert!(!peers(synapse, "egress", 8092).contains("key-vault"));
     }
 }

@@ -9,6 +9,7 @@ use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Se
 use mxstack_topology::addressing::SynapsePaths;
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
 use mxstack_topology::antivirus;
+use mxstack_topology::escrow;
 use mxstack_topology::haproxy::{self, Resolution};
 use mxstack_topology::li;
 use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
@@ -1014,7 +1015,71 @@ fn li_services(
         files,
         services,
     );
+    services.push(key_vault_service(addr, layout, programs, secrets, files));
 }
+
+/// The key vault (`mxstack serve key-vault`): SQLite in the state directory, the API keys in its
+/// environment, escrowed keys encrypted to the recipient of secret `key_vault_age_identity`.
+fn key_vault_service(
+    addr: &LocalAddressing,
+    layout: &StateLayout,
+    programs: &Programs,
+    secrets: &Secrets,
+    files: &mut Vec<GeneratedFile>,
+) -> Service {
+    let dir = layout.root.join("key-vault");
+    let config_path = dir.join("key-vault.yaml");
+    let listen = addr.key_vault();
+    // Secrets::load refused an identity that does not parse; an empty recipient (never expected)
+    // makes the vault refuse to start with a message naming `recipients.vault`.
+    let recipient = secrets.key_vault_recipient().unwrap_or_default();
+    files.push(file(
+        config_path.clone(),
+        synapse::to_yaml(&escrow::key_vault_config(
+            &listen.to_string(),
+            &dir.join(escrow::VAULT_SQLITE_FILE).display().to_string(),
+            &recipient,
+        )),
+        0o644,
+    ));
+    let env = vec![
+        (
+            escrow::ENV_STORE_API_KEY.to_string(),
+            secrets.get(SecretName::KeyVaultStoreApiKey).to_string(),
+        ),
+        (
+            escrow::ENV_RETRIEVAL_API_KEY.to_string(),
+            secrets.get(SecretName::KeyVaultRetrievalApiKey).to_string(),
+        ),
+    ];
+    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
+    Service {
+        name: KEY_VAULT.into(),
+        program: programs.mxstack.clone(),
+        args: vec![
+            "serve".into(),
+            "key-vault".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ],
+        env,
+        secret_env,
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: listen.port,
+            path: "/health".into(),
+        },
+        after: vec![],
+        one_shot: false,
+        port: Some(listen.port),
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    }
+}
+
+/// The key vault's service name.
+pub const KEY_VAULT: &str = "key-vault";
 
 /// Synapse LI's process name (`mxstack li refresh-working-copy` restarts it).
 pub const SYNAPSE_LI: &str = "synapse-li";
@@ -1234,4 +1299,71 @@ fn role_and_database_sql(role: &str, attributes: &str, password: &str, db: &str)
          SELECT 'CREATE DATABASE {db} OWNER {role} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
          WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn li_runs_the_key_vault_with_its_keys_secret() {
+        let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [Feature::Li].into());
+        let secrets = Secrets::generate_all().unwrap();
+        let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
+        let programs = Programs {
+            python: "/venv/bin/python".into(),
+            weed: "/usr/bin/weed".into(),
+            pg_bin: "/usr/lib/postgresql/bin".into(),
+            redis_server: "/usr/bin/redis-server".into(),
+            haproxy: "/usr/sbin/haproxy".into(),
+            clamd: None,
+            mxstack: "/usr/bin/mxstack".into(),
+        };
+        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let v = plan.service(KEY_VAULT).expect("key-vault service");
+        assert_eq!(v.args[..2], ["serve".to_string(), "key-vault".to_string()]);
+        let port = plan.addressing.key_vault().port;
+        assert_eq!(v.port, Some(port));
+        assert!(
+            matches!(&v.readiness, Readiness::Http { port: p, path } if *p == port && path == "/health")
+        );
+        let mut keys: Vec<_> = v.env.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        let mut secret_env = v.secret_env.clone();
+        secret_env.sort();
+        assert_eq!(keys, secret_env);
+        let env: BTreeMap<_, _> = v.env.iter().cloned().collect();
+        assert_eq!(
+            env[escrow::ENV_STORE_API_KEY],
+            secrets.get(SecretName::KeyVaultStoreApiKey)
+        );
+        assert_eq!(
+            env[escrow::ENV_RETRIEVAL_API_KEY],
+            secrets.get(SecretName::KeyVaultRetrievalApiKey)
+        );
+        // The config file is the topology's, with the identity's public recipient and no secret.
+        let cfg = plan
+            .files
+            .iter()
+            .find(|f| f.path == Path::new(&v.args[3]))
+            .expect("key-vault.yaml");
+        let expected = escrow::key_vault_config(
+            &format!("127.0.0.1:{port}"),
+            &layout
+                .root
+                .join("key-vault")
+                .join(escrow::VAULT_SQLITE_FILE)
+                .display()
+                .to_string(),
+            &secrets.key_vault_recipient().unwrap(),
+        );
+        assert_eq!(cfg.content, synapse::to_yaml(&expected));
+        for (_, value) in secrets.values() {
+            assert!(!cfg.content.contains(value));
+        }
+        // Without li: no vault.
+        let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
+        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        assert!(plan.service(KEY_VAULT).is_none());
+    }
 }

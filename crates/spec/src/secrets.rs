@@ -22,6 +22,8 @@ pub enum SecretShape {
     SynapseSigningKey,
     /// `n` random bytes, standard base64 with padding (a raw key, e.g. Curve25519).
     Base64Bytes(usize),
+    /// An age X25519 identity (`AGE-SECRET-KEY-1...`); its recipient (`age1...`) is public.
+    AgeIdentity,
 }
 
 /// Every secret the system uses: name, purpose, and how it is made.
@@ -38,6 +40,8 @@ pub enum SecretName {
     WorkerReplicationSecret,
     TurnSharedSecret,
     KeyVaultStoreApiKey,
+    KeyVaultRetrievalApiKey,
+    KeyVaultAgeIdentity,
     LivekitApiKey,
     LivekitApiSecret,
     SigningKey,
@@ -52,7 +56,7 @@ pub enum SecretName {
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 22] = [
+    pub const ALL: [SecretName; 24] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -64,6 +68,8 @@ impl SecretName {
         SecretName::WorkerReplicationSecret,
         SecretName::TurnSharedSecret,
         SecretName::KeyVaultStoreApiKey,
+        SecretName::KeyVaultRetrievalApiKey,
+        SecretName::KeyVaultAgeIdentity,
         SecretName::LivekitApiKey,
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
@@ -90,6 +96,8 @@ impl SecretName {
             SecretName::WorkerReplicationSecret => "worker_replication_secret",
             SecretName::TurnSharedSecret => "turn_shared_secret",
             SecretName::KeyVaultStoreApiKey => "key_vault_store_api_key",
+            SecretName::KeyVaultRetrievalApiKey => "key_vault_retrieval_api_key",
+            SecretName::KeyVaultAgeIdentity => "key_vault_age_identity",
             SecretName::LivekitApiKey => "livekit_api_key",
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
@@ -131,6 +139,12 @@ impl SecretName {
             SecretName::KeyVaultStoreApiKey => {
                 "API key Synapse's escrow module uses to store users' E2EE keys in the key vault"
             }
+            SecretName::KeyVaultRetrievalApiKey => {
+                "API key the LI console uses to retrieve escrowed keys from the key vault"
+            }
+            SecretName::KeyVaultAgeIdentity => {
+                "age identity (private key) of the key vault: escrowed keys are encrypted to its recipient; only the LI console holds it"
+            }
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
             SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
@@ -165,6 +179,7 @@ impl SecretName {
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
             SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),
+            SecretName::KeyVaultAgeIdentity => SecretShape::AgeIdentity,
             _ => SecretShape::Alnum(48),
         }
     }
@@ -243,6 +258,17 @@ impl Secrets {
                         "delete the `{k}` line and run `mxstack init` again to generate it"
                     ),
                 });
+            }
+            if k == SecretName::KeyVaultAgeIdentity.key() {
+                if let Err(why) = age_recipient(v) {
+                    return Err(SpecError {
+                        location: locator.locate(k),
+                        message: why,
+                        fix: format!(
+                            "delete the `{k}` line and run `mxstack init` again to generate it (keys escrowed to the old identity stay readable only with the old identity)"
+                        ),
+                    });
+                }
             }
         }
         Ok(Secrets { values })
@@ -329,10 +355,27 @@ impl Secrets {
         std::fs::rename(&tmp, path)
     }
 
+    /// The key vault's public age recipient (`age1...`), derived from `key_vault_age_identity`.
+    pub fn key_vault_recipient(&self) -> Result<String, String> {
+        age_recipient(self.get(SecretName::KeyVaultAgeIdentity))
+    }
+
     /// Every value, for scanning rendered output for leaks.
     pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+}
+
+/// The public recipient (`age1...`) of an age X25519 identity (`AGE-SECRET-KEY-1...`).
+/// The error never contains the identity.
+pub fn age_recipient(identity: &str) -> Result<String, String> {
+    identity
+        .trim()
+        .parse::<age::x25519::Identity>()
+        .map(|id| id.to_public().to_string())
+        .map_err(|_| {
+            "key_vault_age_identity is not an age X25519 identity (AGE-SECRET-KEY-1...)".into()
+        })
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -362,6 +405,13 @@ pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
             let mut raw = vec![0u8; n];
             getrandom::fill(&mut raw)?;
             base64::engine::general_purpose::STANDARD.encode(raw)
+        }
+        SecretShape::AgeIdentity => {
+            use age::secrecy::ExposeSecret;
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+                .to_string()
         }
         SecretShape::SynapseSigningKey => {
             let mut seed = [0u8; 32];
@@ -393,6 +443,11 @@ mod tests {
             .unwrap();
         assert_eq!(seed.len(), 32);
         assert_eq!(s.get(SecretName::S3AccessKey).len(), 20);
+        let id = s.get(SecretName::KeyVaultAgeIdentity);
+        assert!(id.starts_with("AGE-SECRET-KEY-1"), "{id}");
+        assert!(s.key_vault_recipient().unwrap().starts_with("age1"));
+        assert!(placeholder_reason(id).is_none());
+        assert!(age_recipient("AGE-SECRET-KEY-1nonsense").is_err());
     }
 
     #[test]

@@ -16,6 +16,27 @@ pub const VAULT_STORE_PATH: &str = "/v1/keys";
 /// How long the module waits for the vault.
 pub const VAULT_TIMEOUT_SECS: u32 = 10;
 
+/// Environment variable holding the store API key (Synapse's escrow module stores with it).
+pub const ENV_STORE_API_KEY: &str = "MXSTACK_KEY_VAULT_STORE_API_KEY";
+/// Environment variable holding the retrieval API key (the LI console retrieves with it).
+pub const ENV_RETRIEVAL_API_KEY: &str = "MXSTACK_KEY_VAULT_RETRIEVAL_API_KEY";
+/// The vault's SQLite file name (in its state directory / volume).
+pub const VAULT_SQLITE_FILE: &str = "key-vault.sqlite3";
+
+/// The key vault's config file (`mxstack serve key-vault --config`), the one source for both
+/// targets. It holds no secret: the API keys come from [`ENV_STORE_API_KEY`] and
+/// [`ENV_RETRIEVAL_API_KEY`]; `vault_recipient` is the public half (`age1...`) of secret
+/// `key_vault_age_identity`. `database` is the SQLite file the vault keeps its versions in.
+pub fn key_vault_config(listen: &str, database: &str, vault_recipient: &str) -> Value {
+    json!({
+        "listen": listen,
+        "database": {"sqlite": database},
+        "recipients": {"vault": vault_recipient},
+        "store_api_key_env": ENV_STORE_API_KEY,
+        "retrieval_api_key_env": ENV_RETRIEVAL_API_KEY,
+    })
+}
+
 /// The `modules:` entry: the vault's address and the file holding the store API key (never the
 /// key itself: homeserver.yaml is a ConfigMap).
 pub fn synapse_module(addr: &dyn Addressing) -> Value {
@@ -56,6 +77,14 @@ mod tests {
         // Only main serves the endpoint (only main has the key mounted): no worker route.
         let routes = crate::routing::routes(&t);
         assert!(crate::routing::pick(&routes, "POST", ESCROW_PATH).is_none());
+        // The vault's config parses as the vault's own config type.
+        let recipient = mxstack_spec::Secrets::generate_all()
+            .unwrap()
+            .key_vault_recipient()
+            .unwrap();
+        let vc = key_vault_config("0.0.0.0:8092", "/data/key-vault.sqlite3", &recipient);
+        assert_eq!(vc["recipients"]["vault"], recipient.as_str());
+        assert_ne!(vc["store_api_key_env"], vc["retrieval_api_key_env"]);
         // Without li there is no escrow module.
         let c = Config::new("acme.test", Tier::T10k, [Feature::Antivirus].into());
         let hs = crate::synapse::homeserver_yaml(&Topology::build(&c), &addr);

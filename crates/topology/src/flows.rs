@@ -5,8 +5,9 @@ use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 use serde::Serialize;
 
 use crate::addressing::{
-    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, LI_SYNC_PORT, METRICS_PORT, POSTGRES_PORT,
-    REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
+    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_SYNC_PORT, METRICS_PORT,
+    POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT,
+    SENTINEL_PORT,
 };
 use crate::Topology;
 
@@ -39,6 +40,10 @@ pub enum Party {
     LiWorkingCopy,
     /// Synapse LI: the read-only browsing homeserver on the working copy.
     SynapseLi,
+    /// The key vault: escrowed E2EE keys (on the LI nodes).
+    KeyVault,
+    /// Synapse's main process only (it alone serves the escrow endpoint and holds the store key).
+    SynapseMain,
     ElementLi,
     SynapseAdminLi,
     /// The Gateway / Ingress controller (another namespace).
@@ -60,8 +65,9 @@ pub enum Party {
 impl Party {
     /// The LI workloads that run on the LI nodes: all but `li-prepare-main`, which holds main's
     /// superuser and so never runs there. (The LI PostgreSQL's pods come from its operator.)
-    pub const ON_LI_NODES: [Party; 6] = [
+    pub const ON_LI_NODES: [Party; 7] = [
         Party::LiSync,
+        Party::KeyVault,
         Party::LiDump,
         Party::LiWorkingCopy,
         Party::SynapseLi,
@@ -91,6 +97,8 @@ impl Party {
             Party::LiDump => "li-dump",
             Party::LiWorkingCopy => "li-working-copy",
             Party::SynapseLi => "synapse-li",
+            Party::KeyVault => "key-vault",
+            Party::SynapseMain => "synapse-main",
             Party::ElementLi => "element-li",
             Party::SynapseAdminLi => "synapse-admin-li",
             Party::Edge => "edge",
@@ -250,6 +258,12 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             &[LI_WEB_PORT],
             "Synapse Admin LI (allowed networks, basic-auth gate)",
         ),
+        tcp(
+            SynapseMain,
+            KeyVault,
+            &[KEY_VAULT_PORT],
+            "escrow store: Synapse main's escrow module stores users' E2EE keys (store API key)",
+        ),
     ];
     match t.config.li.sync {
         LiSyncMode::Logical => f.push(tcp(
@@ -279,6 +293,12 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             LiSync,
             &[LI_SYNC_PORT],
             "li-sync metrics (lag, apply errors, media backlog)",
+        ));
+        f.push(tcp(
+            Monitoring,
+            KeyVault,
+            &[KEY_VAULT_PORT],
+            "key vault metrics (keys stored, retrievals, auth failures)",
         ));
         f.push(tcp(
             Monitoring,
@@ -569,6 +589,33 @@ mod tests {
             assert_eq!(api[0].ports, KUBERNETES_API_PORTS);
         }
         assert!(!Party::KubernetesApi.in_namespace());
+    }
+
+    #[test]
+    fn only_synapse_main_and_monitoring_reach_the_key_vault_and_it_reaches_nothing() {
+        let mut c = Config::new(
+            "acme.test",
+            Tier::T1k,
+            [Feature::Li, Feature::Monitoring].into_iter().collect(),
+        );
+        for monitoring in [true, false] {
+            if !monitoring {
+                c.features.remove(&Feature::Monitoring);
+            }
+            let f = flows(&Topology::build(&c));
+            let to: Vec<(Party, Vec<u16>)> = f
+                .iter()
+                .filter(|x| x.to == Party::KeyVault)
+                .map(|x| (x.from, x.ports.clone()))
+                .collect();
+            let mut expected = vec![(Party::SynapseMain, vec![KEY_VAULT_PORT])];
+            if monitoring {
+                expected.push((Party::Monitoring, vec![KEY_VAULT_PORT]));
+            }
+            assert_eq!(to, expected);
+            assert!(f.iter().all(|x| x.from != Party::KeyVault));
+        }
+        assert_eq!(Party::KeyVault.as_str(), crate::addressing::KEY_VAULT);
     }
 
     #[test]
