@@ -4,8 +4,6 @@
 //! and prints what the server answered. Plain HTTP/1.1 over std (this binary carries no TLS
 //! stack): give it the homeserver's or router's `http://` address.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,9 +38,18 @@ pub fn escrow(
         return Err(format!("the key file {} is empty", key_file.display()));
     }
     let (host, port, base) = parse_http_url(homeserver)?;
-    let body = json!({ "kind": kind, "key": key }).to_string();
-    let (status, reply) = post(&host, port, &format!("{base}{ESCROW_PATH}"), token, &body)
-        .map_err(|e| format!("{homeserver}: {e}"))?;
+    let body = json!({ "kind": kind, "key": key });
+    let r = mxstack_local::http::request_to(
+        &host,
+        port,
+        "POST",
+        &format!("{base}{ESCROW_PATH}"),
+        Some(token),
+        Some(&body),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| format!("{homeserver}: {e}"))?;
+    let (status, reply) = (r.status, r.body);
     let reply: Value = serde_json::from_slice(&reply)
         .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&reply).trim().to_string() }));
     let ok = status == 200 && reply.get("escrowed") == Some(&Value::Bool(true));
@@ -104,61 +111,6 @@ fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
         return Err(format!("{url}: no host"));
     }
     Ok((host, port, base.to_string()))
-}
-
-fn post(
-    host: &str,
-    port: u16,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let timeout = Duration::from_secs(30);
-    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("host has no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nUser-Agent: mxstack-escrow\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = eol + 2;
-        let end = (start + size).min(b.len());
-        out.extend_from_slice(&b[start..end]);
-        b = &b[(end + 2).min(b.len())..];
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 client for loopback health checks and admin calls; no TLS, no redirects.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub struct Response {
@@ -22,12 +22,32 @@ pub fn request(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    request_to("127.0.0.1", port, method, path, None, body, timeout)
+}
+
+/// [`request`] to any host (`[v6]` brackets allowed) with an optional `Authorization: Bearer`
+/// token (`mxstack escrow` talks to a homeserver this way).
+pub fn request_to(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("host has no address"))?;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: mxstack\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nUser-Agent: mxstack\r\n");
+    if let Some(token) = bearer {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if body.is_some() {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
