@@ -280,14 +280,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        // The scanner's ServiceMonitor selects this Service by this label.
-        svc.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(
-                crate::monitoring::METRICS_LABEL.into(),
-                CONTENT_SCANNER.into(),
-            );
+        crate::monitoring::label_for_scraping(&mut svc, CONTENT_SCANNER);
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {

@@ -483,11 +483,7 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        // li-sync's ServiceMonitor selects this Service by this label.
-        svc.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(crate::monitoring::METRICS_LABEL.into(), LI_SYNC.into());
+        crate::monitoring::label_for_scraping(&mut svc, LI_SYNC);
     }
     out.add(Phase::Li, FILE_LI_SYNC, svc);
 
@@ -586,10 +582,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        svc.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(crate::monitoring::METRICS_LABEL.into(), KEY_VAULT.into());
+        crate::monitoring::label_for_scraping(&mut svc, KEY_VAULT);
     }
     out.add(Phase::Li, FILE_KEY_VAULT, svc);
     let c = Container {

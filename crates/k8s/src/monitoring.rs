@@ -15,6 +15,14 @@ const FILE: &str = "monitoring.yaml";
 /// Label on the Services the ServiceMonitors select.
 pub const METRICS_LABEL: &str = "mxstack.io/metrics";
 
+/// Label `svc` so that the ServiceMonitor of `job` selects it.
+pub fn label_for_scraping(svc: &mut k8s_openapi::api::core::v1::Service, job: &str) {
+    svc.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(METRICS_LABEL.into(), job.into());
+}
+
 fn service_monitor(ctx: &Ctx, name: &str, target: &str, port: &str, path: &str) -> Value {
     json!({
         "apiVersion": "monitoring.coreos.com/v1",

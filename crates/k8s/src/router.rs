@@ -51,11 +51,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        // The router's ServiceMonitor selects this Service by this label.
-        svc.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(crate::monitoring::METRICS_LABEL.into(), ROUTER.into());
+        crate::monitoring::label_for_scraping(&mut svc, ROUTER);
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {

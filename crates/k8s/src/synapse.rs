@@ -125,11 +125,7 @@ fn metrics_service(ctx: &Ctx) -> k8s_openapi::api::core::v1::Service {
         vec![service_port("metrics", METRICS_PORT, "TCP")],
         true,
     );
-    // The ServiceMonitor selects this Service by this label.
-    svc.metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(crate::monitoring::METRICS_LABEL.into(), SYNAPSE.into());
+    crate::monitoring::label_for_scraping(&mut svc, SYNAPSE);
     svc
 }
 
