@@ -3,6 +3,7 @@
 mod commands;
 mod escrow;
 mod li;
+mod li_console;
 mod local;
 mod schema_doc;
 
@@ -217,6 +218,93 @@ enum ServeService {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The LI console: warrant-scoped, audited pages over the LI replica with E2EE recovery from
+    /// escrowed keys (crates/li-console/README.md).
+    LiConsole {
+        /// The console's config file (credentials come from the environment variables it names).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Where an LI console command finds the console's database.
+#[derive(clap::Args)]
+struct ConsoleSource {
+    /// The stack's config (a stack started with `mxstack up`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The console's own config file (inside its pod).
+    #[arg(long, conflicts_with = "config")]
+    console_config: Option<PathBuf>,
+    /// The console's SQLite file itself.
+    #[arg(long, conflicts_with_all = ["config", "console_config"])]
+    database: Option<PathBuf>,
+}
+
+impl ConsoleSource {
+    fn source(self) -> li_console::ConsoleSource {
+        li_console::ConsoleSource {
+            config: self.config,
+            state: self.state,
+            console_config: self.console_config,
+            database: self.database,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ConsoleAction {
+    /// Create a console account (roles: investigator, supervisor, auditor). Prints the TOTP
+    /// secret (and the password, when generated) once. On Kubernetes run it in the console's pod:
+    /// `kubectl exec deploy/li-console -- mxstack li console add-user --console-config
+    /// /etc/mxstack/li-console.yaml NAME --role ROLE`.
+    AddUser {
+        #[command(flatten)]
+        source: ConsoleSource,
+        username: String,
+        #[arg(long)]
+        role: String,
+        /// Read the password from stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the console's hash-chained audit log: every row's hash, every link, no gaps. Exit 2
+    /// names the first row that was changed or removed. `--expect-head` (the last hash the console
+    /// logged) also detects removal of the newest rows.
+    Verify {
+        #[command(flatten)]
+        source: ConsoleSource,
+        #[arg(long)]
+        expect_head: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportAction {
+    /// Check an evidence package from the console: the manifest's Ed25519 signature, every file's
+    /// SHA-256 and size, nothing unlisted. Exit 2 when it does not verify.
+    Verify {
+        /// The package (`evidence-warrant-N-T.tar`).
+        file: PathBuf,
+        /// The console's public key (base64, shown on every warrant page).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A local stack: use its console's key.
+        #[arg(long, conflicts_with = "public_key")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where an `mxstack li` command finds li-sync's config and credentials.
@@ -298,6 +386,21 @@ enum LiAction {
     VaultKeygen {
         #[arg(long)]
         json: bool,
+    },
+    /// The LI console's accounts.
+    Console {
+        #[command(subcommand)]
+        action: ConsoleAction,
+    },
+    /// The LI console's audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Evidence packages exported by the LI console.
+    Export {
+        #[command(subcommand)]
+        action: ExportAction,
     },
 }
 
@@ -433,6 +536,9 @@ fn main() -> ExitCode {
         Command::Serve {
             service: ServeService::KeyVault { config },
         } => mxstack_key_vault::run(&config).map(|()| ExitCode::SUCCESS),
+        Command::Serve {
+            service: ServeService::LiConsole { config },
+        } => mxstack_li_console::run(&config).map(|()| ExitCode::SUCCESS),
         Command::Li { action } => match action {
             LiAction::Status { source, json } => li::status(&source.target(), json),
             LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
@@ -442,6 +548,33 @@ fn main() -> ExitCode {
             }
             LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
             LiAction::VaultKeygen { json } => li::vault_keygen(json),
+            LiAction::Console {
+                action:
+                    ConsoleAction::AddUser {
+                        source,
+                        username,
+                        role,
+                        password_stdin,
+                        json,
+                    },
+            } => li_console::add_user(&source.source(), &username, &role, password_stdin, json),
+            LiAction::Audit {
+                action:
+                    AuditAction::Verify {
+                        source,
+                        expect_head,
+                        json,
+                    },
+            } => li_console::audit_verify(&source.source(), expect_head.as_deref(), json),
+            LiAction::Export {
+                action:
+                    ExportAction::Verify {
+                        file,
+                        public_key,
+                        config,
+                        json,
+                    },
+            } => li_console::export_verify(&file, public_key.as_deref(), config.as_deref(), json),
         },
         Command::Supervise {
             config,

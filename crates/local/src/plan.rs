@@ -12,6 +12,7 @@ use mxstack_topology::antivirus;
 use mxstack_topology::escrow;
 use mxstack_topology::haproxy::{self, Resolution};
 use mxstack_topology::li;
+use mxstack_topology::li_console;
 use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
 use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
 use serde::Serialize;
@@ -946,7 +947,7 @@ fn li_services(
             "LOGIN",
             secrets.get(SecretName::LiWorkingCopyDbPassword),
             li::WORKING_COPY_DATABASE,
-        ),
+        ) + &li_console::console_role_sql(secrets.get(SecretName::LiConsoleDbPassword)),
         "postgres-li",
     ));
     let dir = layout.root.join("li-sync");
@@ -1016,7 +1017,106 @@ fn li_services(
         services,
     );
     services.push(key_vault_service(addr, layout, programs, secrets, files));
+    services.push(li_console_service(
+        t, addr, layout, programs, secrets, files,
+    ));
 }
+
+/// The LI console (`mxstack serve li-console`): SQLite in the state directory, reads the replica
+/// as `li_console`, retrieves escrowed keys from the key vault, LI media through the read-only
+/// identity Synapse LI also uses, scanned by clamd when feature `antivirus` is on. Plain HTTP on
+/// loopback, so the session cookie is not `Secure` here (it is on Kubernetes, behind TLS).
+fn li_console_service(
+    t: &Topology,
+    addr: &LocalAddressing,
+    layout: &StateLayout,
+    programs: &Programs,
+    secrets: &Secrets,
+    files: &mut Vec<GeneratedFile>,
+) -> Service {
+    let dir = layout.root.join(LI_CONSOLE);
+    let config_path = dir.join("li-console.yaml");
+    let listen = addr.li_console();
+    let pg = addr.li_postgres();
+    let vault = addr.key_vault();
+    let c = &t.config;
+    let s3 = addr.s3_endpoint();
+    let bucket = c.li.media_bucket(&c.media);
+    files.push(file(
+        config_path.clone(),
+        synapse::to_yaml(&li_console::console_config(&li_console::ConsoleEndpoints {
+            listen: &listen.to_string(),
+            database: &dir
+                .join(li_console::CONSOLE_SQLITE_FILE)
+                .display()
+                .to_string(),
+            server_name: &c.domain,
+            replica: (&pg.host, pg.port, li::LI_DATABASE),
+            key_vault_url: &format!("http://{vault}"),
+            media: (&s3, &bucket, &c.media.region),
+            clamd: t.has(Feature::Antivirus).then(|| addr.clamd().to_string()),
+            secure_cookies: false,
+        })),
+        0o644,
+    ));
+    let env = vec![
+        (
+            li_console::ENV_DB_PASSWORD.to_string(),
+            secrets.get(SecretName::LiConsoleDbPassword).to_string(),
+        ),
+        (
+            escrow::ENV_RETRIEVAL_API_KEY.to_string(),
+            secrets.get(SecretName::KeyVaultRetrievalApiKey).to_string(),
+        ),
+        (
+            li_console::ENV_VAULT_IDENTITY.to_string(),
+            secrets.get(SecretName::KeyVaultAgeIdentity).to_string(),
+        ),
+        (
+            li_console::ENV_SIGNING_KEY.to_string(),
+            secrets.get(SecretName::LiConsoleSigningKey).to_string(),
+        ),
+        (
+            li_console::ENV_S3_ACCESS_KEY.to_string(),
+            secrets.get(SecretName::LiBrowsingS3AccessKey).to_string(),
+        ),
+        (
+            li_console::ENV_S3_SECRET_KEY.to_string(),
+            secrets.get(SecretName::LiBrowsingS3SecretKey).to_string(),
+        ),
+    ];
+    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
+    Service {
+        name: LI_CONSOLE.into(),
+        program: programs.mxstack.clone(),
+        args: vec![
+            "serve".into(),
+            "li-console".into(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ],
+        env,
+        secret_env,
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: listen.port,
+            path: "/health".into(),
+        },
+        after: vec![
+            "postgres-li-setup".into(),
+            "li-sync".into(),
+            KEY_VAULT.into(),
+        ],
+        one_shot: false,
+        port: Some(listen.port),
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    }
+}
+
+/// The LI console's service name (and its state directory).
+pub const LI_CONSOLE: &str = "li-console";
 
 /// The key vault (`mxstack serve key-vault`): SQLite in the state directory, the API keys in its
 /// environment, escrowed keys encrypted to the recipient of secret `key_vault_age_identity`.
@@ -1365,5 +1465,87 @@ mod tests {
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
         assert!(plan.service(KEY_VAULT).is_none());
+    }
+
+    #[test]
+    fn li_runs_the_console_with_read_only_credentials_and_the_vault_identity() {
+        let config = Config::new(
+            "acme.test",
+            mxstack_spec::Tier::T10k,
+            [Feature::Li, Feature::Antivirus].into(),
+        );
+        let secrets = Secrets::generate_all().unwrap();
+        let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
+        let programs = Programs {
+            python: "/venv/bin/python".into(),
+            weed: "/usr/bin/weed".into(),
+            pg_bin: "/usr/lib/postgresql/bin".into(),
+            redis_server: "/usr/bin/redis-server".into(),
+            haproxy: "/usr/sbin/haproxy".into(),
+            clamd: Some("/usr/sbin/clamd".into()),
+            mxstack: "/usr/bin/mxstack".into(),
+        };
+        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let c = plan.service(LI_CONSOLE).expect("li-console service");
+        assert_eq!(c.args[..2], ["serve".to_string(), "li-console".to_string()]);
+        let port = plan.addressing.li_console().port;
+        assert_eq!(c.port, Some(port));
+        assert_eq!(port, plan.addressing.key_vault().port + 1);
+        assert!(
+            c.after.contains(&"li-sync".to_string()) && c.after.contains(&KEY_VAULT.to_string())
+        );
+        let env: BTreeMap<_, _> = c.env.iter().cloned().collect();
+        let mut secret_env = c.secret_env.clone();
+        secret_env.sort();
+        assert_eq!(env.keys().cloned().collect::<Vec<_>>(), secret_env);
+        assert_eq!(
+            env[li_console::ENV_VAULT_IDENTITY],
+            secrets.get(SecretName::KeyVaultAgeIdentity)
+        );
+        assert_eq!(
+            env[li_console::ENV_DB_PASSWORD],
+            secrets.get(SecretName::LiConsoleDbPassword)
+        );
+        assert_eq!(
+            env[li_console::ENV_S3_ACCESS_KEY],
+            secrets.get(SecretName::LiBrowsingS3AccessKey)
+        );
+        // Only the console holds the vault identity.
+        for s in &plan.services {
+            if s.name != LI_CONSOLE {
+                assert!(
+                    s.env
+                        .iter()
+                        .all(|(_, v)| v != secrets.get(SecretName::KeyVaultAgeIdentity)),
+                    "{} holds the vault identity",
+                    s.name
+                );
+            }
+        }
+        let cfg = plan
+            .files
+            .iter()
+            .find(|f| f.path == Path::new(&c.args[3]))
+            .expect("li-console.yaml");
+        for (_, value) in secrets.values() {
+            assert!(!cfg.content.contains(value));
+        }
+        assert!(cfg.content.contains("user: li_console"));
+        assert!(cfg.content.contains(&format!(
+            "clamd: 127.0.0.1:{}",
+            plan.addressing.clamd().port
+        )));
+        // The LI cluster's setup creates the read-only role.
+        let setup = plan
+            .service("postgres-li-setup")
+            .expect("postgres-li-setup");
+        let sql = setup.stdin.clone().unwrap_or_default();
+        assert!(
+            sql.contains("GRANT pg_read_all_data TO li_console"),
+            "{sql}"
+        );
+        let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
+        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        assert!(plan.service(LI_CONSOLE).is_none());
     }
 }

@@ -42,6 +42,8 @@ pub enum SecretName {
     KeyVaultStoreApiKey,
     KeyVaultRetrievalApiKey,
     KeyVaultAgeIdentity,
+    LiConsoleDbPassword,
+    LiConsoleSigningKey,
     LivekitApiKey,
     LivekitApiSecret,
     SigningKey,
@@ -56,7 +58,7 @@ pub enum SecretName {
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 24] = [
+    pub const ALL: [SecretName; 26] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -70,6 +72,8 @@ impl SecretName {
         SecretName::KeyVaultStoreApiKey,
         SecretName::KeyVaultRetrievalApiKey,
         SecretName::KeyVaultAgeIdentity,
+        SecretName::LiConsoleDbPassword,
+        SecretName::LiConsoleSigningKey,
         SecretName::LivekitApiKey,
         SecretName::LivekitApiSecret,
         SecretName::SigningKey,
@@ -98,6 +102,8 @@ impl SecretName {
             SecretName::KeyVaultStoreApiKey => "key_vault_store_api_key",
             SecretName::KeyVaultRetrievalApiKey => "key_vault_retrieval_api_key",
             SecretName::KeyVaultAgeIdentity => "key_vault_age_identity",
+            SecretName::LiConsoleDbPassword => "li_console_db_password",
+            SecretName::LiConsoleSigningKey => "li_console_signing_key",
             SecretName::LivekitApiKey => "livekit_api_key",
             SecretName::LivekitApiSecret => "livekit_api_secret",
             SecretName::SigningKey => "synapse_signing_key",
@@ -145,6 +151,12 @@ impl SecretName {
             SecretName::KeyVaultAgeIdentity => {
                 "age identity (private key) of the key vault: escrowed keys are encrypted to its recipient; only the LI console holds it"
             }
+            SecretName::LiConsoleDbPassword => {
+                "LI replica password of the LI console (role li_console, read only)"
+            }
+            SecretName::LiConsoleSigningKey => {
+                "LI console's Ed25519 key (32-byte seed) that signs evidence manifests"
+            }
             SecretName::LivekitApiKey => "LiveKit API key",
             SecretName::LivekitApiSecret => "LiveKit API secret",
             SecretName::SigningKey => "Synapse ed25519 signing key (main and LI share it)",
@@ -179,6 +191,7 @@ impl SecretName {
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
             SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),
+            SecretName::LiConsoleSigningKey => SecretShape::Base64Bytes(32),
             SecretName::KeyVaultAgeIdentity => SecretShape::AgeIdentity,
             _ => SecretShape::Alnum(48),
         }

@@ -109,6 +109,8 @@ pub trait Addressing {
     fn li_sync(&self) -> HostPort;
     /// The key vault's HTTP listener (feature `li`): Synapse's escrow module stores keys there.
     fn key_vault(&self) -> HostPort;
+    /// The LI console's HTTP listener (feature `li`): investigators' browsers, behind the LI gate.
+    fn li_console(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
     /// The URL clients use (Synapse's `public_baseurl`).
     fn public_base_url(&self, config: &Config) -> String {
@@ -129,6 +131,7 @@ pub const CONTENT_SCANNER_PORT: u16 = 8090;
 pub const CLAMD_PORT: u16 = 3310;
 pub const LI_SYNC_PORT: u16 = 8091;
 pub const KEY_VAULT_PORT: u16 = 8092;
+pub const LI_CONSOLE_PORT: u16 = 8093;
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -145,6 +148,7 @@ pub const CLAMAV: &str = "clamav";
 pub const LI_POSTGRES_CLUSTER: &str = "li-pg";
 pub const LI_SYNC: &str = "li-sync";
 pub const KEY_VAULT: &str = "key-vault";
+pub const LI_CONSOLE: &str = "li-console";
 
 impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
@@ -267,6 +271,12 @@ impl Addressing for KubernetesAddressing {
             port: KEY_VAULT_PORT,
         }
     }
+    fn li_console(&self) -> HostPort {
+        HostPort {
+            host: self.svc(LI_CONSOLE),
+            port: LI_CONSOLE_PORT,
+        }
+    }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
     }
@@ -320,6 +330,14 @@ impl LocalAddressing {
         }
     }
 
+    /// The LI console: the port after the key vault's.
+    pub fn li_console_http(&self) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.key_vault_http().port + 1,
+        }
+    }
+
     /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
         (
@@ -363,6 +381,9 @@ impl Addressing for LocalAddressing {
     }
     fn key_vault(&self) -> HostPort {
         self.key_vault_http()
+    }
+    fn li_console(&self) -> HostPort {
+        self.li_console_http()
     }
     fn postgres(&self) -> HostPort {
         self.infra(2)

@@ -12,6 +12,7 @@ pub mod flows;
 pub mod haproxy;
 pub mod li;
 pub mod li_browsing;
+pub mod li_console;
 pub mod routing;
 pub mod sizing;
 pub mod synapse;
