@@ -21,6 +21,7 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         ("matrix_li", &overrides.matrix_li, &hosts.matrix_li),
         ("element_li", &overrides.element_li, &hosts.element_li),
         ("admin_li", &overrides.admin_li, &hosts.admin_li),
+        ("li_console", &overrides.li_console, &hosts.li_console),
         ("keyvault", &overrides.keyvault, &hosts.keyvault),
     ] {
         if set.is_some() {

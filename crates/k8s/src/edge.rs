@@ -4,14 +4,15 @@
 //! Only `/_matrix` and `/_synapse/client` reach Synapse from outside; the admin API
 //! (`/_synapse/admin`) stays inside the cluster. The one exception is Synapse LI's admin API on
 //! the Matrix LI host, which Synapse Admin LI calls from the investigators' browsers: every LI host
-//! answers only `li.allowed_cidrs` (see [`LiGate`] and `li.rs`).
+//! (Matrix LI, Element LI, Synapse Admin LI, the LI console) answers only `li.allowed_cidrs` (see
+//! [`LiGate`] and `li.rs`).
 
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use mxstack_spec::{Feature, IngressMode, TlsIssuer};
-use mxstack_topology::addressing::{HTTP_PORT, ROUTER, ROUTER_PORT};
+use mxstack_topology::addressing::{HTTP_PORT, LI_CONSOLE, LI_CONSOLE_PORT, ROUTER, ROUTER_PORT};
 use mxstack_topology::flows::{ELEMENT_PORT, LIVEKIT_PORT, LI_WEB_PORT};
 use serde_json::{json, Value};
 
@@ -40,8 +41,9 @@ pub const TRAEFIK_MIDDLEWARES: &str = "traefik.ingress.kubernetes.io/router.midd
 /// Access control in front of an LI host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiGate {
-    /// Only clients in `li.allowed_cidrs`; users then log in to Synapse LI. No basic auth: Matrix
-    /// clients send their own `Authorization: Bearer` header, which a basic-auth gate would need.
+    /// Only clients in `li.allowed_cidrs`; users then log in to Synapse LI or the LI console. No
+    /// basic auth: Matrix clients send their own `Authorization: Bearer` header, which a
+    /// basic-auth gate would need, and the console has its own login with a second factor.
     AllowedNetworks,
     /// Clients in `li.allowed_cidrs` that also pass the basic-auth gate (the web UIs).
     AllowedNetworksAndPassword,
@@ -112,6 +114,12 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
             host: h.admin_li.clone(),
             backends: vec![("/".into(), li::SYNAPSE_ADMIN_LI, LI_WEB_PORT)],
             gate: Some(LiGate::AllowedNetworksAndPassword),
+        });
+        sites.push(Site {
+            slug: "console-li",
+            host: h.li_console.clone(),
+            backends: vec![("/".into(), LI_CONSOLE, LI_CONSOLE_PORT)],
+            gate: Some(LiGate::AllowedNetworks),
         });
         sites.push(Site {
             slug: "keyvault",

@@ -1,5 +1,6 @@
-//! Lawful intercept (feature `li`): the LI PostgreSQL, li-sync, the jobs around them, and the LI
-//! browsing stack (Synapse LI, Element Web LI, Synapse Admin LI) with its access control.
+//! Lawful intercept (feature `li`): the LI PostgreSQL, li-sync, the jobs around them, the key
+//! vault, the LI console, and the LI browsing stack (Synapse LI, Element Web LI, Synapse Admin
+//! LI) with its access control.
 //!
 //! Main's side (wal_level, the `li_replicator` role, the setup SQL at bootstrap) is in
 //! [`crate::postgres`]; the Secrets in [`crate::secrets`]; the S3 identities and the LI bucket in
@@ -32,13 +33,14 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, LiSyncMode};
 use mxstack_topology::addressing::{
-    SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT,
-    POSTGRES_CLUSTER,
+    Addressing, SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_CONSOLE, LI_CONSOLE_PORT,
+    LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT, POSTGRES_CLUSTER,
 };
 use mxstack_topology::escrow;
 use mxstack_topology::flows::{Party, LI_WEB_PORT};
 use mxstack_topology::li::{self, LI_DATABASE, LI_ROLE, WORKING_COPY_DATABASE};
 use mxstack_topology::li_browsing::{self, WORKING_COPY_ROLE};
+use mxstack_topology::li_console::{self, CONSOLE_DB_ROLE};
 use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::to_yaml;
 use serde_json::{json, Value};
@@ -91,6 +93,20 @@ const KEY_VAULT_DATA_SIZE: &str = "5Gi";
 const KEY_VAULT_RESOURCES: Resources = Resources {
     cpu_millis: 100,
     memory_mib: 128,
+};
+const FILE_LI_CONSOLE: &str = "li-console.yaml";
+/// The LI console's config (`topology::li_console::console_config`).
+pub const LI_CONSOLE_CONFIG: &str = "li-console-config";
+pub const LI_CONSOLE_CONFIG_FILE: &str = "li-console.yaml";
+/// The LI console's SQLite volume (accounts, sessions, warrants, the audit log).
+pub const LI_CONSOLE_DATA: &str = "li-console-data";
+pub const LI_CONSOLE_DATA_DIR: &str = "/data";
+/// The audit log only grows; evidence exports are streamed, never kept.
+const LI_CONSOLE_DATA_SIZE: &str = "5Gi";
+/// A handful of investigators; an export holds one media object at a time in memory.
+const LI_CONSOLE_RESOURCES: Resources = Resources {
+    cpu_millis: 250,
+    memory_mib: 512,
 };
 const FILE_SYNAPSE_LI: &str = "synapse-li.yaml";
 const FILE_ELEMENT_LI: &str = "element-li.yaml";
@@ -146,6 +162,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     li_postgres(ctx, out);
     li_sync(ctx, out);
     key_vault(ctx, out);
+    li_console(ctx, out);
     synapse_li(ctx, out);
     element_li(ctx, out);
     synapse_admin_li(ctx, out);
@@ -286,6 +303,21 @@ fn li_postgres_cluster(ctx: &Ctx) -> Value {
                         "createrole": false,
                         "replication": false,
                         "passwordSecret": { "name": LI_WORKING_COPY_CREDENTIALS },
+                    },
+                    {
+                        // The LI console reads the replica and writes nothing (the local runner
+                        // grants the same: `li_console::console_role_sql`). Memberships of a
+                        // managed role are reconciled, so this list is the whole of its rights.
+                        "name": CONSOLE_DB_ROLE,
+                        "ensure": "present",
+                        "comment": "LI console: reads the replica, writes nothing",
+                        "login": true,
+                        "superuser": false,
+                        "createdb": false,
+                        "createrole": false,
+                        "replication": false,
+                        "inRoles": ["pg_read_all_data"],
+                        "passwordSecret": { "name": LI_CONSOLE_DB_CREDENTIALS },
                     },
                 ]
             },
@@ -620,14 +652,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         containers: vec![c],
         volumes: Some(vec![
             volume_config_map("config", KEY_VAULT_CONFIG),
-            Volume {
-                name: "data".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: KEY_VAULT_DATA.into(),
-                    read_only: Some(false),
-                }),
-                ..Default::default()
-            },
+            volume_pvc("data", KEY_VAULT_DATA),
             volume_empty("tmp"),
         ]),
         security_context: Some(pod_security(MXSTACK_UID)),
@@ -638,6 +663,145 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
     let mut w = Workload::new(KEY_VAULT, KEY_VAULT, 1, sel, pod);
     w.config_hash = Some(hash);
     out.add(Phase::Li, FILE_KEY_VAULT, recreate(w.deployment(ctx)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The LI console
+
+/// The LI console's config file (`topology::li_console::console_config`) with the Kubernetes
+/// endpoints: the LI cluster's primary, the key vault's Service, the S3 endpoint and LI bucket
+/// Synapse LI reads, clamd with antivirus. Behind TLS at the edge, so the session cookie is
+/// `Secure`.
+pub fn li_console_config(ctx: &Ctx) -> Value {
+    let pg = ctx.addr.li_postgres();
+    let s3 = ctx.addr.s3_endpoint();
+    let bucket = ctx.cfg.li.media_bucket(&ctx.cfg.media);
+    li_console::console_config(&li_console::ConsoleEndpoints {
+        listen: &format!("0.0.0.0:{LI_CONSOLE_PORT}"),
+        database: &format!("{LI_CONSOLE_DATA_DIR}/{}", li_console::CONSOLE_SQLITE_FILE),
+        server_name: &ctx.cfg.domain,
+        replica: (&pg.host, pg.port, LI_DATABASE),
+        key_vault_url: &format!("http://{}", ctx.addr.key_vault()),
+        media: (&s3, &bucket, &ctx.cfg.media.region),
+        clamd: ctx
+            .has(Feature::Antivirus)
+            .then(|| ctx.addr.clamd().to_string()),
+        secure_cookies: true,
+    })
+}
+
+/// The LI console on the LI nodes: one pod (SQLite on a ReadWriteOnce volume, so Recreate). It
+/// reads the replica as `li_console`, retrieves escrowed keys with the retrieval key, opens them
+/// with the vault identity (its own Secret, which nothing else mounts: the vault has only the
+/// public recipient), signs evidence with its own key, and reads LI media with Synapse LI's
+/// read-only S3 identity. No metrics endpoint yet, so no ServiceMonitor.
+fn li_console(ctx: &Ctx, out: &mut Out) {
+    let config = to_yaml(&li_console_config(ctx));
+    let hash = config_hash(&[&config]);
+    out.add(
+        Phase::Li,
+        FILE_LI_CONSOLE,
+        config_map(
+            ctx,
+            LI_CONSOLE_CONFIG,
+            LI_CONSOLE,
+            map(&[(LI_CONSOLE_CONFIG_FILE, &config)]),
+        ),
+    );
+    let mut pvc = pvc_template(ctx, LI_CONSOLE_DATA, LI_CONSOLE_DATA_SIZE);
+    pvc.metadata = meta(ctx, LI_CONSOLE_DATA, LI_CONSOLE);
+    out.add(Phase::Li, FILE_LI_CONSOLE, pvc);
+    let sel = map(&[(LABEL_NAME, LI_CONSOLE)]);
+    out.add(
+        Phase::Li,
+        FILE_LI_CONSOLE,
+        service(
+            ctx,
+            LI_CONSOLE,
+            LI_CONSOLE,
+            &sel,
+            vec![service_port("http", LI_CONSOLE_PORT, "TCP")],
+            false,
+        ),
+    );
+    let c = Container {
+        command: Some(vec![
+            "mxstack".into(),
+            "serve".into(),
+            "li-console".into(),
+            "--config".into(),
+            format!("{LI_SYNC_CONFIG_DIR}/{LI_CONSOLE_CONFIG_FILE}"),
+        ]),
+        env: Some(vec![
+            env_secret(
+                li_console::ENV_DB_PASSWORD,
+                LI_CONSOLE_DB_CREDENTIALS,
+                DB_PASSWORD_KEY,
+            ),
+            env_secret(
+                escrow::ENV_RETRIEVAL_API_KEY,
+                KEY_VAULT_RETRIEVAL,
+                KEY_VAULT_RETRIEVAL_API_KEY,
+            ),
+            env_secret(
+                li_console::ENV_VAULT_IDENTITY,
+                LI_CONSOLE_VAULT_IDENTITY,
+                LI_CONSOLE_VAULT_IDENTITY_KEY,
+            ),
+            env_secret(
+                li_console::ENV_SIGNING_KEY,
+                LI_CONSOLE_SIGNING_KEY,
+                LI_CONSOLE_SIGNING_KEY_KEY,
+            ),
+            env_secret(
+                li_console::ENV_S3_ACCESS_KEY,
+                SYNAPSE_LI_S3_CREDENTIALS,
+                S3_ACCESS_KEY_ID,
+            ),
+            env_secret(
+                li_console::ENV_S3_SECRET_KEY,
+                SYNAPSE_LI_S3_CREDENTIALS,
+                S3_SECRET_KEY,
+            ),
+        ]),
+        ports: Some(vec![container_port("http", LI_CONSOLE_PORT, "TCP")]),
+        resources: Some(resources(&LI_CONSOLE_RESOURCES)),
+        readiness_probe: Some(http_probe("/health", "http", 10, 3)),
+        liveness_probe: Some(http_probe("/health", "http", 20, 6)),
+        volume_mounts: Some(vec![
+            mount("config", LI_SYNC_CONFIG_DIR),
+            mount_rw("data", LI_CONSOLE_DATA_DIR),
+            mount_rw("tmp", "/tmp"),
+        ]),
+        ..container(LI_CONSOLE, &ctx.cfg.images.mxstack)
+    };
+    let mut pod = PodSpec {
+        containers: vec![c],
+        volumes: Some(vec![
+            volume_config_map("config", LI_CONSOLE_CONFIG),
+            volume_pvc("data", LI_CONSOLE_DATA),
+            volume_empty("tmp"),
+        ]),
+        security_context: Some(pod_security(MXSTACK_UID)),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    on_li_nodes(ctx, &mut pod);
+    let mut w = Workload::new(LI_CONSOLE, LI_CONSOLE, 1, sel, pod);
+    w.config_hash = Some(hash);
+    out.add(Phase::Li, FILE_LI_CONSOLE, recreate(w.deployment(ctx)));
+}
+
+/// A pod volume of a PersistentVolumeClaim, writable.
+fn volume_pvc(name: &str, claim: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.into(),
+            read_only: Some(false),
+        }),
+        ..Default::default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ pub fn party_selector(p: Party) -> Option<Labels> {
         Party::SynapseMain => Some(crate::synapse::selector("main")),
         Party::ElementLi => name(crate::li::ELEMENT_LI),
         Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
+        Party::LiConsole => name(mxstack_topology::addressing::LI_CONSOLE),
         Party::Edge
         | Party::Monitoring
         | Party::CnpgOperator

@@ -2,9 +2,10 @@
 //! is ever written into a ConfigMap or any other object.
 
 use mxstack_spec::{Feature, MediaBackend, SecretName};
-use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
+use mxstack_topology::addressing::{LI_CONSOLE, SYNAPSE_SECRET_FILES};
 use mxstack_topology::li::{LI_ROLE, REPLICATION_ROLE};
 use mxstack_topology::li_browsing::WORKING_COPY_ROLE;
+use mxstack_topology::li_console::CONSOLE_DB_ROLE;
 use mxstack_topology::synapse::DATABASE_USER;
 use serde_json::json;
 
@@ -37,7 +38,7 @@ pub const LIVEKIT_KEYS_KEY: &str = "keys";
 /// The key vault's store API key: the vault checks it, Synapse main's escrow module sends it.
 pub const KEY_VAULT_API_KEY: &str = "key-vault-api-key";
 pub const KEY_VAULT_STORE_API_KEY: &str = "store_api_key";
-/// The key vault's retrieval API key: the vault checks it, the LI console (to come) sends it.
+/// The key vault's retrieval API key: the vault checks it, the LI console sends it.
 pub const KEY_VAULT_RETRIEVAL: &str = "key-vault-retrieval-api-key";
 pub const KEY_VAULT_RETRIEVAL_API_KEY: &str = "retrieval_api_key";
 /// li_replicator's password: CloudNativePG sets it on main (managed role) and li-sync reads it.
@@ -49,8 +50,17 @@ pub const LI_DB_CREDENTIALS: &str = "li-db-credentials";
 pub const LI_WORKING_COPY_CREDENTIALS: &str = "li-working-copy-credentials";
 /// li-sync's S3 identity: read main's bucket, write the LI bucket.
 pub const LI_SYNC_S3_CREDENTIALS: &str = "li-sync-s3-credentials";
-/// Synapse LI's S3 identity: read the LI bucket.
+/// Synapse LI's S3 identity: read the LI bucket. The LI console reads LI media with it too.
 pub const SYNAPSE_LI_S3_CREDENTIALS: &str = "synapse-li-s3-credentials";
+/// li_console's password: the LI cluster's managed role (read only), read by the LI console.
+pub const LI_CONSOLE_DB_CREDENTIALS: &str = "li-console-db";
+/// The age identity (private key) escrowed keys are encrypted to: the LI console only (the key
+/// vault gets its public recipient in its config, never this Secret).
+pub const LI_CONSOLE_VAULT_IDENTITY: &str = "li-console-vault-identity";
+pub const LI_CONSOLE_VAULT_IDENTITY_KEY: &str = "identity";
+/// The LI console's Ed25519 seed that signs evidence manifests.
+pub const LI_CONSOLE_SIGNING_KEY: &str = "li-console-signing-key";
+pub const LI_CONSOLE_SIGNING_KEY_KEY: &str = "signing_key";
 /// The basic-auth gate of the LI web UIs, as htpasswd (`{SHA}`): `.htpasswd` for Envoy Gateway,
 /// `users` for Traefik. Holds a hash, not the password (that stays in secrets.yaml).
 pub const LI_GATE_USERS: &str = "li-gate-users";
@@ -200,6 +210,12 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
             WORKING_COPY_ROLE,
             SecretName::LiWorkingCopyDbPassword,
         ),
+        (
+            LI_CONSOLE_DB_CREDENTIALS,
+            crate::li::LI_POSTGRES_APP,
+            CONSOLE_DB_ROLE,
+            SecretName::LiConsoleDbPassword,
+        ),
     ] {
         let mut sec = secret_with(
             ctx,
@@ -241,6 +257,24 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
                     (S3_SECRET_KEY, s.get(secret_key)),
                 ],
             ),
+        );
+    }
+    for (name, key, value) in [
+        (
+            LI_CONSOLE_VAULT_IDENTITY,
+            LI_CONSOLE_VAULT_IDENTITY_KEY,
+            SecretName::KeyVaultAgeIdentity,
+        ),
+        (
+            LI_CONSOLE_SIGNING_KEY,
+            LI_CONSOLE_SIGNING_KEY_KEY,
+            SecretName::LiConsoleSigningKey,
+        ),
+    ] {
+        out.add(
+            Phase::Infrastructure,
+            FILE,
+            secret_with(ctx, name, LI_CONSOLE, "Opaque", &[(key, s.get(value))]),
         );
     }
     let users =

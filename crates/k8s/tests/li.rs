@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 
 const LI_PHASE: &str = "25-lawful-intercept";
 /// Pods that run on the LI nodes (everything in the LI phase but li-prepare-main).
-const LI_APPS: [&str; 7] = [
+const LI_APPS: [&str; 8] = [
     "li-sync",
     "key-vault",
+    "li-console",
     "li-working-copy",
     "li-dump",
     "synapse-li",
@@ -381,6 +382,10 @@ fn no_secret_value_in_any_config_map_or_object_but_its_secret() {
             SecretName::LiWorkingCopyDbPassword,
             SecretName::LiS3SecretKey,
             SecretName::LiBrowsingS3SecretKey,
+            SecretName::LiConsoleDbPassword,
+            SecretName::LiConsoleSigningKey,
+            SecretName::KeyVaultAgeIdentity,
+            SecretName::KeyVaultRetrievalApiKey,
         ] {
             let v = secrets.get(name_);
             let holders: Vec<&str> = objects(&r, "Secret")
@@ -879,7 +884,10 @@ fn li_hosts_answer_only_the_allowed_networks() {
     let (r, _) = render(&c);
     let policies: Vec<&Value> = objects(&r, "SecurityPolicy").collect();
     let names: BTreeSet<&str> = policies.iter().map(|p| name(p)).collect();
-    assert_eq!(names, ["admin-li", "element-li", "matrix-li"].into());
+    assert_eq!(
+        names,
+        ["admin-li", "console-li", "element-li", "matrix-li"].into()
+    );
     for p in &policies {
         let target = &p["spec"]["targetRefs"][0];
         assert_eq!(target["kind"], "HTTPRoute");
@@ -895,14 +903,16 @@ fn li_hosts_answer_only_the_allowed_networks() {
             authz["rules"][0]["principal"]["clientCIDRs"],
             json!(c.li.allowed_cidrs)
         );
-        // Matrix clients send their own Authorization header: no basic auth on the API host.
+        // Matrix clients send their own Authorization header: no basic auth on the API host;
+        // the console has its own login with a second factor.
+        let own_login = ["matrix-li", "console-li"].contains(&name(p));
         assert_eq!(
             p["spec"].get("basicAuth").is_some(),
-            name(p) != "matrix-li",
+            !own_login,
             "{}",
             name(p)
         );
-        if name(p) != "matrix-li" {
+        if !own_login {
             assert_eq!(p["spec"]["basicAuth"]["users"]["name"], "li-gate-users");
         }
     }
@@ -939,10 +949,9 @@ fn li_hosts_answer_only_the_allowed_networks() {
             ["traefik.ingress.kubernetes.io/router.middlewares"]
             .clone()
     };
-    assert_eq!(
-        annotation("matrix-li"),
-        "matrix-li-allowed-networks@kubernetescrd"
-    );
+    for n in ["matrix-li", "console-li"] {
+        assert_eq!(annotation(n), "matrix-li-allowed-networks@kubernetescrd");
+    }
     for n in ["element-li", "admin-li"] {
         assert_eq!(
             annotation(n),
@@ -1042,6 +1051,7 @@ fn network_policies_isolate_the_li_stack() {
             "li-sync",
             "synapse-li",
             "li-working-copy",
+            "li-console",
             "cnpg:li-pg",
             "ns:cnpg-system",
         ]);
@@ -1533,7 +1543,8 @@ fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 8092);
     let addr = KubernetesAddressing::new(&c);
     assert_eq!(addr.key_vault().port, 8092);
-    // The store key: Synapse main and the vault only; the retrieval key: the vault only.
+    // The store key: Synapse main and the vault only; the retrieval key: the vault and the LI
+    // console only.
     let store = secrets.get(SecretName::KeyVaultStoreApiKey);
     let retrieval = secrets.get(SecretName::KeyVaultRetrievalApiKey);
     let s = find(&r, "Secret", "key-vault-api-key").unwrap();
@@ -1552,6 +1563,7 @@ fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
         ("key-vault-api-key", "synapse-main"),
         ("key-vault-api-key", "key-vault"),
         ("key-vault-retrieval-api-key", "key-vault"),
+        ("key-vault-retrieval-api-key", "li-console"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -1564,7 +1576,7 @@ fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
 }
 
 #[test]
-fn only_synapse_main_and_monitoring_reach_the_key_vault() {
+fn only_synapse_main_the_li_console_and_monitoring_reach_the_key_vault() {
     for monitoring in [true, false] {
         let mut c = li_config(Tier::T1k);
         if !monitoring {
@@ -1579,8 +1591,11 @@ fn only_synapse_main_and_monitoring_reach_the_key_vault() {
             .flat_map(|r| r["from"].as_array().unwrap().clone())
             .collect();
         from.sort_by_key(|v| v.to_string());
-        let mut want = vec![json!({"podSelector": {"matchLabels": {
-            "app.kubernetes.io/name": "synapse", "mxstack.io/group": "main"}}})];
+        let mut want = vec![
+            json!({"podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "synapse", "mxstack.io/group": "main"}}}),
+            json!({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "li-console"}}}),
+        ];
         if monitoring {
             want.push(json!({"namespaceSelector": {"matchLabels": {
                 "kubernetes.io/metadata.name": "monitoring"}}}));
@@ -1599,4 +1614,521 @@ fn only_synapse_main_and_monitoring_reach_the_key_vault() {
         let synapse = find(&r, "NetworkPolicy", "allow-synapse").unwrap();
         assert!(!peers(synapse, "egress", 8092).contains("key-vault"));
     }
+}
+
+/// Keys of a JSON object, sorted.
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
+    for antivirus in [true, false] {
+        let mut c = li_config(Tier::T1k);
+        if antivirus {
+            c.features.insert(Feature::Antivirus);
+        }
+        let (r, secrets) = render(&c);
+        let addr = KubernetesAddressing::new(&c);
+        let d = find(&r, "Deployment", "li-console").expect("li-console");
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+        let pod = &d["spec"]["template"];
+        let spec = &pod["spec"];
+        let ctr = &spec["containers"][0];
+        // The key vault's image and command pattern, with its own service and config.
+        let vault = find(&r, "Deployment", "key-vault").unwrap();
+        assert_eq!(
+            ctr["image"],
+            vault["spec"]["template"]["spec"]["containers"][0]["image"]
+        );
+        assert_eq!(ctr["image"], c.images.mxstack.as_str());
+        assert_eq!(
+            command(pod),
+            [
+                "mxstack",
+                "serve",
+                "li-console",
+                "--config",
+                "/etc/mxstack/li-console.yaml"
+            ]
+        );
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(ctr[probe]["httpGet"]["path"], "/health", "{probe}");
+            assert_eq!(ctr[probe]["httpGet"]["port"], "http", "{probe}");
+        }
+        assert_eq!(
+            ctr["ports"],
+            json!([{ "name": "http", "containerPort": 8093, "protocol": "TCP" }])
+        );
+        assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(ctr["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(spec["nodeSelector"], json!({ "mxstack.io/role": "li" }));
+        assert_eq!(
+            spec["tolerations"],
+            vault["spec"]["template"]["spec"]["tolerations"]
+        );
+        assert!(ctr["resources"]["limits"]["memory"].is_string());
+
+        // Its config: console_config with the Kubernetes endpoints, mounted where the command
+        // reads it.
+        let cm = find(&r, "ConfigMap", "li-console-config").expect("li-console-config");
+        let cfg = yaml(&cm["data"]["li-console.yaml"]);
+        let pg = addr.li_postgres();
+        let want = mxstack_topology::li_console::console_config(
+            &mxstack_topology::li_console::ConsoleEndpoints {
+                listen: "0.0.0.0:8093",
+                database: "/data/li-console.sqlite3",
+                server_name: "acme.test",
+                replica: (&pg.host, 5432, "synapse_li"),
+                key_vault_url: "http://key-vault.matrix.svc.cluster.local:8092",
+                media: (
+                    "http://seaweedfs-s3.matrix.svc.cluster.local:8333",
+                    "synapse-media-li",
+                    &c.media.region,
+                ),
+                clamd: antivirus.then(|| "clamav.matrix.svc.cluster.local:3310".to_string()),
+                secure_cookies: true,
+            },
+        );
+        assert_eq!(cfg, want);
+        assert_eq!(pg.host, "li-pg-rw.matrix.svc.cluster.local");
+        // The fields the console's ConsoleConfig reads (it denies unknown fields).
+        let mut top: BTreeSet<&str> = [
+            "listen",
+            "database",
+            "server_name",
+            "replica",
+            "key_vault",
+            "vault_identity_env",
+            "signing_key_env",
+            "media",
+            "secure_cookies",
+        ]
+        .into();
+        if antivirus {
+            top.insert("clamd");
+        }
+        assert_eq!(keys(&cfg), top);
+        assert_eq!(
+            keys(&cfg["replica"]),
+            ["dbname", "host", "password_env", "port", "user"].into()
+        );
+        assert_eq!(
+            keys(&cfg["key_vault"]),
+            ["retrieval_api_key_env", "url"].into()
+        );
+        assert_eq!(
+            keys(&cfg["media"]),
+            [
+                "access_key_env",
+                "bucket",
+                "endpoint",
+                "region",
+                "secret_key_env"
+            ]
+            .into()
+        );
+        assert_eq!(cfg["replica"]["user"], "li_console");
+        assert_eq!(cfg["replica"]["port"], 5432);
+        assert_eq!(cfg["secure_cookies"], true);
+        assert_eq!(cfg["server_name"], c.domain.as_str());
+        // Every credential is named by a variable the pod sets from the Secret holding it.
+        let s3 = find(&r, "Secret", "synapse-li-s3-credentials").unwrap();
+        for (field, secret) in [
+            (
+                &cfg["replica"]["password_env"],
+                SecretName::LiConsoleDbPassword,
+            ),
+            (
+                &cfg["key_vault"]["retrieval_api_key_env"],
+                SecretName::KeyVaultRetrievalApiKey,
+            ),
+            (&cfg["vault_identity_env"], SecretName::KeyVaultAgeIdentity),
+            (&cfg["signing_key_env"], SecretName::LiConsoleSigningKey),
+            (
+                &cfg["media"]["access_key_env"],
+                SecretName::LiBrowsingS3AccessKey,
+            ),
+            (
+                &cfg["media"]["secret_key_env"],
+                SecretName::LiBrowsingS3SecretKey,
+            ),
+        ] {
+            let var = field.as_str().unwrap();
+            assert!(var.starts_with("MXSTACK_"), "{var}");
+            let k = &env_of(pod, var)["valueFrom"]["secretKeyRef"];
+            let s = find(&r, "Secret", k["name"].as_str().unwrap())
+                .unwrap_or_else(|| panic!("{var}: Secret {} missing", k["name"]));
+            assert_eq!(
+                s["stringData"][k["key"].as_str().unwrap()],
+                secrets.get(secret),
+                "{var}"
+            );
+        }
+        // Synapse LI's read-only identity, not a new one.
+        assert_eq!(
+            env_of(pod, "MXSTACK_LI_CONSOLE_S3_ACCESS_KEY")["valueFrom"]["secretKeyRef"]["name"],
+            "synapse-li-s3-credentials"
+        );
+        assert_eq!(
+            s3["stringData"]["ACCESS_KEY_ID"],
+            secrets.get(SecretName::LiBrowsingS3AccessKey)
+        );
+        let vars: BTreeSet<&str> = ctr["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            vars,
+            [
+                "MXSTACK_LI_CONSOLE_DB_PASSWORD",
+                "MXSTACK_KEY_VAULT_RETRIEVAL_API_KEY",
+                "MXSTACK_LI_CONSOLE_VAULT_IDENTITY",
+                "MXSTACK_LI_CONSOLE_SIGNING_KEY",
+                "MXSTACK_LI_CONSOLE_S3_ACCESS_KEY",
+                "MXSTACK_LI_CONSOLE_S3_SECRET_KEY",
+            ]
+            .into()
+        );
+        for e in ctr["env"].as_array().unwrap() {
+            assert!(e.get("value").is_none(), "{e}: from a Secret only");
+        }
+        // No secret value in its config.
+        let text = cm["data"]["li-console.yaml"].as_str().unwrap();
+        for (k, v) in secrets.values() {
+            assert!(!text.contains(v), "{k} in li-console-config");
+        }
+        let mount_path = |vol: &str| {
+            ctr["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == vol)
+                .unwrap_or_else(|| panic!("no mount {vol}"))
+                .clone()
+        };
+        assert_eq!(mount_path("config")["mountPath"], "/etc/mxstack");
+        assert_eq!(mount_path("config")["readOnly"], true);
+        assert_eq!(mount_path("data")["mountPath"], "/data");
+        let volume = |vol: &str| {
+            spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == vol)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(volume("config")["configMap"]["name"], "li-console-config");
+        assert_eq!(
+            volume("data")["persistentVolumeClaim"]["claimName"],
+            "li-console-data"
+        );
+        let pvc = find(&r, "PersistentVolumeClaim", "li-console-data").expect("PVC");
+        assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+        // Its Service is the address the topology gives it.
+        let svc = find(&r, "Service", "li-console").expect("Service");
+        assert_eq!(svc["spec"]["ports"][0]["port"], 8093);
+        assert_eq!(addr.li_console().port, 8093);
+        assert_eq!(
+            addr.li_console().host,
+            "li-console.matrix.svc.cluster.local"
+        );
+        assert!(matches(
+            &svc["spec"]["selector"],
+            &pod["metadata"]["labels"]
+        ));
+        // No metrics endpoint yet: nothing scrapes it.
+        assert!(find(&r, "ServiceMonitor", "li-console").is_none());
+    }
+    // Other media backends: the same endpoint and bucket Synapse LI reads.
+    let mut minio = li_config(Tier::T1k);
+    minio.media.backend = MediaBackend::MinioLegacy;
+    minio.li.media_bucket = Some("evidence-media".into());
+    let (r, _) = render(&minio);
+    let cfg = yaml(&find(&r, "ConfigMap", "li-console-config").unwrap()["data"]["li-console.yaml"]);
+    assert_eq!(
+        cfg["media"]["endpoint"],
+        "http://minio.matrix.svc.cluster.local:80"
+    );
+    assert_eq!(cfg["media"]["bucket"], "evidence-media");
+}
+
+#[test]
+fn the_li_console_exists_only_with_li() {
+    let with = li_config(Tier::T1k);
+    let without = config(Tier::T1k, &[Feature::Antivirus, Feature::Monitoring]);
+    for (c, on) in [(with, true), (without, false)] {
+        let (r, _) = render(&c);
+        for (k, n) in [
+            ("Deployment", "li-console"),
+            ("Service", "li-console"),
+            ("ConfigMap", "li-console-config"),
+            ("PersistentVolumeClaim", "li-console-data"),
+            ("Secret", "li-console-db"),
+            ("Secret", "li-console-vault-identity"),
+            ("Secret", "li-console-signing-key"),
+            ("NetworkPolicy", "allow-li-console"),
+            ("HTTPRoute", "console-li"),
+            ("SecurityPolicy", "console-li"),
+            ("Certificate", "tls-console-li"),
+        ] {
+            assert_eq!(find(&r, k, n).is_some(), on, "{k} {n}");
+        }
+    }
+}
+
+#[test]
+fn the_vault_identity_is_in_the_li_console_only() {
+    let mut c = config(Tier::T1k, &all_features());
+    c.li.allowed_cidrs = vec!["198.51.100.0/24".into()];
+    for c in [c, dump_config()] {
+        let (r, secrets) = render(&c);
+        let identity = secrets.get(SecretName::KeyVaultAgeIdentity);
+        // One Secret holds it ...
+        let s = find(&r, "Secret", "li-console-vault-identity").unwrap();
+        assert_eq!(s["type"], "Opaque");
+        assert_eq!(s["stringData"], json!({ "identity": identity }));
+        let holders: Vec<&str> = r
+            .objects
+            .iter()
+            .map(|o| &o.value)
+            .filter(|o| serde_json::to_string(o).unwrap().contains(identity))
+            .map(name)
+            .collect();
+        assert_eq!(holders, ["li-console-vault-identity"]);
+        // ... and only the console's pods read it; the key vault never does.
+        let mut readers = BTreeSet::new();
+        for (k, n, t) in pod_templates(&r) {
+            let refs = referenced_secrets(t);
+            if refs.iter().any(|(s, _)| s == "li-console-vault-identity") {
+                readers.insert(format!("{k}/{n}"));
+            }
+            if app_of(t) == "key-vault" {
+                assert!(
+                    refs.iter()
+                        .all(|(s, _)| s.starts_with("key-vault-") && s.ends_with("api-key")),
+                    "{refs:?}"
+                );
+            }
+        }
+        assert_eq!(readers, ["Deployment/li-console".to_string()].into());
+        // The vault has the public recipient only.
+        let vault = find(&r, "ConfigMap", "key-vault-config").unwrap()["data"]["key-vault.yaml"]
+            .as_str()
+            .unwrap();
+        assert!(vault.contains(&secrets.key_vault_recipient().unwrap()));
+        // The signing key: its own Secret, read by the console only.
+        let signing = secrets.get(SecretName::LiConsoleSigningKey);
+        let s = find(&r, "Secret", "li-console-signing-key").unwrap();
+        assert_eq!(s["stringData"], json!({ "signing_key": signing }));
+        let readers: Vec<String> = pod_templates(&r)
+            .into_iter()
+            .filter(|(_, _, t)| {
+                referenced_secrets(t)
+                    .iter()
+                    .any(|(s, _)| s == "li-console-signing-key" || s == "li-console-db")
+            })
+            .map(|(_, n, _)| n)
+            .collect();
+        assert_eq!(readers, ["li-console"]);
+    }
+}
+
+#[test]
+fn the_li_console_role_reads_the_replica_and_nothing_more() {
+    let (r, secrets) = render(&li_config(Tier::T1k));
+    let li = &find(&r, "Cluster", "li-pg").unwrap()["spec"];
+    let roles = li["managed"]["roles"].as_array().unwrap();
+    let role = roles
+        .iter()
+        .find(|r| r["name"] == "li_console")
+        .expect("managed role li_console");
+    assert_eq!(role["ensure"], "present");
+    assert_eq!(role["login"], true);
+    for right in ["superuser", "createdb", "createrole", "replication"] {
+        assert_eq!(role[right], false, "{right}");
+    }
+    assert_eq!(role["inRoles"], json!(["pg_read_all_data"]));
+    assert_eq!(role["passwordSecret"]["name"], "li-console-db");
+    // CloudNativePG requires a basic-auth Secret whose username is the role's name.
+    let s = find(&r, "Secret", "li-console-db").unwrap();
+    assert_eq!(s["type"], "kubernetes.io/basic-auth");
+    assert_eq!(s["stringData"]["username"], "li_console");
+    assert_eq!(
+        s["stringData"]["password"],
+        secrets.get(SecretName::LiConsoleDbPassword)
+    );
+    assert_eq!(s["metadata"]["labels"]["cnpg.io/reload"], "true");
+    // The same Secret is what the console logs in with.
+    let d = find(&r, "Deployment", "li-console").unwrap();
+    let k = &env_of(&d["spec"]["template"], "MXSTACK_LI_CONSOLE_DB_PASSWORD")["valueFrom"]
+        ["secretKeyRef"];
+    assert_eq!(k["name"], "li-console-db");
+    assert_eq!(k["key"], "password");
+    // The local runner grants the same.
+    let sql = mxstack_topology::li_console::console_role_sql("pw");
+    assert!(sql.contains("GRANT pg_read_all_data TO li_console"));
+    assert!(sql.contains("NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"));
+    // The console reads the replica's database, which the role may log in to.
+    let cfg = yaml(&find(&r, "ConfigMap", "li-console-config").unwrap()["data"]["li-console.yaml"]);
+    assert_eq!(
+        cfg["replica"]["dbname"],
+        li["bootstrap"]["initdb"]["database"]
+    );
+    assert_eq!(cfg["replica"]["user"], role["name"]);
+}
+
+#[test]
+fn network_policies_let_the_li_console_reach_the_replica_the_vault_and_li_media_only() {
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    for antivirus in [true, false] {
+        let mut c = li_config(Tier::T1k);
+        if antivirus {
+            c.features.insert(Feature::Antivirus);
+        }
+        let (r, _) = render(&c);
+        let policy = |n: &str| find(&r, "NetworkPolicy", n).unwrap_or_else(|| panic!("{n}"));
+        let console = policy("allow-li-console");
+        assert_eq!(
+            console["spec"]["podSelector"]["matchLabels"],
+            json!({ "app.kubernetes.io/name": "li-console" })
+        );
+        let egress: BTreeSet<(String, Vec<i64>)> = rules(console, "egress").into_iter().collect();
+        let mut want: BTreeSet<(String, Vec<i64>)> = [
+            ("cnpg:li-pg".to_string(), vec![5432]),
+            ("key-vault".to_string(), vec![8092]),
+            ("seaweedfs".to_string(), vec![8333]),
+        ]
+        .into();
+        if antivirus {
+            want.insert(("clamav".to_string(), vec![3310]));
+        }
+        assert_eq!(egress, want, "antivirus={antivirus}");
+        // Only the edge reaches it, on its port.
+        assert_eq!(
+            rules(console, "ingress"),
+            [("ns:envoy-gateway-system".to_string(), vec![8093])]
+        );
+        // The other ends let it in.
+        assert!(peers(policy("allow-li-postgres"), "ingress", 5432).contains("li-console"));
+        assert!(peers(policy("allow-seaweedfs"), "ingress", 8333).contains("li-console"));
+        assert_eq!(
+            peers(policy("allow-key-vault"), "ingress", 8092),
+            if c.has(Feature::Monitoring) {
+                set(&["synapse", "li-console", "ns:monitoring"])
+            } else {
+                set(&["synapse", "li-console"])
+            }
+        );
+        if antivirus {
+            assert!(peers(policy("allow-clamav"), "ingress", 3310).contains("li-console"));
+        } else {
+            assert!(find(&r, "NetworkPolicy", "allow-clamav").is_none());
+        }
+        // Nothing else may reach the console.
+        for p in objects(&r, "NetworkPolicy") {
+            if name(p) == "allow-li-console" {
+                continue;
+            }
+            assert!(
+                rules(p, "egress")
+                    .iter()
+                    .all(|(peer, _)| peer != "li-console"),
+                "{}",
+                name(p)
+            );
+        }
+    }
+    // Ingress mode: the Ingress controller's namespace; external S3: port 443 only.
+    let mut c = li_config(Tier::T1k);
+    c.ingress.mode = IngressMode::Ingress;
+    c.media.backend = MediaBackend::S3;
+    c.media.endpoint = Some("https://s3.eu-west-1.amazonaws.com".into());
+    let (r, _) = render(&c);
+    let console = find(&r, "NetworkPolicy", "allow-li-console").unwrap();
+    assert_eq!(peers(console, "ingress", 8093), set(&["ns:traefik"]));
+    for (peer, ports) in rules(console, "egress") {
+        if peer.starts_with("ip:") {
+            assert_eq!(ports, [443], "{peer}");
+        }
+    }
+    let cfg = yaml(&find(&r, "ConfigMap", "li-console-config").unwrap()["data"]["li-console.yaml"]);
+    assert_eq!(
+        cfg["media"]["endpoint"],
+        "https://s3.eu-west-1.amazonaws.com"
+    );
+}
+
+#[test]
+fn the_li_console_has_its_own_li_host_behind_the_allowed_networks() {
+    let mut c = li_config(Tier::T1k);
+    let (r, _) = render(&c);
+    // Gateway: a listener, a certificate and a route to the console's Service.
+    let gw = objects(&r, "Gateway").next().unwrap();
+    let listener = gw["spec"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "https-console-li")
+        .expect("listener https-console-li");
+    assert_eq!(listener["hostname"], "console-li.acme.test");
+    assert_eq!(
+        listener["tls"]["certificateRefs"][0]["name"],
+        "tls-console-li"
+    );
+    let cert = find(&r, "Certificate", "tls-console-li").unwrap();
+    assert_eq!(cert["spec"]["dnsNames"], json!(["console-li.acme.test"]));
+    let route = find(&r, "HTTPRoute", "console-li").unwrap();
+    assert_eq!(route["spec"]["hostnames"], json!(["console-li.acme.test"]));
+    assert_eq!(
+        route["spec"]["rules"],
+        json!([{ "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                 "backendRefs": [{ "name": "li-console", "port": 8093 }] }])
+    );
+    // Allowed networks, no basic-auth gate (the console's own login has a second factor).
+    let p = find(&r, "SecurityPolicy", "console-li").unwrap();
+    assert_eq!(p["spec"]["targetRefs"][0]["name"], "console-li");
+    assert_eq!(p["spec"]["authorization"]["defaultAction"], "Deny");
+    assert_eq!(
+        p["spec"]["authorization"]["rules"][0]["principal"]["clientCIDRs"],
+        json!(c.li.allowed_cidrs)
+    );
+    assert!(p["spec"].get("basicAuth").is_none());
+    // Ingress mode: the Ingress names the allowed-networks middleware only.
+    let mut ing = c.clone();
+    ing.ingress.mode = IngressMode::Ingress;
+    let (r, _) = render(&ing);
+    let i = find(&r, "Ingress", "console-li").unwrap();
+    assert_eq!(
+        i["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"],
+        "matrix-li-allowed-networks@kubernetescrd"
+    );
+    assert_eq!(i["spec"]["rules"][0]["host"], "console-li.acme.test");
+    let backend = &i["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(backend["path"], "/");
+    assert_eq!(
+        backend["backend"]["service"],
+        json!({ "name": "li-console", "port": { "number": 8093 } })
+    );
+    assert_eq!(i["spec"]["tls"][0]["secretName"], "tls-console-li");
+    // The hostname follows `hostnames.li_console`.
+    c.hostnames.li_console = Some("evidence.acme.test".into());
+    let (r, _) = render(&c);
+    let route = find(&r, "HTTPRoute", "console-li").unwrap();
+    assert_eq!(route["spec"]["hostnames"], json!(["evidence.acme.test"]));
+    assert!(find(&r, "SecurityPolicy", "console-li").is_some());
 }

@@ -1070,6 +1070,13 @@ fn every_combination_renders() {
             find(&r, "Secret", "key-vault-api-key").is_some(),
             c.has(Feature::Li)
         );
+        for n in ["key-vault", "li-console"] {
+            assert_eq!(
+                find(&r, "Deployment", n).is_some(),
+                c.has(Feature::Li),
+                "{n}"
+            );
+        }
         assert_eq!(
             find(&r, "Secret", "turn-auth").is_some(),
             c.has(Feature::Calls)

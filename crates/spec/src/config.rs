@@ -242,6 +242,9 @@ pub struct Hostnames {
     /// Synapse Admin LI (default `admin-li.<domain>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_li: Option<String>,
+    /// LI console (default `console-li.<domain>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub li_console: Option<String>,
     /// Key vault (default `keyvault.<domain>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyvault: Option<String>,
@@ -263,6 +266,7 @@ pub struct ResolvedHostnames {
     pub matrix_li: String,
     pub element_li: String,
     pub admin_li: String,
+    pub li_console: String,
     pub keyvault: String,
 }
 
@@ -743,6 +747,7 @@ impl Config {
             matrix_li: or(&h.matrix_li, "matrix-li"),
             element_li: or(&h.element_li, "chat-li"),
             admin_li: or(&h.admin_li, "admin-li"),
+            li_console: or(&h.li_console, "console-li"),
             keyvault: or(&h.keyvault, "keyvault"),
         }
     }
@@ -861,7 +866,19 @@ mod tests {
         assert_eq!(c.scale, Tier::T1k);
         assert_eq!(c.features, default_features());
         assert_eq!(c.hostnames().element_li, "chat-li.acme.test");
+        assert_eq!(c.hostnames().li_console, "console-li.acme.test");
         assert_eq!(c.namespace, "matrix");
+    }
+
+    #[test]
+    fn the_li_console_hostname_can_be_overridden() {
+        let (c, _) = Config::from_yaml(
+            "m.yaml",
+            "domain: acme.test\nscale: 1k\nhostnames:\n  li_console: evidence.acme.test\n",
+        )
+        .unwrap();
+        assert_eq!(c.hostnames().li_console, "evidence.acme.test");
+        assert_eq!(c.hostnames().admin_li, "admin-li.acme.test");
     }
 
     #[test]

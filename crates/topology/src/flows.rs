@@ -5,9 +5,9 @@ use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 use serde::Serialize;
 
 use crate::addressing::{
-    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_SYNC_PORT, METRICS_PORT,
-    POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT,
-    SENTINEL_PORT,
+    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_CONSOLE_PORT, LI_SYNC_PORT,
+    METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT,
+    SEAWEEDFS_S3_PORT, SENTINEL_PORT,
 };
 use crate::Topology;
 
@@ -46,6 +46,9 @@ pub enum Party {
     SynapseMain,
     ElementLi,
     SynapseAdminLi,
+    /// The LI console: investigators' web app (warrants, evidence, escrowed keys) on the LI
+    /// nodes; reads the replica, retrieves keys from the key vault, reads LI media.
+    LiConsole,
     /// The Gateway / Ingress controller (another namespace).
     Edge,
     /// Prometheus (monitoring namespace).
@@ -65,9 +68,10 @@ pub enum Party {
 impl Party {
     /// The LI workloads that run on the LI nodes: all but `li-prepare-main`, which holds main's
     /// superuser and so never runs there. (The LI PostgreSQL's pods come from its operator.)
-    pub const ON_LI_NODES: [Party; 7] = [
+    pub const ON_LI_NODES: [Party; 8] = [
         Party::LiSync,
         Party::KeyVault,
+        Party::LiConsole,
         Party::LiDump,
         Party::LiWorkingCopy,
         Party::SynapseLi,
@@ -101,6 +105,7 @@ impl Party {
             Party::SynapseMain => "synapse-main",
             Party::ElementLi => "element-li",
             Party::SynapseAdminLi => "synapse-admin-li",
+            Party::LiConsole => "li-console",
             Party::Edge => "edge",
             Party::Monitoring => "monitoring",
             Party::CnpgOperator => "cnpg-operator",
@@ -264,7 +269,39 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             &[KEY_VAULT_PORT],
             "escrow store: Synapse main's escrow module stores users' E2EE keys (store API key)",
         ),
+        tcp(
+            Edge,
+            LiConsole,
+            &[LI_CONSOLE_PORT],
+            "LI console (allowed networks; its own login with a second factor)",
+        ),
+        tcp(
+            LiConsole,
+            LiPostgres,
+            &[POSTGRES_PORT],
+            "the LI console reads the replica (read-only role li_console)",
+        ),
+        tcp(
+            LiConsole,
+            KeyVault,
+            &[KEY_VAULT_PORT],
+            "escrow retrieval: the LI console retrieves escrowed keys under a warrant (retrieval API key)",
+        ),
+        tcp(
+            LiConsole,
+            s3,
+            &[s3_port],
+            "the LI console reads LI media (the read-only S3 identity of Synapse LI)",
+        ),
     ];
+    if t.has(Feature::Antivirus) {
+        f.push(tcp(
+            LiConsole,
+            Clamav,
+            &[CLAMD_PORT],
+            "the LI console has LI media scanned before it is shown or exported",
+        ));
+    }
     match t.config.li.sync {
         LiSyncMode::Logical => f.push(tcp(
             LiPostgres,
@@ -592,7 +629,8 @@ mod tests {
     }
 
     #[test]
-    fn only_synapse_main_and_monitoring_reach_the_key_vault_and_it_reaches_nothing() {
+    fn only_synapse_main_the_li_console_and_monitoring_reach_the_key_vault_and_it_reaches_nothing()
+    {
         let mut c = Config::new(
             "acme.test",
             Tier::T1k,
@@ -608,7 +646,10 @@ mod tests {
                 .filter(|x| x.to == Party::KeyVault)
                 .map(|x| (x.from, x.ports.clone()))
                 .collect();
-            let mut expected = vec![(Party::SynapseMain, vec![KEY_VAULT_PORT])];
+            let mut expected = vec![
+                (Party::SynapseMain, vec![KEY_VAULT_PORT]),
+                (Party::LiConsole, vec![KEY_VAULT_PORT]),
+            ];
             if monitoring {
                 expected.push((Party::Monitoring, vec![KEY_VAULT_PORT]));
             }
@@ -616,6 +657,78 @@ mod tests {
             assert!(f.iter().all(|x| x.from != Party::KeyVault));
         }
         assert_eq!(Party::KeyVault.as_str(), crate::addressing::KEY_VAULT);
+    }
+
+    #[test]
+    fn the_li_console_reaches_the_replica_the_vault_and_li_media_and_only_the_edge_reaches_it() {
+        for (antivirus, backend) in [
+            (true, MediaBackend::Seaweedfs),
+            (false, MediaBackend::Seaweedfs),
+            (true, MediaBackend::MinioLegacy),
+            (false, MediaBackend::S3),
+        ] {
+            let mut c = Config::new(
+                "acme.test",
+                Tier::T1k,
+                [Feature::Li, Feature::Monitoring].into_iter().collect(),
+            );
+            if antivirus {
+                c.features.insert(Feature::Antivirus);
+            }
+            c.media.backend = backend;
+            let t = Topology::build(&c);
+            let f = flows(&t);
+            let (s3, s3_port) = s3_target(&t);
+            let from: Vec<(Party, Vec<u16>)> = f
+                .iter()
+                .filter(|x| x.from == Party::LiConsole)
+                .map(|x| (x.to, x.ports.clone()))
+                .collect();
+            let mut want = vec![
+                (Party::LiPostgres, vec![POSTGRES_PORT]),
+                (Party::KeyVault, vec![KEY_VAULT_PORT]),
+                (s3, vec![s3_port]),
+            ];
+            if antivirus {
+                want.push((Party::Clamav, vec![CLAMD_PORT]));
+            }
+            want.sort();
+            let mut got = from.clone();
+            got.sort();
+            assert_eq!(got, want, "{backend:?} antivirus={antivirus}");
+            // The console reaches S3 the way Synapse LI does.
+            assert!(f
+                .iter()
+                .any(|x| x.from == Party::SynapseLi && x.to == s3 && x.ports == [s3_port]));
+            // Only the edge reaches it (no metrics yet), on its port.
+            let to: Vec<(Party, Vec<u16>)> = f
+                .iter()
+                .filter(|x| x.to == Party::LiConsole)
+                .map(|x| (x.from, x.ports.clone()))
+                .collect();
+            assert_eq!(to, [(Party::Edge, vec![LI_CONSOLE_PORT])]);
+            // The key vault: Synapse main stores, the console retrieves, Prometheus scrapes.
+            let mut vault: Vec<Party> = f
+                .iter()
+                .filter(|x| x.to == Party::KeyVault)
+                .map(|x| x.from)
+                .collect();
+            vault.sort();
+            assert_eq!(
+                vault,
+                [Party::SynapseMain, Party::LiConsole, Party::Monitoring]
+            );
+        }
+        let none = flows(&Topology::build(&Config::new(
+            "acme.test",
+            Tier::T1k,
+            [Feature::Antivirus].into_iter().collect(),
+        )));
+        assert!(none
+            .iter()
+            .all(|f| f.from != Party::LiConsole && f.to != Party::LiConsole));
+        assert_eq!(Party::LiConsole.as_str(), crate::addressing::LI_CONSOLE);
+        assert!(Party::ON_LI_NODES.contains(&Party::LiConsole));
     }
 
     #[test]
