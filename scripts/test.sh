@@ -17,4 +17,8 @@ echo "== cargo test"
 cargo test --workspace -- --test-threads=2
 echo "== end-to-end: mxstack up, a real Matrix client (matrix-nio) through the router"
 cargo build -p mxstack
+# Screenshots of the console pages (headless Chromium) and the evidence package they exported.
+export MXSTACK_E2E_ARTEFACTS="${MXSTACK_E2E_ARTEFACTS:-$here/target/e2e-artefacts}"
 MXSTACK_BIN="$CARGO_TARGET_DIR/debug/mxstack" "$MXSTACK_VENV/bin/python" -m pytest -v -rP -p no:cacheprovider tests/e2e
+echo "== test artefacts (screenshots): $MXSTACK_E2E_ARTEFACTS"
+ls -l "$MXSTACK_E2E_ARTEFACTS" || true

@@ -115,6 +115,16 @@ def censor_material(stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def console_material(stack, tmp_path_factory):
+    """alice and bob's encrypted conversation with an edit and a redaction, her key backup and
+    escrowed recovery key (e2ee_material.py), made before the first test so that Synapse's censor
+    loop censors the redaction during the run (test_li_console.py's last test reads the original
+    from the replica's history through the console)."""
+    from e2ee_material import make_e2ee_material
+    return make_e2ee_material(stack, tmp_path_factory.mktemp("nio"))
+
+
+@pytest.fixture(scope="session")
 def stack():
     reuse = os.environ.get("MXSTACK_E2E_REUSE")
     if reuse:

@@ -6,7 +6,6 @@ the client API as a client does (PyNaCl key pair; SSSS per the spec), then keys 
 through the module's endpoint and through `mxstack escrow`.
 """
 
-import base64
 import hashlib
 import hmac
 import json
@@ -17,33 +16,26 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nacl.public
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from conftest import mxstack_bin
+# Shared with e2ee_material.make_e2ee_material (the same client-side recovery key and secret storage).
+from e2ee_material import b64, call, recovery_key_text, setup_secret_storage
 
 REPO = Path(__file__).resolve().parents[2]
 ESCROW = "/_synapse/client/mxstack/escrow"
 STORE_KEY = "store-" + secrets.token_hex(16)
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def b64(b: bytes) -> str:
-    return base64.b64encode(b).decode().rstrip("=")
 
 
 class Vault:
@@ -80,18 +72,6 @@ class Vault:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def call(base, method, path, body=None, token=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode())
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 @pytest.fixture(scope="module")
@@ -168,46 +148,6 @@ def make_backup(base, token):
                     "auth_data": {"public_key": b64(priv.public_key.encode())}}, token)
     assert code == 200, r
     return b64(priv.encode()), r["version"]
-
-
-def recovery_key_text(key: bytes) -> str:
-    raw = b"\x8b\x01" + key
-    parity = 0
-    for b in raw:
-        parity ^= b
-    raw += bytes([parity])
-    n = int.from_bytes(raw, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58[r] + out
-    out = "1" * (len(raw) - len(raw.lstrip(b"\x00"))) + out
-    return " ".join(out[i:i + 4] for i in range(0, len(out), 4))
-
-
-def ssss_encrypt(key: bytes, name: str, plaintext: bytes) -> dict:
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"\x00" * 32, info=name.encode()).derive(key)
-    iv = bytearray(os.urandom(16))
-    iv[8] &= 0x7F
-    enc = Cipher(algorithms.AES(okm[:32]), modes.CTR(bytes(iv))).encryptor()
-    ct = enc.update(plaintext) + enc.finalize()
-    mac = hmac.new(okm[32:], ct, hashlib.sha256).digest()
-    return {"iv": base64.b64encode(bytes(iv)).decode(), "ciphertext": base64.b64encode(ct).decode(),
-            "mac": base64.b64encode(mac).decode()}
-
-
-def setup_secret_storage(base, user_id, token, backup_key_b64) -> str:
-    """Secret storage as a client sets it up: a default key and the backup key stored under it."""
-    ssss = os.urandom(32)
-    key_id = secrets.token_hex(8)
-    check = ssss_encrypt(ssss, "", b"\x00" * 32)
-    put = lambda t, c: call(base, "PUT", f"/_matrix/client/v3/user/{user_id}/account_data/{t}", c, token)
-    assert put(f"m.secret_storage.key.{key_id}", {"algorithm": "m.secret_storage.v1.aes-hmac-sha2",
-                                                   "iv": check["iv"], "mac": check["mac"]})[0] == 200
-    assert put("m.secret_storage.default_key", {"key": key_id})[0] == 200
-    enc = ssss_encrypt(ssss, "m.megolm_backup.v1", backup_key_b64.encode())
-    assert put("m.megolm_backup.v1", {"encrypted": {key_id: enc}})[0] == 200
-    return recovery_key_text(ssss)
 
 
 def test_escrow_checks_the_key_against_the_current_backup(hs):
