@@ -8,7 +8,7 @@ import time
 import urllib.parse
 
 from e2ee_material import make_e2ee_material
-from test_key_vault import call, vault_url
+from test_key_vault import call, signed_warrant, vault_url
 from test_li import li_status, quote_list, sql
 
 
@@ -66,7 +66,7 @@ def test_e2ee_material_reaches_the_replica(stack, tmp_path):
     # The key vault holds the recovery key, for alice's backup version; age opens it.
     url = vault_url(stack) + "/v1/keys/" + urllib.parse.quote(alice, safe="")
     code, r = call(url, "GET", headers={"Authorization": "Bearer " + stack.secret("key_vault_retrieval_api_key"),
-                                        "X-Mxstack-Warrant": "W-E2EE-MATERIAL"})
+                                        "X-Mxstack-Warrant": signed_warrant(stack, [alice], "W-E2EE-MATERIAL")})
     assert code == 200 and r["user_id"] == alice, r
     keys = [k for k in r["keys"] if k["kind"] == "recovery_key"]
     assert len(keys) == 1 and keys[0]["backup_version"] == version, r

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import html
 import io
+import os
 import json
 import re
 import sqlite3
@@ -376,3 +377,54 @@ def test_the_console_shows_the_original_of_a_message_main_has_censored(console, 
     block = body[body.index(f'id="ev-{red["event_id"]}"'):]
     block = block[:block.index('<li class="event')] if '<li class="event' in block else block
     assert red["plaintext"] in block and "Decrypted with" in block and "main has censored it" in block, block
+
+
+def test_media_comes_from_the_li_bucket_decrypted_and_scanned(console, people, stack):
+    """An image, an encrypted attachment and an encrypted attachment whose plaintext is EICAR (its
+    ciphertext passed the upload scan): the console serves the first two byte for byte from the LI
+    bucket copy, and refuses the third after decrypting and scanning it. A link works only for the
+    account it was shown to."""
+    from test_antivirus import EICAR, encrypt_attachment, http, object_key, png, upload
+    from test_li import sql
+
+    m, inv, sup = console["m"], people["inv"], people["sup"]
+    alice = m["users"]["alice"]
+    token, room = alice["access_token"], m["plain_room_id"]
+    picture, secret = png(), os.urandom(30_000)
+    sent = {}
+    for name, plain, encrypted in (("picture.png", picture, False), ("secret.bin", secret, True),
+                                   ("eicar.txt", b"data " + EICAR + b" more", True)):
+        if encrypted:
+            cipher, keys = encrypt_attachment(plain)
+            s, body = upload(stack, token, cipher)
+            content = {"msgtype": "m.file", "body": name, "file": {**keys, "url": body["content_uri"]}}
+        else:
+            s, body = upload(stack, token, plain, name, "image/png")
+            content = {"msgtype": "m.image", "body": name, "url": body["content_uri"], "info": {"mimetype": "image/png"}}
+        assert s == 200, body
+        s, out, _ = http(stack, "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room)}/send/m.room.message/"
+                                       f"media-{name}-{time.time_ns()}", content, token)
+        assert s == 200, out
+        sent[name] = (plain, object_key(body["content_uri"].rsplit("/", 1)[1]))
+    keys = ",".join(f"'{k}'" for _, k in sent.values())
+    deadline = time.monotonic() + 120
+    while sql(stack, "replica", f"SELECT count(*) FROM mxstack_li.media_objects WHERE key IN ({keys})", check=False) != "3":
+        assert time.monotonic() < deadline, "li-sync did not copy the media to the LI bucket"
+        time.sleep(1)
+
+    wid, _ = new_warrant(inv, users=[alice["user_id"]], case="MEDIA")
+    sup.get(f"/warrants/{wid}")
+    assert sup.post(f"/warrants/{wid}/decide", {"decision": "approve"})[0] == 200
+    status, text = inv.get(room_path(wid, room))
+    assert status == 200
+    links = dict((name, href) for href, name in re.findall(r'<a href="(/warrants/\d+/media/[0-9a-f]+)">media: ([^<]+)</a>', text))
+    assert set(sent) <= set(links), links
+    status, got = inv.get(links["picture.png"])
+    assert status == 200 and got == picture
+    status, got = inv.get(links["secret.bin"])
+    assert status == 200 and got == secret
+    status, got = inv.get(links["eicar.txt"])
+    assert status == 403 and "infected" in got and EICAR.decode() not in got, got[:500]
+    # The supervisor (another account) cannot use the investigator's link.
+    status, _ = sup.get(links["picture.png"])
+    assert status in (403, 404)

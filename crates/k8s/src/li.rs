@@ -589,6 +589,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         &format!("0.0.0.0:{KEY_VAULT_PORT}"),
         &format!("{KEY_VAULT_DATA_DIR}/{}", escrow::VAULT_SQLITE_FILE),
         &recipient,
+        &ctx.secrets.li_console_public_key().unwrap_or_default(),
     ));
     let hash = config_hash(&[&config]);
     out.add(

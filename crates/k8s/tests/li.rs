@@ -1521,7 +1521,8 @@ fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
         mxstack_topology::escrow::key_vault_config(
             "0.0.0.0:8092",
             "/var/lib/mxstack-key-vault/key-vault.sqlite3",
-            &recipient
+            &recipient,
+            &secrets.li_console_public_key().unwrap(),
         )
     );
     let text = cm["data"]["key-vault.yaml"].as_str().unwrap();

@@ -16,6 +16,11 @@ pub struct VaultConfig {
     pub store_api_key_env: String,
     /// Environment variable holding the API key the LI console retrieves with.
     pub retrieval_api_key_env: String,
+    /// The LI console's Ed25519 public key (base64). Set: every retrieval must carry a claim it
+    /// signed naming the user, unexpired and fresh (`crate::warrant`); unset: the warrant header
+    /// is a free-text reference, recorded but not checked.
+    #[serde(default)]
+    pub warrant_signer: Option<String>,
 }
 
 /// `{sqlite: PATH}` or `{postgres: {host, port, dbname, user, password_env}}`.
@@ -67,6 +72,9 @@ impl VaultConfig {
     pub fn from_yaml(text: &str) -> Result<VaultConfig, String> {
         let c: VaultConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         c.recipients()?;
+        if let Some(k) = &c.warrant_signer {
+            crate::warrant::parse_public_key(k)?;
+        }
         if c.store_api_key_env == c.retrieval_api_key_env {
             return Err(
                 "`store_api_key_env` and `retrieval_api_key_env` name the same variable: the store and retrieval keys must differ"

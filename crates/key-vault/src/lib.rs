@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod server;
 pub mod store;
+pub mod warrant;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -49,7 +50,13 @@ pub fn run(config_path: &Path) -> Result<(), String> {
                 " (vault)"
             }
         );
-        let vault = Arc::new(server::Vault::new(store, recipients, &keys));
+        let signer = cfg
+            .warrant_signer
+            .as_deref()
+            .map(warrant::parse_public_key)
+            .transpose()?;
+        let vault =
+            Arc::new(server::Vault::new(store, recipients, &keys).with_warrant_signer(signer));
         drop(keys);
         let app = server::router(vault);
         axum::serve(

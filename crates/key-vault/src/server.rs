@@ -36,6 +36,7 @@ pub struct Counters {
     pub retrievals: AtomicU64,
     pub auth_failures_store: AtomicU64,
     pub auth_failures_retrieve: AtomicU64,
+    pub warrants_refused: AtomicU64,
     pub bad_requests: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -46,6 +47,8 @@ pub struct Vault {
     /// SHA-256 of each API key: compared in constant time at a fixed length.
     store_key: [u8; 32],
     retrieval_key: [u8; 32],
+    /// The LI console's key: retrievals need a claim it signed (`crate::warrant`).
+    warrant_signer: Option<ed25519_dalek::VerifyingKey>,
     pub counters: Counters,
 }
 
@@ -56,8 +59,15 @@ impl Vault {
             recipients,
             store_key: Sha256::digest(keys.store.as_bytes()).into(),
             retrieval_key: Sha256::digest(keys.retrieval.as_bytes()).into(),
+            warrant_signer: None,
             counters: Counters::default(),
         }
+    }
+
+    /// Requires signed warrant claims from the console holding this key's private half.
+    pub fn with_warrant_signer(mut self, signer: Option<ed25519_dalek::VerifyingKey>) -> Vault {
+        self.warrant_signer = signer;
+        self
     }
 }
 
@@ -358,13 +368,34 @@ async fn retrieve_keys(
             "missing or wrong API key",
         );
     }
-    let warrant = headers
+    let header = headers
         .get(WARRANT_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|w| {
+        .map(str::trim);
+    // With a signer, the header is a claim the console signed; what is recorded is its reference.
+    let claimed;
+    let warrant = match (&vault.warrant_signer, header) {
+        (Some(signer), Some(token)) if !token.is_empty() => {
+            match crate::warrant::verify(token, signer, &user_id, now_ms()) {
+                Ok(claim) => {
+                    claimed = claim.reference();
+                    Some(claimed.as_str())
+                }
+                Err(why) => {
+                    vault
+                        .counters
+                        .warrants_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    eprintln!("key-vault: 403 retrieval for {user_id} from {peer}: {why}");
+                    return error(StatusCode::FORBIDDEN, "WARRANT_REFUSED", &why);
+                }
+            }
+        }
+        (Some(_), _) => None,
+        (None, h) => h.filter(|w| {
             !w.is_empty() && w.len() <= MAX_WARRANT_LEN && !w.chars().any(char::is_control)
-        });
+        }),
+    };
     let Some(warrant) = warrant else {
         vault.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
         eprintln!("key-vault: 400 retrieval from {peer}: no usable X-Mxstack-Warrant header");
@@ -462,6 +493,9 @@ async fn metrics(State(vault): State<Arc<Vault>>) -> Response {
          # TYPE mxstack_keyvault_auth_failures_total counter\n\
          mxstack_keyvault_auth_failures_total{{endpoint=\"store\"}} {}\n\
          mxstack_keyvault_auth_failures_total{{endpoint=\"retrieve\"}} {}\n\
+         # HELP mxstack_keyvault_warrants_refused_total Retrievals refused: the signed warrant claim did not verify, name the user, or was stale or expired.\n\
+         # TYPE mxstack_keyvault_warrants_refused_total counter\n\
+         mxstack_keyvault_warrants_refused_total {}\n\
          # HELP mxstack_keyvault_bad_requests_total Requests refused as malformed (400, 413).\n\
          # TYPE mxstack_keyvault_bad_requests_total counter\n\
          mxstack_keyvault_bad_requests_total {}\n\
@@ -475,6 +509,7 @@ async fn metrics(State(vault): State<Arc<Vault>>) -> Response {
         v(&c.retrievals),
         v(&c.auth_failures_store),
         v(&c.auth_failures_retrieve),
+        v(&c.warrants_refused),
         v(&c.bad_requests),
         v(&c.errors),
         vault.store.backend(),

@@ -38,12 +38,24 @@ impl Vault {
         break_glass_pk: &str,
         env: &[(&str, &str)],
     ) -> Vault {
+        Vault::start_with(dir, database_yaml, vault_pk, break_glass_pk, "", env)
+    }
+
+    /// `extra_yaml`: more top-level config lines (e.g. `warrant_signer`).
+    fn start_with(
+        dir: &Path,
+        database_yaml: &str,
+        vault_pk: &str,
+        break_glass_pk: &str,
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Vault {
         let port = free_port();
         let config = dir.join("vault.yaml");
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\ndatabase:\n{database_yaml}\nrecipients:\n  vault: {vault_pk}\n  break_glass: {break_glass_pk}\nstore_api_key_env: TEST_KV_STORE_KEY\nretrieval_api_key_env: TEST_KV_RETRIEVAL_KEY\n"
+                "listen: 127.0.0.1:{port}\ndatabase:\n{database_yaml}\nrecipients:\n  vault: {vault_pk}\n  break_glass: {break_glass_pk}\nstore_api_key_env: TEST_KV_STORE_KEY\nretrieval_api_key_env: TEST_KV_RETRIEVAL_KEY\n{extra_yaml}"
             ),
         )
         .unwrap();
@@ -533,6 +545,82 @@ async fn sqlite_vault_stores_versions_retrieves_under_a_warrant_and_refuses_rewr
         .collect();
     assert!(!files.is_empty());
     assert_not_in_files(&files, &plaintexts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_warrant_signer_only_a_fresh_signed_claim_naming_the_user_retrieves() {
+    use mxstack_key_vault::warrant::{public_key_b64, sign, WarrantClaim};
+    let dir = tempfile::tempdir().unwrap();
+    let (vault_pk, _) = identity();
+    let (bg_pk, _) = identity();
+    let console = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let mut v = Vault::start_with(
+        dir.path(),
+        &format!("  sqlite: {}", dir.path().join("v.db").display()),
+        &vault_pk,
+        &bg_pk,
+        &format!("warrant_signer: {}\n", public_key_b64(&console)),
+        &[],
+    );
+    let c = reqwest::Client::new();
+    let alice = "@alice:example.org";
+    let (s, _) = store(
+        &c,
+        &v,
+        STORE_KEY,
+        &json!({"user_id": alice, "kind": "recovery_key", "key": secret_value("w")}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let claim = |users: &[&str], expires_ms: i64, issued_ms: i64| WarrantClaim {
+        warrant_id: 4,
+        case_ref: "CASE-4".into(),
+        users: users.iter().map(|u| u.to_string()).collect(),
+        expires_ms,
+        issued_ms,
+    };
+    let good = sign(&claim(&[alice], now + 60_000, now), &console);
+    let (s, body) = retrieve(&c, &v, Some(RETRIEVAL_KEY), alice, Some(&good)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(body["warrant"], "CASE-4 (console warrant #4)");
+    // Free text, another user, expired, stale, another signer: 403, nothing returned.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    for (why, token) in [
+        ("free text", "W-2026-001".to_string()),
+        (
+            "other user",
+            sign(&claim(&["@bob:example.org"], now + 60_000, now), &console),
+        ),
+        ("expired", sign(&claim(&[alice], now - 1, now), &console)),
+        (
+            "stale",
+            sign(&claim(&[alice], now + 60_000, now - 600_000), &console),
+        ),
+        (
+            "other signer",
+            sign(&claim(&[alice], now + 60_000, now), &other),
+        ),
+    ] {
+        let (s, body) = retrieve(&c, &v, Some(RETRIEVAL_KEY), alice, Some(&token)).await;
+        assert_eq!((why, s), (why, 403), "{body}");
+        assert_eq!(body["errcode"], "WARRANT_REFUSED");
+        assert!(body.get("keys").is_none());
+    }
+    assert_eq!(
+        metric(&c, &v, "mxstack_keyvault_warrants_refused_total").await,
+        5
+    );
+    v.stop();
+    let conn = rusqlite::Connection::open(dir.path().join("v.db")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "only the verified retrieval is on record");
 }
 
 #[test]

@@ -36,19 +36,8 @@ pub struct ManifestFile {
     pub size: u64,
 }
 
-/// The console's signing key, from its 32-byte seed (base64).
-pub fn signing_key(seed_b64: &str) -> Result<SigningKey, String> {
-    let seed: [u8; 32] = STANDARD
-        .decode(seed_b64.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| "the console signing key is not 32 bytes of base64".to_string())?;
-    Ok(SigningKey::from_bytes(&seed))
-}
-
-pub fn public_key_b64(key: &SigningKey) -> String {
-    STANDARD.encode(key.verifying_key().to_bytes())
-}
+// One key signs evidence manifests and the warrant claims the key vault checks.
+pub use mxstack_key_vault::warrant::{public_key_b64, signing_key};
 
 /// Builds the package: `files` are (path, bytes); the manifest and signature are added.
 pub struct Package {

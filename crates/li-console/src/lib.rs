@@ -42,6 +42,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         .password(password)
         .application_name("mxstack-li-console")
         .connect_timeout(std::time::Duration::from_secs(10));
+    let signing_key = export::signing_key(&env_secret(&cfg.signing_key_env, "signing_key_env")?)?;
     let vault = vault::VaultClient::new(
         &cfg.key_vault.url,
         env_secret(
@@ -49,8 +50,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             "key_vault.retrieval_api_key_env",
         )?,
         &env_secret(&cfg.vault_identity_env, "vault_identity_env")?,
+        signing_key.clone(),
     )?;
-    let signing_key = export::signing_key(&env_secret(&cfg.signing_key_env, "signing_key_env")?)?;
     let media = match &cfg.media {
         Some(m) => Some(media::MediaStore::new(
             m,

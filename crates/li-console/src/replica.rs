@@ -138,11 +138,32 @@ impl Replica {
                 )
                 .await
                 .map_err(db)?;
+            let state = if state.is_empty() {
+                // Main deleted the room: its last state is in the history.
+                c.query(
+                    "SELECT DISTINCT ON (h.old_row->>'type') h.old_row->>'type',
+                            COALESCE(ej.json, (SELECT j.old_row->>'json' FROM mxstack_li.row_history j
+                                                WHERE j.table_name = 'event_json'
+                                                  AND j.old_row->>'event_id' = h.old_row->>'event_id'
+                                                ORDER BY j.id LIMIT 1)) AS json
+                       FROM mxstack_li.row_history h
+                       LEFT JOIN public.event_json ej ON ej.event_id = h.old_row->>'event_id'
+                      WHERE h.table_name = 'current_state_events' AND h.old_row->>'room_id' = $1
+                        AND h.old_row->>'type' IN ('m.room.name', 'm.room.encryption')
+                        AND h.old_row->>'state_key' = ''
+                      ORDER BY h.old_row->>'type', h.id DESC",
+                    &[&room_id],
+                )
+                .await
+                .map_err(db)?
+            } else {
+                state
+            };
             let mut name = None;
             let mut encrypted = false;
             for s in state {
                 let t: String = s.get(0);
-                let json: String = s.get(1);
+                let json: String = s.get::<_, Option<String>>(1).unwrap_or_default();
                 if t == "m.room.encryption" {
                     encrypted = true;
                 } else if let Ok(v) = serde_json::from_str::<Value>(&json) {
@@ -172,10 +193,15 @@ impl Replica {
         let mut events: Vec<TimelineEvent> = Vec::new();
         let rows = c
             .query(
-                "SELECT e.event_id, e.type, e.sender, e.origin_server_ts, ej.json
+                // Synapse's history purge keeps local users' and state events but turns them
+                // into outliers: an outlier that was once in the timeline is shown.
+                "SELECT e.event_id, e.type, e.sender, e.origin_server_ts, ej.json, e.outlier
                    FROM public.events e JOIN public.event_json ej ON ej.event_id = e.event_id
                   WHERE e.room_id = $1 AND e.origin_server_ts >= $2 AND e.origin_server_ts < $3
-                    AND NOT e.outlier
+                    AND (NOT e.outlier OR EXISTS (
+                          SELECT 1 FROM mxstack_li.row_history h
+                           WHERE h.table_name = 'events' AND h.old_row->>'event_id' = e.event_id
+                             AND h.old_row->>'outlier' = 'false'))
                   ORDER BY e.origin_server_ts, e.stream_ordering LIMIT $4",
                 &[&room_id, &from, &until, &TIMELINE_LIMIT],
             )
@@ -183,6 +209,7 @@ impl Replica {
             .map_err(db)?;
         for r in rows {
             let json: String = r.get(4);
+            let outlier: bool = r.get(5);
             events.push(TimelineEvent {
                 event_id: r.get(0),
                 event_type: r.get(1),
@@ -191,7 +218,8 @@ impl Replica {
                 current: serde_json::from_str(&json).unwrap_or(Value::Null),
                 original: None,
                 redacted_by: None,
-                removed: None,
+                removed: outlier
+                    .then(|| "purged from main's timeline (main keeps it as an outlier)".into()),
             });
         }
         // Events main no longer has.
@@ -205,6 +233,11 @@ impl Replica {
                     AND old_row->>'room_id' = $1
                     AND (old_row->>'origin_server_ts')::bigint >= $2
                     AND (old_row->>'origin_server_ts')::bigint < $3
+                    -- Only events that were once in the timeline (not auth/federation outliers).
+                    AND EXISTS (SELECT 1 FROM mxstack_li.row_history t
+                                 WHERE t.table_name = 'events'
+                                   AND t.old_row->>'event_id' = row_history.old_row->>'event_id'
+                                   AND t.old_row->>'outlier' = 'false')
                   ORDER BY old_row->>'event_id', id",
                 &[&room_id, &from, &until],
             )

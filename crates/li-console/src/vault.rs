@@ -6,7 +6,12 @@ use std::io::Read;
 use std::time::Duration;
 
 use age::armor::ArmoredReader;
+use ed25519_dalek::SigningKey;
+use mxstack_key_vault::warrant::{self, WarrantClaim};
 use serde::Deserialize;
+
+use crate::store::Warrant;
+use crate::time::now_ms;
 
 /// One stored version of a user's escrowed key, opened.
 pub struct EscrowedKey {
@@ -48,10 +53,17 @@ pub struct VaultClient {
     base: String,
     retrieval_key: String,
     identity: age::x25519::Identity,
+    /// Signs the warrant claim the vault checks (`mxstack_key_vault::warrant`).
+    signer: SigningKey,
 }
 
 impl VaultClient {
-    pub fn new(base: &str, retrieval_key: String, identity: &str) -> Result<VaultClient, String> {
+    pub fn new(
+        base: &str,
+        retrieval_key: String,
+        identity: &str,
+        signer: SigningKey,
+    ) -> Result<VaultClient, String> {
         let identity: age::x25519::Identity = identity
             .trim()
             .parse()
@@ -64,18 +76,28 @@ impl VaultClient {
             base: base.trim_end_matches('/').to_string(),
             retrieval_key,
             identity,
+            signer,
         })
     }
 
-    /// Every version the vault holds for `user_id`, newest first, opened. `warrant` is recorded by
-    /// the vault with the retrieval.
-    pub async fn retrieve(&self, user_id: &str, warrant: &str) -> Result<Vec<EscrowedKey>, String> {
+    /// Every version the vault holds for `user_id`, newest first, opened, under `warrant` (the
+    /// caller checked it is active and names the user; the vault checks the signed claim again
+    /// and records it with the retrieval).
+    pub async fn retrieve(&self, user_id: &str, w: &Warrant) -> Result<Vec<EscrowedKey>, String> {
+        let claim = WarrantClaim {
+            warrant_id: w.id,
+            case_ref: w.case_ref.clone(),
+            users: w.target_users.clone(),
+            expires_ms: w.expires_ms,
+            issued_ms: now_ms(),
+        };
+        let warrant = warrant::sign(&claim, &self.signer);
         let url = format!("{}/v1/keys/{}", self.base, encode_path(user_id));
         let resp = self
             .http
             .get(&url)
             .bearer_auth(&self.retrieval_key)
-            .header("x-mxstack-warrant", warrant)
+            .header("x-mxstack-warrant", &warrant)
             .send()
             .await
             .map_err(|e| format!("key vault unreachable: {}", e.without_url()))?;
@@ -84,7 +106,14 @@ impl VaultClient {
             return Ok(Vec::new());
         }
         if !status.is_success() {
-            return Err(format!("key vault answered {status}"));
+            // The vault's refusal says why (never anything secret): show it.
+            let why = resp
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(format!("key vault answered {status}: {why}"));
         }
         let listing: Listing = resp
             .json()

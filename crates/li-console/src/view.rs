@@ -112,11 +112,10 @@ impl Decryption {
         replica: &Replica,
         vault: &VaultClient,
     ) -> Result<Decryption, String> {
-        let claim = format!("{} (console warrant #{})", warrant.case_ref, warrant.id);
         let mut users = Vec::new();
         let mut retrievals = Vec::new();
         for user_id in &warrant.target_users {
-            let escrowed = vault.retrieve(user_id, &claim).await?;
+            let escrowed = vault.retrieve(user_id, warrant).await?;
             let versions = escrowed.len();
             let key = open_backup(replica, user_id, escrowed).await?;
             retrievals.push(KeyRetrieval {
@@ -291,15 +290,21 @@ fn replaced_event(content: &Value) -> Option<String> {
         .flatten()
 }
 
-/// Puts each edit under the event it edits (when that event is in the list); edits whose
-/// original is outside the window stay in the list on their own.
+/// Puts each edit under the event it edits, when that event is in the list, is not itself an
+/// edit and has the same sender (the spec's rule: anyone else's `m.replace` is not an edit, and
+/// shown under the original it would put words in its sender's mouth). Other replacements stay
+/// in the list on their own.
 fn gather_edits(events: Vec<ViewEvent>) -> Vec<ViewEvent> {
-    let ids: HashSet<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let originals: HashMap<String, String> = events
+        .iter()
+        .filter(|e| e.replaces.is_none())
+        .map(|e| (e.event_id.clone(), e.sender.clone()))
+        .collect();
     let mut edits: HashMap<String, Vec<Edit>> = HashMap::new();
     let mut kept = Vec::new();
     for e in events {
         match &e.replaces {
-            Some(target) if ids.contains(target) => {
+            Some(target) if originals.get(target) == Some(&e.sender) => {
                 edits.entry(target.clone()).or_default().push(Edit {
                     event_id: e.event_id.clone(),
                     origin_server_ts: e.origin_server_ts,

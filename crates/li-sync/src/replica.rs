@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS {s}.row_history (
     old_row jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS row_history_by_table ON {s}.row_history (table_name, recorded_at);
+-- The LI console looks rows up by event and by room (timelines, originals, purged events).
+CREATE INDEX IF NOT EXISTS row_history_by_event ON {s}.row_history (table_name, (old_row->>'event_id'));
+CREATE INDEX IF NOT EXISTS row_history_by_room ON {s}.row_history (table_name, (old_row->>'room_id'));
 CREATE TABLE IF NOT EXISTS {s}.schema_upgrades (
     id bigserial PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT pg_catalog.now(),

@@ -1139,6 +1139,7 @@ fn key_vault_service(
             &listen.to_string(),
             &dir.join(escrow::VAULT_SQLITE_FILE).display().to_string(),
             &recipient,
+            &secrets.li_console_public_key().unwrap_or_default(),
         )),
         0o644,
     ));
@@ -1456,6 +1457,7 @@ mod tests {
                 .display()
                 .to_string(),
             &secrets.key_vault_recipient().unwrap(),
+            &secrets.li_console_public_key().unwrap(),
         );
         assert_eq!(cfg.content, synapse::to_yaml(&expected));
         for (_, value) in secrets.values() {

@@ -373,6 +373,18 @@ impl Secrets {
         age_recipient(self.get(SecretName::KeyVaultAgeIdentity))
     }
 
+    /// The public half (standard base64) of the LI console's Ed25519 key `li_console_signing_key`:
+    /// the key vault checks warrant claims with it, and anyone can check evidence packages.
+    pub fn li_console_public_key(&self) -> Result<String, String> {
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(self.get(SecretName::LiConsoleSigningKey).trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| "li_console_signing_key is not 32 bytes of base64".to_string())?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        Ok(base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()))
+    }
+
     /// Every value, for scanning rendered output for leaks.
     pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))

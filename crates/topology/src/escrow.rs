@@ -27,13 +27,21 @@ pub const VAULT_SQLITE_FILE: &str = "key-vault.sqlite3";
 /// targets. It holds no secret: the API keys come from [`ENV_STORE_API_KEY`] and
 /// [`ENV_RETRIEVAL_API_KEY`]; `vault_recipient` is the public half (`age1...`) of secret
 /// `key_vault_age_identity`. `database` is the SQLite file the vault keeps its versions in.
-pub fn key_vault_config(listen: &str, database: &str, vault_recipient: &str) -> Value {
+/// `warrant_signer` is the LI console's public key (`Secrets::li_console_public_key`): the vault
+/// releases keys only for a user named in a fresh, unexpired warrant claim the console signed.
+pub fn key_vault_config(
+    listen: &str,
+    database: &str,
+    vault_recipient: &str,
+    warrant_signer: &str,
+) -> Value {
     json!({
         "listen": listen,
         "database": {"sqlite": database},
         "recipients": {"vault": vault_recipient},
         "store_api_key_env": ENV_STORE_API_KEY,
         "retrieval_api_key_env": ENV_RETRIEVAL_API_KEY,
+        "warrant_signer": warrant_signer,
     })
 }
 
@@ -82,7 +90,7 @@ mod tests {
             .unwrap()
             .key_vault_recipient()
             .unwrap();
-        let vc = key_vault_config("0.0.0.0:8092", "/data/key-vault.sqlite3", &recipient);
+        let vc = key_vault_config("0.0.0.0:8092", "/data/key-vault.sqlite3", &recipient, "pk");
         assert_eq!(vc["recipients"]["vault"], recipient.as_str());
         assert_ne!(vc["store_api_key_env"], vc["retrieval_api_key_env"]);
         // Without li there is no escrow module.
