@@ -87,7 +87,9 @@ def add_account(stack, name, role):
     return a
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: the last test (after every other module) uses the same accounts and sessions;
+# a module fixture would be made again for it (same names, and a TOTP step used twice).
+@pytest.fixture(scope="session")
 def console(stack, console_material):
     m = console_material
     port = next(p["port"] for p in stack.refresh()["processes"] if p["name"] == "li-console")
@@ -123,7 +125,7 @@ def room_path(wid, room_id):
     return f"/warrants/{wid}/room?room_id={urllib.parse.quote(room_id, safe='')}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def people(console):
     a = console["accounts"]
     return {

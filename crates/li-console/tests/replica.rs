@@ -5,6 +5,8 @@
 //! deletion) with `session_replication_role = replica`, as li-sync's apply worker applies them.
 //! The console reads through a role that is only a member of `pg_read_all_data`.
 
+// li-sync's own test servers (a throwaway PostgreSQL 15), shared rather than copied.
+#[path = "../../li-sync/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -958,54 +958,31 @@ fn li_services(
         synapse::to_yaml(&local_li_sync_config(t, addr, &listen.to_string())),
         0o644,
     ));
-    let env = vec![
-        (
-            li::ENV_MAIN_PASSWORD.to_string(),
-            secrets.get(SecretName::LiReplicationPassword).to_string(),
-        ),
-        (
-            li::ENV_LI_PASSWORD.to_string(),
-            secrets.get(SecretName::LiDbPassword).to_string(),
-        ),
-        (
-            li::ENV_S3_ACCESS_KEY.to_string(),
-            secrets.get(SecretName::LiS3AccessKey).to_string(),
-        ),
-        (
-            li::ENV_S3_SECRET_KEY.to_string(),
-            secrets.get(SecretName::LiS3SecretKey).to_string(),
-        ),
+    let env = secret_env(
+        secrets,
+        &[
+            (li::ENV_MAIN_PASSWORD, SecretName::LiReplicationPassword),
+            (li::ENV_LI_PASSWORD, SecretName::LiDbPassword),
+            (li::ENV_S3_ACCESS_KEY, SecretName::LiS3AccessKey),
+            (li::ENV_S3_SECRET_KEY, SecretName::LiS3SecretKey),
+        ],
+    );
+    // After main exists (Synapse creates the schema the replica copies).
+    let after = [
+        "postgres-li-setup",
+        "li-prepare-main",
+        "synapse-main",
+        "seaweedfs-buckets",
     ];
-    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
-    services.push(Service {
-        name: "li-sync".into(),
-        program: programs.mxstack.clone(),
-        args: vec![
-            "serve".into(),
-            "li-sync".into(),
-            "--config".into(),
-            config_path.display().to_string(),
-        ],
+    services.push(serve_service(
+        "li-sync",
+        "li-sync",
+        programs,
+        &config_path,
         env,
-        secret_env,
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Http {
-            port: listen.port,
-            path: "/health".into(),
-        },
-        // After main exists (Synapse creates the schema the replica copies).
-        after: vec![
-            "postgres-li-setup".into(),
-            "li-prepare-main".into(),
-            "synapse-main".into(),
-            "seaweedfs-buckets".into(),
-        ],
-        one_shot: false,
-        port: Some(listen.port),
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    });
+        listen.port,
+        &after,
+    ));
     browsing_services(
         t,
         addr,
@@ -1059,60 +1036,38 @@ fn li_console_service(
         })),
         0o644,
     ));
-    let env = vec![
-        (
-            li_console::ENV_DB_PASSWORD.to_string(),
-            secrets.get(SecretName::LiConsoleDbPassword).to_string(),
-        ),
-        (
-            escrow::ENV_RETRIEVAL_API_KEY.to_string(),
-            secrets.get(SecretName::KeyVaultRetrievalApiKey).to_string(),
-        ),
-        (
-            li_console::ENV_VAULT_IDENTITY.to_string(),
-            secrets.get(SecretName::KeyVaultAgeIdentity).to_string(),
-        ),
-        (
-            li_console::ENV_SIGNING_KEY.to_string(),
-            secrets.get(SecretName::LiConsoleSigningKey).to_string(),
-        ),
-        (
-            li_console::ENV_S3_ACCESS_KEY.to_string(),
-            secrets.get(SecretName::LiBrowsingS3AccessKey).to_string(),
-        ),
-        (
-            li_console::ENV_S3_SECRET_KEY.to_string(),
-            secrets.get(SecretName::LiBrowsingS3SecretKey).to_string(),
-        ),
-    ];
-    let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
-    Service {
-        name: LI_CONSOLE.into(),
-        program: programs.mxstack.clone(),
-        args: vec![
-            "serve".into(),
-            "li-console".into(),
-            "--config".into(),
-            config_path.display().to_string(),
+    let env = secret_env(
+        secrets,
+        &[
+            (li_console::ENV_DB_PASSWORD, SecretName::LiConsoleDbPassword),
+            (
+                escrow::ENV_RETRIEVAL_API_KEY,
+                SecretName::KeyVaultRetrievalApiKey,
+            ),
+            (
+                li_console::ENV_VAULT_IDENTITY,
+                SecretName::KeyVaultAgeIdentity,
+            ),
+            (li_console::ENV_SIGNING_KEY, SecretName::LiConsoleSigningKey),
+            (
+                li_console::ENV_S3_ACCESS_KEY,
+                SecretName::LiBrowsingS3AccessKey,
+            ),
+            (
+                li_console::ENV_S3_SECRET_KEY,
+                SecretName::LiBrowsingS3SecretKey,
+            ),
         ],
+    );
+    serve_service(
+        LI_CONSOLE,
+        "li-console",
+        programs,
+        &config_path,
         env,
-        secret_env,
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Http {
-            port: listen.port,
-            path: "/health".into(),
-        },
-        after: vec![
-            "postgres-li-setup".into(),
-            "li-sync".into(),
-            KEY_VAULT.into(),
-        ],
-        one_shot: false,
-        port: Some(listen.port),
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    }
+        listen.port,
+        &["postgres-li-setup", "li-sync", KEY_VAULT],
+    )
 }
 
 /// The LI console's service name (and its state directory).
@@ -1143,23 +1098,54 @@ fn key_vault_service(
         )),
         0o644,
     ));
-    let env = vec![
-        (
-            escrow::ENV_STORE_API_KEY.to_string(),
-            secrets.get(SecretName::KeyVaultStoreApiKey).to_string(),
-        ),
-        (
-            escrow::ENV_RETRIEVAL_API_KEY.to_string(),
-            secrets.get(SecretName::KeyVaultRetrievalApiKey).to_string(),
-        ),
-    ];
+    let env = secret_env(
+        secrets,
+        &[
+            (escrow::ENV_STORE_API_KEY, SecretName::KeyVaultStoreApiKey),
+            (
+                escrow::ENV_RETRIEVAL_API_KEY,
+                SecretName::KeyVaultRetrievalApiKey,
+            ),
+        ],
+    );
+    serve_service(
+        KEY_VAULT,
+        "key-vault",
+        programs,
+        &config_path,
+        env,
+        listen.port,
+        &[],
+    )
+}
+
+/// `(variable, secret)` pairs as a service's environment.
+fn secret_env(secrets: &Secrets, pairs: &[(&str, SecretName)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(var, name)| (var.to_string(), secrets.get(*name).to_string()))
+        .collect()
+}
+
+/// One of mxstack's own services, `mxstack serve <what> --config FILE`: every environment
+/// variable is a secret (never shown by `status` or in logs), ready when `GET /health` on its
+/// port answers.
+fn serve_service(
+    name: &str,
+    what: &str,
+    programs: &Programs,
+    config_path: &Path,
+    env: Vec<(String, String)>,
+    port: u16,
+    after: &[&str],
+) -> Service {
     let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
     Service {
-        name: KEY_VAULT.into(),
+        name: name.into(),
         program: programs.mxstack.clone(),
         args: vec![
             "serve".into(),
-            "key-vault".into(),
+            what.into(),
             "--config".into(),
             config_path.display().to_string(),
         ],
@@ -1168,12 +1154,12 @@ fn key_vault_service(
         stdin: None,
         run_as: None,
         readiness: Readiness::Http {
-            port: listen.port,
+            port,
             path: "/health".into(),
         },
-        after: vec![],
+        after: after.iter().map(|a| a.to_string()).collect(),
         one_shot: false,
-        port: Some(listen.port),
+        port: Some(port),
         skip_if_exists: None,
         stop_grace_secs: 10,
     }
