@@ -44,6 +44,8 @@ pub struct TimelineEvent {
     pub redacted_by: Option<String>,
     /// Set when main no longer has the event (purged, room deleted): the history operation.
     pub removed: Option<String>,
+    /// Synapse rejected the event (auth rules): its reason. It never took effect in the room.
+    pub rejected: Option<String>,
 }
 
 impl TimelineEvent {
@@ -195,7 +197,8 @@ impl Replica {
             .query(
                 // Synapse's history purge keeps local users' and state events but turns them
                 // into outliers: an outlier that was once in the timeline is shown.
-                "SELECT e.event_id, e.type, e.sender, e.origin_server_ts, ej.json, e.outlier
+                "SELECT e.event_id, e.type, e.sender, e.origin_server_ts, ej.json, e.outlier,
+                        e.rejection_reason
                    FROM public.events e JOIN public.event_json ej ON ej.event_id = e.event_id
                   WHERE e.room_id = $1 AND e.origin_server_ts >= $2 AND e.origin_server_ts < $3
                     AND (NOT e.outlier OR EXISTS (
@@ -220,6 +223,7 @@ impl Replica {
                 redacted_by: None,
                 removed: outlier
                     .then(|| "purged from main's timeline (main keeps it as an outlier)".into()),
+                rejected: r.get(6),
             });
         }
         // Events main no longer has.
@@ -261,6 +265,7 @@ impl Replica {
                 original: None,
                 redacted_by: None,
                 removed: Some(format!("{op} on main, recorded {at}")),
+                rejected: None,
             });
         }
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
@@ -311,6 +316,21 @@ impl Replica {
         }
         events.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.event_id.cmp(&b.event_id)));
         Ok(events)
+    }
+
+    /// How many events main holds for the room in `[from, until)` (a timeline shows at most
+    /// [`TIMELINE_LIMIT`] of them: the page and the export say so when there are more).
+    pub async fn count_events(&self, room_id: &str, from: i64, until: i64) -> Result<i64, String> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT count(*) FROM public.events
+                  WHERE room_id = $1 AND origin_server_ts >= $2 AND origin_server_ts < $3",
+                &[&room_id, &from, &until],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
     }
 
     /// The user's global account data, type -> content (secret storage lives here).

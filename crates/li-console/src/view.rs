@@ -39,6 +39,9 @@ pub struct ViewEvent {
     /// Main no longer has the event at all (purge, room deletion): how it went.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed_on_main: Option<String>,
+    /// Synapse rejected the event (auth rules): it never took effect in the room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
     /// This event replaces (edits) that one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
@@ -262,6 +265,7 @@ async fn view_event(
         redacted_by: e.redacted_by.clone(),
         censored_on_main: e.original.is_some(),
         removed_on_main: e.removed.clone(),
+        rejected: e.rejected.clone(),
         replaces: replaced_event(&clear),
         edits: Vec::new(),
     };

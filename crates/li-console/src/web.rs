@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::export::{self, Package};
 use crate::media::{MediaRef, MediaStore};
-use crate::replica::Replica;
+use crate::replica::{Replica, TIMELINE_LIMIT};
 use crate::store::{Account, NewWarrant, Role, Store, Warrant, WarrantStatus};
 use crate::time::{format_ms, now_ms, parse_utc};
 use crate::vault::VaultClient;
@@ -768,6 +768,11 @@ async fn room_page(
         Err(r) => return r.into_response(),
     };
     let decrypted = events.iter().filter(|e| e.decrypted_with.is_some()).count();
+    let in_window = c
+        .replica
+        .count_events(&q.room_id, w.window_start_ms, w.window_end_ms)
+        .await
+        .unwrap_or(0);
     if let Err(r) = c.audit(
         Some(&me.account.username),
         "view.timeline",
@@ -781,6 +786,10 @@ async fn room_page(
         p { "Room " code { (q.room_id) } ", events from " (format_ms(w.window_start_ms)) " to " (format_ms(w.window_end_ms)) " (UTC), as the LI replica holds them." }
         @for k in &decryption.retrievals {
             p.keys { "Escrowed keys of " code { (k.user_id) } ": " (k.versions) " version(s); " (k.outcome) }
+        }
+        @if in_window > TIMELINE_LIMIT {
+            p.error id="truncated" { "The window holds " (in_window) " events; the first " (TIMELINE_LIMIT)
+                " are shown (and every event main removed). Narrow the window to see the rest." }
         }
         @if events.is_empty() { p id="empty" { "No events in the window." } }
         ol id="timeline" {
@@ -800,6 +809,7 @@ async fn room_page(
                         div.redacted { "Redacted on main by " code { (r) } @if e.censored_on_main { "; main has censored it, the original above is from the replica's history" } }
                     }
                     @if let Some(how) = &e.removed_on_main { div.removed { "Removed from main: " (how) } }
+                    @if let Some(why) = &e.rejected { div.rejected { "Rejected by the server (" (why) "): it never took effect in the room" } }
                     @if !e.edits.is_empty() {
                         div.edits { "Edit history:"
                             ol {
@@ -1013,7 +1023,13 @@ async fn export_warrant(
             };
             media_files.push(entry);
         }
-        out_rooms.push(json!({"room_id": r.room_id, "name": r.name, "encrypted": r.encrypted, "reason": r.reason, "events": events}));
+        let in_window = c
+            .replica
+            .count_events(&r.room_id, w.window_start_ms, w.window_end_ms)
+            .await
+            .unwrap_or(0);
+        out_rooms.push(json!({"room_id": r.room_id, "name": r.name, "encrypted": r.encrypted, "reason": r.reason,
+            "events_in_window_on_main": in_window, "truncated": in_window > TIMELINE_LIMIT, "events": events}));
     }
     let now = now_ms();
     let messages = json!({

@@ -1148,3 +1148,52 @@ async fn edit_by_another_sender_is_not_an_edit() {
     assert!(view_by_id(&view, M1).edits.is_empty(), "{view:#?}");
     assert_eq!(view_by_id(&view, EDIT).sender, BOB);
 }
+
+/// An event Synapse rejected (auth rules) is shown, marked, with its reason; `count_events` says
+/// how many events main holds in the window (the page warns past `TIMELINE_LIMIT`).
+#[tokio::test]
+async fn rejected_events_are_marked_and_events_in_the_window_counted() {
+    let (pg, mut main) = replica().await;
+    main.persist(event(
+        M1,
+        ROOM,
+        "m.room.message",
+        TARGET,
+        START,
+        text("accepted"),
+    ))
+    .await;
+    main.persist(event(
+        M2,
+        ROOM,
+        "m.room.message",
+        BOB,
+        START + MIN,
+        text("not allowed"),
+    ))
+    .await;
+    main.persist(event(
+        AFTER,
+        ROOM,
+        "m.room.message",
+        TARGET,
+        END,
+        text("after"),
+    ))
+    .await;
+    main.sql(
+        "UPDATE public.events SET rejection_reason = 'auth_error' WHERE event_id = $1",
+        &[&M2],
+    )
+    .await;
+    let replica = console(&pg);
+    assert_eq!(replica.count_events(ROOM, START, END).await.unwrap(), 2);
+    let view = view::room_timeline(&replica, &mut Decryption::none(), &warrant(), ROOM)
+        .await
+        .unwrap();
+    assert_eq!(
+        view_by_id(&view, M2).rejected.as_deref(),
+        Some("auth_error")
+    );
+    assert_eq!(view_by_id(&view, M1).rejected, None);
+}
