@@ -430,3 +430,21 @@ def test_media_comes_from_the_li_bucket_decrypted_and_scanned(console, people, s
     # The supervisor (another account) cannot use the investigator's link.
     status, _ = sup.get(links["picture.png"])
     assert status in (403, 404)
+
+
+def test_metrics_are_served_apart_from_the_pages(console, people):
+    """/metrics is on its own listener (the port after the pages'), never on the pages' port,
+    which the edge exposes."""
+    base = console["base"]
+    pages_port = int(base.rsplit(":", 1)[1])
+    status, _ = Browserless(base).get("/metrics")
+    assert status == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{pages_port + 1}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['mxstack_li_console_actions_total{action="login"}'] >= 3, text
+    assert values["mxstack_li_console_logins_refused_total"] >= 2, text
+    assert values["mxstack_li_console_audit_write_failures_total"] == 0, text
+    assert values["mxstack_li_console_audit_entries"] > 10, text
+    assert values['mxstack_li_console_warrants{status="active"}'] >= 1, text

@@ -33,8 +33,9 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, LiSyncMode};
 use mxstack_topology::addressing::{
-    Addressing, SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_CONSOLE, LI_CONSOLE_PORT,
-    LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT, POSTGRES_CLUSTER,
+    Addressing, SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_CONSOLE,
+    LI_CONSOLE_METRICS_PORT, LI_CONSOLE_PORT, LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT,
+    POSTGRES_CLUSTER,
 };
 use mxstack_topology::escrow;
 use mxstack_topology::flows::{Party, LI_WEB_PORT};
@@ -688,6 +689,7 @@ pub fn li_console_config(ctx: &Ctx) -> Value {
             .has(Feature::Antivirus)
             .then(|| ctx.addr.clamd().to_string()),
         secure_cookies: true,
+        metrics_listen: Some(&format!("0.0.0.0:{LI_CONSOLE_METRICS_PORT}")),
     })
 }
 
@@ -695,7 +697,7 @@ pub fn li_console_config(ctx: &Ctx) -> Value {
 /// reads the replica as `li_console`, retrieves escrowed keys with the retrieval key, opens them
 /// with the vault identity (its own Secret, which nothing else mounts: the vault has only the
 /// public recipient), signs evidence with its own key, and reads LI media with Synapse LI's
-/// read-only S3 identity. No metrics endpoint yet, so no ServiceMonitor.
+/// read-only S3 identity. Metrics on their own port (9094), which only Prometheus reaches.
 fn li_console(ctx: &Ctx, out: &mut Out) {
     let config = to_yaml(&li_console_config(ctx));
     let hash = config_hash(&[&config]);
@@ -713,18 +715,21 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
     pvc.metadata = meta(ctx, LI_CONSOLE_DATA, LI_CONSOLE);
     out.add(Phase::Li, FILE_LI_CONSOLE, pvc);
     let sel = map(&[(LABEL_NAME, LI_CONSOLE)]);
-    out.add(
-        Phase::Li,
-        FILE_LI_CONSOLE,
-        service(
-            ctx,
-            LI_CONSOLE,
-            LI_CONSOLE,
-            &sel,
-            vec![service_port("http", LI_CONSOLE_PORT, "TCP")],
-            false,
-        ),
+    let mut svc = service(
+        ctx,
+        LI_CONSOLE,
+        LI_CONSOLE,
+        &sel,
+        vec![
+            service_port("http", LI_CONSOLE_PORT, "TCP"),
+            service_port("metrics", LI_CONSOLE_METRICS_PORT, "TCP"),
+        ],
+        false,
     );
+    if ctx.has(Feature::Monitoring) {
+        crate::monitoring::label_for_scraping(&mut svc, LI_CONSOLE);
+    }
+    out.add(Phase::Li, FILE_LI_CONSOLE, svc);
     let c = Container {
         command: Some(vec![
             "mxstack".into(),
@@ -765,7 +770,10 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
                 S3_SECRET_KEY,
             ),
         ]),
-        ports: Some(vec![container_port("http", LI_CONSOLE_PORT, "TCP")]),
+        ports: Some(vec![
+            container_port("http", LI_CONSOLE_PORT, "TCP"),
+            container_port("metrics", LI_CONSOLE_METRICS_PORT, "TCP"),
+        ]),
         resources: Some(resources(&LI_CONSOLE_RESOURCES)),
         readiness_probe: Some(http_probe("/health", "http", 10, 3)),
         liveness_probe: Some(http_probe("/health", "http", 20, 6)),

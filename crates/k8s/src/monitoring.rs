@@ -2,7 +2,7 @@
 
 use mxstack_spec::Feature;
 use mxstack_topology::addressing::{
-    CONTENT_SCANNER, KEY_VAULT, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
+    CONTENT_SCANNER, KEY_VAULT, LI_CONSOLE, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
 };
 use serde_json::{json, Value};
 
@@ -216,6 +216,26 @@ fn li_alerts(
             "li-sync fails to copy or verify media objects into the LI bucket.",
         ),
         (
+            "LiConsoleAuditWriteFailures",
+            format!(
+                "sum(increase({}[10m])) > 0",
+                m("mxstack_li_console_audit_write_failures_total")
+            ),
+            "1m",
+            "critical",
+            "The LI console cannot write its audit log: it refuses to show anything until it can.",
+        ),
+        (
+            "LiConsoleLoginsRefused",
+            format!(
+                "sum(increase({}[15m])) > 20",
+                m("mxstack_li_console_logins_refused_total")
+            ),
+            "1m",
+            "warning",
+            "More than 20 refused logins at the LI console in 15 minutes (guessing, or a locked-out colleague).",
+        ),
+        (
             "LiTablesWithoutReplicaIdentity",
             format!("max({}) > 0", m("mxstack_li_tables_without_identity")),
             "5m",
@@ -274,6 +294,11 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             Phase::Monitoring,
             FILE,
             service_monitor(ctx, KEY_VAULT, KEY_VAULT, "http", "/metrics"),
+        );
+        out.add(
+            Phase::Monitoring,
+            FILE,
+            service_monitor(ctx, LI_CONSOLE, LI_CONSOLE, "metrics", "/metrics"),
         );
         out.add(
             Phase::Monitoring,

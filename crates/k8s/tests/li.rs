@@ -1664,7 +1664,10 @@ fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
         }
         assert_eq!(
             ctr["ports"],
-            json!([{ "name": "http", "containerPort": 8093, "protocol": "TCP" }])
+            json!([
+                { "name": "http", "containerPort": 8093, "protocol": "TCP" },
+                { "name": "metrics", "containerPort": 9094, "protocol": "TCP" }
+            ])
         );
         assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(ctr["securityContext"]["allowPrivilegeEscalation"], false);
@@ -1696,6 +1699,7 @@ fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
                 ),
                 clamd: antivirus.then(|| "clamav.matrix.svc.cluster.local:3310".to_string()),
                 secure_cookies: true,
+                metrics_listen: Some("0.0.0.0:9094"),
             },
         );
         assert_eq!(cfg, want);
@@ -1711,6 +1715,7 @@ fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
             "signing_key_env",
             "media",
             "secure_cookies",
+            "metrics_listen",
         ]
         .into();
         if antivirus {
@@ -1848,8 +1853,21 @@ fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
             &svc["spec"]["selector"],
             &pod["metadata"]["labels"]
         ));
-        // No metrics endpoint yet: nothing scrapes it.
-        assert!(find(&r, "ServiceMonitor", "li-console").is_none());
+        // Metrics on their own port, scraped with monitoring (the edge routes only "http").
+        let ports: Vec<&Value> = svc["spec"]["ports"].as_array().unwrap().iter().collect();
+        assert!(ports
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["port"] == 9094));
+        match find(&r, "ServiceMonitor", "li-console") {
+            Some(sm) => {
+                assert!(matches(
+                    &sm["spec"]["selector"]["matchLabels"],
+                    &svc["metadata"]["labels"]
+                ));
+                assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+            }
+            None => panic!("li_config has monitoring: the console is scraped"),
+        }
     }
     // Other media backends: the same endpoint and bucket Synapse LI reads.
     let mut minio = li_config(Tier::T1k);
@@ -2019,10 +2037,17 @@ fn network_policies_let_the_li_console_reach_the_replica_the_vault_and_li_media_
             want.insert(("clamav".to_string(), vec![3310]));
         }
         assert_eq!(egress, want, "antivirus={antivirus}");
-        // Only the edge reaches it, on its port.
-        assert_eq!(
-            rules(console, "ingress"),
-            [("ns:envoy-gateway-system".to_string(), vec![8093])]
+        // Only the edge reaches its pages; only Prometheus (with monitoring) its metrics.
+        let ingress = rules(console, "ingress");
+        assert!(
+            ingress.contains(&("ns:envoy-gateway-system".to_string(), vec![8093])),
+            "{ingress:?}"
+        );
+        assert!(
+            ingress.iter().all(|(from, ports)| ports == &vec![8093]
+                && from == "ns:envoy-gateway-system"
+                || ports == &vec![9094] && from.contains("monitoring")),
+            "{ingress:?}"
         );
         // The other ends let it in.
         assert!(peers(policy("allow-li-postgres"), "ingress", 5432).contains("li-console"));

@@ -33,6 +33,10 @@ pub struct ConsoleConfig {
     /// Set the session cookie's `Secure` flag (behind TLS; off for the local loopback run).
     #[serde(default = "yes")]
     pub secure_cookies: bool,
+    /// `host:port` of a second listener serving only `/metrics` (Prometheus), so the pages'
+    /// listener, which the edge exposes, never serves it.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 fn yes() -> bool {
@@ -110,6 +114,7 @@ mod tests {
             media: ("http://s3:8333", "media-li", "us-east-1"),
             clamd: Some("clamav:3310".into()),
             secure_cookies: true,
+            metrics_listen: Some("0.0.0.0:9094"),
         });
         let text = serde_saphyr::to_string(&v).unwrap();
         let c: ConsoleConfig = serde_saphyr::from_str(&text).unwrap();
@@ -117,6 +122,7 @@ mod tests {
         assert_eq!(c.clamd.as_deref(), Some("clamav:3310"));
         assert_eq!(c.media.unwrap().bucket, "media-li");
         assert!(c.secure_cookies);
+        assert_eq!(c.metrics_listen.as_deref(), Some("0.0.0.0:9094"));
         let missing = env_secret("MXSTACK_TEST_SURELY_UNSET", "replica.password_env").unwrap_err();
         assert!(
             missing.contains("MXSTACK_TEST_SURELY_UNSET")

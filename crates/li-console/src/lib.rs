@@ -80,6 +80,17 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         eprintln!("mxstack li-console listening on {}", cfg.listen);
+        if let Some(addr) = &cfg.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (metrics_listen): {e}"))?;
+            let app = web::metrics_router(console.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics, app).await {
+                    eprintln!("metrics listener: {e}");
+                }
+            });
+        }
         axum::serve(listener, web::router(console))
             .with_graceful_shutdown(shutdown())
             .await

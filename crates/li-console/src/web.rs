@@ -40,6 +40,9 @@ pub struct Console {
     /// Media links of rendered timelines: token -> (account, warrant, media). Only media a page
     /// showed under a warrant can be fetched, by the account it was shown to.
     media_links: Mutex<HashMap<String, (i64, i64, MediaRef)>>,
+    /// Audited actions by kind, and audit writes that failed (`/metrics`).
+    actions: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    audit_write_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Console {
@@ -59,6 +62,8 @@ impl Console {
             signing_key,
             secure_cookies,
             media_links: Mutex::new(HashMap::new()),
+            actions: Default::default(),
+            audit_write_failures: Default::default(),
         }
     }
 
@@ -73,6 +78,12 @@ impl Console {
     ) -> Result<(), Refusal> {
         match self.store.audit(actor, action, subject, &details, now_ms()) {
             Ok(entry) => {
+                *self
+                    .actions
+                    .lock()
+                    .expect("counters")
+                    .entry(action.to_string())
+                    .or_default() += 1;
                 println!(
                     "{}",
                     json!({"audit_seq": entry.seq, "audit_hash": entry.hash, "action": action})
@@ -80,6 +91,8 @@ impl Console {
                 Ok(())
             }
             Err(e) => {
+                self.audit_write_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!("audit log write failed: {e}");
                 Err(Refusal::page(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +104,56 @@ impl Console {
 }
 
 type Shared = Arc<Console>;
+
+/// The metrics listener's routes (`metrics_listen`): `/metrics` only, apart from the pages.
+pub fn metrics_router(console: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(console)
+}
+
+/// Prometheus text: audited actions by kind (logins, refusals, views, key retrievals, exports,
+/// ...) since start, audit write failures, the audit log's length and warrants by status.
+async fn metrics(State(c): State<Shared>) -> Response {
+    use std::fmt::Write;
+    let mut t = String::new();
+    t.push_str("# HELP mxstack_li_console_actions_total Audited actions since start, by kind.\n# TYPE mxstack_li_console_actions_total counter\n");
+    let actions = c.actions.lock().expect("counters").clone();
+    for (action, n) in &actions {
+        let _ = writeln!(
+            t,
+            "mxstack_li_console_actions_total{{action=\"{action}\"}} {n}"
+        );
+    }
+    let refused = actions.get("login.refused").copied().unwrap_or(0);
+    let _ = write!(
+        t,
+        "# HELP mxstack_li_console_logins_refused_total Refused logins since start.\n# TYPE mxstack_li_console_logins_refused_total counter\nmxstack_li_console_logins_refused_total {refused}\n\
+         # HELP mxstack_li_console_audit_write_failures_total Audit rows that could not be written (nothing was shown).\n# TYPE mxstack_li_console_audit_write_failures_total counter\nmxstack_li_console_audit_write_failures_total {}\n",
+        c.audit_write_failures.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    if let Ok((seq, _)) = c.store.audit_head() {
+        let _ = write!(t, "# HELP mxstack_li_console_audit_entries Rows in the audit log.\n# TYPE mxstack_li_console_audit_entries gauge\nmxstack_li_console_audit_entries {seq}\n");
+    }
+    if let Ok(warrants) = c.store.warrants(now_ms()) {
+        t.push_str("# HELP mxstack_li_console_warrants Warrants by status now.\n# TYPE mxstack_li_console_warrants gauge\n");
+        for s in [
+            WarrantStatus::Pending,
+            WarrantStatus::Active,
+            WarrantStatus::Expired,
+            WarrantStatus::Revoked,
+            WarrantStatus::Rejected,
+        ] {
+            let n = warrants.iter().filter(|w| w.status == s).count();
+            let _ = writeln!(
+                t,
+                "mxstack_li_console_warrants{{status=\"{}\"}} {n}",
+                s.as_str()
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response()
+}
 
 pub fn router(console: Shared) -> Router {
     Router::new()

@@ -1033,6 +1033,7 @@ fn li_console_service(
             media: (&s3, &bucket, &c.media.region),
             clamd: t.has(Feature::Antivirus).then(|| addr.clamd().to_string()),
             secure_cookies: false,
+            metrics_listen: Some(&addr.li_console_metrics().to_string()),
         })),
         0o644,
     ));

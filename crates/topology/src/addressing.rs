@@ -132,6 +132,9 @@ pub const CLAMD_PORT: u16 = 3310;
 pub const LI_SYNC_PORT: u16 = 8091;
 pub const KEY_VAULT_PORT: u16 = 8092;
 pub const LI_CONSOLE_PORT: u16 = 8093;
+/// The LI console's metrics listener: its own port, so the edge (which routes the console's
+/// whole host) never exposes it.
+pub const LI_CONSOLE_METRICS_PORT: u16 = 9094;
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -335,6 +338,14 @@ impl LocalAddressing {
         HostPort {
             host: "127.0.0.1".into(),
             port: self.key_vault_http().port + 1,
+        }
+    }
+
+    /// The LI console's metrics listener: the port after the console's.
+    pub fn li_console_metrics(&self) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.li_console_http().port + 1,
         }
     }
 

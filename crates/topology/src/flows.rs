@@ -5,9 +5,9 @@ use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 use serde::Serialize;
 
 use crate::addressing::{
-    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_CONSOLE_PORT, LI_SYNC_PORT,
-    METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT, ROUTER_PORT, ROUTER_STATS_PORT,
-    SEAWEEDFS_S3_PORT, SENTINEL_PORT,
+    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_CONSOLE_METRICS_PORT,
+    LI_CONSOLE_PORT, LI_SYNC_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT,
+    ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
 };
 use crate::Topology;
 
@@ -336,6 +336,12 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             KeyVault,
             &[KEY_VAULT_PORT],
             "key vault metrics (keys stored, retrievals, auth failures)",
+        ));
+        f.push(tcp(
+            Monitoring,
+            LiConsole,
+            &[LI_CONSOLE_METRICS_PORT],
+            "LI console metrics (actions by kind, refused logins, audit write failures)",
         ));
         f.push(tcp(
             Monitoring,

@@ -30,6 +30,8 @@ pub struct ConsoleEndpoints<'a> {
     pub clamd: Option<String>,
     /// Behind TLS (Kubernetes): the session cookie gets `Secure`.
     pub secure_cookies: bool,
+    /// `host:port` of the Prometheus listener (`/metrics` only), apart from the pages.
+    pub metrics_listen: Option<&'a str>,
 }
 
 /// The console's config file (`mxstack serve li-console --config`).
@@ -59,6 +61,9 @@ pub fn console_config(e: &ConsoleEndpoints) -> Value {
     });
     if let Some(c) = &e.clamd {
         v["clamd"] = json!(c);
+    }
+    if let Some(m) = e.metrics_listen {
+        v["metrics_listen"] = json!(m);
     }
     v
 }
