@@ -995,14 +995,12 @@ async fn media(
         return r.into_response();
     }
     let link = c.media_links.lock().await.get(&token).cloned();
-    let Some((account, warrant, m)) = link.filter(|(a, w, _)| *a == me.account.id && *w == id)
-    else {
+    let Some((_, _, m)) = link.filter(|(a, w, _)| *a == me.account.id && *w == id) else {
         return page_error(
             StatusCode::NOT_FOUND,
             "Unknown media link: open it from a timeline.",
         );
     };
-    let _ = (account, warrant);
     let Some(store) = &c.media else {
         return page_error(
             StatusCode::NOT_FOUND,

@@ -706,13 +706,19 @@ mod tests {
             assert!(f
                 .iter()
                 .any(|x| x.from == Party::SynapseLi && x.to == s3 && x.ports == [s3_port]));
-            // Only the edge reaches it (no metrics yet), on its port.
+            // Only the edge reaches its pages; Prometheus (with monitoring) its metrics port.
             let to: Vec<(Party, Vec<u16>)> = f
                 .iter()
                 .filter(|x| x.to == Party::LiConsole)
                 .map(|x| (x.from, x.ports.clone()))
                 .collect();
-            assert_eq!(to, [(Party::Edge, vec![LI_CONSOLE_PORT])]);
+            assert_eq!(
+                to,
+                [
+                    (Party::Edge, vec![LI_CONSOLE_PORT]),
+                    (Party::Monitoring, vec![LI_CONSOLE_METRICS_PORT])
+                ]
+            );
             // The key vault: Synapse main stores, the console retrieves, Prometheus scrapes.
             let mut vault: Vec<Party> = f
                 .iter()
