@@ -567,20 +567,14 @@ impl LocalPlan {
         });
 
         // --- Synapse: main, then every worker, each with the same env as its pod.
-        let synapse_env = vec![
-            (
-                "PGPASSWORD".to_string(),
-                secrets.get(SecretName::SynapseDbPassword).to_string(),
-            ),
-            (
-                "AWS_ACCESS_KEY_ID".to_string(),
-                secrets.get(SecretName::S3AccessKey).to_string(),
-            ),
-            (
-                "AWS_SECRET_ACCESS_KEY".to_string(),
-                secrets.get(SecretName::S3SecretKey).to_string(),
-            ),
-        ];
+        let synapse_env = secret_env(
+            secrets,
+            &[
+                ("PGPASSWORD", SecretName::SynapseDbPassword),
+                ("AWS_ACCESS_KEY_ID", SecretName::S3AccessKey),
+                ("AWS_SECRET_ACCESS_KEY", SecretName::S3SecretKey),
+            ],
+        );
         let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
         let mut synapse_env = synapse_env;
         if t.has(Feature::Antivirus) || t.has(Feature::Li) {
@@ -1229,20 +1223,14 @@ fn browsing_services(
         secrets.get(SecretName::SigningKey),
         0o600,
     ));
-    let env = vec![
-        (
-            "PGPASSWORD".to_string(),
-            secrets.get(SecretName::LiWorkingCopyDbPassword).to_string(),
-        ),
-        (
-            "AWS_ACCESS_KEY_ID".to_string(),
-            secrets.get(SecretName::LiBrowsingS3AccessKey).to_string(),
-        ),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            secrets.get(SecretName::LiBrowsingS3SecretKey).to_string(),
-        ),
-    ];
+    let env = secret_env(
+        secrets,
+        &[
+            ("PGPASSWORD", SecretName::LiWorkingCopyDbPassword),
+            ("AWS_ACCESS_KEY_ID", SecretName::LiBrowsingS3AccessKey),
+            ("AWS_SECRET_ACCESS_KEY", SecretName::LiBrowsingS3SecretKey),
+        ],
+    );
     let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
     services.push(Service {
         name: SYNAPSE_LI.into(),
