@@ -66,7 +66,103 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     backups_and_policies(objects, &mut out);
     synapse_paths_mounted(objects, &mut out);
     li_isolation(objects, secrets, &mut out);
+    escrow_chain(objects, &mut out);
     out
+}
+
+/// The module that escrows users' keys (`mxstack_topology::escrow::ESCROW_MODULE`).
+const ESCROW_MODULE: &str = "mxstack_synapse.escrow.KeyEscrow";
+
+/// Seed 004 2.8 and 4.3: the key vault, the Synapse module feeding it and the console reading it
+/// were separate hand-made pieces whose names and keys disagreed (or did not exist). Here: main's
+/// escrow module and the console name the same vault URL, which a Service serves; the identity
+/// the console opens keys with belongs to the vault's recipient; the key the console signs warrant
+/// claims with is the one the vault checks them with.
+fn escrow_chain(objects: &[Value], out: &mut Vec<Finding>) {
+    let configmap = |n: &str| {
+        objects
+            .iter()
+            .find(|o| kind(o) == "ConfigMap" && name(o) == n)
+    };
+    let yaml_in = |n: &str, key: &str| -> Option<Value> {
+        let text = configmap(n)?.pointer(&format!("/data/{key}"))?.as_str()?;
+        serde_saphyr::from_str::<Value>(text).ok()
+    };
+    let secret_value = |n: &str, key: &str| -> Option<String> {
+        objects
+            .iter()
+            .find(|o| kind(o) == "Secret" && name(o) == n)?
+            .pointer(&format!("/stringData/{key}"))?
+            .as_str()
+            .map(str::to_string)
+    };
+    let Some(vault) = yaml_in("key-vault-config", "key-vault.yaml") else {
+        return; // no key vault: feature li is off
+    };
+    let mut problem = |what: String| {
+        out.push(Finding::new("MX-OUT-013", what).on("ConfigMap/key-vault-config".to_string()))
+    };
+    // Main's escrow module, and the vault URL it posts to.
+    let module_url = yaml_in("synapse-config", "homeserver.yaml").and_then(|hs| {
+        hs.get("modules")?
+            .as_array()?
+            .iter()
+            .find(|m| m["module"] == ESCROW_MODULE)
+            .and_then(|m| m.pointer("/config/vault_url")?.as_str().map(str::to_string))
+    });
+    let Some(module_url) = module_url else {
+        problem(format!(
+            "Synapse main (ConfigMap synapse-config) does not load {ESCROW_MODULE}: no client can escrow a key"
+        ));
+        return;
+    };
+    let served = module_url
+        .strip_prefix("http://")
+        .and_then(|hp| hp.split_once(':'))
+        .is_some_and(|(host, port)| {
+            let svc = host.split('.').next().unwrap_or("");
+            objects.iter().any(|o| {
+                kind(o) == "Service"
+                    && name(o) == svc
+                    && o.pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ps| {
+                            ps.iter()
+                                .any(|p| p["port"].as_u64() == port.parse::<u64>().ok())
+                        })
+            })
+        });
+    if !served {
+        problem(format!(
+            "the escrow module posts to {module_url}, which no Service serves"
+        ));
+    }
+    let Some(console) = yaml_in("li-console-config", "li-console.yaml") else {
+        problem("the key vault is rendered without the LI console that reads it".into());
+        return;
+    };
+    if console.pointer("/key_vault/url").and_then(Value::as_str) != Some(module_url.as_str()) {
+        problem(format!(
+            "the LI console retrieves from {}, the escrow module stores at {module_url}",
+            console.pointer("/key_vault/url").unwrap_or(&Value::Null)
+        ));
+    }
+    let recipient = vault.pointer("/recipients/vault").and_then(Value::as_str);
+    let identity_recipient = secret_value("li-console-vault-identity", "identity")
+        .and_then(|i| mxstack_spec::age_recipient(&i).ok());
+    if identity_recipient.is_none() || identity_recipient.as_deref() != recipient {
+        problem(
+            "the LI console's identity (Secret li-console-vault-identity) does not open what the key vault encrypts to (recipients.vault)".into(),
+        );
+    }
+    let signer = vault.get("warrant_signer").and_then(Value::as_str);
+    let console_key = secret_value("li-console-signing-key", "signing_key")
+        .and_then(|k| mxstack_spec::ed25519_public_key(&k).ok());
+    if signer.is_none() || console_key.as_deref() != signer {
+        problem(
+            "the key vault's warrant_signer is not the LI console's key (Secret li-console-signing-key): every retrieval would be refused, or claims checked against the wrong key".into(),
+        );
+    }
 }
 
 fn secret_leaks(objects: &[Value], secrets: Option<&Secrets>, out: &mut Vec<Finding>) {
@@ -696,6 +792,94 @@ fn referenced_paths(cfg: &Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The E2EE recovery chain's objects as a render makes them, from `s`.
+    fn escrow_objects(s: &Secrets, vault_url: &str, console_url: &str, module: bool) -> Vec<Value> {
+        use mxstack_spec::SecretName;
+        let cm = |n: &str, key: &str, v: Value| {
+            json!({"kind": "ConfigMap", "metadata": {"name": n},
+                   "data": {key: serde_saphyr::to_string(&v).unwrap()}})
+        };
+        let modules = if module {
+            json!([{"module": ESCROW_MODULE, "config": {"vault_url": vault_url}}])
+        } else {
+            json!([])
+        };
+        vec![
+            cm(
+                "key-vault-config",
+                "key-vault.yaml",
+                json!({
+                    "recipients": {"vault": s.key_vault_recipient().unwrap()},
+                    "warrant_signer": s.li_console_public_key().unwrap(),
+                }),
+            ),
+            cm(
+                "synapse-config",
+                "homeserver.yaml",
+                json!({"modules": modules}),
+            ),
+            cm(
+                "li-console-config",
+                "li-console.yaml",
+                json!({"key_vault": {"url": console_url}}),
+            ),
+            json!({"kind": "Service", "metadata": {"name": "key-vault"}, "spec": {"ports": [{"port": 8092}]}}),
+            json!({"kind": "Secret", "metadata": {"name": "li-console-vault-identity"},
+                   "stringData": {"identity": s.get(SecretName::KeyVaultAgeIdentity)}}),
+            json!({"kind": "Secret", "metadata": {"name": "li-console-signing-key"},
+                   "stringData": {"signing_key": s.get(SecretName::LiConsoleSigningKey)}}),
+        ]
+    }
+
+    fn chain_findings(objects: &[Value]) -> Vec<String> {
+        let mut out = Vec::new();
+        escrow_chain(objects, &mut out);
+        assert!(out.iter().all(|f| f.rule == "MX-OUT-013"));
+        out.into_iter().map(|f| f.message).collect()
+    }
+
+    #[test]
+    fn the_escrow_chain_holds_only_when_every_piece_comes_from_the_same_secrets() {
+        let s = Secrets::generate_all().unwrap();
+        let url = "http://key-vault.matrix.svc.cluster.local:8092";
+        assert_eq!(
+            chain_findings(&escrow_objects(&s, url, url, true)),
+            Vec::<String>::new()
+        );
+        // No key vault at all (li off): nothing to check.
+        assert!(chain_findings(&[]).is_empty());
+        // No escrow module in main.
+        let f = chain_findings(&escrow_objects(&s, url, url, false));
+        assert!(f[0].contains("does not load"), "{f:?}");
+        // A URL no Service serves; the console reading elsewhere.
+        let f = chain_findings(&escrow_objects(
+            &s,
+            "http://vault.matrix.svc:8092",
+            url,
+            true,
+        ));
+        assert!(f.iter().any(|m| m.contains("no Service serves")), "{f:?}");
+        assert!(f.iter().any(|m| m.contains("retrieves from")), "{f:?}");
+        // Secrets of another secrets.yaml: identity and signing key no longer match the vault.
+        let other = Secrets::generate_all().unwrap();
+        let mut objects = escrow_objects(&s, url, url, true);
+        let theirs = escrow_objects(&other, url, url, true);
+        objects[4] = theirs[4].clone();
+        objects[5] = theirs[5].clone();
+        let f = chain_findings(&objects);
+        assert!(
+            f.iter().any(|m| m.contains("li-console-vault-identity")),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|m| m.contains("warrant_signer")), "{f:?}");
+        // No secret value in any message.
+        for m in &f {
+            for (_, v) in s.values().chain(other.values()) {
+                assert!(!m.contains(v));
+            }
+        }
+    }
 
     fn deploy(labels: Value, volumes: Value, env: Value) -> Value {
         json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"metadata": {"labels": labels},

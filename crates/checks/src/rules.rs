@@ -105,6 +105,8 @@ pub static RULES: &[Rule] = &[
       "mount the Secret or ConfigMap that holds the file at the path the config names"),
     r("MX-OUT-012", "LI workload not isolated from main", "004 3.3, 3.5, 1.7", Error,
       "run LI workloads only on the LI nodes (nodeSelector) and give them LI credentials only: never main's superuser or the synapse database password, nor an automatically mounted service account token (automountServiceAccountToken: false)"),
+    r("MX-OUT-013", "E2EE key recovery chain does not hold together", "004 2.8, 4.3", Error,
+      "render again from one mxstack.yaml and secrets.yaml: Synapse main's escrow module, the key vault, and the LI console's identity, signing key and vault URL must all come from the same secrets"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

@@ -376,19 +376,26 @@ impl Secrets {
     /// The public half (standard base64) of the LI console's Ed25519 key `li_console_signing_key`:
     /// the key vault checks warrant claims with it, and anyone can check evidence packages.
     pub fn li_console_public_key(&self) -> Result<String, String> {
-        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
-            .decode(self.get(SecretName::LiConsoleSigningKey).trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| "li_console_signing_key is not 32 bytes of base64".to_string())?;
-        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        Ok(base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()))
+        ed25519_public_key(self.get(SecretName::LiConsoleSigningKey))
+            .map_err(|e| format!("li_console_signing_key: {e}"))
     }
 
     /// Every value, for scanning rendered output for leaks.
     pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+}
+
+/// The public key (standard base64) of an Ed25519 key given as its 32-byte seed (standard
+/// base64). The error never contains the seed.
+pub fn ed25519_public_key(seed_b64: &str) -> Result<String, String> {
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(seed_b64.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "not 32 bytes of base64".to_string())?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()))
 }
 
 /// The public recipient (`age1...`) of an age X25519 identity (`AGE-SECRET-KEY-1...`).
