@@ -13,7 +13,6 @@ Run: .venv/bin/python bench/scanner.py --ours target/release/mxstack-content-sca
          --reference /var/cache/mxstack/mcs/venv/bin/python
 """
 import argparse
-import asyncio
 import base64
 import json
 import os
@@ -24,8 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import aiohttp
 
 SIZES = {"1k": 1024, "100k": 100 * 1024, "10m": 10 * 1024 * 1024}
 SIG = "Eicar-Body-Test:0:*:45494341522d5354414e444152442d414e544956495255532d544553542d46494c45\n"
@@ -62,49 +59,38 @@ def children(pid):
         return []
 
 
-async def load(url, ids, concurrency, expect_len):
-    lat, bad = [], 0
-    queue = list(ids)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def worker():
-            nonlocal bad
-            while queue:
-                i = queue.pop()
-                t = time.perf_counter()
-                async with s.get(f"{url}/_matrix/media_proxy/unstable/download/bench/{i}",
-                                 headers={"Authorization": "Bearer x"}) as r:
-                    body = await r.read()
-                lat.append(time.perf_counter() - t)
-                if r.status != 200 or len(body) != expect_len:
-                    bad += 1
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        wall = time.perf_counter() - t0
-    lat.sort()
-    return {"requests": len(lat), "rps": round(len(lat) / wall, 2),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
-            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2), "errors": bad}
+def load(url, concurrency, expect_len, n, prefix=None, same=None):
+    """One run of the Rust load generator (bench/loadgen): n GETs, a new media ID per request
+    (`prefix`) or the same one (`same`); each response must be 200 with `expect_len` bytes."""
+    cmd = [LOADGEN, "http", "--url", f"{url}/_matrix/media_proxy/unstable/download/bench/{{id}}",
+           "--requests", str(n), "--concurrency", str(concurrency), "--expect-len", str(expect_len),
+           "--header", "Authorization: Bearer x"]
+    cmd += ["--same", same] if same else ["--ids", prefix]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
-def raw_clamd(data, n, concurrency):
-    def one():
-        s = socket.create_connection(("127.0.0.1", CLAMD_PORT))
-        s.sendall(b"zINSTREAM\0")
-        for i in range(0, len(data), 65536):
-            c = data[i:i + 65536]
-            s.sendall(len(c).to_bytes(4, "big") + c)
-        s.sendall(b"\0\0\0\0")
-        r = b""
-        while not r.endswith(b"\0"):
-            r += s.recv(4096)
-        s.close()
-        assert r.startswith(b"stream: OK"), r
-    from concurrent.futures import ThreadPoolExecutor
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as ex:
-        list(ex.map(lambda _: one(), range(n)))
-    wall = time.perf_counter() - t0
-    return {"requests": n, "rps": round(n / wall, 2), "mb_s": round(n * len(data) / wall / 1e6, 1)}
+def raw_clamd(path, n, concurrency):
+    """clamd alone: zINSTREAM of the same file over one persistent session per task (the ceiling)."""
+    cmd = [LOADGEN, "clamd", "--addr", f"127.0.0.1:{CLAMD_PORT}", "--file", str(path),
+           "--requests", str(n), "--concurrency", str(concurrency)]
+    r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert r["errors"] == 0, r
+    return r
+
+
+def medians(runs):
+    """Each figure's median over the repetitions, plus every run's requests/s."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "mb_s", "p50_ms", "p99_ms")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["rps_runs"] = [r["rps"] for r in runs]
+    return out
+
+
+def ordered(scanners, rep):
+    """The scanners in turn, the order reversed every other repetition."""
+    labels = list(scanners)
+    return labels if rep % 2 == 0 else labels[::-1]
 
 
 def main():
@@ -112,8 +98,13 @@ def main():
     ap.add_argument("--ours", required=True)
     ap.add_argument("--reference", required=True, help="python of the venv with matrix-content-scanner")
     ap.add_argument("--out", default="bench/results/scanner.json")
+    ap.add_argument("--loadgen", required=True, help="the mxstack-bench-load binary (cargo build --release -p mxstack-bench-load)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=["ours", "reference"], help="measure one scanner (experiments; the record runs both)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per cell; medians are reported")
     args = ap.parse_args()
+    global LOADGEN
+    LOADGEN = args.loadgen
     d = Path(tempfile.mkdtemp(prefix="scanner-bench-"))
     (d / "db").mkdir()
     (d / "db" / "mxstack-test.ndb").write_text(SIG)
@@ -137,6 +128,7 @@ http {{ access_log off; default_type application/octet-stream; client_body_temp_
     (d / "ours.yaml").write_text(
         f"listen: 127.0.0.1:{OURS_PORT}\nupstreams: [http://127.0.0.1:{NGINX_PORT}]\n"
         f"clamd: 127.0.0.1:{CLAMD_PORT}\nmax_file_bytes: 104857600\nmemory_buffer_bytes: 4194304\n"
+        f"memory_budget_bytes: 50331648\n"
         f"clamd_connections: 8\nscan_timeout_secs: 60\nverdict_cache_entries: 100000\n"
         f"request_secret_path: {d}/secret\n")
     (d / "scan.sh").write_text(f"#!/bin/sh\nexec clamdscan --config-file={d}/clamdscan.conf --fdpass --no-summary --quiet \"$1\"\n")
@@ -157,40 +149,52 @@ http {{ access_log off; default_type application/octet-stream; client_body_temp_
                                       stdout=open(d / "nginx.log", "w"), stderr=subprocess.STDOUT))
         wait_port(CLAMD_PORT)
         wait_port(NGINX_PORT)
-        results = {"machine": {"cpus": os.cpu_count()}, "cells": [], "raw_clamd": [], "rss_kib": {}}
-        n_for = {"1k": 200, "100k": 200, "10m": 20} if not args.quick else {"1k": 50, "100k": 50, "10m": 5}
-        for name in SIZES:
-            data = (d / "files" / name).read_bytes()
-            for conc in (1, 8):
-                results["raw_clamd"].append({"size": name, "concurrency": conc, **raw_clamd(data, n_for[name], conc)})
+        n_for = {"1k": 1000, "100k": 1000, "10m": 40} if not args.quick else {"1k": 100, "100k": 100, "10m": 5}
+        reps = 1 if args.quick else args.reps
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        results = {"machine": {"cpus": os.cpu_count()}, "commit": commit, "reps": reps, "cells": [], "raw_clamd": [], "rss_kib": {}}
+        scanners = {}
         for label, cmd, port in (
-            ("ours", [args.ours, "--config", str(d / "ours.yaml"), "--threads", "2"], OURS_PORT),
+            ("ours", [args.ours, "--config", str(d / "ours.yaml"), "--threads", "1"], OURS_PORT),
             ("reference", [args.reference, "-m", "matrix_content_scanner.mcs", "-c", str(d / "ref.yaml")], REF_PORT),
         ):
+            if args.only and args.only != label:
+                continue
             p = subprocess.Popen(cmd, stdout=open(d / f"{label}.log", "w"), stderr=subprocess.STDOUT, cwd=d)
             procs.append(p)
             wait_port(port)
-            url = f"http://127.0.0.1:{port}"
-            for name, n in SIZES.items():
-                for conc in (1, 8):
-                    reps = []
-                    for rep in range(1 if args.quick else 3):
-                        ids = [f"{name}-{label}-{conc}-{rep}-{k}" for k in range(n_for[name])]
-                        reps.append(asyncio.run(load(url, ids, conc, n)))
-                    unc = sorted(reps, key=lambda r: r["rps"])[len(reps) // 2]
-                    warm = f"{name}-{label}-{conc}-warm"
-                    asyncio.run(load(url, [warm], 1, n))
-                    cached = asyncio.run(load(url, [warm] * n_for[name], conc, n))
-                    cell = {"scanner": label, "size": name, "concurrency": conc, "uncached": unc, "cached": cached}
+            scanners[label] = (p, f"http://127.0.0.1:{port}")
+        # Side by side: every repetition measures raw clamd and each scanner back to back (their
+        # order alternating), so drift of the shared machine hits all of them alike.
+        for name, n in SIZES.items():
+            for conc in (1, 8):
+                raw, unc, cached = [], {k: [] for k in scanners}, {k: [] for k in scanners}
+                for rep in range(reps):
+                    raw.append(raw_clamd(d / "files" / name, n_for[name], conc))
+                    for label in ordered(scanners, rep):
+                        unc[label].append(load(scanners[label][1], conc, n, n_for[name],
+                                               prefix=f"{name}-{label}-{conc}-{rep}"))
+                for label in scanners:
+                    load(scanners[label][1], 1, n, 1, same=f"{name}-{label}-{conc}-warm")
+                for rep in range(reps):
+                    for label in ordered(scanners, rep):
+                        cached[label].append(load(scanners[label][1], conc, n, n_for[name],
+                                                  same=f"{name}-{label}-{conc}-warm"))
+                results["raw_clamd"].append({"size": name, "concurrency": conc, **medians(raw)})
+                for label in scanners:
+                    cell = {"scanner": label, "size": name, "concurrency": conc,
+                            "uncached": medians(unc[label]), "cached": medians(cached[label])}
                     results["cells"].append(cell)
                     print(json.dumps(cell), flush=True)
+        for label, (p, _) in scanners.items():
             results["rss_kib"][label] = hwm_kib(p.pid)
-            p.terminate()
-            p.wait(10)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        print("\n| size | conc | ours uncached rps | ref uncached rps | x | ours cached rps | ref cached rps | x | ours p99 ms | ref p99 ms | raw clamd rps |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        if args.only:
+            return
+        print("\n| size | conc | ours uncached rps | ref uncached rps | x | ours cached rps | ref cached rps | x "
+              "| ours p99 ms | ref p99 ms | ref/ours p99 | raw clamd rps | ours/raw | ref/raw |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name in SIZES:
             for conc in (1, 8):
                 o = next(c for c in results["cells"] if c["scanner"] == "ours" and c["size"] == name and c["concurrency"] == conc)
@@ -199,7 +203,8 @@ http {{ access_log off; default_type application/octet-stream; client_body_temp_
                 x = lambda a, b: round(a / b, 1) if b else float("inf")  # noqa: E731
                 print(f"| {name} | {conc} | {o['uncached']['rps']} | {r['uncached']['rps']} | {x(o['uncached']['rps'], r['uncached']['rps'])} "
                       f"| {o['cached']['rps']} | {r['cached']['rps']} | {x(o['cached']['rps'], r['cached']['rps'])} "
-                      f"| {o['uncached']['p99_ms']} | {r['uncached']['p99_ms']} | {raw['rps']} |")
+                      f"| {o['uncached']['p99_ms']} | {r['uncached']['p99_ms']} | {x(r['uncached']['p99_ms'], o['uncached']['p99_ms'])} "
+                      f"| {raw['rps']} | {o['uncached']['rps'] / raw['rps']:.0%} | {r['uncached']['rps'] / raw['rps']:.0%} |")
         print(f"\npeak RSS KiB: {results['rss_kib']}")
     finally:
         for p in reversed(procs):
