@@ -18,12 +18,21 @@ pub struct ScannerConfig {
     /// Files up to this size are fetched once and held in memory while scanned; bigger ones are
     /// scanned in one streaming pass and served in a second, hash-checked pass.
     pub memory_buffer_bytes: u64,
+    /// Total bytes held in memory by all requests at once (at least `memory_buffer_bytes`).
+    /// Files up to a quarter of it are held too, fetched once, while it has room; otherwise they
+    /// take the two-pass streaming path. Rendered from the container's memory limit.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_bytes: u64,
     /// Concurrent scans, each on its own pooled clamd session.
     pub clamd_connections: usize,
     pub scan_timeout_secs: u64,
     pub verdict_cache_entries: usize,
     /// File holding the base64 Curve25519 secret key for `encrypted_body` (the MCS API).
     pub request_secret_path: PathBuf,
+}
+
+fn default_memory_budget() -> u64 {
+    48 << 20
 }
 
 impl ScannerConfig {
@@ -48,6 +57,13 @@ impl ScannerConfig {
         }
         if self.clamd_connections == 0 {
             return Err("`clamd_connections` must be at least 1".into());
+        }
+        if self.memory_budget_bytes < self.memory_buffer_bytes {
+            return Err(format!(
+                "`memory_budget_bytes` ({}) is below `memory_buffer_bytes` ({}): a buffered file \
+                 could never be admitted; raise the budget or lower the buffer",
+                self.memory_budget_bytes, self.memory_buffer_bytes
+            ));
         }
         if self.max_file_bytes == 0 {
             return Err("`max_file_bytes` must be positive".into());

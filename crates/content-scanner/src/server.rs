@@ -3,10 +3,11 @@
 //!
 //! Every media request is fetched from the media workers with the caller's own headers, so the
 //! homeserver authorizes every request; clean bytes are passed on, nothing else. Files up to
-//! `memory_buffer_bytes` are fetched once and held while scanned; larger files are scanned in
-//! one streaming pass and served in a second streaming pass whose SHA-256 must equal the
-//! scanned one (if the object changed in between, the response is cut off, so the client sees
-//! a failed transfer instead of unscanned bytes).
+//! `memory_buffer_bytes`, and up to a quarter of `memory_budget_bytes` while the budget has room,
+//! are fetched once and held while scanned (each chunk goes on to clamd as it arrives); other
+//! files are scanned in one streaming pass and served in a second streaming pass whose SHA-256
+//! must equal the scanned one (if the object changed in between, the response is cut off, so
+//! the client sees a failed transfer instead of unscanned bytes).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{Digest, VerdictCache};
 use crate::clamd::{Clamd, ScanError, Verdict};
@@ -38,12 +39,10 @@ pub struct Scanner {
     pub upstream: Upstream,
     pub metrics: Metrics,
     pub key: RequestKey,
-    /// Bytes (in KiB) that buffered requests may hold at once: memory stays bounded under load.
+    /// KiB that held bodies may take at once (`memory_budget_bytes`): memory stays bounded
+    /// under load.
     buffer_budget: Arc<Semaphore>,
 }
-
-/// Total memory for buffered bodies across concurrent requests.
-const BUFFER_BUDGET_KIB: usize = 48 * 1024;
 
 impl Scanner {
     pub fn new(cfg: ScannerConfig, key: RequestKey) -> Scanner {
@@ -57,7 +56,7 @@ impl Scanner {
             upstream: Upstream::new(&cfg.upstreams),
             metrics: Metrics::default(),
             key,
-            buffer_budget: Arc::new(Semaphore::new(BUFFER_BUDGET_KIB)),
+            buffer_budget: Arc::new(Semaphore::new(budget_kib(cfg.memory_budget_bytes) as usize)),
             cfg,
         }
     }
@@ -172,10 +171,6 @@ struct Job {
     style: Style,
 }
 
-fn sha256(b: &[u8]) -> Digest {
-    Sha256::digest(b).into()
-}
-
 fn count(m: &Metrics, v: &Verdict) {
     match v {
         Verdict::Clean => m.clean.fetch_add(1, Relaxed),
@@ -258,9 +253,33 @@ async fn run(s: &Scanner, job: Job) -> Response {
                 Mode::Report => report(&v),
             }
         }
-        Some(len) if len <= s.cfg.memory_buffer_bytes => buffered(s, job, resp, len).await,
+        Some(len) if len <= s.cfg.memory_buffer_bytes => {
+            let permit = s
+                .buffer_budget
+                .clone()
+                .acquire_many_owned(budget_kib(len).min(budget_kib(s.cfg.memory_budget_bytes)))
+                .await
+                .expect("budget never closed");
+            buffered(s, job, resp, len, permit).await
+        }
+        // Bigger files are held too while the budget has room right now (one fetch instead of
+        // two); under memory pressure they take the two-pass streaming path instead of waiting.
+        Some(len) if len <= s.cfg.memory_budget_bytes / 4 => {
+            match s
+                .buffer_budget
+                .clone()
+                .try_acquire_many_owned(budget_kib(len))
+            {
+                Ok(permit) => buffered(s, job, resp, len, permit).await,
+                Err(_) => streamed(s, job, resp).await,
+            }
+        }
         _ => streamed(s, job, resp).await,
     }
+}
+
+fn budget_kib(len: u64) -> u32 {
+    len.div_ceil(1024).clamp(1, u32::MAX as u64) as u32
 }
 
 /// Scans in-memory bytes (decrypting first when the file is an encrypted attachment), using the
@@ -308,31 +327,57 @@ async fn verdict_for(
     }
 }
 
-async fn buffered(s: &Scanner, job: Job, resp: reqwest::Response, len: u64) -> Response {
-    let kib = (len.div_ceil(1024) as usize).clamp(1, BUFFER_BUDGET_KIB) as u32;
-    let _permit = s
-        .buffer_budget
-        .acquire_many(kib)
-        .await
-        .expect("budget never closed");
+/// Holds the body in memory while it arrives, sending each chunk on to clamd at once (the scan
+/// overlaps the fetch), and serves it from memory when clean: one fetch. When this key was
+/// scanned before, the pass only hashes and clamd runs only if the bytes changed.
+async fn buffered(
+    s: &Scanner,
+    job: Job,
+    resp: reqwest::Response,
+    len: u64,
+    budget: OwnedSemaphorePermit,
+) -> Response {
     let headers = copy_headers(resp.headers());
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            s.metrics.upstream_errors.fetch_add(1, Relaxed);
-            return request_failed(&e.to_string());
+    let cached = s.cache.digest_of(&job.cache_key);
+    let mut body = Vec::with_capacity(len as usize);
+    let verdict = match stream_pass(s, &job, resp, cached.is_some(), Some(&mut body)).await {
+        Pass::Refused(r) => return r,
+        Pass::Done(_, Some(v)) => {
+            s.metrics.cache_misses.fetch_add(1, Relaxed);
+            v
         }
-    };
-    if body.len() as u64 > s.cfg.max_file_bytes {
-        return too_large(s.cfg.max_file_bytes);
-    }
-    let digest = sha256(&body);
-    let verdict = match verdict_for(s, &job, &body, &digest).await {
-        Ok(v) => v,
-        Err(r) => return r,
+        Pass::Done(d, None) => match cached {
+            Some((cd, v)) if cd == d => {
+                s.metrics.cache_hits.fetch_add(1, Relaxed);
+                v
+            }
+            _ => match verdict_for(s, &job, &body, &d).await {
+                Ok(v) => v,
+                Err(r) => return r,
+            },
+        },
     };
     count(&s.metrics, &verdict);
-    deliver(job.mode, verdict, headers, Body::from(body), None)
+    let length = body.len() as u64;
+    deliver(
+        job.mode,
+        verdict,
+        headers,
+        held_body(body, budget),
+        Some(length),
+    )
+}
+
+/// A body that keeps its share of the memory budget until hyper has taken the bytes, so the
+/// budget bounds what is held for slow clients too, not only while scanning.
+fn held_body(body: Vec<u8>, budget: OwnedSemaphorePermit) -> Body {
+    let state = (Some(Bytes::from(body)), budget);
+    Body::from_stream(futures_util::stream::unfold(
+        state,
+        |(bytes, budget)| async move {
+            bytes.map(|b| (Ok::<_, std::convert::Infallible>(b), (None, budget)))
+        },
+    ))
 }
 
 fn deliver(
@@ -368,8 +413,14 @@ enum Pass {
 }
 
 /// Streams the body once: always hashed; sent to clamd (decrypted when encrypted) unless
-/// `hash_only`. Memory: one network chunk at a time.
-async fn stream_pass(s: &Scanner, job: &Job, resp: reqwest::Response, hash_only: bool) -> Pass {
+/// `hash_only`; appended to `keep` when given. Memory: one network chunk at a time, plus `keep`.
+async fn stream_pass(
+    s: &Scanner,
+    job: &Job,
+    resp: reqwest::Response,
+    hash_only: bool,
+    mut keep: Option<&mut Vec<u8>>,
+) -> Pass {
     let limit = s.cfg.max_file_bytes;
     let mut hasher = Sha256::new();
     let mut decryptor = job.encrypted.as_ref().map(Decryptor::new);
@@ -401,6 +452,9 @@ async fn stream_pass(s: &Scanner, job: &Job, resp: reqwest::Response, hash_only:
             return Pass::Done([0; 32], Some(v));
         }
         hasher.update(&chunk);
+        if let Some(k) = keep.as_mut() {
+            k.extend_from_slice(&chunk);
+        }
         if let Some(sc) = scan.as_mut() {
             let sent = match decryptor.as_mut() {
                 Some(d) => {
@@ -518,7 +572,7 @@ async fn refetch(s: &Scanner, job: &Job) -> Result<reqwest::Response, Response> 
 async fn streamed(s: &Scanner, job: Job, resp: reqwest::Response) -> Response {
     // A verdict for this key lets the first pass only hash; clamd runs when the hash differs.
     let cached = s.cache.digest_of(&job.cache_key);
-    let (digest, verdict) = match stream_pass(s, &job, resp, cached.is_some()).await {
+    let (digest, verdict) = match stream_pass(s, &job, resp, cached.is_some(), None).await {
         Pass::Refused(r) => return r,
         Pass::Done(d, Some(v)) => {
             s.metrics.cache_misses.fetch_add(1, Relaxed);
@@ -535,7 +589,7 @@ async fn streamed(s: &Scanner, job: Job, resp: reqwest::Response) -> Response {
                     Err(r) => return r,
                 };
                 s.metrics.cache_misses.fetch_add(1, Relaxed);
-                match stream_pass(s, &job, again, false).await {
+                match stream_pass(s, &job, again, false, None).await {
                     Pass::Refused(r) => return r,
                     Pass::Done(d, v) => (d, v.expect("a scanning pass has a verdict")),
                 }

@@ -121,6 +121,8 @@ type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 /// Serves `d/flip` differently on every other request, like an object replaced in S3 between the
 /// scanner's scan pass and its serving pass.
 static FLIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Authorized fetches of `d/big`: one per pass the scanner makes over it.
+static BIG_FETCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A media worker stand-in: authenticated download of `/{server}/{media}`, 401 without the
 /// right token, 404 for unknown media.
@@ -145,6 +147,9 @@ async fn download(
             )
                 .into_response()
         }
+    }
+    if media == "big" {
+        BIG_FETCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     if media == "flip" {
         let mut b = pattern(3 << 20);
@@ -202,12 +207,30 @@ fn scanner_against_real_clamd() {
         clamd: format!("127.0.0.1:{clamd_port}"),
         max_file_bytes: 5 << 20,
         memory_buffer_bytes: 64 << 10,
+        memory_budget_bytes: 256 << 10,
         clamd_connections: 4,
         scan_timeout_secs: 20,
         verdict_cache_entries: 100,
         request_secret_path: dir.path().join("unused"),
     };
     let key = RequestKey::from_base64("CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=").unwrap();
+    // The same scanner with room to hold 3 MiB files (a quarter of a 16 MiB budget).
+    let roomy_port = free_port();
+    let roomy = ScannerConfig {
+        listen: format!("127.0.0.1:{roomy_port}"),
+        memory_budget_bytes: 16 << 20,
+        ..cfg.clone()
+    };
+    let roomy_key =
+        RequestKey::from_base64("CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=").unwrap();
+    rt.spawn(async move {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", roomy_port))
+            .await
+            .unwrap();
+        axum::serve(l, router(Arc::new(Scanner::new(roomy, roomy_key))))
+            .await
+            .unwrap();
+    });
     rt.spawn(async move {
         let l = tokio::net::TcpListener::bind(("127.0.0.1", upstream_port))
             .await
@@ -246,9 +269,16 @@ fn scanner_against_real_clamd() {
     // Clean media passes byte-identical, in memory and streamed.
     let (s, b) = get(&dl("clean"), Some("good"));
     assert_eq!((s, b), (200, pattern(1000)));
+    let fetches = || BIG_FETCHES.load(std::sync::atomic::Ordering::SeqCst);
+    let before = fetches();
     let (s, b) = get(&dl("big"), Some("good"));
     assert_eq!(s, 200);
     assert!(b == pattern(3 << 20), "streamed body differs");
+    assert_eq!(
+        fetches() - before,
+        2,
+        "above the memory buffer: a scan pass and a serving pass"
+    );
 
     // Infected media is refused, small and streamed (the signature in the last bytes).
     for m in ["eicar", "bigbad"] {
@@ -298,6 +328,32 @@ fn scanner_against_real_clamd() {
     // never gets a complete body it could take for scanned.
     let (s, b) = get(&dl("flip"), Some("good"));
     assert_eq!(s, 0, "got a complete response of {} bytes", b.len());
+
+    // With room in the budget the same files are held: one fetch, scanned as it arrives, and the
+    // bytes served are the bytes scanned (a flip cannot fall between two passes).
+    let roomy_base = format!("http://127.0.0.1:{roomy_port}");
+    let roomy_get = |m: &str| -> (u16, Vec<u8>) {
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(format!("{roomy_base}{}", dl(m)))
+                .header("authorization", "Bearer good")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        })
+    };
+    let before = fetches();
+    let (s, b) = roomy_get("big");
+    assert_eq!(s, 200);
+    assert!(b == pattern(3 << 20), "held body differs");
+    assert_eq!(fetches() - before, 1, "a held file is fetched once");
+    let (s, b) = roomy_get("flip");
+    assert_eq!((s, b.len()), (200, 3 << 20));
+    let (s, b) = roomy_get("bigbad");
+    assert_eq!(s, 403, "infected bytes are refused on the held path too");
+    assert_eq!(json(&b)["reason"], "MCS_MEDIA_NOT_CLEAN");
 
     // Metrics count what happened.
     let (_, m) = get("/metrics", None);

@@ -290,6 +290,8 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             "content-scanner".into(),
             "--config".into(),
             format!("{SCANNER_CONFIG_DIR}/{SCANNER_CONFIG_FILE}"),
+            "--threads".into(),
+            antivirus::scanner_threads(ctx.t).to_string(),
         ]),
         ports: Some(vec![container_port("http", CONTENT_SCANNER_PORT, "TCP")]),
         resources: Some(resources(

@@ -1227,9 +1227,18 @@ fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
             "serve",
             "content-scanner",
             "--config",
-            "/mxstack/content-scanner/scanner.yaml"
+            "/mxstack/content-scanner/scanner.yaml",
+            "--threads",
+            &mxstack_topology::antivirus::scanner_threads(&t).to_string(),
         ]
     );
+    // Threads follow the container's CPU request (one per started CPU).
+    let cpu = ctr["resources"]["requests"]["cpu"].as_str().unwrap();
+    let millis: usize = match cpu.strip_suffix('m') {
+        Some(m) => m.parse().unwrap(),
+        None => cpu.parse::<usize>().unwrap() * 1000,
+    };
+    assert_eq!(cmd[6], millis.div_ceil(1000).max(1).to_string(), "{cpu}");
     assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], "/ready");
     assert_eq!(ctr["livenessProbe"]["httpGet"]["path"], "/health");
     let mount_of = |path: &str| {
@@ -1283,6 +1292,19 @@ fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
     let clamav_svc = service_behind(&r, cfg["clamd"].as_str().unwrap());
     assert_eq!(name(clamav_svc), "clamav");
     assert_eq!(cfg["listen"], "0.0.0.0:8090");
+    // What the scanner may hold in memory fits its container with room for the runtime.
+    let limit_mib: u64 = ctr["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("Mi")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let budget = cfg["memory_budget_bytes"].as_u64().unwrap();
+    assert!(
+        budget >= cfg["memory_buffer_bytes"].as_u64().unwrap() && budget * 2 <= limit_mib << 20,
+        "budget {budget} vs limit {limit_mib} MiB"
+    );
 
     // The request secret: only in the Secret, mounted read-only where the config reads it.
     let secret_path = cfg["request_secret_path"].as_str().unwrap();

@@ -758,6 +758,8 @@ impl LocalPlan {
                     "content-scanner".into(),
                     "--config".into(),
                     scanner_dir.join("scanner.yaml").display().to_string(),
+                    "--threads".into(),
+                    antivirus::scanner_threads(&t).to_string(),
                 ],
                 env: vec![],
                 secret_env: vec![],

@@ -63,6 +63,28 @@ pub fn upstreams(t: &Topology, addr: &dyn Addressing) -> Vec<String> {
         .collect()
 }
 
+/// Bytes the scanner may hold in memory across all requests: 3/8 of its container's memory limit
+/// (the rest is the runtime, connection buffers and allocator slack; the benchmark's peak RSS
+/// with a 48 MiB budget was 55 MiB), never below one memory buffer.
+pub fn memory_budget_bytes(t: &Topology) -> u64 {
+    let mib = t
+        .sizing
+        .resources_for(mxstack_spec::Component::ContentScanner, &t.config)
+        .memory_mib as u64;
+    (mib * 3 / 8 * (1 << 20)).max(MEMORY_BUFFER_BYTES)
+}
+
+/// The scanner's worker threads: one per CPU of its container's request, at least one. It waits on
+/// the media workers and clamd far more than it computes (about 0.16 ms of CPU per small file),
+/// and on two shared cores one thread measured faster than two (docs/BENCHMARKS.md).
+pub fn scanner_threads(t: &Topology) -> usize {
+    let millis = t
+        .sizing
+        .resources_for(mxstack_spec::Component::ContentScanner, &t.config)
+        .cpu_millis as usize;
+    millis.div_ceil(1000).max(1)
+}
+
 /// The content scanner's config file (no secrets: the request secret is read from a file).
 pub fn scanner_config(
     t: &Topology,
@@ -77,6 +99,7 @@ pub fn scanner_config(
         "clamd": format!("{}:{}", clamd.host, clamd.port),
         "max_file_bytes": max_file_bytes(t),
         "memory_buffer_bytes": MEMORY_BUFFER_BYTES,
+        "memory_budget_bytes": memory_budget_bytes(t),
         "clamd_connections": 16,
         // Below the 60 s Synapse's HTTP client waits for the upload module's request.
         "scan_timeout_secs": 50,
