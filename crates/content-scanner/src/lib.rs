@@ -21,6 +21,8 @@ pub mod upstream;
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
+
 pub use config::ScannerConfig;
 
 /// Loads the config and the request secret, then serves until SIGTERM or SIGINT.
@@ -41,9 +43,14 @@ pub fn run(config_path: &Path, threads: usize) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        // TCP_NODELAY: a response's head and body leave as soon as they are ready instead of
+        // waiting for the client's delayed ACK (axum leaves Nagle on).
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
         eprintln!(
             "content-scanner: listening on {}, clamd at {}, {} upstream(s), limit {} bytes",
             cfg.listen,
