@@ -250,8 +250,8 @@ impl fmt::Debug for Session {
     }
 }
 
-/// What an investigator files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an investigator files: the warrant's terms, which never change once filed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewWarrant {
     /// The authority's reference (court order number, ...).
     pub case_ref: String,
@@ -304,13 +304,9 @@ impl fmt::Display for WarrantStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warrant {
     pub id: i64,
-    pub case_ref: String,
-    pub target_users: Vec<String>,
-    pub target_rooms: Vec<String>,
-    pub window_start_ms: i64,
-    pub window_end_ms: i64,
-    pub expires_ms: i64,
-    pub justification: String,
+    /// What was filed (serialized inline, as the warrant's own fields).
+    #[serde(flatten)]
+    pub terms: NewWarrant,
     pub created_by: String,
     pub created_ms: i64,
     pub status: WarrantStatus,
@@ -328,17 +324,17 @@ pub struct Warrant {
 impl Warrant {
     /// Whether a message sent at `ts_ms` is inside the window (start inclusive, end exclusive).
     pub fn covers_time(&self, ts_ms: i64) -> bool {
-        self.window_start_ms <= ts_ms && ts_ms < self.window_end_ms
+        self.terms.window_start_ms <= ts_ms && ts_ms < self.terms.window_end_ms
     }
 
     /// Whether `user_id` is one of the target users (exact match).
     pub fn covers_user(&self, user_id: &str) -> bool {
-        self.target_users.iter().any(|u| u == user_id)
+        self.terms.target_users.iter().any(|u| u == user_id)
     }
 
     /// Whether `room_id` is one of the target rooms (exact match).
     pub fn covers_room(&self, room_id: &str) -> bool {
-        self.target_rooms.iter().any(|r| r == room_id)
+        self.terms.target_rooms.iter().any(|r| r == room_id)
     }
 }
 
@@ -514,13 +510,15 @@ fn warrant_from_row(r: &rusqlite::Row<'_>, now_ms: i64) -> rusqlite::Result<Warr
     let decided_by: Option<String> = r.get(11)?;
     Ok(Warrant {
         id: r.get(0)?,
-        case_ref: r.get(1)?,
-        target_users: json_list(r, 2)?,
-        target_rooms: json_list(r, 3)?,
-        window_start_ms: r.get(4)?,
-        window_end_ms: r.get(5)?,
-        expires_ms,
-        justification: r.get(7)?,
+        terms: NewWarrant {
+            case_ref: r.get(1)?,
+            target_users: json_list(r, 2)?,
+            target_rooms: json_list(r, 3)?,
+            window_start_ms: r.get(4)?,
+            window_end_ms: r.get(5)?,
+            expires_ms,
+            justification: r.get(7)?,
+        },
         created_by: r.get(8)?,
         created_ms: r.get(9)?,
         status: status_of(&decision, revoked_ms, expires_ms, now_ms),
@@ -1269,7 +1267,7 @@ impl Store {
             WarrantStatus::Expired if w.decided_ms.is_none() => {
                 return Err(WarrantError::Expired {
                     id,
-                    expires_ms: w.expires_ms,
+                    expires_ms: w.terms.expires_ms,
                 })
             }
             status => {
@@ -1380,7 +1378,7 @@ impl Store {
             }),
             WarrantStatus::Expired => Err(WarrantError::Expired {
                 id,
-                expires_ms: w.expires_ms,
+                expires_ms: w.terms.expires_ms,
             }),
             status @ (WarrantStatus::Pending | WarrantStatus::Rejected) => {
                 Err(WarrantError::NotApproved { id, status })

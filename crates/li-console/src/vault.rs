@@ -86,9 +86,9 @@ impl VaultClient {
     pub async fn retrieve(&self, user_id: &str, w: &Warrant) -> Result<Vec<EscrowedKey>, String> {
         let claim = WarrantClaim {
             warrant_id: w.id,
-            case_ref: w.case_ref.clone(),
-            users: w.target_users.clone(),
-            expires_ms: w.expires_ms,
+            case_ref: w.terms.case_ref.clone(),
+            users: w.terms.target_users.clone(),
+            expires_ms: w.terms.expires_ms,
             issued_ms: now_ms(),
         };
         let warrant = warrant::sign(&claim, &self.signer);

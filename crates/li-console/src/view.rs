@@ -117,7 +117,7 @@ impl Decryption {
     ) -> Result<Decryption, String> {
         let mut users = Vec::new();
         let mut retrievals = Vec::new();
-        for user_id in &warrant.target_users {
+        for user_id in &warrant.terms.target_users {
             let escrowed = vault.retrieve(user_id, warrant).await?;
             let versions = escrowed.len();
             let key = open_backup(replica, user_id, escrowed).await?;
@@ -236,7 +236,11 @@ pub async fn room_timeline(
     room_id: &str,
 ) -> Result<Vec<ViewEvent>, String> {
     let events = replica
-        .timeline(room_id, warrant.window_start_ms, warrant.window_end_ms)
+        .timeline(
+            room_id,
+            warrant.terms.window_start_ms,
+            warrant.terms.window_end_ms,
+        )
         .await?;
     let mut out = Vec::with_capacity(events.len());
     for e in &events {

@@ -459,8 +459,8 @@ fn status_badge(s: WarrantStatus) -> Markup {
 
 fn targets(w: &Warrant) -> Markup {
     html! {
-        @for u in &w.target_users { code { (u) } " " }
-        @for r in &w.target_rooms { code { (r) } " " }
+        @for u in &w.terms.target_users { code { (u) } " " }
+        @for r in &w.terms.target_rooms { code { (r) } " " }
     }
 }
 
@@ -483,11 +483,11 @@ async fn home(State(c): State<Shared>, headers: HeaderMap) -> Response {
                     @for w in &warrants {
                         tr {
                             td { a href={ "/warrants/" (w.id) } { (w.id) } }
-                            td { (w.case_ref) }
+                            td { (w.terms.case_ref) }
                             td { (status_badge(w.status)) }
                             td { (targets(w)) }
-                            td { (format_ms(w.window_start_ms)) " – " (format_ms(w.window_end_ms)) }
-                            td { (format_ms(w.expires_ms)) }
+                            td { (format_ms(w.terms.window_start_ms)) " – " (format_ms(w.terms.window_end_ms)) }
+                            td { (format_ms(w.terms.expires_ms)) }
                             td { (w.created_by) }
                             td { (w.approved_by.as_deref().unwrap_or("—")) }
                         }
@@ -630,7 +630,11 @@ async fn warrant_page(
     }
     let mut rooms_markup = html! {};
     if me.account.role == Role::Investigator && w.status == WarrantStatus::Active {
-        match c.replica.rooms_for(&w.target_users, &w.target_rooms).await {
+        match c
+            .replica
+            .rooms_for(&w.terms.target_users, &w.terms.target_rooms)
+            .await
+        {
             Ok(rooms) => {
                 if let Err(r) = c.audit(
                     Some(&me.account.username),
@@ -669,12 +673,12 @@ async fn warrant_page(
     let can_decide = me.account.role == Role::Supervisor;
     let body = html! {
         dl id="warrant" {
-            dt { "Case" } dd { (w.case_ref) }
+            dt { "Case" } dd { (w.terms.case_ref) }
             dt { "Status" } dd { (status_badge(w.status)) }
             dt { "Targets" } dd { (targets(&w)) }
-            dt { "Window (UTC)" } dd { (format_ms(w.window_start_ms)) " – " (format_ms(w.window_end_ms)) }
-            dt { "Expires" } dd { (format_ms(w.expires_ms)) }
-            dt { "Justification" } dd { (w.justification) }
+            dt { "Window (UTC)" } dd { (format_ms(w.terms.window_start_ms)) " – " (format_ms(w.terms.window_end_ms)) }
+            dt { "Expires" } dd { (format_ms(w.terms.expires_ms)) }
+            dt { "Justification" } dd { (w.terms.justification) }
             dt { "Created by" } dd { (w.created_by) }
             dt { "Approved by" } dd { (w.approved_by.as_deref().unwrap_or("—")) }
         }
@@ -808,7 +812,11 @@ async fn room_page(
         Ok(w) => w,
         Err(r) => return r.into_response(),
     };
-    let rooms = match c.replica.rooms_for(&w.target_users, &w.target_rooms).await {
+    let rooms = match c
+        .replica
+        .rooms_for(&w.terms.target_users, &w.terms.target_rooms)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return page_error(StatusCode::BAD_GATEWAY, &e),
     };
@@ -833,7 +841,7 @@ async fn room_page(
     let decrypted = events.iter().filter(|e| e.decrypted_with.is_some()).count();
     let in_window = c
         .replica
-        .count_events(&q.room_id, w.window_start_ms, w.window_end_ms)
+        .count_events(&q.room_id, w.terms.window_start_ms, w.terms.window_end_ms)
         .await
         .unwrap_or(0);
     if let Err(r) = c.audit(
@@ -846,7 +854,7 @@ async fn room_page(
     }
     let mut links = Vec::new();
     let body = html! {
-        p { "Room " code { (q.room_id) } ", events from " (format_ms(w.window_start_ms)) " to " (format_ms(w.window_end_ms)) " (UTC), as the LI replica holds them." }
+        p { "Room " code { (q.room_id) } ", events from " (format_ms(w.terms.window_start_ms)) " to " (format_ms(w.terms.window_end_ms)) " (UTC), as the LI replica holds them." }
         @for k in &decryption.retrievals {
             p.keys { "Escrowed keys of " code { (k.user_id) } ": " (k.versions) " version(s); " (k.outcome) }
         }
@@ -1055,7 +1063,11 @@ async fn export_warrant(
         Ok(w) => w,
         Err(r) => return r.into_response(),
     };
-    let rooms = match c.replica.rooms_for(&w.target_users, &w.target_rooms).await {
+    let rooms = match c
+        .replica
+        .rooms_for(&w.terms.target_users, &w.terms.target_rooms)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return page_error(StatusCode::BAD_GATEWAY, &e),
     };
@@ -1086,7 +1098,7 @@ async fn export_warrant(
         }
         let in_window = c
             .replica
-            .count_events(&r.room_id, w.window_start_ms, w.window_end_ms)
+            .count_events(&r.room_id, w.terms.window_start_ms, w.terms.window_end_ms)
             .await
             .unwrap_or(0);
         out_rooms.push(json!({"room_id": r.room_id, "name": r.name, "encrypted": r.encrypted, "reason": r.reason,
@@ -1094,8 +1106,8 @@ async fn export_warrant(
     }
     let now = now_ms();
     let messages = json!({
-        "warrant": {"id": w.id, "case_ref": w.case_ref, "target_users": w.target_users, "target_rooms": w.target_rooms,
-            "window_start_ms": w.window_start_ms, "window_end_ms": w.window_end_ms, "expires_ms": w.expires_ms,
+        "warrant": {"id": w.id, "case_ref": w.terms.case_ref, "target_users": w.terms.target_users, "target_rooms": w.terms.target_rooms,
+            "window_start_ms": w.terms.window_start_ms, "window_end_ms": w.terms.window_end_ms, "expires_ms": w.terms.expires_ms,
             "created_by": w.created_by, "approved_by": w.approved_by},
         "rooms": out_rooms,
         "media": media_files,
@@ -1104,11 +1116,16 @@ async fn export_warrant(
         "messages.json",
         serde_json::to_vec_pretty(&messages).expect("json"),
     );
-    let (bytes, manifest) =
-        match package.seal(&c.signing_key, w.id, &w.case_ref, &me.account.username, now) {
-            Ok(x) => x,
-            Err(e) => return page_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        };
+    let (bytes, manifest) = match package.seal(
+        &c.signing_key,
+        w.id,
+        &w.terms.case_ref,
+        &me.account.username,
+        now,
+    ) {
+        Ok(x) => x,
+        Err(e) => return page_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
     let manifest_sha = {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use mxstack_li_console::media::MediaRef;
 use mxstack_li_console::replica::{Replica, RoomSummary, TimelineEvent};
-use mxstack_li_console::store::{Warrant, WarrantStatus};
+use mxstack_li_console::store::{NewWarrant, Warrant, WarrantStatus};
 use mxstack_li_console::view::{self, Decryption, ViewEvent};
 use serde_json::{json, Value};
 use support::PgCluster;
@@ -677,13 +677,15 @@ fn image_main_key() -> String {
 fn warrant() -> Warrant {
     Warrant {
         id: 7,
-        case_ref: "CASE-2023-17".into(),
-        target_users: vec![TARGET.into()],
-        target_rooms: Vec::new(),
-        window_start_ms: START,
-        window_end_ms: END,
-        expires_ms: END + 30 * 24 * 60 * MIN,
-        justification: "test".into(),
+        terms: NewWarrant {
+            case_ref: "CASE-2023-17".into(),
+            target_users: vec![TARGET.into()],
+            target_rooms: Vec::new(),
+            window_start_ms: START,
+            window_end_ms: END,
+            expires_ms: END + 30 * 24 * 60 * MIN,
+            justification: "test".into(),
+        },
         created_by: "investigator".into(),
         created_ms: START,
         status: WarrantStatus::Active,

@@ -458,7 +458,7 @@ fn warrant_lifecycle_with_four_eyes() {
     let w = s.warrant(id, T0).unwrap().unwrap();
     assert_eq!(w.status, WarrantStatus::Pending);
     assert_eq!(
-        w.target_users,
+        w.terms.target_users,
         ["@target:example.org"],
         "trimmed, deduplicated"
     );
@@ -494,10 +494,10 @@ fn warrant_lifecycle_with_four_eyes() {
     assert!(!w.covers_user("@other:example.org"));
     assert!(w.covers_room("!room1:example.org"));
     assert!(!w.covers_room("!room2:example.org"));
-    assert!(w.covers_time(w.window_start_ms));
-    assert!(w.covers_time(w.window_end_ms - 1));
-    assert!(!w.covers_time(w.window_end_ms));
-    assert!(!w.covers_time(w.window_start_ms - 1));
+    assert!(w.covers_time(w.terms.window_start_ms));
+    assert!(w.covers_time(w.terms.window_end_ms - 1));
+    assert!(!w.covers_time(w.terms.window_end_ms));
+    assert!(!w.covers_time(w.terms.window_start_ms - 1));
 
     // A decision is final.
     let e = s.approve_warrant(id, &p.sam, t).unwrap_err();
