@@ -69,15 +69,26 @@ pub fn problems(s: &LiStatus) -> Vec<String> {
         if !s.subscribed {
             p.push("no subscription yet (li-sync creates it after copying the schema)".into());
         } else if !s.subscription_enabled {
-            p.push("the subscription is disabled".into());
+            p.push(
+                "the subscription is disabled: nothing from main reaches the replica; li-sync \
+                 resumes it at its next schema check (`mxstack logs li-sync` says why it cannot), \
+                 or now with `mxstack li upgrade-schema`"
+                    .into(),
+            );
         } else if !s.apply_worker_running {
             p.push("the apply worker is not running (see the LI PostgreSQL log)".into());
         }
-        if !s.tables_syncing.is_empty() {
-            p.push(format!(
-                "{} tables in their initial copy",
+        match s.initial_copy_stalled() {
+            Some(cause) => p.push(format!(
+                "the initial copy of {} tables is not progressing: {cause}",
                 s.tables_syncing.len()
-            ));
+            )),
+            None if !s.tables_syncing.is_empty() => p.push(format!(
+                "{} tables in their initial copy ({} copying now)",
+                s.tables_syncing.len(),
+                s.table_sync_workers
+            )),
+            None => {}
         }
         if s.schema_behind {
             p.push("main has schema the replica lacks (li-sync applies it; or run `mxstack li upgrade-schema`)".into());

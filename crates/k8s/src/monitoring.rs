@@ -178,6 +178,22 @@ fn li_alerts(
             "The LI replica is more than 5 seconds behind main.",
         ),
         (
+            "LiSubscriptionDisabled",
+            // li-sync pauses it for a moment while new tables join and resumes it at its next
+            // schema check at the latest; minutes disabled means it cannot.
+            format!("min({}) == 0", m("mxstack_li_subscription_enabled")),
+            "5m",
+            "critical",
+            "The LI subscription is disabled: nothing from main reaches the replica. `mxstack li status` and li-sync's log say why; `mxstack li upgrade-schema` resumes it.",
+        ),
+        (
+            "LiInitialCopyStalled",
+            format!("max({}) == 1", m("mxstack_li_initial_copy_stalled")),
+            "10m",
+            "critical",
+            "Tables of the LI replica's initial copy are not being copied (no worker runs for them): `mxstack li status` names the cause.",
+        ),
+        (
             "LiApplyErrors",
             format!("sum(increase({}[10m])) > 0", m("mxstack_li_apply_errors_total")),
             "1m",

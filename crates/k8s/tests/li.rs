@@ -1280,6 +1280,8 @@ fn li_sync_is_scraped_and_alerted_on() {
     assert!(expr("LiReplicaLagging").ends_with("> 5"));
     assert_eq!(for_("LiReplicaLagging"), "5m");
     assert!(expr("LiApplyErrors").contains("increase(mxstack_li_apply_errors_total"));
+    assert!(expr("LiSubscriptionDisabled").contains("mxstack_li_subscription_enabled"));
+    assert!(expr("LiInitialCopyStalled").contains("mxstack_li_initial_copy_stalled"));
     assert!(expr("LiSlotRetainsTooMuchWal").contains("mxstack_li_slot_retained_bytes"));
     assert!(expr("LiSlotRetainsTooMuchWal").ends_with(&format!("> {}", 10u64 * 1024 * 1024 * 1024)));
     let backlog = expr("LiMediaBacklogNotShrinking");

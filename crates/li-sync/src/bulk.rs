@@ -54,7 +54,10 @@ pub async fn lock(db: &Client, job: Job) -> Result<(), ReplicaError> {
             "SELECT a.pid, coalesce(a.application_name, ''), pg_catalog.to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
                FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted
-                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+                -- Advisory locks are per database: the same job may hold one in another.
+                AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+              LIMIT 1",
             &[&job.lock_key()],
         )
         .await?;

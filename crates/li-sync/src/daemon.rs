@@ -79,8 +79,10 @@ async fn replica_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
                     && since_schema_check >= Duration::from_secs(config.schema_check_interval_secs)
                 {
                     since_schema_check = Duration::ZERO;
-                    // The status just compared the schemas.
-                    if status.schema_behind {
+                    // The status just compared the schemas. A disabled subscription is
+                    // resumed by the same call (only sync_schema pauses it; an error or a crash
+                    // between its pause and resume leaves it to this check).
+                    if status.schema_behind || (status.subscribed && !status.subscription_enabled) {
                         let r = sync_schema(&main, &mut replica, &mut locker, &config, &main_password).await?;
                         eprintln!(
                             "li-sync: schema upgrade applied: new tables {:?}, {} statements, refreshed {}",

@@ -50,14 +50,15 @@ pub async fn run(
     let mut replica = connect(&config.replica).await?;
     replica.batch_execute(&bulk::runs_setup_sql()).await?;
     bulk::lock(&replica, Job::Dump).await?;
+    // EXISTS: a database may hold several subscriptions.
     if replica
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
-              WHERE d.datname = pg_catalog.current_database()",
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
+                             WHERE d.datname = pg_catalog.current_database())",
             &[],
         )
         .await?
-        .is_some()
+        .get::<_, bool>(0)
     {
         return Err(ReplicaError(format!(
             "{} on {}:{} has a subscription (logical mode): a dump would fight the apply worker. \

@@ -191,15 +191,23 @@ pub(crate) async fn apply_diff(replica: &mut Client, d: &SchemaDiff) -> Result<(
     Ok(())
 }
 
-async fn subscription_exists(replica: &Client, name: &str) -> Result<bool, ReplicaError> {
+/// The subscription named `$1` of this database. pg_subscription is shared by every database of
+/// the cluster, so a name alone can match one per database (a second replica database on the LI
+/// cluster, as the lag benchmark makes): never look one up by name only.
+pub(crate) const THIS_SUBSCRIPTION: &str = "s.subname = $1 AND s.subdbid = \
+     (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())";
+
+/// `None`: no subscription yet; else whether it is enabled.
+async fn subscription_enabled(replica: &Client, name: &str) -> Result<Option<bool>, ReplicaError> {
     Ok(replica
         .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
-              WHERE s.subname = $1 AND d.datname = pg_catalog.current_database()",
+            &format!(
+                "SELECT s.subenabled FROM pg_catalog.pg_subscription s WHERE {THIS_SUBSCRIPTION}"
+            ),
             &[&name],
         )
         .await?
-        .is_some())
+        .map(|r| r.get(0)))
 }
 
 /// Bring the replica up to main: schema, history, subscription (created once), refresh.
@@ -207,6 +215,11 @@ async fn subscription_exists(replica: &Client, name: &str) -> Result<bool, Repli
 ///
 /// `locker` is a second connection to the replica, used to hold new tables while they join the
 /// subscription.
+///
+/// The subscription is paused (disabled) while new tables are created, and every call that
+/// finds it paused, its own pause or one an earlier run left behind (an error, a crash, a
+/// timeout), resumes it before returning, error or not: nothing but this function disables it,
+/// so a disabled subscription never outlives one call.
 pub async fn sync_schema(
     main: &Client,
     replica: &mut Client,
@@ -219,104 +232,183 @@ pub async fn sync_schema(
     let replica_schema = Schema::read(replica).await?;
     let d = diff(&main_schema, &replica_schema);
     let sub = &config.subscription;
-    let subscribed_new: Vec<&String> = d
+    let joins_new = d
         .new_tables
         .iter()
-        .filter(|t| main_schema.tables.get(*t).is_some_and(|t| !t.unlogged))
-        .collect();
-    let exists = subscription_exists(replica, &sub.name).await?;
-    if exists && !subscribed_new.is_empty() {
-        // No apply worker may see a new table before it is in the subscription (see below).
-        set_enabled(replica, &sub.name, false).await?;
+        .any(|t| main_schema.tables.get(t).is_some_and(|t| !t.unlogged));
+    let mut report = UpgradeReport {
+        new_tables: d.new_tables.clone(),
+        statements: d.statements.clone(),
+        not_applied: d.not_applied.clone(),
+        ..UpgradeReport::default()
+    };
+    let Some(enabled) = subscription_enabled(replica, &sub.name).await? else {
+        report.history_triggers_added = apply_schema(main, replica, &d).await?;
+        create_subscription(replica, config, main_password).await?;
+        return Ok(report);
+    };
+    // Left disabled by an earlier run: resumed below like our own pause.
+    let mut paused = !enabled;
+    let mut outcome = Ok(0);
+    if enabled && joins_new {
+        // No apply worker may see a new table before it is in the subscription (see `resume`).
+        paused = true;
+        outcome = set_enabled(replica, &sub.name, false).await.map(|()| 0);
     }
-    apply_diff(replica, &d).await?;
+    if outcome.is_ok() {
+        outcome = apply_schema(main, replica, &d).await;
+    }
+    if paused {
+        report.refreshed = resume(main, replica, locker, &sub.name).await?;
+    } else if let Some(drift) = subscription_drift(main, replica).await?.needs_refresh() {
+        // A table on the replica the subscription never listed (only when something other
+        // than li-sync enabled the subscription early): its earlier changes were skipped, so
+        // copy its rows. A subscribed table main has dropped (Synapse's `_temp_*` scratch
+        // tables, often while their initial copy runs, which then fails forever with "not
+        // found on publisher"): the refresh takes it out of the subscription; its rows stay on
+        // the replica.
+        refresh(replica, &sub.name, drift.unsubscribed).await?;
+        report.refreshed = true;
+    }
+    report.history_triggers_added = outcome?;
+    Ok(report)
+}
+
+/// The additive schema difference, main's foreign keys and the history triggers; returns how
+/// many tables got history triggers.
+async fn apply_schema(
+    main: &Client,
+    replica: &mut Client,
+    d: &SchemaDiff,
+) -> Result<i32, ReplicaError> {
+    apply_diff(replica, d).await?;
     record_foreign_keys(main, replica).await?;
-    let added: i32 = replica
+    Ok(replica
         .query_one(
             &format!("SELECT {LI_SCHEMA}.install_history_triggers()"),
             &[],
         )
         .await?
-        .get(0);
-    let mut refreshed = false;
-    if !exists {
-        let conninfo = format!(
-            "host={} port={} dbname={} user={} password={} application_name={}",
-            sub.main_host,
-            sub.main_port,
-            config.main.dbname,
-            config.main.user,
-            main_password,
-            sub.name
-        );
-        // Not in a transaction block: it creates the slot on main.
-        replica
-            .batch_execute(&format!(
-                "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, streaming = on, slot_name = {})",
-                ident(&sub.name),
-                literal(&conninfo),
-                ident(&sub.publication),
-                literal(&sub.name),
+        .get(0))
+}
+
+async fn create_subscription(
+    replica: &Client,
+    config: &LiSyncConfig,
+    main_password: &str,
+) -> Result<(), ReplicaError> {
+    let sub = &config.subscription;
+    let conninfo = format!(
+        "host={} port={} dbname={} user={} password={} application_name={}",
+        sub.main_host, sub.main_port, config.main.dbname, config.main.user, main_password, sub.name
+    );
+    // Not in a transaction block: it creates the slot on main.
+    replica
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, streaming = on, slot_name = {})",
+            ident(&sub.name),
+            literal(&conninfo),
+            ident(&sub.publication),
+            literal(&sub.name),
+        ))
+        .await
+        .map_err(|e| {
+            ReplicaError(format!(
+                "CREATE SUBSCRIPTION {} failed: {}",
+                sub.name,
+                ReplicaError::from(e)
             ))
-            .await
-            .map_err(|e| {
-                ReplicaError(format!(
-                    "CREATE SUBSCRIPTION {} failed: {}",
-                    sub.name,
-                    ReplicaError::from(e)
-                ))
-            })?;
-    } else if !subscribed_new.is_empty() {
-        // A table created on main after the subscription: every change to it is still in the
-        // stream (the apply worker stops at the first one, "target relation does not exist"),
-        // so it joins with copy_data = false and is replayed change by change: inserts, then
-        // the UPDATEs and DELETEs the history keeps. A snapshot copy would lose those.
-        //
-        // PostgreSQL skips changes of a table that exists but is not yet in the subscription,
-        // so the apply worker must not touch the table between its creation and the refresh:
-        // a SHARE lock (held by `locker`) blocks the worker's ROW EXCLUSIVE open but not the
-        // refresh's ACCESS SHARE.
-        // The subscription was disabled before the tables were created; the lock is taken
-        // before it is enabled again.
-        let tables: Vec<String> = subscribed_new.iter().map(|t| qualified(t)).collect();
-        let locker_tx = locker.transaction().await?;
-        locker_tx
-            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
-            .await?;
-        set_enabled(replica, &sub.name, true).await?;
-        replica
-            .batch_execute(&format!(
-                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = false)",
-                ident(&sub.name)
-            ))
-            .await?;
-        locker_tx.commit().await?;
-        refreshed = true;
-    } else if let Some(drift) = subscription_drift(main, replica).await?.needs_refresh() {
-        // A table on the replica the subscription never listed (li-sync stopped between
-        // creating and refreshing): its earlier changes were skipped, so copy its rows. A
-        // subscribed table main has dropped (Synapse's `_temp_*` scratch tables, often while
-        // their initial copy runs, which then fails forever with "not found on publisher"):
-        // the refresh takes it out of the subscription; its rows stay on the replica.
-        replica
-            .batch_execute(&format!(
-                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})",
-                ident(&sub.name),
-                drift.unsubscribed
-            ))
-            .await?;
-        refreshed = true;
+        })
+}
+
+async fn refresh(replica: &Client, name: &str, copy_data: bool) -> Result<(), ReplicaError> {
+    replica
+        .batch_execute(&format!(
+            "ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {copy_data})",
+            ident(name)
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Enable a paused subscription without losing a change; returns whether it refreshed.
+///
+/// Tables created on the replica while it was paused (published by main, present here, not yet
+/// subscribed) were created after the slot's position, so every change to them is still in the
+/// stream: they join with copy_data = false and are replayed change by change, their
+/// UPDATEs and DELETEs kept in history (a snapshot copy would lose those). PostgreSQL skips
+/// changes of a table that exists but is not subscribed, so the apply worker must not touch
+/// them until the refresh: a SHARE lock (held by `locker`) blocks the worker's ROW EXCLUSIVE
+/// open but not the refresh's ACCESS SHARE, and is taken before the subscription is enabled.
+///
+/// A published table the replica still lacks (the schema step failed) stops the apply worker
+/// at its first change ("target relation does not exist"), which skips nothing, so without
+/// tables to join the subscription is simply enabled. With both, it stays paused and the call
+/// fails: the refresh would fail on the missing table, and enabling would skip the joining
+/// tables' changes. The next call retries the schema first.
+async fn resume(
+    main: &Client,
+    replica: &Client,
+    locker: &mut Client,
+    name: &str,
+) -> Result<bool, ReplicaError> {
+    let published = published_tables(main).await?;
+    let present = replica_tables(replica).await?;
+    let subscribed = subscribed_tables(replica).await?;
+    let joining: Vec<&String> = published
+        .iter()
+        .filter(|t| present.contains(*t) && !subscribed.contains(*t))
+        .collect();
+    let missing: Vec<&String> = published.difference(&present).collect();
+    if joining.is_empty() {
+        set_enabled(replica, name, true).await?;
+        return Ok(false);
     }
-    Ok(UpgradeReport {
-        new_tables: d.new_tables,
-        statements: d.statements,
-        history_triggers_added: added,
-        refreshed,
-        not_applied: d.not_applied,
-    })
+    if !missing.is_empty() {
+        return Err(ReplicaError(format!(
+            "subscription {name} stays paused: tables {} wait to join it, but main also has {} that \
+             the replica lacks; li-sync retries at its next schema check (`mxstack li upgrade-schema` \
+             retries now)",
+            list(&joining),
+            list(&missing)
+        )));
+    }
+    let tables: Vec<String> = joining.iter().map(|t| qualified(t)).collect();
+    let locker_tx = locker.transaction().await?;
+    locker_tx
+        .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
+        .await?;
+    set_enabled(replica, name, true).await?;
+    // Should main create a table in between, the refresh fails on it; the subscription stays
+    // enabled and the next check finds the joining tables unsubscribed and copies their rows
+    // (the drift path): the rows are kept, their history of that moment is not.
+    refresh(replica, name, false).await?;
+    locker_tx.commit().await?;
+    Ok(true)
+}
+
+fn list(tables: &[&String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = tables
+        .iter()
+        .take(SHOWN)
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > SHOWN {
+        s.push_str(&format!(" and {} more", tables.len() - SHOWN));
+    }
+    s
 }
 
 /// Enable or disable the subscription; on disable, wait until its apply worker has exited.
+///
+/// pg_stat_subscription has a row for the apply worker (relid NULL) and one for each table-sync
+/// worker of an initial copy, so the rows are counted, never assumed to be one. Only the apply
+/// worker is waited for: it is the one that would skip a new table's changes. A table-sync
+/// worker applies changes of its own table alone (and stops at a relation the replica lacks),
+/// and one in the middle of a long COPY notices DISABLE only when the COPY ends, hours later on
+/// a large database.
 async fn set_enabled(replica: &Client, name: &str, enabled: bool) -> Result<(), ReplicaError> {
     replica
         .batch_execute(&format!(
@@ -325,26 +417,46 @@ async fn set_enabled(replica: &Client, name: &str, enabled: bool) -> Result<(), 
             if enabled { "ENABLE" } else { "DISABLE" }
         ))
         .await?;
-    if !enabled {
-        for _ in 0..200 {
-            let running = replica
-                .query_opt(
-                    "SELECT 1 FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
-                      WHERE s.subname = $1 AND w.pid IS NOT NULL",
-                    &[&name],
-                )
-                .await?
-                .is_some();
-            if !running {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        return Err(ReplicaError(format!(
-            "the apply worker of {name} did not stop within 10 s"
-        )));
+    if enabled {
+        return Ok(());
     }
-    Ok(())
+    for _ in 0..DISABLE_WAIT_STEPS {
+        if running_workers(replica, name).await?.apply == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(ReplicaError(format!(
+        "the apply worker of subscription {name} did not stop within {} s after DISABLE",
+        DISABLE_WAIT_STEPS / 20
+    )))
+}
+
+/// 50 ms steps: 30 s (an apply worker finishes the transaction it is applying first).
+const DISABLE_WAIT_STEPS: u32 = 600;
+
+/// Processes of a subscription, from pg_stat_subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Workers {
+    pub apply: i64,
+    pub table_sync: i64,
+}
+
+pub async fn running_workers(replica: &Client, name: &str) -> Result<Workers, ReplicaError> {
+    let row = replica
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE w.relid IS NULL), count(*) FILTER (WHERE w.relid IS NOT NULL)
+                   FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+                  WHERE {THIS_SUBSCRIPTION} AND w.pid IS NOT NULL"
+            ),
+            &[&name],
+        )
+        .await?;
+    Ok(Workers {
+        apply: row.get(0),
+        table_sync: row.get(1),
+    })
 }
 
 /// How the subscription's table list differs from main's tables.
@@ -363,33 +475,54 @@ impl Drift {
 }
 
 async fn subscription_drift(main: &Client, replica: &Client) -> Result<Drift, ReplicaError> {
-    let names = |rows: Vec<tokio_postgres::Row>| -> std::collections::BTreeSet<String> {
-        rows.iter().map(|r| r.get::<_, String>(0)).collect()
-    };
-    let published = names(
-        main.query(
-            "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                AND c.relpersistence = 'p'",
-            &[],
-        )
-        .await?,
-    );
-    let subscribed = names(
-        replica
-            .query(
-                "SELECT c.relname::text FROM pg_catalog.pg_subscription_rel r
-                   JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE n.nspname = 'public'",
-                &[],
-            )
-            .await?,
-    );
+    let published = published_tables(main).await?;
+    let subscribed = subscribed_tables(replica).await?;
     Ok(Drift {
         unsubscribed: published.difference(&subscribed).next().is_some(),
         stale: subscribed.difference(&published).next().is_some(),
     })
+}
+
+type Names = std::collections::BTreeSet<String>;
+
+async fn names(db: &Client, sql: &str) -> Result<Names, ReplicaError> {
+    Ok(db
+        .query(sql, &[])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
+}
+
+/// Main's tables in the FOR ALL TABLES publication (unlogged ones are not published).
+async fn published_tables(main: &Client) -> Result<Names, ReplicaError> {
+    names(
+        main,
+        "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+            AND c.relpersistence = 'p'",
+    )
+    .await
+}
+
+async fn replica_tables(replica: &Client) -> Result<Names, ReplicaError> {
+    names(
+        replica,
+        "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+    )
+    .await
+}
+
+async fn subscribed_tables(replica: &Client) -> Result<Names, ReplicaError> {
+    names(
+        replica,
+        "SELECT c.relname::text FROM pg_catalog.pg_subscription_rel r
+           JOIN pg_catalog.pg_class c ON c.oid = r.srrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public'",
+    )
+    .await
 }
 
 /// Does the replica lack anything main has?

@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use crate::config::LiSyncConfig;
 use crate::media::MediaSyncReport;
-use crate::replica::ReplicaError;
+use crate::replica::{ReplicaError, THIS_SUBSCRIPTION};
 use crate::schema::{qualified, Schema};
 
 /// The main tables whose row counts `mxstack li status` compares.
@@ -40,6 +40,8 @@ pub struct LiStatus {
     pub subscription_enabled: bool,
     /// An apply worker is running (false while it restarts after an error).
     pub apply_worker_running: bool,
+    /// Table-sync workers running (each copies one table of an initial copy).
+    pub table_sync_workers: i64,
     /// Seconds the replica is behind: 0 when it has confirmed everything main has written,
     /// else main's measured replay lag for the subscription.
     pub lag_seconds: Option<f64>,
@@ -65,6 +67,24 @@ pub struct LiStatus {
     /// The newest working-copy refresh.
     pub last_working_copy: Option<crate::bulk::RunStatus>,
     pub counts: Vec<TableCount>,
+}
+
+impl LiStatus {
+    /// Why tables of the initial copy cannot progress right now, if they cannot: table-sync
+    /// workers are started by the apply worker, which runs only while the subscription is
+    /// enabled. (A slow copy of a large table is progress; this is the stopped kind.)
+    pub fn initial_copy_stalled(&self) -> Option<&'static str> {
+        if self.tables_syncing.is_empty() {
+            return None;
+        }
+        if !self.subscription_enabled {
+            Some("the subscription is disabled")
+        } else if !self.apply_worker_running && self.table_sync_workers == 0 {
+            Some("no apply or table-sync worker runs (see the LI PostgreSQL log)")
+        } else {
+            None
+        }
+    }
 }
 
 async fn one_i64(db: &Client, sql: &str) -> Result<i64, ReplicaError> {
@@ -96,22 +116,24 @@ pub async fn collect(
     };
     if let Some(row) = replica
         .query_opt(
-            "SELECT s.subenabled,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription w
-                             WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL),
-                    coalesce(st.apply_error_count, 0), coalesce(st.sync_error_count, 0)
-               FROM pg_catalog.pg_subscription s
-               LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid
-              WHERE s.subname = $1",
+            &format!(
+                "SELECT s.subenabled,
+                        coalesce(st.apply_error_count, 0), coalesce(st.sync_error_count, 0)
+                   FROM pg_catalog.pg_subscription s
+                   LEFT JOIN pg_catalog.pg_stat_subscription_stats st ON st.subid = s.oid
+                  WHERE {THIS_SUBSCRIPTION}"
+            ),
             &[sub],
         )
         .await?
     {
         s.subscribed = true;
         s.subscription_enabled = row.get(0);
-        s.apply_worker_running = row.get(1);
-        s.apply_errors = row.get(2);
-        s.sync_errors = row.get(3);
+        s.apply_errors = row.get(1);
+        s.sync_errors = row.get(2);
+        let workers = crate::replica::running_workers(replica, sub).await?;
+        s.apply_worker_running = workers.apply > 0;
+        s.table_sync_workers = workers.table_sync;
         s.tables_syncing = replica
             .query(
                 "SELECT c.relname::text FROM pg_catalog.pg_subscription_rel r
@@ -278,6 +300,18 @@ pub fn metrics_text(s: Option<&LiStatus>, c: &Counters) -> String {
             "Initial-copy errors of the subscription",
             "counter",
             s.sync_errors as f64,
+        );
+        gauge(
+            "mxstack_li_subscription_enabled",
+            "1 when the subscription exists and is enabled (li-sync pauses it for a moment while tables join)",
+            "gauge",
+            b(s.subscribed && s.subscription_enabled),
+        );
+        gauge(
+            "mxstack_li_initial_copy_stalled",
+            "1 while tables are in their initial copy and no worker can progress them",
+            "gauge",
+            b(s.initial_copy_stalled().is_some()),
         );
         gauge(
             "mxstack_li_tables_syncing",

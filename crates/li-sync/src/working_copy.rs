@@ -22,7 +22,7 @@ use tokio_postgres::IsolationLevel;
 use crate::bulk::{self, Job, RunFigures};
 use crate::config::{Database, LiSyncConfig};
 use crate::daemon::connect;
-use crate::replica::ReplicaError;
+use crate::replica::{ReplicaError, THIS_SUBSCRIPTION};
 use crate::schema::{diff, ident, qualified, Schema};
 use mxstack_topology::li::LI_SCHEMA;
 
@@ -98,9 +98,11 @@ async fn copy(
     // what the snapshot contains.
     let applied: Option<String> = source
         .query_opt(
-            "SELECT o.remote_lsn::text FROM pg_catalog.pg_replication_origin_status o
-               JOIN pg_catalog.pg_subscription s ON o.external_id = 'pg_' || s.oid::text
-              WHERE s.subname = $1",
+            &format!(
+                "SELECT o.remote_lsn::text FROM pg_catalog.pg_replication_origin_status o
+                   JOIN pg_catalog.pg_subscription s ON o.external_id = 'pg_' || s.oid::text
+                  WHERE {THIS_SUBSCRIPTION}"
+            ),
             &[&config.subscription.name],
         )
         .await?
@@ -245,7 +247,9 @@ async fn wait_for_replica(
         } else {
             replica
                 .query_opt(
-                    "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1",
+                    &format!(
+                        "SELECT 1 FROM pg_catalog.pg_subscription s WHERE {THIS_SUBSCRIPTION}"
+                    ),
                     &[&config.subscription.name],
                 )
                 .await?
