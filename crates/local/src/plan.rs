@@ -18,6 +18,7 @@ use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
 use serde::Serialize;
 
 use crate::layout::StateLayout;
+use crate::runtime;
 
 /// How the supervisor knows a process is ready.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,29 +95,36 @@ pub struct Programs {
 }
 
 impl Programs {
-    /// Finds the venv (MXSTACK_VENV, or `.venv` in the current directory or above the binary) and
-    /// the Debian packages' binaries.
+    /// Finds the venv ([`runtime::find_venv`]) and the Debian packages' binaries; an error names
+    /// the first missing piece and its fix (`mxstack setup`; `mxstack doctor` lists all).
     pub fn discover() -> Result<Programs, String> {
-        let venv = venv_dir().ok_or(
-            "no Python venv with Synapse found: run scripts/setup.sh, or set MXSTACK_VENV",
-        )?;
-        let pg_bin = [
-            "/usr/lib/postgresql/15/bin",
-            "/usr/lib/postgresql/16/bin",
-            "/usr/lib/postgresql/17/bin",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("postgres").exists())
-        .ok_or(
-            "PostgreSQL server binaries not found: run scripts/setup.sh (installs postgresql-15)",
-        )?;
+        Self::find(None)
+    }
+
+    /// Like [`Programs::discover`], for what `config` enables (clamd only with `antivirus`).
+    pub fn discover_for(config: &Config) -> Result<Programs, String> {
+        Self::find(Some(config))
+    }
+
+    fn find(config: Option<&Config>) -> Result<Programs, String> {
+        let problem = match config {
+            Some(c) => runtime::first_problem(c),
+            None => runtime::doctor(None)
+                .into_iter()
+                .find(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.what, c.problem.unwrap_or_default())),
+        };
+        if let Some(p) = problem {
+            return Err(p);
+        }
+        let (venv, _) = runtime::find_venv().ok_or("no venv")?;
+        let pg_bin = ["15", "16", "17"]
+            .iter()
+            .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
+            .find(|p| p.join("postgres").exists())
+            .ok_or("PostgreSQL server binaries not found: run `mxstack setup`")?;
         let find = |name: &str| -> Result<PathBuf, String> {
-            ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
-                .iter()
-                .map(|d| Path::new(d).join(name))
-                .find(|p| p.exists())
-                .ok_or(format!("`{name}` not found: run scripts/setup.sh"))
+            runtime::find_program(name).ok_or(format!("`{name}` not found: run `mxstack setup`"))
         };
         Ok(Programs {
             python: venv.join("bin/python"),
@@ -124,43 +132,16 @@ impl Programs {
             pg_bin,
             redis_server: find("redis-server")?,
             haproxy: find("haproxy")?,
-            clamd: find("clamd").ok(),
+            clamd: runtime::find_program("clamd"),
             mxstack: std::env::current_exe()
                 .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
         })
     }
-
-    /// Like [`Programs::discover`], and fails when a feature the config enables needs a program
-    /// this machine lacks.
-    pub fn discover_for(config: &Config) -> Result<Programs, String> {
-        let p = Programs::discover()?;
-        if config.has(Feature::Antivirus) && p.clamd.is_none() {
-            return Err("feature `antivirus` needs clamd: run scripts/setup.sh (installs clamav-daemon), or remove `antivirus` from features".into());
-        }
-        Ok(p)
-    }
 }
 
+/// The venv `up` uses (see [`runtime::find_venv`]).
 pub fn venv_dir() -> Option<PathBuf> {
-    if let Some(v) = std::env::var_os("MXSTACK_VENV") {
-        return Some(PathBuf::from(v));
-    }
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    for start in starts {
-        for dir in start.ancestors() {
-            let candidate = dir.join(".venv");
-            if candidate.join("bin/python").exists() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
+    runtime::find_venv().map(|(v, _)| v)
 }
 
 /// The config the local stack runs: the operator's config with `replicas` processes per worker

@@ -52,7 +52,8 @@ pub struct Supervisor<'a> {
     log: File,
 }
 
-fn user_ids(name: &str) -> Option<(u32, u32)> {
+/// A system user's uid and gid.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids at once.
     let pw = unsafe { libc::getpwnam(c.as_ptr()) };

@@ -349,6 +349,16 @@ impl LocalAddressing {
         }
     }
 
+    /// Every port the stack may listen on: the block from the base port to the LI console's
+    /// metrics port (the last one allocated), and SeaweedFS's gRPC ports. `up` checks them all
+    /// before it starts anything.
+    pub fn ports(&self) -> Vec<u16> {
+        let (master, volume, filer) = self.seaweedfs_ports();
+        let mut ports: Vec<u16> = (self.base_port..=self.li_console_metrics().port).collect();
+        ports.extend([master + 10000, volume + 10000, filer + 10000]);
+        ports
+    }
+
     /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
         (
