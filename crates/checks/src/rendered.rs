@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mxstack_spec::{placeholder_reason, Secrets};
+use mxstack_topology::escrow::ESCROW_MODULE;
 use serde_json::Value;
 
 use crate::Finding;
@@ -69,9 +70,6 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     escrow_chain(objects, &mut out);
     out
 }
-
-/// The module that escrows users' keys (`mxstack_topology::escrow::ESCROW_MODULE`).
-const ESCROW_MODULE: &str = "mxstack_synapse.escrow.KeyEscrow";
 
 /// Seed 004 2.8 and 4.3: the key vault, the Synapse module feeding it and the console reading it
 /// were separate hand-made pieces whose names and keys disagreed (or did not exist). Here: main's

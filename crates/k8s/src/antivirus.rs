@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume,
 };
 use mxstack_spec::{Component, Feature, SecretName, Tier};
-use mxstack_topology::addressing::{CLAMAV, CLAMD_PORT, CONTENT_SCANNER, CONTENT_SCANNER_PORT};
 use mxstack_topology::antivirus;
+use mxstack_topology::registry as reg;
 use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::to_yaml as value_yaml;
 
@@ -82,7 +82,7 @@ fn freshclam_resources(ctx: &Ctx, freshclam_conf: &str) -> Resources {
 }
 
 fn render_clamav(ctx: &Ctx, out: &mut Out) {
-    let clamd_conf = antivirus::clamd_conf(ctx.t, "0.0.0.0", CLAMD_PORT, DB_DIR);
+    let clamd_conf = antivirus::clamd_conf(ctx.t, "0.0.0.0", reg::clamav::CLAMD.number, DB_DIR);
     let freshclam_conf = antivirus::freshclam_conf(ctx.t, DB_DIR);
     let hash = config_hash(&[&clamd_conf, &freshclam_conf]);
     out.add(
@@ -91,23 +91,23 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             CLAMAV_CONFIG,
-            CLAMAV,
+            reg::clamav::COMPONENT.name(),
             map(&[
                 ("clamd.conf", &clamd_conf),
                 ("freshclam.conf", &freshclam_conf),
             ]),
         ),
     );
-    let sel = map(&[(LABEL_NAME, CLAMAV)]);
+    let sel = map(&[(LABEL_NAME, reg::clamav::COMPONENT.name())]);
     out.add(
         Phase::Infrastructure,
         FILE,
         service(
             ctx,
-            CLAMAV,
-            CLAMAV,
+            reg::clamav::COMPONENT.name(),
+            reg::clamav::COMPONENT.name(),
             &sel,
-            vec![service_port("clamd", CLAMD_PORT, "TCP")],
+            vec![service_port("clamd", reg::clamav::CLAMD.number, "TCP")],
             false,
         ),
     );
@@ -125,7 +125,11 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
             "--foreground".into(),
             clamd_config_arg.clone(),
         ]),
-        ports: Some(vec![container_port("clamd", CLAMD_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "clamd",
+            reg::clamav::CLAMD.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Clamav, ctx.cfg),
         )),
@@ -229,7 +233,13 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
         ..Default::default()
     };
     let replicas = replicas(ctx, Component::Clamav);
-    let mut w = Workload::new(CLAMAV, CLAMAV, replicas, sel, pod);
+    let mut w = Workload::new(
+        reg::clamav::COMPONENT.name(),
+        reg::clamav::COMPONENT.name(),
+        replicas,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Infrastructure, FILE, w.deployment(ctx));
     if replicas > 1 {
@@ -242,7 +252,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
     let config = value_yaml(&antivirus::scanner_config(
         ctx.t,
         &ctx.addr,
-        &format!("0.0.0.0:{CONTENT_SCANNER_PORT}"),
+        &format!("0.0.0.0:{}", reg::content_scanner::HTTP.number),
         &secret_path,
     ));
     let hash = config_hash(&[&config]);
@@ -252,7 +262,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             SCANNER_CONFIG,
-            CONTENT_SCANNER,
+            reg::content_scanner::COMPONENT.name(),
             map(&[(SCANNER_CONFIG_FILE, &config)]),
         ),
     );
@@ -262,7 +272,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         secret(
             ctx,
             SCANNER_SECRETS,
-            CONTENT_SCANNER,
+            reg::content_scanner::COMPONENT.name(),
             "Opaque",
             map(&[(
                 antivirus::REQUEST_SECRET_FILE,
@@ -270,17 +280,21 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             )]),
         ),
     );
-    let sel = map(&[(LABEL_NAME, CONTENT_SCANNER)]);
+    let sel = map(&[(LABEL_NAME, reg::content_scanner::COMPONENT.name())]);
     let mut svc = service(
         ctx,
-        CONTENT_SCANNER,
-        CONTENT_SCANNER,
+        reg::content_scanner::COMPONENT.name(),
+        reg::content_scanner::COMPONENT.name(),
         &sel,
-        vec![service_port("http", CONTENT_SCANNER_PORT, "TCP")],
+        vec![service_port(
+            "http",
+            reg::content_scanner::HTTP.number,
+            "TCP",
+        )],
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, CONTENT_SCANNER);
+        crate::monitoring::label_for_scraping(&mut svc, reg::content_scanner::COMPONENT.name());
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {
@@ -293,7 +307,11 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             "--threads".into(),
             antivirus::scanner_threads(ctx.t).to_string(),
         ]),
-        ports: Some(vec![container_port("http", CONTENT_SCANNER_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::content_scanner::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t
                 .sizing
@@ -309,7 +327,10 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             mount("config", SCANNER_CONFIG_DIR),
             mount("secrets", SECRET_DIR),
         ]),
-        ..container(CONTENT_SCANNER, &ctx.cfg.images.mxstack)
+        ..container(
+            reg::content_scanner::COMPONENT.name(),
+            &ctx.cfg.images.mxstack,
+        )
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -330,7 +351,13 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         ..Default::default()
     };
     let replicas = replicas(ctx, Component::ContentScanner);
-    let mut w = Workload::new(CONTENT_SCANNER, CONTENT_SCANNER, replicas, sel, pod);
+    let mut w = Workload::new(
+        reg::content_scanner::COMPONENT.name(),
+        reg::content_scanner::COMPONENT.name(),
+        replicas,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Main, FILE, w.deployment(ctx));
     if replicas > 1 {
@@ -342,7 +369,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
 /// (ReadWriteMany: the storage class must support it, e.g. NFS or CephFS).
 fn signatures_pvc(ctx: &Ctx) -> PersistentVolumeClaim {
     let mut pvc = pvc_template(ctx, SIGNATURES_PVC, "2Gi");
-    pvc.metadata = meta(ctx, SIGNATURES_PVC, CLAMAV);
+    pvc.metadata = meta(ctx, SIGNATURES_PVC, reg::clamav::COMPONENT.name());
     if let Some(spec) = pvc.spec.as_mut() {
         spec.access_modes = Some(vec!["ReadWriteMany".into()]);
     }

@@ -9,6 +9,7 @@
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServicePort};
 use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use mxstack_spec::Component;
+use mxstack_topology::registry as reg;
 use serde_json::json;
 
 use crate::meta::*;
@@ -16,10 +17,6 @@ use crate::network::{port, port_range};
 use crate::secrets::{LIVEKIT_KEYS, LIVEKIT_KEYS_KEY, TURN_AUTH, TURN_SECRET_KEY};
 use crate::{Ctx, Out, Phase};
 
-pub const COTURN: &str = "coturn";
-pub const LIVEKIT: &str = "livekit";
-pub const TURN_PORT: u16 = 3478;
-pub const TURNS_PORT: u16 = 5349;
 /// TURN relay ports. A LoadBalancer Service cannot expose a port range, so the range is small and
 /// every port is listed; each relayed call leg uses one port.
 pub const RELAY_MIN: u16 = 49152;
@@ -36,10 +33,10 @@ const LIVEKIT_UID: i64 = 1000;
 
 pub fn coturn_policy_ports() -> Vec<NetworkPolicyPort> {
     vec![
-        port("UDP", TURN_PORT),
-        port("TCP", TURN_PORT),
-        port("UDP", TURNS_PORT),
-        port("TCP", TURNS_PORT),
+        port("UDP", reg::coturn::TURN.number),
+        port("TCP", reg::coturn::TURN.number),
+        port("UDP", reg::coturn::TURNS.number),
+        port("TCP", reg::coturn::TURNS.number),
         port_range("UDP", RELAY_MIN, RELAY_MAX),
     ]
 }
@@ -70,18 +67,18 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
 
 fn coturn(ctx: &Ctx, out: &mut Out) {
     let file = "coturn.yaml";
-    let sel = map(&[(LABEL_NAME, COTURN)]);
+    let sel = map(&[(LABEL_NAME, reg::coturn::COMPONENT.name())]);
     let mut svc_ports = vec![
-        service_port("turn-udp", TURN_PORT, "UDP"),
-        service_port("turn-tcp", TURN_PORT, "TCP"),
-        service_port("turns-udp", TURNS_PORT, "UDP"),
-        service_port("turns-tcp", TURNS_PORT, "TCP"),
+        service_port("turn-udp", reg::coturn::TURN.number, "UDP"),
+        service_port("turn-tcp", reg::coturn::TURN.number, "TCP"),
+        service_port("turns-udp", reg::coturn::TURNS.number, "UDP"),
+        service_port("turns-tcp", reg::coturn::TURNS.number, "TCP"),
     ];
     let mut ports = vec![
-        container_port("turn-udp", TURN_PORT, "UDP"),
-        container_port("turn-tcp", TURN_PORT, "TCP"),
-        container_port("turns-udp", TURNS_PORT, "UDP"),
-        container_port("turns-tcp", TURNS_PORT, "TCP"),
+        container_port("turn-udp", reg::coturn::TURN.number, "UDP"),
+        container_port("turn-tcp", reg::coturn::TURN.number, "TCP"),
+        container_port("turns-udp", reg::coturn::TURNS.number, "UDP"),
+        container_port("turns-tcp", reg::coturn::TURNS.number, "TCP"),
     ];
     for p in RELAY_MIN..=RELAY_MAX {
         let name = format!("relay-{p}");
@@ -91,13 +88,19 @@ fn coturn(ctx: &Ctx, out: &mut Out) {
     out.add(
         Phase::Calls,
         file,
-        load_balancer(ctx, COTURN, COTURN, &sel, svc_ports),
+        load_balancer(
+            ctx,
+            reg::coturn::COMPONENT.name(),
+            reg::coturn::COMPONENT.name(),
+            &sel,
+            svc_ports,
+        ),
     );
     let mut args: Vec<String> = vec![
         "-n".into(),
         "--log-file=stdout".into(),
-        format!("--listening-port={TURN_PORT}"),
-        format!("--tls-listening-port={TURNS_PORT}"),
+        format!("--listening-port={}", reg::coturn::TURN.number),
+        format!("--tls-listening-port={}", reg::coturn::TURNS.number),
         format!("--min-port={RELAY_MIN}"),
         format!("--max-port={RELAY_MAX}"),
         "--use-auth-secret".into(),
@@ -138,7 +141,7 @@ fn coturn(ctx: &Ctx, out: &mut Out) {
         readiness_probe: Some(tcp_probe("turn-tcp", 5, 3)),
         liveness_probe: Some(tcp_probe("turn-tcp", 10, 6)),
         volume_mounts: Some(vec![mount("certs", "/certs"), mount_rw("tmp", "/tmp")]),
-        ..container(COTURN, &ctx.cfg.images.coturn)
+        ..container(reg::coturn::COMPONENT.name(), &ctx.cfg.images.coturn)
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -152,15 +155,21 @@ fn coturn(ctx: &Ctx, out: &mut Out) {
     };
     // One replica: a TURN allocation lives in one process, and peers reach its relay port through
     // the one Service address, so replicas behind it would split allocations.
-    let w = Workload::new(COTURN, COTURN, 1, sel, pod);
+    let w = Workload::new(
+        reg::coturn::COMPONENT.name(),
+        reg::coturn::COMPONENT.name(),
+        1,
+        sel,
+        pod,
+    );
     out.add(Phase::Calls, file, w.deployment(ctx));
 }
 
 fn livekit(ctx: &Ctx, out: &mut Out) {
     let file = "livekit.yaml";
-    let sel = map(&[(LABEL_NAME, LIVEKIT)]);
+    let sel = map(&[(LABEL_NAME, reg::livekit::COMPONENT.name())]);
     let config = json!({
-        "port": mxstack_topology::flows::LIVEKIT_PORT,
+        "port": reg::livekit::HTTP.number,
         "rtc": {
             "tcp_port": LIVEKIT_RTC_TCP,
             "udp_port": LIVEKIT_RTC_UDP,
@@ -177,7 +186,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             "livekit-config",
-            LIVEKIT,
+            reg::livekit::COMPONENT.name(),
             map(&[("livekit.yaml", &text)]),
         ),
     );
@@ -186,14 +195,10 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         file,
         service(
             ctx,
-            LIVEKIT,
-            LIVEKIT,
+            reg::livekit::COMPONENT.name(),
+            reg::livekit::COMPONENT.name(),
             &sel,
-            vec![service_port(
-                "http",
-                mxstack_topology::flows::LIVEKIT_PORT,
-                "TCP",
-            )],
+            vec![service_port("http", reg::livekit::HTTP.number, "TCP")],
             false,
         ),
     );
@@ -203,7 +208,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         load_balancer(
             ctx,
             "livekit-rtc",
-            LIVEKIT,
+            reg::livekit::COMPONENT.name(),
             &sel,
             vec![
                 service_port("rtc-tcp", LIVEKIT_RTC_TCP, "TCP"),
@@ -224,7 +229,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             env_field("NODE_IP", "status.hostIP"),
         ]),
         ports: Some(vec![
-            container_port("http", mxstack_topology::flows::LIVEKIT_PORT, "TCP"),
+            container_port("http", reg::livekit::HTTP.number, "TCP"),
             container_port("rtc-tcp", LIVEKIT_RTC_TCP, "TCP"),
             container_port("rtc-udp", LIVEKIT_RTC_UDP, "UDP"),
         ]),
@@ -237,7 +242,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             mount("config", "/etc/livekit"),
             mount_rw("tmp", "/tmp"),
         ]),
-        ..container(LIVEKIT, &ctx.cfg.images.livekit)
+        ..container(reg::livekit::COMPONENT.name(), &ctx.cfg.images.livekit)
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -251,7 +256,13 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
     };
     // One replica: several LiveKit nodes need a shared Redis for room routing, which the network
     // flows do not include yet.
-    let mut w = Workload::new(LIVEKIT, LIVEKIT, 1, sel, pod);
+    let mut w = Workload::new(
+        reg::livekit::COMPONENT.name(),
+        reg::livekit::COMPONENT.name(),
+        1,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Calls, file, w.deployment(ctx));
 }

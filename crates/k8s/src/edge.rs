@@ -12,12 +12,10 @@ use k8s_openapi::api::networking::v1::{
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use mxstack_spec::{Feature, IngressMode, TlsIssuer};
-use mxstack_topology::addressing::{HTTP_PORT, LI_CONSOLE, LI_CONSOLE_PORT, ROUTER, ROUTER_PORT};
-use mxstack_topology::flows::{ELEMENT_PORT, LIVEKIT_PORT, LI_WEB_PORT};
+use mxstack_topology::registry as reg;
 use serde_json::{json, Value};
 
-use crate::calls::{LIVEKIT, TURN_TLS_SECRET};
-use crate::element::ELEMENT;
+use crate::calls::TURN_TLS_SECRET;
 use crate::li;
 use crate::meta::*;
 use crate::{Ctx, Out, Phase};
@@ -66,7 +64,11 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
         Site {
             slug: "well-known",
             host: ctx.cfg.domain.clone(),
-            backends: vec![("/.well-known/matrix".into(), ELEMENT, ELEMENT_PORT)],
+            backends: vec![(
+                "/.well-known/matrix".into(),
+                reg::element::COMPONENT.name(),
+                reg::element::HTTP.number,
+            )],
             gate: None,
         },
         Site {
@@ -74,14 +76,24 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
             host: h.matrix.clone(),
             backends: PUBLIC_SYNAPSE_PATHS
                 .iter()
-                .map(|p| (p.to_string(), ROUTER, ROUTER_PORT))
+                .map(|p| {
+                    (
+                        p.to_string(),
+                        reg::router::COMPONENT.name(),
+                        reg::router::HTTP.number,
+                    )
+                })
                 .collect(),
             gate: None,
         },
         Site {
             slug: "element",
             host: h.element.clone(),
-            backends: vec![("/".into(), ELEMENT, ELEMENT_PORT)],
+            backends: vec![(
+                "/".into(),
+                reg::element::COMPONENT.name(),
+                reg::element::HTTP.number,
+            )],
             gate: None,
         },
     ];
@@ -89,7 +101,11 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
         sites.push(Site {
             slug: "livekit",
             host: h.livekit.clone(),
-            backends: vec![("/".into(), LIVEKIT, LIVEKIT_PORT)],
+            backends: vec![(
+                "/".into(),
+                reg::livekit::COMPONENT.name(),
+                reg::livekit::HTTP.number,
+            )],
             gate: None,
         });
     }
@@ -99,26 +115,30 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
             host: h.matrix_li.clone(),
             backends: li::MATRIX_LI_PATHS
                 .iter()
-                .map(|p| (p.to_string(), li::SYNAPSE_LI, HTTP_PORT))
+                .map(|p| (p.to_string(), li::SYNAPSE_LI, reg::synapse::HTTP.number))
                 .collect(),
             gate: Some(LiGate::AllowedNetworks),
         });
         sites.push(Site {
             slug: "element-li",
             host: h.element_li.clone(),
-            backends: vec![("/".into(), li::ELEMENT_LI, LI_WEB_PORT)],
+            backends: vec![("/".into(), li::ELEMENT_LI, reg::li_web::HTTP.number)],
             gate: Some(LiGate::AllowedNetworksAndPassword),
         });
         sites.push(Site {
             slug: "admin-li",
             host: h.admin_li.clone(),
-            backends: vec![("/".into(), li::SYNAPSE_ADMIN_LI, LI_WEB_PORT)],
+            backends: vec![("/".into(), li::SYNAPSE_ADMIN_LI, reg::li_web::HTTP.number)],
             gate: Some(LiGate::AllowedNetworksAndPassword),
         });
         sites.push(Site {
             slug: "console-li",
             host: h.li_console.clone(),
-            backends: vec![("/".into(), LI_CONSOLE, LI_CONSOLE_PORT)],
+            backends: vec![(
+                "/".into(),
+                reg::li_console::COMPONENT.name(),
+                reg::li_console::HTTP.number,
+            )],
             gate: Some(LiGate::AllowedNetworks),
         });
         sites.push(Site {

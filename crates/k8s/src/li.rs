@@ -32,16 +32,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, LiSyncMode};
-use mxstack_topology::addressing::{
-    Addressing, SynapsePaths, HTTP_PORT, KEY_VAULT, KEY_VAULT_PORT, LI_CONSOLE,
-    LI_CONSOLE_METRICS_PORT, LI_CONSOLE_PORT, LI_POSTGRES_CLUSTER, LI_SYNC, LI_SYNC_PORT,
-    POSTGRES_CLUSTER,
-};
+use mxstack_topology::addressing::{Addressing, SynapsePaths};
 use mxstack_topology::escrow;
-use mxstack_topology::flows::{Party, LI_WEB_PORT};
+use mxstack_topology::flows::Party;
 use mxstack_topology::li::{self, LI_DATABASE, LI_ROLE, WORKING_COPY_DATABASE};
 use mxstack_topology::li_browsing::{self, WORKING_COPY_ROLE};
 use mxstack_topology::li_console::{self, CONSOLE_DB_ROLE};
+use mxstack_topology::registry as reg;
 use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::to_yaml;
 use serde_json::{json, Value};
@@ -250,7 +247,7 @@ fn li_postgres_cluster(ctx: &Ctx) -> Value {
     json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
-        "metadata": meta_json(ctx, LI_POSTGRES_CLUSTER, LI_POSTGRES_APP),
+        "metadata": meta_json(ctx, reg::li_postgres::CLUSTER, LI_POSTGRES_APP),
         "spec": {
             "instances": LI_POSTGRES_INSTANCES,
             "imageName": ctx.cfg.images.postgres,
@@ -349,7 +346,7 @@ fn working_copy_database(ctx: &Ctx) -> Value {
         "spec": {
             "name": WORKING_COPY_DATABASE,
             "owner": WORKING_COPY_ROLE,
-            "cluster": { "name": LI_POSTGRES_CLUSTER },
+            "cluster": { "name": reg::li_postgres::CLUSTER },
             "ensure": "present",
             // Synapse refuses a database whose collation is not C (allow_unsafe_locale: false).
             "encoding": "UTF8",
@@ -493,7 +490,7 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
     let config = to_yaml(&li::li_sync_config(
         ctx.t,
         &ctx.addr,
-        &format!("0.0.0.0:{LI_SYNC_PORT}"),
+        &format!("0.0.0.0:{}", reg::li_sync::HTTP.number),
     ));
     let hash = config_hash(&[&config]);
     out.add(
@@ -502,34 +499,38 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             LI_SYNC_CONFIG,
-            LI_SYNC,
+            reg::li_sync::COMPONENT.name(),
             map(&[(LI_SYNC_CONFIG_FILE, &config)]),
         ),
     );
-    let sel = map(&[(LABEL_NAME, LI_SYNC)]);
+    let sel = map(&[(LABEL_NAME, reg::li_sync::COMPONENT.name())]);
     let mut svc = service(
         ctx,
-        LI_SYNC,
-        LI_SYNC,
+        reg::li_sync::COMPONENT.name(),
+        reg::li_sync::COMPONENT.name(),
         &sel,
-        vec![service_port("http", LI_SYNC_PORT, "TCP")],
+        vec![service_port("http", reg::li_sync::HTTP.number, "TCP")],
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, LI_SYNC);
+        crate::monitoring::label_for_scraping(&mut svc, reg::li_sync::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_LI_SYNC, svc);
 
     let mut env = vec![env_main_password(), env_li_password()];
     env.extend(env_li_s3());
     let c = Container {
-        ports: Some(vec![container_port("http", LI_SYNC_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::li_sync::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(&LI_SYNC_RESOURCES)),
         readiness_probe: Some(http_probe("/health", "http", 10, 3)),
         liveness_probe: Some(http_probe("/health", "http", 20, 6)),
         ..mxstack_container(
             ctx,
-            LI_SYNC,
+            reg::li_sync::COMPONENT.name(),
             vec![
                 "mxstack".into(),
                 "serve".into(),
@@ -542,7 +543,13 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
     };
     let mut pod = mxstack_pod(c, None);
     on_li_nodes(ctx, &mut pod);
-    let mut w = Workload::new(LI_SYNC, LI_SYNC, 1, sel, pod);
+    let mut w = Workload::new(
+        reg::li_sync::COMPONENT.name(),
+        reg::li_sync::COMPONENT.name(),
+        1,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     // One li-sync at a time: two would race on the subscription and the history.
     out.add(Phase::Li, FILE_LI_SYNC, recreate(w.deployment(ctx)));
@@ -587,7 +594,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
     // expected) would make the vault refuse to start, naming `recipients.vault`.
     let recipient = ctx.secrets.key_vault_recipient().unwrap_or_default();
     let config = to_yaml(&escrow::key_vault_config(
-        &format!("0.0.0.0:{KEY_VAULT_PORT}"),
+        &format!("0.0.0.0:{}", reg::key_vault::HTTP.number),
         &format!("{KEY_VAULT_DATA_DIR}/{}", escrow::VAULT_SQLITE_FILE),
         &recipient,
         &ctx.secrets.li_console_public_key().unwrap_or_default(),
@@ -599,24 +606,24 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             KEY_VAULT_CONFIG,
-            KEY_VAULT,
+            reg::key_vault::COMPONENT.name(),
             map(&[(KEY_VAULT_CONFIG_FILE, &config)]),
         ),
     );
     let mut pvc = pvc_template(ctx, KEY_VAULT_DATA, KEY_VAULT_DATA_SIZE);
-    pvc.metadata = meta(ctx, KEY_VAULT_DATA, KEY_VAULT);
+    pvc.metadata = meta(ctx, KEY_VAULT_DATA, reg::key_vault::COMPONENT.name());
     out.add(Phase::Li, FILE_KEY_VAULT, pvc);
-    let sel = map(&[(LABEL_NAME, KEY_VAULT)]);
+    let sel = map(&[(LABEL_NAME, reg::key_vault::COMPONENT.name())]);
     let mut svc = service(
         ctx,
-        KEY_VAULT,
-        KEY_VAULT,
+        reg::key_vault::COMPONENT.name(),
+        reg::key_vault::COMPONENT.name(),
         &sel,
-        vec![service_port("http", KEY_VAULT_PORT, "TCP")],
+        vec![service_port("http", reg::key_vault::HTTP.number, "TCP")],
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, KEY_VAULT);
+        crate::monitoring::label_for_scraping(&mut svc, reg::key_vault::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_KEY_VAULT, svc);
     let c = Container {
@@ -639,7 +646,11 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
                 KEY_VAULT_RETRIEVAL_API_KEY,
             ),
         ]),
-        ports: Some(vec![container_port("http", KEY_VAULT_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::key_vault::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(&KEY_VAULT_RESOURCES)),
         readiness_probe: Some(http_probe("/health", "http", 10, 3)),
         liveness_probe: Some(http_probe("/health", "http", 20, 6)),
@@ -648,7 +659,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
             mount_rw("data", KEY_VAULT_DATA_DIR),
             mount_rw("tmp", "/tmp"),
         ]),
-        ..container(KEY_VAULT, &ctx.cfg.images.mxstack)
+        ..container(reg::key_vault::COMPONENT.name(), &ctx.cfg.images.mxstack)
     };
     let mut pod = PodSpec {
         containers: vec![c],
@@ -662,7 +673,13 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         ..Default::default()
     };
     on_li_nodes(ctx, &mut pod);
-    let mut w = Workload::new(KEY_VAULT, KEY_VAULT, 1, sel, pod);
+    let mut w = Workload::new(
+        reg::key_vault::COMPONENT.name(),
+        reg::key_vault::COMPONENT.name(),
+        1,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Li, FILE_KEY_VAULT, recreate(w.deployment(ctx)));
 }
@@ -679,7 +696,7 @@ pub fn li_console_config(ctx: &Ctx) -> Value {
     let s3 = ctx.addr.s3_endpoint();
     let bucket = ctx.cfg.li.media_bucket(&ctx.cfg.media);
     li_console::console_config(&li_console::ConsoleEndpoints {
-        listen: &format!("0.0.0.0:{LI_CONSOLE_PORT}"),
+        listen: &format!("0.0.0.0:{}", reg::li_console::HTTP.number),
         database: &format!("{LI_CONSOLE_DATA_DIR}/{}", li_console::CONSOLE_SQLITE_FILE),
         server_name: &ctx.cfg.domain,
         replica: (&pg.host, pg.port, LI_DATABASE),
@@ -689,7 +706,7 @@ pub fn li_console_config(ctx: &Ctx) -> Value {
             .has(Feature::Antivirus)
             .then(|| ctx.addr.clamd().to_string()),
         secure_cookies: true,
-        metrics_listen: Some(&format!("0.0.0.0:{LI_CONSOLE_METRICS_PORT}")),
+        metrics_listen: Some(&format!("0.0.0.0:{}", reg::li_console::METRICS.number)),
     })
 }
 
@@ -707,27 +724,27 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             LI_CONSOLE_CONFIG,
-            LI_CONSOLE,
+            reg::li_console::COMPONENT.name(),
             map(&[(LI_CONSOLE_CONFIG_FILE, &config)]),
         ),
     );
     let mut pvc = pvc_template(ctx, LI_CONSOLE_DATA, LI_CONSOLE_DATA_SIZE);
-    pvc.metadata = meta(ctx, LI_CONSOLE_DATA, LI_CONSOLE);
+    pvc.metadata = meta(ctx, LI_CONSOLE_DATA, reg::li_console::COMPONENT.name());
     out.add(Phase::Li, FILE_LI_CONSOLE, pvc);
-    let sel = map(&[(LABEL_NAME, LI_CONSOLE)]);
+    let sel = map(&[(LABEL_NAME, reg::li_console::COMPONENT.name())]);
     let mut svc = service(
         ctx,
-        LI_CONSOLE,
-        LI_CONSOLE,
+        reg::li_console::COMPONENT.name(),
+        reg::li_console::COMPONENT.name(),
         &sel,
         vec![
-            service_port("http", LI_CONSOLE_PORT, "TCP"),
-            service_port("metrics", LI_CONSOLE_METRICS_PORT, "TCP"),
+            service_port("http", reg::li_console::HTTP.number, "TCP"),
+            service_port("metrics", reg::li_console::METRICS.number, "TCP"),
         ],
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, LI_CONSOLE);
+        crate::monitoring::label_for_scraping(&mut svc, reg::li_console::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_LI_CONSOLE, svc);
     let c = Container {
@@ -771,8 +788,8 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
             ),
         ]),
         ports: Some(vec![
-            container_port("http", LI_CONSOLE_PORT, "TCP"),
-            container_port("metrics", LI_CONSOLE_METRICS_PORT, "TCP"),
+            container_port("http", reg::li_console::HTTP.number, "TCP"),
+            container_port("metrics", reg::li_console::METRICS.number, "TCP"),
         ]),
         resources: Some(resources(&LI_CONSOLE_RESOURCES)),
         readiness_probe: Some(http_probe("/health", "http", 10, 3)),
@@ -782,7 +799,7 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
             mount_rw("data", LI_CONSOLE_DATA_DIR),
             mount_rw("tmp", "/tmp"),
         ]),
-        ..container(LI_CONSOLE, &ctx.cfg.images.mxstack)
+        ..container(reg::li_console::COMPONENT.name(), &ctx.cfg.images.mxstack)
     };
     let mut pod = PodSpec {
         containers: vec![c],
@@ -796,7 +813,13 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
         ..Default::default()
     };
     on_li_nodes(ctx, &mut pod);
-    let mut w = Workload::new(LI_CONSOLE, LI_CONSOLE, 1, sel, pod);
+    let mut w = Workload::new(
+        reg::li_console::COMPONENT.name(),
+        reg::li_console::COMPONENT.name(),
+        1,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Li, FILE_LI_CONSOLE, recreate(w.deployment(ctx)));
 }
@@ -955,7 +978,7 @@ fn working_copy_role_binding(ctx: &Ctx) -> RoleBinding {
 /// bootstrap); idempotent, so applying it again is harmless. It holds main's superuser: it runs
 /// off the LI nodes, and no LI workload shares its Secret.
 fn prepare_main_job(ctx: &Ctx) -> Job {
-    let superuser = superuser_secret(POSTGRES_CLUSTER);
+    let superuser = superuser_secret(reg::postgres::CLUSTER);
     let c = mxstack_container(
         ctx,
         LI_PREPARE_MAIN,
@@ -982,7 +1005,10 @@ fn prepare_main_job(ctx: &Ctx) -> Job {
 fn synapse_li(ctx: &Ctx, out: &mut Out) {
     let paths = SynapsePaths::under("/mxstack");
     let hs = to_yaml(&li_browsing::homeserver_yaml(
-        ctx.t, &ctx.addr, HTTP_PORT, &paths,
+        ctx.t,
+        &ctx.addr,
+        reg::synapse::HTTP.number,
+        &paths,
     ));
     let log = to_yaml(&li_browsing::log_yaml());
     let hash = config_hash(&[&hs, &log]);
@@ -1005,7 +1031,7 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
             SYNAPSE_LI,
             SYNAPSE_LI,
             &sel,
-            vec![service_port("http", HTTP_PORT, "TCP")],
+            vec![service_port("http", reg::synapse::HTTP.number, "TCP")],
             false,
         ),
     );
@@ -1033,7 +1059,11 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
             ),
             env("PYTHONUNBUFFERED", "1"),
         ]),
-        ports: Some(vec![container_port("http", HTTP_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::synapse::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(&SYNAPSE_LI_RESOURCES)),
         // Synapse may migrate a freshly refreshed working copy on start.
         startup_probe: Some(Probe {
@@ -1107,8 +1137,8 @@ fn nginx_access_log() -> String {
 fn nginx_li_server(root: &str) -> String {
     format!(
         "server {{\n\
-         listen {LI_WEB_PORT};\n\
-         listen [::]:{LI_WEB_PORT};\n\
+         listen {port};\n\
+         listen [::]:{port};\n\
          server_name _;\n\
          root {root};\n\
          access_log /dev/stdout mxstack_li;\n\
@@ -1125,7 +1155,8 @@ fn nginx_li_server(root: &str) -> String {
          location = /healthz {{ access_log off; return 200 'ok'; }}\n\
          location / {{ try_files $uri $uri/ /index.html; }}\n\
          }}\n",
-        li_browsing::banner_html()
+        li_browsing::banner_html(),
+        port = reg::li_web::HTTP.number,
     )
 }
 
@@ -1185,12 +1216,16 @@ fn element_li(ctx: &Ctx, out: &mut Out) {
             ELEMENT_LI,
             ELEMENT_LI,
             &sel,
-            vec![service_port("http", LI_WEB_PORT, "TCP")],
+            vec![service_port("http", reg::li_web::HTTP.number, "TCP")],
             false,
         ),
     );
     let c = Container {
-        ports: Some(vec![container_port("http", LI_WEB_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::li_web::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),
@@ -1274,7 +1309,7 @@ fn synapse_admin_li(ctx: &Ctx, out: &mut Out) {
             SYNAPSE_ADMIN_LI,
             SYNAPSE_ADMIN_LI,
             &sel,
-            vec![service_port("http", LI_WEB_PORT, "TCP")],
+            vec![service_port("http", reg::li_web::HTTP.number, "TCP")],
             false,
         ),
     );
@@ -1287,7 +1322,11 @@ fn synapse_admin_li(ctx: &Ctx, out: &mut Out) {
             "-g".into(),
             "daemon off;".into(),
         ]),
-        ports: Some(vec![container_port("http", LI_WEB_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::li_web::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),

@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mxstack_spec::{Component, Feature, MediaBackend};
-use mxstack_topology::addressing::SEAWEEDFS_S3_PORT;
+use mxstack_topology::registry as reg;
 use serde_json::{json, Value};
 
 use crate::meta::*;
@@ -16,9 +16,6 @@ use crate::secrets::{MINIO_CONFIGURATION, SEAWEEDFS_S3_CONFIG, SEAWEEDFS_S3_CONF
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "media.yaml";
-pub const SEAWEEDFS: &str = "seaweedfs";
-pub const S3_SERVICE: &str = "seaweedfs-s3";
-pub const MINIO_TENANT: &str = "minio";
 /// Label the MinIO operator puts on a Tenant's pods.
 pub const MINIO_TENANT_LABEL: &str = "v1.min.io/tenant";
 const MASTER_PORT: u16 = 9333;
@@ -49,7 +46,10 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
 }
 
 pub fn selector(component: &str) -> Labels {
-    map(&[(LABEL_NAME, SEAWEEDFS), (LABEL_COMPONENT, component)])
+    map(&[
+        (LABEL_NAME, reg::seaweedfs::COMPONENT.name()),
+        (LABEL_COMPONENT, component),
+    ])
 }
 
 fn svc_host(ctx: &Ctx, service: &str) -> String {
@@ -141,7 +141,7 @@ fn headless(
         sp.push(service_port(n, *p, "TCP"));
         sp.push(service_port(&format!("{n}-grpc"), p + GRPC_OFFSET, "TCP"));
     }
-    service(ctx, name, SEAWEEDFS, sel, sp, true)
+    service(ctx, name, reg::seaweedfs::COMPONENT.name(), sel, sp, true)
 }
 
 fn seaweedfs(ctx: &Ctx, out: &mut Out) {
@@ -176,7 +176,7 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
     };
     let w = Workload::new(
         "seaweedfs-master",
-        SEAWEEDFS,
+        reg::seaweedfs::COMPONENT.name(),
         MASTERS,
         sel.clone(),
         pod(vec![c], vec![volume_empty("tmp")], &sel),
@@ -220,7 +220,7 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
     };
     let w = Workload::new(
         "seaweedfs-volume",
-        SEAWEEDFS,
+        reg::seaweedfs::COMPONENT.name(),
         volume_servers(ctx),
         sel.clone(),
         pod(vec![c], vec![volume_empty("tmp")], &sel),
@@ -249,10 +249,10 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
         FILE,
         service(
             ctx,
-            S3_SERVICE,
-            SEAWEEDFS,
+            reg::seaweedfs::S3_SERVICE,
+            reg::seaweedfs::COMPONENT.name(),
             &sel,
-            vec![service_port("s3", SEAWEEDFS_S3_PORT, "TCP")],
+            vec![service_port("s3", reg::seaweedfs::S3.number, "TCP")],
             false,
         ),
     );
@@ -267,14 +267,16 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
             format!("-master={peers}"),
             "-defaultStoreDir=/data".into(),
             "-s3".into(),
-            format!("-s3.port={SEAWEEDFS_S3_PORT}"),
+            format!("-s3.port={}", reg::seaweedfs::S3.number),
             format!("-s3.config=/etc/seaweedfs/{SEAWEEDFS_S3_CONFIG_KEY}"),
         ],
         &ports,
     );
-    c.ports
-        .get_or_insert_with(Vec::new)
-        .push(container_port("s3", SEAWEEDFS_S3_PORT, "TCP"));
+    c.ports.get_or_insert_with(Vec::new).push(container_port(
+        "s3",
+        reg::seaweedfs::S3.number,
+        "TCP",
+    ));
     c.readiness_probe = Some(tcp_probe("s3", 5, 3));
     c.volume_mounts = Some(vec![
         mount_rw("data", "/data"),
@@ -287,7 +289,7 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
     ];
     let w = Workload::new(
         "seaweedfs-filer",
-        SEAWEEDFS,
+        reg::seaweedfs::COMPONENT.name(),
         FILERS,
         sel.clone(),
         pod(vec![c], volumes, &sel),
@@ -338,10 +340,10 @@ fn bucket_job(ctx: &Ctx, peers: &str, _ns: &str) -> Job {
         })),
         ..container("create-buckets", &ctx.cfg.images.seaweedfs)
     };
-    let mut pod_labels = labels(SEAWEEDFS);
+    let mut pod_labels = labels(reg::seaweedfs::COMPONENT.name());
     pod_labels.extend(sel);
     Job {
-        metadata: meta(ctx, "seaweedfs-buckets", SEAWEEDFS),
+        metadata: meta(ctx, "seaweedfs-buckets", reg::seaweedfs::COMPONENT.name()),
         spec: Some(JobSpec {
             backoff_limit: Some(20),
             template: PodTemplateSpec {
@@ -382,7 +384,7 @@ fn minio(ctx: &Ctx, out: &mut Out) {
     if let Some(class) = &ctx.cfg.storage_class {
         claim_spec["storageClassName"] = json!(class);
     }
-    let mut metadata = meta_json(ctx, MINIO_TENANT, "minio");
+    let mut metadata = meta_json(ctx, reg::minio::TENANT, "minio");
     metadata["annotations"] = json!({
         "mxstack.io/legacy": "MinIO community edition is unmaintained; migrate media to SeaweedFS"
     });

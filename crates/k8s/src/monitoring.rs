@@ -1,14 +1,11 @@
 //! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
 
 use mxstack_spec::Feature;
-use mxstack_topology::addressing::{
-    CONTENT_SCANNER, KEY_VAULT, LI_CONSOLE, LI_POSTGRES_CLUSTER, LI_SYNC, POSTGRES_CLUSTER, ROUTER,
-};
+use mxstack_topology::registry as reg;
 use serde_json::{json, Value};
 
 use crate::meta::*;
 use crate::postgres::CLUSTER_LABEL;
-use crate::synapse::SYNAPSE;
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "monitoring.yaml";
@@ -80,7 +77,7 @@ pub fn alerts(
         (
             "RouterBackendDown",
             // The content-scanner backend has no fallback: ContentScannerDown covers it.
-            format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix|{CONTENT_SCANNER}\"}}) == 0"),
+            format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix|{}\"}}) == 0", reg::content_scanner::COMPONENT.name()),
             "5m",
             "warning",
             "An HAProxy backend has no healthy worker; its requests fall back to main.",
@@ -115,7 +112,7 @@ pub fn alerts(
             (
                 "ContentScannerDown",
                 // Also fires when no scanner pod is scraped at all.
-                format!("absent(up{{namespace=\"{ns}\", service=\"{CONTENT_SCANNER}\"}} == 1)"),
+                format!("absent(up{{namespace=\"{ns}\", service=\"{}\"}} == 1)", reg::content_scanner::COMPONENT.name()),
                 "5m",
                 "critical",
                 "No content scanner answers: media downloads and uploads fail (fail closed).",
@@ -158,7 +155,7 @@ fn li_alerts(
         (
             "LiSyncDown",
             // Also fires when li-sync is not scraped at all.
-            format!("absent(up{{namespace=\"{ns}\", service=\"{LI_SYNC}\"}} == 1)"),
+            format!("absent(up{{namespace=\"{ns}\", service=\"{}\"}} == 1)", reg::li_sync::COMPONENT.name()),
             "5m",
             "critical",
             "li-sync is down: the LI replica's schema, history and media copy are not kept.",
@@ -286,43 +283,79 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     out.add(
         Phase::Monitoring,
         FILE,
-        service_monitor(ctx, SYNAPSE, SYNAPSE, "metrics", "/_synapse/metrics"),
+        service_monitor(
+            ctx,
+            reg::synapse::COMPONENT.name(),
+            reg::synapse::COMPONENT.name(),
+            "metrics",
+            "/_synapse/metrics",
+        ),
     );
     out.add(
         Phase::Monitoring,
         FILE,
-        service_monitor(ctx, ROUTER, ROUTER, "stats", "/metrics"),
+        service_monitor(
+            ctx,
+            reg::router::COMPONENT.name(),
+            reg::router::COMPONENT.name(),
+            "stats",
+            "/metrics",
+        ),
     );
     if ctx.has(Feature::Antivirus) {
         out.add(
             Phase::Monitoring,
             FILE,
-            service_monitor(ctx, CONTENT_SCANNER, CONTENT_SCANNER, "http", "/metrics"),
+            service_monitor(
+                ctx,
+                reg::content_scanner::COMPONENT.name(),
+                reg::content_scanner::COMPONENT.name(),
+                "http",
+                "/metrics",
+            ),
         );
     }
     if ctx.has(Feature::Li) {
         out.add(
             Phase::Monitoring,
             FILE,
-            service_monitor(ctx, LI_SYNC, LI_SYNC, "http", "/metrics"),
+            service_monitor(
+                ctx,
+                reg::li_sync::COMPONENT.name(),
+                reg::li_sync::COMPONENT.name(),
+                "http",
+                "/metrics",
+            ),
         );
         out.add(
             Phase::Monitoring,
             FILE,
-            service_monitor(ctx, KEY_VAULT, KEY_VAULT, "http", "/metrics"),
+            service_monitor(
+                ctx,
+                reg::key_vault::COMPONENT.name(),
+                reg::key_vault::COMPONENT.name(),
+                "http",
+                "/metrics",
+            ),
         );
         out.add(
             Phase::Monitoring,
             FILE,
-            service_monitor(ctx, LI_CONSOLE, LI_CONSOLE, "metrics", "/metrics"),
+            service_monitor(
+                ctx,
+                reg::li_console::COMPONENT.name(),
+                reg::li_console::COMPONENT.name(),
+                "metrics",
+                "/metrics",
+            ),
         );
         out.add(
             Phase::Monitoring,
             FILE,
             pod_monitor(
                 ctx,
-                LI_POSTGRES_CLUSTER,
-                map(&[(CLUSTER_LABEL, LI_POSTGRES_CLUSTER)]),
+                reg::li_postgres::CLUSTER,
+                map(&[(CLUSTER_LABEL, reg::li_postgres::CLUSTER)]),
                 "metrics",
             ),
         );
@@ -333,8 +366,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         FILE,
         pod_monitor(
             ctx,
-            POSTGRES_CLUSTER,
-            map(&[(CLUSTER_LABEL, POSTGRES_CLUSTER)]),
+            reg::postgres::CLUSTER,
+            map(&[(CLUSTER_LABEL, reg::postgres::CLUSTER)]),
             "metrics",
         ),
     );

@@ -3,6 +3,7 @@
 //! A few flows the topology does not model yet (public media ports of coturn and LiveKit, the
 //! Kubernetes API for CloudNativePG instances) are added here, each with its reason.
 
+use mxstack_topology::registry as reg;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -13,7 +14,6 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mxstack_spec::{Feature, IngressMode};
-use mxstack_topology::addressing::{POSTGRES_CLUSTER, ROUTER, VALKEY, VALKEY_MASTER};
 use mxstack_topology::flows::{flows, Party, Protocol};
 
 use crate::meta::*;
@@ -35,36 +35,39 @@ pub const PRIVATE_RANGES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0
 pub fn party_selector(p: Party) -> Option<Labels> {
     let name = |n: &str| Some(map(&[(LABEL_NAME, n)]));
     match p {
-        Party::Synapse => name(crate::synapse::SYNAPSE),
-        Party::Router => name(ROUTER),
-        Party::Valkey => name(VALKEY),
-        Party::ValkeyMaster => name(VALKEY_MASTER),
-        Party::Postgres => Some(map(&[(crate::postgres::CLUSTER_LABEL, POSTGRES_CLUSTER)])),
-        Party::Seaweedfs => name(crate::media::SEAWEEDFS),
+        Party::Synapse => name(reg::synapse::COMPONENT.name()),
+        Party::Router => name(reg::router::COMPONENT.name()),
+        Party::Valkey => name(reg::valkey::COMPONENT.name()),
+        Party::ValkeyMaster => name(reg::valkey_master::COMPONENT.name()),
+        Party::Postgres => Some(map(&[(
+            crate::postgres::CLUSTER_LABEL,
+            reg::postgres::CLUSTER,
+        )])),
+        Party::Seaweedfs => name(reg::seaweedfs::COMPONENT.name()),
         Party::Minio => Some(map(&[(
             crate::media::MINIO_TENANT_LABEL,
-            crate::media::MINIO_TENANT,
+            reg::minio::TENANT,
         )])),
-        Party::Element => name(crate::element::ELEMENT),
-        Party::Coturn => name(calls::COTURN),
-        Party::Livekit => name(calls::LIVEKIT),
-        Party::Sygnal => name(crate::push::SYGNAL),
-        Party::ContentScanner => name(mxstack_topology::addressing::CONTENT_SCANNER),
-        Party::Clamav => name(mxstack_topology::addressing::CLAMAV),
+        Party::Element => name(reg::element::COMPONENT.name()),
+        Party::Coturn => name(reg::coturn::COMPONENT.name()),
+        Party::Livekit => name(reg::livekit::COMPONENT.name()),
+        Party::Sygnal => name(reg::sygnal::COMPONENT.name()),
+        Party::ContentScanner => name(reg::content_scanner::COMPONENT.name()),
+        Party::Clamav => name(reg::clamav::COMPONENT.name()),
         Party::LiPostgres => Some(map(&[(
             crate::postgres::CLUSTER_LABEL,
-            mxstack_topology::addressing::LI_POSTGRES_CLUSTER,
+            reg::li_postgres::CLUSTER,
         )])),
-        Party::LiSync => name(mxstack_topology::addressing::LI_SYNC),
+        Party::LiSync => name(reg::li_sync::COMPONENT.name()),
         Party::LiPrepareMain => name(crate::li::LI_PREPARE_MAIN),
         Party::LiDump => name(crate::li::LI_DUMP),
         Party::LiWorkingCopy => name(crate::li::LI_WORKING_COPY),
         Party::SynapseLi => name(crate::li::SYNAPSE_LI),
-        Party::KeyVault => name(mxstack_topology::addressing::KEY_VAULT),
+        Party::KeyVault => name(reg::key_vault::COMPONENT.name()),
         Party::SynapseMain => Some(crate::synapse::selector("main")),
         Party::ElementLi => name(crate::li::ELEMENT_LI),
         Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
-        Party::LiConsole => name(mxstack_topology::addressing::LI_CONSOLE),
+        Party::LiConsole => name(reg::li_console::COMPONENT.name()),
         Party::Edge
         | Party::Monitoring
         | Party::CnpgOperator
@@ -215,7 +218,7 @@ fn extra_rules(ctx: &Ctx, rules: &mut BTreeMap<Party, Rules>) {
         let minio = rules.entry(Party::Minio).or_default();
         minio.ingress.push(NetworkPolicyIngressRule {
             from: Some(vec![namespace_peer(MINIO_OPERATOR_NAMESPACE)]),
-            ports: Some(vec![port("TCP", mxstack_topology::flows::MINIO_PORT)]),
+            ports: Some(vec![port("TCP", reg::minio::S3.number)]),
         });
         minio.egress.push(NetworkPolicyEgressRule {
             to: Some(vec![anywhere_peer()]),

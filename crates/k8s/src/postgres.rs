@@ -2,8 +2,9 @@
 //! Cloud plugin (never the deprecated in-tree `spec.backup.barmanObjectStore`).
 
 use mxstack_spec::Feature;
-use mxstack_topology::addressing::{Addressing, POSTGRES_CLUSTER};
+use mxstack_topology::addressing::Addressing;
 use mxstack_topology::li::{main_setup_sql, REPLICATION_ROLE};
+use mxstack_topology::registry as reg;
 use mxstack_topology::synapse::{DATABASE_NAME, DATABASE_USER};
 use serde_json::{json, Map, Value};
 
@@ -70,7 +71,7 @@ fn cluster(ctx: &Ctx) -> Value {
     let mut c = json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
-        "metadata": meta_json(ctx, POSTGRES_CLUSTER, "postgres"),
+        "metadata": meta_json(ctx, reg::postgres::CLUSTER, "postgres"),
         "spec": {
             "instances": pg.instances,
             "imageName": ctx.cfg.images.postgres,
@@ -170,7 +171,7 @@ fn object_store(ctx: &Ctx) -> Value {
         "metadata": meta_json(ctx, OBJECT_STORE, "postgres"),
         "spec": {
             "configuration": {
-                "destinationPath": format!("s3://{}/{POSTGRES_CLUSTER}", b.bucket),
+                "destinationPath": format!("s3://{}/{}", b.bucket, reg::postgres::CLUSTER),
                 "endpointURL": ctx.addr.s3_endpoint(),
                 "s3Credentials": {
                     "accessKeyId": { "name": S3_CREDENTIALS, "key": S3_ACCESS_KEY_ID },
@@ -188,12 +189,12 @@ fn scheduled_backup(ctx: &Ctx) -> Value {
     json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "ScheduledBackup",
-        "metadata": meta_json(ctx, &format!("{POSTGRES_CLUSTER}-base"), "postgres"),
+        "metadata": meta_json(ctx, &format!("{}-base", reg::postgres::CLUSTER), "postgres"),
         "spec": {
             "schedule": ctx.cfg.backup.schedule,
             "immediate": true,
             "backupOwnerReference": "self",
-            "cluster": { "name": POSTGRES_CLUSTER },
+            "cluster": { "name": reg::postgres::CLUSTER },
             "method": "plugin",
             "pluginConfiguration": { "name": BARMAN_PLUGIN },
         }

@@ -3,13 +3,12 @@
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use mxstack_spec::Component;
-use mxstack_topology::flows::SYGNAL_PORT;
+use mxstack_topology::registry as reg;
 use serde_json::json;
 
 use crate::meta::*;
 use crate::{Ctx, Out, Phase};
 
-pub const SYGNAL: &str = "sygnal";
 const FILE: &str = "sygnal.yaml";
 const SYGNAL_UID: i64 = 1000;
 
@@ -25,7 +24,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             },
             "access": { "x_forwarded_for": false },
         },
-        "http": { "bind_addresses": ["0.0.0.0"], "port": SYGNAL_PORT },
+        "http": { "bind_addresses": ["0.0.0.0"], "port": reg::sygnal::HTTP.number },
         "metrics": { "prometheus": { "enabled": false }, "sentry": { "enabled": false } },
         "apps": {},
     });
@@ -39,24 +38,33 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     out.add(
         Phase::Push,
         FILE,
-        config_map(ctx, "sygnal-config", SYGNAL, map(&[("sygnal.yaml", &text)])),
+        config_map(
+            ctx,
+            "sygnal-config",
+            reg::sygnal::COMPONENT.name(),
+            map(&[("sygnal.yaml", &text)]),
+        ),
     );
-    let sel = map(&[(LABEL_NAME, SYGNAL)]);
+    let sel = map(&[(LABEL_NAME, reg::sygnal::COMPONENT.name())]);
     out.add(
         Phase::Push,
         FILE,
         service(
             ctx,
-            SYGNAL,
-            SYGNAL,
+            reg::sygnal::COMPONENT.name(),
+            reg::sygnal::COMPONENT.name(),
             &sel,
-            vec![service_port("http", SYGNAL_PORT, "TCP")],
+            vec![service_port("http", reg::sygnal::HTTP.number, "TCP")],
             false,
         ),
     );
     let c = Container {
         env: Some(vec![env("SYGNAL_CONF", "/sygnal/config/sygnal.yaml")]),
-        ports: Some(vec![container_port("http", SYGNAL_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "http",
+            reg::sygnal::HTTP.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Sygnal, ctx.cfg),
         )),
@@ -66,7 +74,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             mount("config", "/sygnal/config"),
             mount_rw("tmp", "/tmp"),
         ]),
-        ..container(SYGNAL, &ctx.cfg.images.sygnal)
+        ..container(reg::sygnal::COMPONENT.name(), &ctx.cfg.images.sygnal)
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -79,7 +87,13 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let mut w = Workload::new(SYGNAL, SYGNAL, 2, sel, pod);
+    let mut w = Workload::new(
+        reg::sygnal::COMPONENT.name(),
+        reg::sygnal::COMPONENT.name(),
+        2,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Push, FILE, w.deployment(ctx));
     out.add(Phase::Push, FILE, w.pdb(ctx));

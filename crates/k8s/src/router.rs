@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use mxstack_spec::{Component, Feature};
-use mxstack_topology::addressing::{ROUTER, ROUTER_PORT, ROUTER_STATS_PORT};
 use mxstack_topology::haproxy::{self, Resolution, ROUTES_MAP, ROUTES_READONLY_MAP};
+use mxstack_topology::registry as reg;
 
 use crate::meta::*;
 use crate::valkey::HAPROXY_UID;
@@ -14,7 +14,7 @@ const FILE: &str = "synapse-router.yaml";
 pub const CONFIG_DIR: &str = "/usr/local/etc/haproxy";
 
 pub fn selector() -> Labels {
-    map(&[(LABEL_NAME, ROUTER)])
+    map(&[(LABEL_NAME, reg::router::COMPONENT.name())])
 }
 
 pub fn render(ctx: &Ctx, out: &mut Out) {
@@ -29,8 +29,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         FILE,
         config_map(
             ctx,
-            ROUTER,
-            ROUTER,
+            reg::router::COMPONENT.name(),
+            reg::router::COMPONENT.name(),
             map(&[
                 ("haproxy.cfg", &files.haproxy_cfg),
                 (ROUTES_MAP, &files.routes_map),
@@ -41,23 +41,23 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let sel = selector();
     let mut svc = service(
         ctx,
-        ROUTER,
-        ROUTER,
+        reg::router::COMPONENT.name(),
+        reg::router::COMPONENT.name(),
         &sel,
         vec![
-            service_port("http", ROUTER_PORT, "TCP"),
-            service_port("stats", ROUTER_STATS_PORT, "TCP"),
+            service_port("http", reg::router::HTTP.number, "TCP"),
+            service_port("stats", reg::router::STATS.number, "TCP"),
         ],
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, ROUTER);
+        crate::monitoring::label_for_scraping(&mut svc, reg::router::COMPONENT.name());
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {
         ports: Some(vec![
-            container_port("http", ROUTER_PORT, "TCP"),
-            container_port("stats", ROUTER_STATS_PORT, "TCP"),
+            container_port("http", reg::router::HTTP.number, "TCP"),
+            container_port("stats", reg::router::STATS.number, "TCP"),
         ]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),
@@ -70,7 +70,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let pod = PodSpec {
         containers: vec![c],
         volumes: Some(vec![
-            volume_config_map("config", ROUTER),
+            volume_config_map("config", reg::router::COMPONENT.name()),
             volume_empty("tmp"),
         ]),
         security_context: Some(pod_security(HAPROXY_UID)),
@@ -79,7 +79,13 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         ..Default::default()
     };
     let replicas = ctx.t.sizing.haproxy_replicas.max(2);
-    let mut w = Workload::new(ROUTER, ROUTER, replicas, sel, pod);
+    let mut w = Workload::new(
+        reg::router::COMPONENT.name(),
+        reg::router::COMPONENT.name(),
+        replicas,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Main, FILE, w.deployment(ctx));
     out.add(Phase::Main, FILE, w.pdb(ctx));

@@ -2,10 +2,11 @@
 //! is ever written into a ConfigMap or any other object.
 
 use mxstack_spec::{Feature, MediaBackend, SecretName};
-use mxstack_topology::addressing::{LI_CONSOLE, SYNAPSE_SECRET_FILES};
+use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
 use mxstack_topology::li::{LI_ROLE, REPLICATION_ROLE};
 use mxstack_topology::li_browsing::WORKING_COPY_ROLE;
 use mxstack_topology::li_console::CONSOLE_DB_ROLE;
+use mxstack_topology::registry as reg;
 use mxstack_topology::synapse::DATABASE_USER;
 use serde_json::json;
 
@@ -233,7 +234,7 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
     for (name, app, access, secret_key) in [
         (
             LI_SYNC_S3_CREDENTIALS,
-            mxstack_topology::addressing::LI_SYNC,
+            reg::li_sync::COMPONENT.name(),
             SecretName::LiS3AccessKey,
             SecretName::LiS3SecretKey,
         ),
@@ -274,7 +275,13 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
         out.add(
             Phase::Infrastructure,
             FILE,
-            secret_with(ctx, name, LI_CONSOLE, "Opaque", &[(key, s.get(value))]),
+            secret_with(
+                ctx,
+                name,
+                reg::li_console::COMPONENT.name(),
+                "Opaque",
+                &[(key, s.get(value))],
+            ),
         );
     }
     let users =
@@ -312,7 +319,7 @@ fn li_s3_identities(ctx: &Ctx) -> Vec<serde_json::Value> {
     let li = ctx.cfg.li.media_bucket(&ctx.cfg.media);
     vec![
         json!({
-            "name": mxstack_topology::addressing::LI_SYNC,
+            "name": reg::li_sync::COMPONENT.name(),
             "credentials": [{
                 "accessKey": s.get(SecretName::LiS3AccessKey),
                 "secretKey": s.get(SecretName::LiS3SecretKey),

@@ -12,7 +12,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, Probe, Volume, VolumeMount};
 use mxstack_spec::{Component, Feature};
-use mxstack_topology::addressing::{HTTP_PORT, METRICS_PORT, REPLICATION_PORT};
+use mxstack_topology::registry as reg;
 use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::{homeserver_yaml, log_yaml, to_yaml, worker_yaml};
 use mxstack_topology::workers::{WorkerGroup, MAIN_INSTANCE, MAIN_PROCESS};
@@ -21,7 +21,6 @@ use crate::meta::*;
 use crate::secrets::*;
 use crate::{Ctx, Out, Phase};
 
-pub const SYNAPSE: &str = "synapse";
 pub const CONFIG: &str = "synapse-config";
 /// Service selecting every Synapse pod's metrics port (monitoring only).
 pub const METRICS_SERVICE: &str = "synapse-metrics";
@@ -36,7 +35,10 @@ pub fn workers_config_map(group: &WorkerGroup) -> String {
 
 /// Selector of one group's pods (`main` for the main process).
 pub fn selector(group: &str) -> Labels {
-    map(&[(LABEL_NAME, SYNAPSE), (LABEL_GROUP, group)])
+    map(&[
+        (LABEL_NAME, reg::synapse::COMPONENT.name()),
+        (LABEL_GROUP, group),
+    ])
 }
 
 /// One Synapse StatefulSet: the main process, or a worker group.
@@ -63,7 +65,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         config_map(
             ctx,
             CONFIG,
-            SYNAPSE,
+            reg::synapse::COMPONENT.name(),
             map(&[("homeserver.yaml", &hs), ("log.yaml", &log)]),
         ),
     );
@@ -98,7 +100,12 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         out.add(
             Phase::Main,
             file,
-            config_map(ctx, &workers_config_map(g), SYNAPSE, files),
+            config_map(
+                ctx,
+                &workers_config_map(g),
+                reg::synapse::COMPONENT.name(),
+                files,
+            ),
         );
         let p = Process {
             name: g.object_name(),
@@ -120,12 +127,12 @@ fn metrics_service(ctx: &Ctx) -> k8s_openapi::api::core::v1::Service {
     let mut svc = service(
         ctx,
         METRICS_SERVICE,
-        SYNAPSE,
-        &map(&[(LABEL_NAME, SYNAPSE)]),
-        vec![service_port("metrics", METRICS_PORT, "TCP")],
+        reg::synapse::COMPONENT.name(),
+        &map(&[(LABEL_NAME, reg::synapse::COMPONENT.name())]),
+        vec![service_port("metrics", reg::synapse::METRICS.number, "TCP")],
         true,
     );
-    crate::monitoring::label_for_scraping(&mut svc, SYNAPSE);
+    crate::monitoring::label_for_scraping(&mut svc, reg::synapse::COMPONENT.name());
     svc
 }
 
@@ -215,19 +222,38 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
     let mut ports: Vec<ContainerPort> = Vec::new();
     let mut svc_ports = Vec::new();
     if p.serves_http {
-        ports.push(container_port("http", HTTP_PORT, "TCP"));
-        svc_ports.push(service_port("http", HTTP_PORT, "TCP"));
+        ports.push(container_port("http", reg::synapse::HTTP.number, "TCP"));
+        svc_ports.push(service_port("http", reg::synapse::HTTP.number, "TCP"));
     }
     if p.replication_listener {
-        ports.push(container_port("replication", REPLICATION_PORT, "TCP"));
-        svc_ports.push(service_port("replication", REPLICATION_PORT, "TCP"));
+        ports.push(container_port(
+            "replication",
+            reg::synapse::REPLICATION.number,
+            "TCP",
+        ));
+        svc_ports.push(service_port(
+            "replication",
+            reg::synapse::REPLICATION.number,
+            "TCP",
+        ));
     }
-    ports.push(container_port("metrics", METRICS_PORT, "TCP"));
-    svc_ports.push(service_port("metrics", METRICS_PORT, "TCP"));
+    ports.push(container_port(
+        "metrics",
+        reg::synapse::METRICS.number,
+        "TCP",
+    ));
+    svc_ports.push(service_port("metrics", reg::synapse::METRICS.number, "TCP"));
     out.add(
         Phase::Main,
         &file,
-        service(ctx, &p.name, SYNAPSE, &sel, svc_ports, true),
+        service(
+            ctx,
+            &p.name,
+            reg::synapse::COMPONENT.name(),
+            &sel,
+            svc_ports,
+            true,
+        ),
     );
 
     // Processes with an HTTP listener answer /health; the others only have the metrics listener.
@@ -266,7 +292,7 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
         liveness_probe: Some(live),
         startup_probe: Some(startup),
         volume_mounts: Some(mounts),
-        ..container(SYNAPSE, &ctx.cfg.images.synapse)
+        ..container(reg::synapse::COMPONENT.name(), &ctx.cfg.images.synapse)
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -277,7 +303,13 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
         termination_grace_period_seconds: Some(60),
         ..Default::default()
     };
-    let mut w = Workload::new(&p.name, SYNAPSE, p.replicas, sel, pod);
+    let mut w = Workload::new(
+        &p.name,
+        reg::synapse::COMPONENT.name(),
+        p.replicas,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Main, &file, w.stateful_set(ctx, &p.name, vec![]));
     let autoscaled = p.worker.is_some_and(|g| g.autoscaled());
@@ -293,7 +325,7 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
 /// never event persisters or federation senders (seed 004 issue 5.3).
 fn hpa(ctx: &Ctx, g: &WorkerGroup) -> HorizontalPodAutoscaler {
     HorizontalPodAutoscaler {
-        metadata: meta(ctx, &g.object_name(), SYNAPSE),
+        metadata: meta(ctx, &g.object_name(), reg::synapse::COMPONENT.name()),
         spec: Some(HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),

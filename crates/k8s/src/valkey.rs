@@ -6,8 +6,8 @@
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use mxstack_spec::{Component, Feature};
-use mxstack_topology::addressing::{REDIS_PORT, SENTINEL_PORT, VALKEY, VALKEY_MASTER};
 use mxstack_topology::haproxy::{self, Resolution};
+use mxstack_topology::registry as reg;
 use mxstack_topology::sizing::Resources;
 
 use crate::meta::*;
@@ -15,10 +15,8 @@ use crate::secrets::{VALKEY_AUTH, VALKEY_PASSWORD_KEY};
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "valkey.yaml";
-pub const HEADLESS: &str = "valkey-headless";
 pub const SCRIPTS: &str = "valkey-scripts";
 pub const SENTINEL_MASTER_NAME: &str = "mxstack";
-pub const EXPORTER_PORT: u16 = 9121;
 /// Prometheus exporter for Valkey/Redis (only with monitoring). Not in `images:` of the config yet.
 pub const EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.74.0";
 /// uid/gid of the `valkey` user in the official image.
@@ -108,11 +106,14 @@ exec valkey-sentinel /sentinel/sentinel.conf
 fn fill(template: &str, ctx: &Ctx) -> String {
     let r = &ctx.t.sizing.redis;
     template
-        .replace("__HEADLESS__", HEADLESS)
-        .replace("__VALKEY__", VALKEY)
+        .replace("__HEADLESS__", reg::valkey::HEADLESS)
+        .replace("__VALKEY__", reg::valkey::COMPONENT.name())
         .replace("__INSTANCES__", &r.instances.to_string())
-        .replace("__SENTINEL_PORT__", &SENTINEL_PORT.to_string())
-        .replace("__PORT__", &REDIS_PORT.to_string())
+        .replace(
+            "__SENTINEL_PORT__",
+            &reg::valkey::SENTINEL.number.to_string(),
+        )
+        .replace("__PORT__", &reg::valkey::REDIS.number.to_string())
         .replace("__MASTER_NAME__", SENTINEL_MASTER_NAME)
         .replace("__MAXMEMORY__", &r.maxmemory_mib.to_string())
         .replace("__QUORUM__", &r.sentinel_quorum.to_string())
@@ -128,11 +129,11 @@ pub fn scripts(ctx: &Ctx) -> Labels {
 }
 
 pub fn selector() -> Labels {
-    map(&[(LABEL_NAME, VALKEY)])
+    map(&[(LABEL_NAME, reg::valkey::COMPONENT.name())])
 }
 
 pub fn master_selector() -> Labels {
-    map(&[(LABEL_NAME, VALKEY_MASTER)])
+    map(&[(LABEL_NAME, reg::valkey_master::COMPONENT.name())])
 }
 
 fn identity_env() -> Vec<EnvVar> {
@@ -149,7 +150,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     out.add(
         Phase::Infrastructure,
         FILE,
-        config_map(ctx, SCRIPTS, VALKEY, scripts),
+        config_map(ctx, SCRIPTS, reg::valkey::COMPONENT.name(), scripts),
     );
     let sel = selector();
     out.add(
@@ -157,12 +158,12 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         FILE,
         service(
             ctx,
-            HEADLESS,
-            VALKEY,
+            reg::valkey::HEADLESS,
+            reg::valkey::COMPONENT.name(),
             &sel,
             vec![
-                service_port("valkey", REDIS_PORT, "TCP"),
-                service_port("sentinel", SENTINEL_PORT, "TCP"),
+                service_port("valkey", reg::valkey::REDIS.number, "TCP"),
+                service_port("sentinel", reg::valkey::SENTINEL.number, "TCP"),
             ],
             true,
         ),
@@ -171,7 +172,11 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let valkey = Container {
         command: Some(vec!["sh".into(), "/scripts/start-valkey.sh".into()]),
         env: Some(identity_env()),
-        ports: Some(vec![container_port("valkey", REDIS_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "valkey",
+            reg::valkey::REDIS.number,
+            "TCP",
+        )]),
         resources: Some(resources(&sizing.resources)),
         readiness_probe: Some(exec_probe(
             &[
@@ -193,7 +198,11 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let sentinel = Container {
         command: Some(vec!["sh".into(), "/scripts/start-sentinel.sh".into()]),
         env: Some(identity_env()),
-        ports: Some(vec![container_port("sentinel", SENTINEL_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "sentinel",
+            reg::valkey::SENTINEL.number,
+            "TCP",
+        )]),
         resources: Some(resources(&Resources {
             cpu_millis: 100,
             memory_mib: 128,
@@ -210,10 +219,17 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     if ctx.has(Feature::Monitoring) {
         containers.push(Container {
             env: Some(vec![
-                env("REDIS_ADDR", &format!("redis://127.0.0.1:{REDIS_PORT}")),
+                env(
+                    "REDIS_ADDR",
+                    &format!("redis://127.0.0.1:{}", reg::valkey::REDIS.number),
+                ),
                 env_secret("REDIS_PASSWORD", VALKEY_AUTH, VALKEY_PASSWORD_KEY),
             ]),
-            ports: Some(vec![container_port("metrics", EXPORTER_PORT, "TCP")]),
+            ports: Some(vec![container_port(
+                "metrics",
+                reg::valkey::EXPORTER.number,
+                "TCP",
+            )]),
             resources: Some(resources(&Resources {
                 cpu_millis: 50,
                 memory_mib: 64,
@@ -236,12 +252,18 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let mut w = Workload::new(VALKEY, VALKEY, sizing.instances, sel, pod);
+    let mut w = Workload::new(
+        reg::valkey::COMPONENT.name(),
+        reg::valkey::COMPONENT.name(),
+        sizing.instances,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(
         Phase::Infrastructure,
         FILE,
-        w.stateful_set(ctx, HEADLESS, vec![]),
+        w.stateful_set(ctx, reg::valkey::HEADLESS, vec![]),
     );
     out.add(Phase::Infrastructure, FILE, w.pdb(ctx));
     render_master_endpoint(ctx, out);
@@ -251,11 +273,16 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
 fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
     let cfg = haproxy::redis_master(ctx.t, &ctx.addr, Resolution::Dns);
     let hash = config_hash(&[&cfg]);
-    let cm_name = format!("{VALKEY_MASTER}-haproxy");
+    let cm_name = format!("{}-haproxy", reg::valkey_master::COMPONENT.name());
     out.add(
         Phase::Infrastructure,
         FILE,
-        config_map(ctx, &cm_name, VALKEY_MASTER, map(&[("haproxy.cfg", &cfg)])),
+        config_map(
+            ctx,
+            &cm_name,
+            reg::valkey_master::COMPONENT.name(),
+            map(&[("haproxy.cfg", &cfg)]),
+        ),
     );
     let sel = master_selector();
     out.add(
@@ -263,10 +290,10 @@ fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
         FILE,
         service(
             ctx,
-            VALKEY_MASTER,
-            VALKEY_MASTER,
+            reg::valkey_master::COMPONENT.name(),
+            reg::valkey_master::COMPONENT.name(),
             &sel,
-            vec![service_port("valkey", REDIS_PORT, "TCP")],
+            vec![service_port("valkey", reg::valkey::REDIS.number, "TCP")],
             false,
         ),
     );
@@ -277,7 +304,11 @@ fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
             VALKEY_AUTH,
             VALKEY_PASSWORD_KEY,
         )]),
-        ports: Some(vec![container_port("valkey", REDIS_PORT, "TCP")]),
+        ports: Some(vec![container_port(
+            "valkey",
+            reg::valkey::REDIS.number,
+            "TCP",
+        )]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),
         )),
@@ -300,7 +331,13 @@ fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
         automount_service_account_token: Some(false),
         ..Default::default()
     };
-    let mut w = Workload::new(VALKEY_MASTER, VALKEY_MASTER, 2, sel, pod);
+    let mut w = Workload::new(
+        reg::valkey_master::COMPONENT.name(),
+        reg::valkey_master::COMPONENT.name(),
+        2,
+        sel,
+        pod,
+    );
     w.config_hash = Some(hash);
     out.add(Phase::Infrastructure, FILE, w.deployment(ctx));
     out.add(Phase::Infrastructure, FILE, w.pdb(ctx));

@@ -2,6 +2,7 @@
 //! processes it waits for, plus the files it needs. Built from the same topology functions as the
 //! Kubernetes target; only addresses and paths differ.
 
+use mxstack_topology::registry as reg;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -988,7 +989,7 @@ fn li_console_service(
     secrets: &Secrets,
     files: &mut Vec<GeneratedFile>,
 ) -> Service {
-    let dir = layout.root.join(LI_CONSOLE);
+    let dir = layout.root.join(reg::li_console::COMPONENT.name());
     let config_path = dir.join("li-console.yaml");
     let listen = addr.li_console();
     let pg = addr.li_postgres();
@@ -1038,18 +1039,19 @@ fn li_console_service(
         ],
     );
     serve_service(
-        LI_CONSOLE,
+        reg::li_console::COMPONENT.name(),
         "li-console",
         programs,
         &config_path,
         env,
         listen.port,
-        &["postgres-li-setup", "li-sync", KEY_VAULT],
+        &[
+            "postgres-li-setup",
+            "li-sync",
+            reg::key_vault::COMPONENT.name(),
+        ],
     )
 }
-
-/// The LI console's service name (and its state directory).
-pub const LI_CONSOLE: &str = "li-console";
 
 /// The key vault (`mxstack serve key-vault`): SQLite in the state directory, the API keys in its
 /// environment, escrowed keys encrypted to the recipient of secret `key_vault_age_identity`.
@@ -1087,7 +1089,7 @@ fn key_vault_service(
         ],
     );
     serve_service(
-        KEY_VAULT,
+        reg::key_vault::COMPONENT.name(),
         "key-vault",
         programs,
         &config_path,
@@ -1142,9 +1144,6 @@ fn serve_service(
         stop_grace_secs: 10,
     }
 }
-
-/// The key vault's service name.
-pub const KEY_VAULT: &str = "key-vault";
 
 /// Synapse LI's process name (`mxstack li refresh-working-copy` restarts it).
 pub const SYNAPSE_LI: &str = "synapse-li";
@@ -1379,7 +1378,9 @@ mod tests {
             mxstack: "/usr/bin/mxstack".into(),
         };
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
-        let v = plan.service(KEY_VAULT).expect("key-vault service");
+        let v = plan
+            .service(reg::key_vault::COMPONENT.name())
+            .expect("key-vault service");
         assert_eq!(v.args[..2], ["serve".to_string(), "key-vault".to_string()]);
         let port = plan.addressing.key_vault().port;
         assert_eq!(v.port, Some(port));
@@ -1424,7 +1425,7 @@ mod tests {
         // Without li: no vault.
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
-        assert!(plan.service(KEY_VAULT).is_none());
+        assert!(plan.service(reg::key_vault::COMPONENT.name()).is_none());
     }
 
     #[test]
@@ -1446,13 +1447,17 @@ mod tests {
             mxstack: "/usr/bin/mxstack".into(),
         };
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
-        let c = plan.service(LI_CONSOLE).expect("li-console service");
+        let c = plan
+            .service(reg::li_console::COMPONENT.name())
+            .expect("li-console service");
         assert_eq!(c.args[..2], ["serve".to_string(), "li-console".to_string()]);
         let port = plan.addressing.li_console().port;
         assert_eq!(c.port, Some(port));
         assert_eq!(port, plan.addressing.key_vault().port + 1);
         assert!(
-            c.after.contains(&"li-sync".to_string()) && c.after.contains(&KEY_VAULT.to_string())
+            c.after.contains(&"li-sync".to_string())
+                && c.after
+                    .contains(&reg::key_vault::COMPONENT.name().to_string())
         );
         let env: BTreeMap<_, _> = c.env.iter().cloned().collect();
         let mut secret_env = c.secret_env.clone();
@@ -1472,7 +1477,7 @@ mod tests {
         );
         // Only the console holds the vault identity.
         for s in &plan.services {
-            if s.name != LI_CONSOLE {
+            if s.name != reg::li_console::COMPONENT.name() {
                 assert!(
                     s.env
                         .iter()
@@ -1506,6 +1511,6 @@ mod tests {
         );
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
-        assert!(plan.service(LI_CONSOLE).is_none());
+        assert!(plan.service(reg::li_console::COMPONENT.name()).is_none());
     }
 }

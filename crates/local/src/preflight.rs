@@ -45,7 +45,7 @@ pub fn check(plan: &LocalPlan, state: &Path) -> Result<(), PreflightError> {
     ports_free(plan)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        if let Some((uid, gid)) = crate::supervisor::user_ids("postgres") {
+        if let Some((uid, gid)) = crate::runtime::user_ids("postgres") {
             reachable_by(state, uid, gid)?;
         }
     }

@@ -179,6 +179,18 @@ pub fn normalize(name: &str) -> String {
     name.to_lowercase().replace(['-', '.'], "_")
 }
 
+/// A system user's uid and gid.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and points to a valid passwd struct.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
 /// One finding of `mxstack doctor`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -251,7 +263,7 @@ pub fn doctor(config: Option<&Config>) -> Vec<Check> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        checks.push(match crate::supervisor::user_ids("postgres") {
+        checks.push(match user_ids("postgres") {
             Some(_) => Check::ok("user:postgres".into(), "PostgreSQL runs as it".into()),
             None => Check::missing(
                 "user:postgres".into(),

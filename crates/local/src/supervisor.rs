@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::StateLayout;
 use crate::plan::{LocalPlan, Readiness, Service};
+use crate::runtime::user_ids;
 use crate::status::{ProcessState, ProcessStatus, StackStatus};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -50,18 +51,6 @@ pub struct Supervisor<'a> {
     running: BTreeMap<String, Running>,
     status: StackStatus,
     log: File,
-}
-
-/// A system user's uid and gid.
-pub fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids at once.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: pw is non-null and points to a valid passwd struct.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
 fn chown(path: &Path, ids: (u32, u32)) -> std::io::Result<()> {

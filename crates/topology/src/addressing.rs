@@ -3,6 +3,7 @@
 //! Kubernetes: every process has its own pod IP, so ports are fixed and hosts are DNS names.
 //! Local: everything is on 127.0.0.1, so hosts are fixed and ports are allocated.
 
+use crate::registry as reg;
 use std::path::PathBuf;
 
 use mxstack_spec::{Config, MediaBackend};
@@ -118,47 +119,22 @@ pub trait Addressing {
     }
 }
 
-pub const HTTP_PORT: u16 = 8008;
-pub const REPLICATION_PORT: u16 = 9093;
-pub const METRICS_PORT: u16 = 9090;
-pub const REDIS_PORT: u16 = 6379;
-pub const SENTINEL_PORT: u16 = 26379;
-pub const POSTGRES_PORT: u16 = 5432;
-pub const SEAWEEDFS_S3_PORT: u16 = 8333;
-pub const ROUTER_PORT: u16 = 8080;
-pub const ROUTER_STATS_PORT: u16 = 8404;
-pub const CONTENT_SCANNER_PORT: u16 = 8090;
-pub const CLAMD_PORT: u16 = 3310;
-pub const LI_SYNC_PORT: u16 = 8091;
-pub const KEY_VAULT_PORT: u16 = 8092;
-pub const LI_CONSOLE_PORT: u16 = 8093;
-/// The LI console's metrics listener: its own port, so the edge (which routes the console's
-/// whole host) never exposes it.
-pub const LI_CONSOLE_METRICS_PORT: u16 = 9094;
-
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
     pub namespace: String,
     pub s3_endpoint: String,
 }
 
-pub const POSTGRES_CLUSTER: &str = "main-pg";
-pub const VALKEY: &str = "valkey";
-pub const VALKEY_MASTER: &str = "valkey-master";
-pub const ROUTER: &str = "synapse-router";
-pub const CONTENT_SCANNER: &str = "content-scanner";
-pub const CLAMAV: &str = "clamav";
-pub const LI_POSTGRES_CLUSTER: &str = "li-pg";
-pub const LI_SYNC: &str = "li-sync";
-pub const KEY_VAULT: &str = "key-vault";
-pub const LI_CONSOLE: &str = "li-console";
-
 impl KubernetesAddressing {
     pub fn new(config: &Config) -> Self {
         let ns = config.namespace.clone();
         let s3_endpoint = match config.media.backend {
             MediaBackend::Seaweedfs => {
-                format!("http://seaweedfs-s3.{ns}.svc.cluster.local:{SEAWEEDFS_S3_PORT}")
+                format!(
+                    "http://{}.{ns}.svc.cluster.local:{}",
+                    reg::seaweedfs::S3_SERVICE,
+                    reg::seaweedfs::S3.number
+                )
             }
             MediaBackend::MinioLegacy => format!("http://minio.{ns}.svc.cluster.local:80"),
             MediaBackend::S3 => config.media.endpoint.clone().unwrap_or_default(),
@@ -179,7 +155,11 @@ impl KubernetesAddressing {
         if p.is_main() {
             return self.svc("synapse-main");
         }
-        format!("{}.{}", p.name, self.svc(&format!("synapse-{}", p.group)))
+        format!(
+            "{}.{}",
+            p.name,
+            self.svc(&reg::synapse::group_service(&p.group))
+        )
     }
 }
 
@@ -190,43 +170,51 @@ impl Addressing for KubernetesAddressing {
     fn http(&self, p: &SynapseProcess) -> HostPort {
         HostPort {
             host: self.pod_host(p),
-            port: HTTP_PORT,
+            port: reg::synapse::HTTP.number,
         }
     }
     fn replication(&self, p: &SynapseProcess) -> HostPort {
         HostPort {
             host: self.pod_host(p),
-            port: REPLICATION_PORT,
+            port: reg::synapse::REPLICATION.number,
         }
     }
     fn metrics(&self, p: &SynapseProcess) -> HostPort {
         HostPort {
             host: self.pod_host(p),
-            port: METRICS_PORT,
+            port: reg::synapse::METRICS.number,
         }
     }
     fn redis_master(&self) -> HostPort {
         HostPort {
-            host: self.svc(VALKEY_MASTER),
-            port: REDIS_PORT,
+            host: self.svc(reg::valkey_master::COMPONENT.name()),
+            port: reg::valkey::REDIS.number,
         }
     }
     fn redis_instance(&self, i: u32) -> HostPort {
         HostPort {
-            host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))),
-            port: REDIS_PORT,
+            host: format!(
+                "{}-{i}.{}",
+                reg::valkey::COMPONENT.name(),
+                self.svc(reg::valkey::HEADLESS)
+            ),
+            port: reg::valkey::REDIS.number,
         }
     }
     fn sentinel(&self, i: u32) -> HostPort {
         HostPort {
-            host: format!("{VALKEY}-{i}.{}", self.svc(&format!("{VALKEY}-headless"))),
-            port: SENTINEL_PORT,
+            host: format!(
+                "{}-{i}.{}",
+                reg::valkey::COMPONENT.name(),
+                self.svc(reg::valkey::HEADLESS)
+            ),
+            port: reg::valkey::SENTINEL.number,
         }
     }
     fn postgres(&self) -> HostPort {
         HostPort {
-            host: self.svc(&format!("{POSTGRES_CLUSTER}-rw")),
-            port: POSTGRES_PORT,
+            host: self.svc(&format!("{}-rw", reg::postgres::CLUSTER)),
+            port: reg::cnpg::POSTGRES.number,
         }
     }
     fn s3_endpoint(&self) -> String {
@@ -234,50 +222,50 @@ impl Addressing for KubernetesAddressing {
     }
     fn router(&self) -> HostPort {
         HostPort {
-            host: self.svc(ROUTER),
-            port: ROUTER_PORT,
+            host: self.svc(reg::router::COMPONENT.name()),
+            port: reg::router::HTTP.number,
         }
     }
     fn router_stats(&self) -> HostPort {
         HostPort {
-            host: self.svc(ROUTER),
-            port: ROUTER_STATS_PORT,
+            host: self.svc(reg::router::COMPONENT.name()),
+            port: reg::router::STATS.number,
         }
     }
     fn content_scanner(&self) -> HostPort {
         HostPort {
-            host: self.svc(CONTENT_SCANNER),
-            port: CONTENT_SCANNER_PORT,
+            host: self.svc(reg::content_scanner::COMPONENT.name()),
+            port: reg::content_scanner::HTTP.number,
         }
     }
     fn clamd(&self) -> HostPort {
         HostPort {
-            host: self.svc(CLAMAV),
-            port: CLAMD_PORT,
+            host: self.svc(reg::clamav::COMPONENT.name()),
+            port: reg::clamav::CLAMD.number,
         }
     }
     fn li_postgres(&self) -> HostPort {
         HostPort {
-            host: self.svc(&format!("{LI_POSTGRES_CLUSTER}-rw")),
-            port: POSTGRES_PORT,
+            host: self.svc(&format!("{}-rw", reg::li_postgres::CLUSTER)),
+            port: reg::cnpg::POSTGRES.number,
         }
     }
     fn li_sync(&self) -> HostPort {
         HostPort {
-            host: self.svc(LI_SYNC),
-            port: LI_SYNC_PORT,
+            host: self.svc(reg::li_sync::COMPONENT.name()),
+            port: reg::li_sync::HTTP.number,
         }
     }
     fn key_vault(&self) -> HostPort {
         HostPort {
-            host: self.svc(KEY_VAULT),
-            port: KEY_VAULT_PORT,
+            host: self.svc(reg::key_vault::COMPONENT.name()),
+            port: reg::key_vault::HTTP.number,
         }
     }
     fn li_console(&self) -> HostPort {
         HostPort {
-            host: self.svc(LI_CONSOLE),
-            port: LI_CONSOLE_PORT,
+            host: self.svc(reg::li_console::COMPONENT.name()),
+            port: reg::li_console::HTTP.number,
         }
     }
     fn synapse_paths(&self) -> SynapsePaths {

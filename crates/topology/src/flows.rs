@@ -1,14 +1,10 @@
 //! Who talks to whom: every network flow the system needs. NetworkPolicies are generated from this
 //! list (default deny, then exactly these), and docs/NETWORK.md lists it, so the two cannot differ.
 
+use crate::registry as reg;
 use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 use serde::Serialize;
 
-use crate::addressing::{
-    CLAMD_PORT, CONTENT_SCANNER_PORT, HTTP_PORT, KEY_VAULT_PORT, LI_CONSOLE_METRICS_PORT,
-    LI_CONSOLE_PORT, LI_SYNC_PORT, METRICS_PORT, POSTGRES_PORT, REDIS_PORT, REPLICATION_PORT,
-    ROUTER_PORT, ROUTER_STATS_PORT, SEAWEEDFS_S3_PORT, SENTINEL_PORT,
-};
 use crate::Topology;
 
 /// A party in a flow: one of our components, or something outside the namespace.
@@ -156,23 +152,14 @@ fn tcp(from: Party, to: Party, ports: &[u16], why: &'static str) -> Flow {
 }
 
 pub const SEAWEEDFS_INTERNAL_PORTS: [u16; 6] = [9333, 19333, 8080, 18080, 8888, 18888];
-pub const CNPG_STATUS_PORT: u16 = 8000;
-pub const ELEMENT_PORT: u16 = 8080;
-pub const LIVEKIT_PORT: u16 = 7880;
-pub const SYGNAL_PORT: u16 = 5000;
-pub const MINIO_PORT: u16 = 9000;
-/// Port of the LI web UIs (Element LI, Synapse Admin LI): nginx as a non-root user.
-pub const LI_WEB_PORT: u16 = 8080;
-/// PostgreSQL metrics of CloudNativePG instances.
-pub const CNPG_METRICS_PORT: u16 = 9187;
 /// The Kubernetes API: the `kubernetes` Service's port and the port the API server listens on.
 pub const KUBERNETES_API_PORTS: [u16; 2] = [443, 6443];
 
 /// The S3 endpoint of the media backend as a flow target: (party, port).
 fn s3_target(t: &Topology) -> (Party, u16) {
     match t.config.media.backend {
-        MediaBackend::Seaweedfs => (Party::Seaweedfs, SEAWEEDFS_S3_PORT),
-        MediaBackend::MinioLegacy => (Party::Minio, MINIO_PORT),
+        MediaBackend::Seaweedfs => (Party::Seaweedfs, reg::seaweedfs::S3.number),
+        MediaBackend::MinioLegacy => (Party::Minio, reg::minio::S3.number),
         MediaBackend::S3 => (Party::Internet, 443),
     }
 }
@@ -188,13 +175,13 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         tcp(
             LiSync,
             Postgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "li-sync reads main's schema and replication status (read-only role li_replicator)",
         ),
         tcp(
             LiSync,
             LiPostgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "li-sync keeps the replica: schema, subscription, history",
         ),
         tcp(
@@ -206,13 +193,13 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         tcp(
             LiPrepareMain,
             Postgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "the li-prepare-main Job sets replica identities, the event trigger and the publication (superuser)",
         ),
         tcp(
             LiWorkingCopy,
             LiPostgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "the working-copy CronJob refreshes synapse_li_work from the replica",
         ),
         tcp(
@@ -224,7 +211,7 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         tcp(
             SynapseLi,
             LiPostgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "Synapse LI's database (the working copy)",
         ),
         tcp(
@@ -236,55 +223,55 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         tcp(
             LiPostgres,
             LiPostgres,
-            &[POSTGRES_PORT, CNPG_STATUS_PORT],
+            &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
             "LI streaming replication and instance manager",
         ),
         tcp(
             CnpgOperator,
             LiPostgres,
-            &[CNPG_STATUS_PORT, POSTGRES_PORT],
+            &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
             "CloudNativePG operator manages the LI instances",
         ),
         tcp(
             Edge,
             SynapseLi,
-            &[HTTP_PORT],
+            &[reg::synapse::HTTP.number],
             "LI client and admin API (allowed networks only)",
         ),
         tcp(
             Edge,
             ElementLi,
-            &[LI_WEB_PORT],
+            &[reg::li_web::HTTP.number],
             "Element Web LI (allowed networks, basic-auth gate)",
         ),
         tcp(
             Edge,
             SynapseAdminLi,
-            &[LI_WEB_PORT],
+            &[reg::li_web::HTTP.number],
             "Synapse Admin LI (allowed networks, basic-auth gate)",
         ),
         tcp(
             SynapseMain,
             KeyVault,
-            &[KEY_VAULT_PORT],
+            &[reg::key_vault::HTTP.number],
             "escrow store: Synapse main's escrow module stores users' E2EE keys (store API key)",
         ),
         tcp(
             Edge,
             LiConsole,
-            &[LI_CONSOLE_PORT],
+            &[reg::li_console::HTTP.number],
             "LI console (allowed networks; its own login with a second factor)",
         ),
         tcp(
             LiConsole,
             LiPostgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "the LI console reads the replica (read-only role li_console)",
         ),
         tcp(
             LiConsole,
             KeyVault,
-            &[KEY_VAULT_PORT],
+            &[reg::key_vault::HTTP.number],
             "escrow retrieval: the LI console retrieves escrowed keys under a warrant (retrieval API key)",
         ),
         tcp(
@@ -298,7 +285,7 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         f.push(tcp(
             LiConsole,
             Clamav,
-            &[CLAMD_PORT],
+            &[reg::clamav::CLAMD.number],
             "the LI console has LI media scanned before it is shown or exported",
         ));
     }
@@ -306,20 +293,20 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         LiSyncMode::Logical => f.push(tcp(
             LiPostgres,
             Postgres,
-            &[POSTGRES_PORT],
+            &[reg::cnpg::POSTGRES.number],
             "the LI subscription streams main's changes (logical replication)",
         )),
         LiSyncMode::Dump => {
             f.push(tcp(
                 LiDump,
                 Postgres,
-                &[POSTGRES_PORT],
+                &[reg::cnpg::POSTGRES.number],
                 "the dump CronJob reads main (one snapshot, COPY, as li_replicator)",
             ));
             f.push(tcp(
                 LiDump,
                 LiPostgres,
-                &[POSTGRES_PORT],
+                &[reg::cnpg::POSTGRES.number],
                 "the dump CronJob restores into the replica",
             ));
         }
@@ -328,25 +315,25 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
         f.push(tcp(
             Monitoring,
             LiSync,
-            &[LI_SYNC_PORT],
+            &[reg::li_sync::HTTP.number],
             "li-sync metrics (lag, apply errors, media backlog)",
         ));
         f.push(tcp(
             Monitoring,
             KeyVault,
-            &[KEY_VAULT_PORT],
+            &[reg::key_vault::HTTP.number],
             "key vault metrics (keys stored, retrievals, auth failures)",
         ));
         f.push(tcp(
             Monitoring,
             LiConsole,
-            &[LI_CONSOLE_METRICS_PORT],
+            &[reg::li_console::METRICS.number],
             "LI console metrics (actions by kind, refused logins, audit write failures)",
         ));
         f.push(tcp(
             Monitoring,
             LiPostgres,
-            &[CNPG_METRICS_PORT],
+            &[reg::cnpg::METRICS.number],
             "LI PostgreSQL metrics",
         ));
     }
@@ -360,51 +347,61 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
         tcp(
             Edge,
             Router,
-            &[ROUTER_PORT],
+            &[reg::router::HTTP.number],
             "client and federation HTTPS terminated at the edge",
         ),
-        tcp(Edge, Element, &[ELEMENT_PORT], "Element Web static files"),
+        tcp(
+            Edge,
+            Element,
+            &[reg::element::HTTP.number],
+            "Element Web static files",
+        ),
         tcp(
             Router,
             Synapse,
-            &[HTTP_PORT],
+            &[reg::synapse::HTTP.number],
             "routed client/federation requests",
         ),
         tcp(
             Synapse,
             Synapse,
-            &[REPLICATION_PORT],
+            &[reg::synapse::REPLICATION.number],
             "HTTP replication between main and workers",
         ),
         tcp(
             Synapse,
             ValkeyMaster,
-            &[REDIS_PORT],
+            &[reg::valkey::REDIS.number],
             "replication stream pub/sub via the master endpoint",
         ),
         tcp(
             ValkeyMaster,
             Valkey,
-            &[REDIS_PORT],
+            &[reg::valkey::REDIS.number],
             "master endpoint health checks and proxying",
         ),
         tcp(
             Valkey,
             Valkey,
-            &[REDIS_PORT, SENTINEL_PORT],
+            &[reg::valkey::REDIS.number, reg::valkey::SENTINEL.number],
             "Valkey replication and Sentinel gossip",
         ),
-        tcp(Synapse, Postgres, &[POSTGRES_PORT], "Synapse database"),
+        tcp(
+            Synapse,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number],
+            "Synapse database",
+        ),
         tcp(
             Postgres,
             Postgres,
-            &[POSTGRES_PORT, CNPG_STATUS_PORT],
+            &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
             "streaming replication and instance manager",
         ),
         tcp(
             CnpgOperator,
             Postgres,
-            &[CNPG_STATUS_PORT, POSTGRES_PORT],
+            &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
             "CloudNativePG operator manages instances",
         ),
     ];
@@ -413,13 +410,13 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             f.push(tcp(
                 Synapse,
                 Seaweedfs,
-                &[SEAWEEDFS_S3_PORT],
+                &[reg::seaweedfs::S3.number],
                 "media objects (S3)",
             ));
             f.push(tcp(
                 Postgres,
                 Seaweedfs,
-                &[SEAWEEDFS_S3_PORT],
+                &[reg::seaweedfs::S3.number],
                 "WAL archive and base backups (Barman Cloud plugin)",
             ));
             f.push(tcp(
@@ -430,17 +427,22 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             ));
         }
         MediaBackend::MinioLegacy => {
-            f.push(tcp(Synapse, Minio, &[MINIO_PORT], "media objects (S3)"));
+            f.push(tcp(
+                Synapse,
+                Minio,
+                &[reg::minio::S3.number],
+                "media objects (S3)",
+            ));
             f.push(tcp(
                 Postgres,
                 Minio,
-                &[MINIO_PORT],
+                &[reg::minio::S3.number],
                 "WAL archive and base backups (Barman Cloud plugin)",
             ));
             f.push(tcp(
                 Minio,
                 Minio,
-                &[MINIO_PORT],
+                &[reg::minio::S3.number],
                 "MinIO erasure-set traffic",
             ));
         }
@@ -485,7 +487,7 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
         f.push(tcp(
             Synapse,
             Sygnal,
-            &[SYGNAL_PORT],
+            &[reg::sygnal::HTTP.number],
             "pushers notify the push gateway",
         ));
         f.push(tcp(Sygnal, Internet, &[443], "APNs / FCM"));
@@ -494,7 +496,7 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
         f.push(tcp(
             Edge,
             Livekit,
-            &[LIVEKIT_PORT],
+            &[reg::livekit::HTTP.number],
             "LiveKit signalling (WebSocket)",
         ));
     }
@@ -502,25 +504,25 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
         f.push(tcp(
             Router,
             ContentScanner,
-            &[CONTENT_SCANNER_PORT],
+            &[reg::content_scanner::HTTP.number],
             "media downloads and thumbnails pass through the content scanner",
         ));
         f.push(tcp(
             ContentScanner,
             Synapse,
-            &[HTTP_PORT],
+            &[reg::synapse::HTTP.number],
             "the scanner fetches media from the media workers",
         ));
         f.push(tcp(
             Synapse,
             ContentScanner,
-            &[CONTENT_SCANNER_PORT],
+            &[reg::content_scanner::HTTP.number],
             "media workers have each upload scanned before it is stored",
         ));
         f.push(tcp(
             ContentScanner,
             Clamav,
-            &[CLAMD_PORT],
+            &[reg::clamav::CLAMD.number],
             "zINSTREAM scans on clamd",
         ));
         if c.antivirus.signature_updates {
@@ -535,23 +537,28 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             f.push(tcp(
                 Monitoring,
                 ContentScanner,
-                &[CONTENT_SCANNER_PORT],
+                &[reg::content_scanner::HTTP.number],
                 "content scanner metrics",
             ));
         }
     }
     if t.has(Feature::Monitoring) {
-        f.push(tcp(Monitoring, Synapse, &[METRICS_PORT], "Synapse metrics"));
+        f.push(tcp(
+            Monitoring,
+            Synapse,
+            &[reg::synapse::METRICS.number],
+            "Synapse metrics",
+        ));
         f.push(tcp(
             Monitoring,
             Router,
-            &[ROUTER_STATS_PORT],
+            &[reg::router::STATS.number],
             "HAProxy metrics",
         ));
         f.push(tcp(
             Monitoring,
             Postgres,
-            &[CNPG_METRICS_PORT],
+            &[reg::cnpg::METRICS.number],
             "PostgreSQL metrics",
         ));
         f.push(tcp(Monitoring, Valkey, &[9121], "Valkey metrics exporter"));
@@ -653,16 +660,16 @@ mod tests {
                 .map(|x| (x.from, x.ports.clone()))
                 .collect();
             let mut expected = vec![
-                (Party::SynapseMain, vec![KEY_VAULT_PORT]),
-                (Party::LiConsole, vec![KEY_VAULT_PORT]),
+                (Party::SynapseMain, vec![reg::key_vault::HTTP.number]),
+                (Party::LiConsole, vec![reg::key_vault::HTTP.number]),
             ];
             if monitoring {
-                expected.push((Party::Monitoring, vec![KEY_VAULT_PORT]));
+                expected.push((Party::Monitoring, vec![reg::key_vault::HTTP.number]));
             }
             assert_eq!(to, expected);
             assert!(f.iter().all(|x| x.from != Party::KeyVault));
         }
-        assert_eq!(Party::KeyVault.as_str(), crate::addressing::KEY_VAULT);
+        assert_eq!(Party::KeyVault.as_str(), reg::key_vault::COMPONENT.name());
     }
 
     #[test]
@@ -691,12 +698,12 @@ mod tests {
                 .map(|x| (x.to, x.ports.clone()))
                 .collect();
             let mut want = vec![
-                (Party::LiPostgres, vec![POSTGRES_PORT]),
-                (Party::KeyVault, vec![KEY_VAULT_PORT]),
+                (Party::LiPostgres, vec![reg::cnpg::POSTGRES.number]),
+                (Party::KeyVault, vec![reg::key_vault::HTTP.number]),
                 (s3, vec![s3_port]),
             ];
             if antivirus {
-                want.push((Party::Clamav, vec![CLAMD_PORT]));
+                want.push((Party::Clamav, vec![reg::clamav::CLAMD.number]));
             }
             want.sort();
             let mut got = from.clone();
@@ -715,8 +722,8 @@ mod tests {
             assert_eq!(
                 to,
                 [
-                    (Party::Edge, vec![LI_CONSOLE_PORT]),
-                    (Party::Monitoring, vec![LI_CONSOLE_METRICS_PORT])
+                    (Party::Edge, vec![reg::li_console::HTTP.number]),
+                    (Party::Monitoring, vec![reg::li_console::METRICS.number])
                 ]
             );
             // The key vault: Synapse main stores, the console retrieves, Prometheus scrapes.
@@ -739,13 +746,13 @@ mod tests {
         assert!(none
             .iter()
             .all(|f| f.from != Party::LiConsole && f.to != Party::LiConsole));
-        assert_eq!(Party::LiConsole.as_str(), crate::addressing::LI_CONSOLE);
+        assert_eq!(Party::LiConsole.as_str(), reg::li_console::COMPONENT.name());
         assert!(Party::ON_LI_NODES.contains(&Party::LiConsole));
     }
 
     #[test]
     fn li_sync_is_named_like_its_address() {
-        assert_eq!(Party::LiSync.as_str(), crate::addressing::LI_SYNC);
+        assert_eq!(Party::LiSync.as_str(), reg::li_sync::COMPONENT.name());
         assert!(Party::ON_LI_NODES.iter().all(|p| p.in_namespace()));
         assert!(!Party::ON_LI_NODES.contains(&Party::LiPrepareMain));
     }

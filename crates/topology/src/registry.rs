@@ -1,0 +1,504 @@
+//! Every component of the deployment, declared once: its id (its party in the flows, its pods'
+//! `app.kubernetes.io/name` and its Service name), the feature that brings it, how its pods are
+//! selected, its named ports and where it is scraped. The targets loop over [`ALL`] and read the
+//! constants here; a port, a Service name or a scrape path written anywhere else is a copy that
+//! will drift.
+//!
+//! Each component is a module with its ports as constants (`registry::valkey::REDIS`) and its
+//! declaration as `COMPONENT`. Adding a component: docs/ARCHITECTURE.md, "Adding a component".
+
+use mxstack_spec::Feature;
+
+use crate::flows::{Party, Protocol};
+
+/// A named port: the container port's name (what Services and NetworkPolicies refer to) and
+/// its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub name: &'static str,
+    pub number: u16,
+    pub protocol: Protocol,
+}
+
+impl Port {
+    pub const fn tcp(name: &'static str, number: u16) -> Port {
+        Port {
+            name,
+            number,
+            protocol: Protocol::Tcp,
+        }
+    }
+}
+
+/// How a component's pods are selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    /// `app.kubernetes.io/name: <id>` (our own workloads).
+    Name,
+    /// A CloudNativePG cluster's instances: `cnpg.io/cluster: <cluster>`.
+    CnpgCluster(&'static str),
+    /// A MinIO Tenant's pods: `v1.min.io/tenant: <tenant>`.
+    MinioTenant(&'static str),
+    /// One Synapse worker group's pods (`main` for the main process).
+    SynapseGroup(&'static str),
+}
+
+/// How Prometheus finds a component's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrape {
+    /// A ServiceMonitor on the component's Service (labelled for it), port and path.
+    Service { port: Port, path: &'static str },
+    /// A PodMonitor on the component's pods (no Service carries the port), port name.
+    Pod { port: &'static str },
+}
+
+/// One component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Component {
+    pub id: Party,
+    /// The feature that brings it (None: always there).
+    pub feature: Option<Feature>,
+    pub selector: Selector,
+    pub ports: &'static [Port],
+    pub scrape: Option<Scrape>,
+}
+
+impl Component {
+    /// The id as a name: Service, pod label, ServiceMonitor/PodMonitor and scrape job.
+    pub const fn name(&self) -> &'static str {
+        self.id.as_str()
+    }
+
+    /// The number of the port called `name`; panics on a name the declaration lacks (a
+    /// programming error the registry's test catches).
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{} has no port {name}", self.name()))
+            .number
+    }
+}
+
+pub mod synapse {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8008);
+    pub const REPLICATION: Port = Port::tcp("replication", 9093);
+    pub const METRICS: Port = Port::tcp("metrics", 9090);
+    pub const COMPONENT: Component = Component {
+        id: Party::Synapse,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[HTTP, REPLICATION, METRICS],
+        scrape: Some(Scrape::Service {
+            port: METRICS,
+            path: "/_synapse/metrics",
+        }),
+    };
+    /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
+    pub fn group_service(group: &str) -> String {
+        format!("{}-{group}", Party::Synapse.as_str())
+    }
+}
+
+pub mod router {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8080);
+    /// The stats page, Prometheus metrics and health check.
+    pub const STATS: Port = Port::tcp("stats", 8404);
+    pub const COMPONENT: Component = Component {
+        id: Party::Router,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[HTTP, STATS],
+        scrape: Some(Scrape::Service {
+            port: STATS,
+            path: "/metrics",
+        }),
+    };
+}
+
+pub mod content_scanner {
+    use super::*;
+    /// Media downloads, the MCS API, upload scans and /metrics.
+    pub const HTTP: Port = Port::tcp("http", 8090);
+    pub const COMPONENT: Component = Component {
+        id: Party::ContentScanner,
+        feature: Some(Feature::Antivirus),
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: Some(Scrape::Service {
+            port: HTTP,
+            path: "/metrics",
+        }),
+    };
+}
+
+pub mod clamav {
+    use super::*;
+    pub const CLAMD: Port = Port::tcp("clamd", 3310);
+    pub const COMPONENT: Component = Component {
+        id: Party::Clamav,
+        feature: Some(Feature::Antivirus),
+        selector: Selector::Name,
+        ports: &[CLAMD],
+        scrape: None,
+    };
+}
+
+pub mod li_sync {
+    use super::*;
+    /// Status, /metrics and /health.
+    pub const HTTP: Port = Port::tcp("http", 8091);
+    pub const COMPONENT: Component = Component {
+        id: Party::LiSync,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: Some(Scrape::Service {
+            port: HTTP,
+            path: "/metrics",
+        }),
+    };
+}
+
+pub mod key_vault {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8092);
+    pub const COMPONENT: Component = Component {
+        id: Party::KeyVault,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: Some(Scrape::Service {
+            port: HTTP,
+            path: "/metrics",
+        }),
+    };
+}
+
+pub mod li_console {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8093);
+    /// Its own port, so the edge (which routes the console's whole host) never exposes it.
+    pub const METRICS: Port = Port::tcp("metrics", 9094);
+    pub const COMPONENT: Component = Component {
+        id: Party::LiConsole,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[HTTP, METRICS],
+        scrape: Some(Scrape::Service {
+            port: METRICS,
+            path: "/metrics",
+        }),
+    };
+}
+
+/// Both PostgreSQL clusters are CloudNativePG's: the same ports, its labels.
+pub mod cnpg {
+    use super::*;
+    pub const POSTGRES: Port = Port::tcp("postgres", 5432);
+    /// The instance manager's status endpoint.
+    pub const STATUS: Port = Port::tcp("status", 8000);
+    pub const METRICS: Port = Port::tcp("metrics", 9187);
+    pub const PORTS: &[Port] = &[POSTGRES, STATUS, METRICS];
+}
+
+pub mod li_postgres {
+    use super::*;
+    pub const CLUSTER: &str = "li-pg";
+    pub const COMPONENT: Component = Component {
+        id: Party::LiPostgres,
+        feature: Some(Feature::Li),
+        selector: Selector::CnpgCluster(CLUSTER),
+        ports: cnpg::PORTS,
+        // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it
+        // recommends.
+        scrape: Some(Scrape::Pod { port: "metrics" }),
+    };
+}
+
+pub mod postgres {
+    use super::*;
+    pub const CLUSTER: &str = "main-pg";
+    pub const COMPONENT: Component = Component {
+        id: Party::Postgres,
+        feature: None,
+        selector: Selector::CnpgCluster(CLUSTER),
+        ports: cnpg::PORTS,
+        scrape: Some(Scrape::Pod { port: "metrics" }),
+    };
+}
+
+pub mod valkey {
+    use super::*;
+    pub const REDIS: Port = Port::tcp("redis", 6379);
+    pub const SENTINEL: Port = Port::tcp("sentinel", 26379);
+    /// redis_exporter's port (with monitoring).
+    pub const EXPORTER: Port = Port::tcp("metrics", 9121);
+    /// The headless Service that gives each instance a stable name.
+    pub const HEADLESS: &str = "valkey-headless";
+    pub const COMPONENT: Component = Component {
+        id: Party::Valkey,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[REDIS, SENTINEL, EXPORTER],
+        scrape: Some(Scrape::Pod { port: "metrics" }),
+    };
+}
+
+/// The stable master endpoint: HAProxy checking `role:master` (Synapse has no Sentinel support).
+pub mod valkey_master {
+    use super::*;
+    pub const COMPONENT: Component = Component {
+        id: Party::ValkeyMaster,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[valkey::REDIS],
+        scrape: None,
+    };
+}
+
+pub mod seaweedfs {
+    use super::*;
+    pub const S3: Port = Port::tcp("s3", 8333);
+    pub const MASTER: Port = Port::tcp("master", 9333);
+    pub const MASTER_GRPC: Port = Port::tcp("master-grpc", 19333);
+    pub const VOLUME: Port = Port::tcp("volume", 8080);
+    pub const VOLUME_GRPC: Port = Port::tcp("volume-grpc", 18080);
+    pub const FILER: Port = Port::tcp("filer", 8888);
+    pub const FILER_GRPC: Port = Port::tcp("filer-grpc", 18888);
+    /// The S3 gateway's Service.
+    pub const S3_SERVICE: &str = "seaweedfs-s3";
+    /// The ports SeaweedFS's servers talk to each other on.
+    pub const INTERNAL: [Port; 6] = [MASTER, MASTER_GRPC, VOLUME, VOLUME_GRPC, FILER, FILER_GRPC];
+    pub const COMPONENT: Component = Component {
+        id: Party::Seaweedfs,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[
+            S3,
+            MASTER,
+            MASTER_GRPC,
+            VOLUME,
+            VOLUME_GRPC,
+            FILER,
+            FILER_GRPC,
+        ],
+        scrape: None,
+    };
+}
+
+pub mod minio {
+    use super::*;
+    pub const S3: Port = Port::tcp("s3", 9000);
+    pub const TENANT: &str = "minio";
+    pub const COMPONENT: Component = Component {
+        id: Party::Minio,
+        feature: None,
+        selector: Selector::MinioTenant(TENANT),
+        ports: &[S3],
+        scrape: None,
+    };
+}
+
+pub mod element {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8080);
+    pub const COMPONENT: Component = Component {
+        id: Party::Element,
+        feature: None,
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: None,
+    };
+}
+
+pub mod coturn {
+    use super::*;
+    pub const TURN: Port = Port::tcp("turn", 3478);
+    pub const TURNS: Port = Port::tcp("turns", 5349);
+    pub const COMPONENT: Component = Component {
+        id: Party::Coturn,
+        feature: Some(Feature::Calls),
+        selector: Selector::Name,
+        ports: &[TURN, TURNS],
+        scrape: None,
+    };
+}
+
+pub mod livekit {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 7880);
+    pub const COMPONENT: Component = Component {
+        id: Party::Livekit,
+        feature: Some(Feature::Calls),
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: None,
+    };
+}
+
+pub mod sygnal {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 5000);
+    pub const COMPONENT: Component = Component {
+        id: Party::Sygnal,
+        feature: Some(Feature::Push),
+        selector: Selector::Name,
+        ports: &[HTTP],
+        scrape: None,
+    };
+}
+
+/// Synapse LI: the read-only browsing homeserver on the working copy.
+pub mod synapse_li {
+    use super::*;
+    pub const COMPONENT: Component = Component {
+        id: Party::SynapseLi,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[synapse::HTTP],
+        scrape: None,
+    };
+}
+
+/// The LI web UIs (Element LI, Synapse Admin LI): nginx as a non-root user.
+pub mod li_web {
+    use super::*;
+    pub const HTTP: Port = Port::tcp("http", 8080);
+}
+
+pub mod element_li {
+    use super::*;
+    pub const COMPONENT: Component = Component {
+        id: Party::ElementLi,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[li_web::HTTP],
+        scrape: None,
+    };
+}
+
+pub mod synapse_admin_li {
+    use super::*;
+    pub const COMPONENT: Component = Component {
+        id: Party::SynapseAdminLi,
+        feature: Some(Feature::Li),
+        selector: Selector::Name,
+        ports: &[li_web::HTTP],
+        scrape: None,
+    };
+}
+
+/// Every component, in the order the targets emit them (the monitoring objects follow it).
+pub const ALL: [&Component; 21] = [
+    &synapse::COMPONENT,
+    &router::COMPONENT,
+    &content_scanner::COMPONENT,
+    &li_sync::COMPONENT,
+    &key_vault::COMPONENT,
+    &li_console::COMPONENT,
+    &li_postgres::COMPONENT,
+    &postgres::COMPONENT,
+    &valkey::COMPONENT,
+    &valkey_master::COMPONENT,
+    &seaweedfs::COMPONENT,
+    &minio::COMPONENT,
+    &element::COMPONENT,
+    &coturn::COMPONENT,
+    &livekit::COMPONENT,
+    &sygnal::COMPONENT,
+    &clamav::COMPONENT,
+    &synapse_li::COMPONENT,
+    &element_li::COMPONENT,
+    &synapse_admin_li::COMPONENT,
+    &SYNAPSE_MAIN,
+];
+
+/// Synapse's main process as a party of its own (it alone serves the escrow endpoint): the
+/// Synapse pods of group `main`.
+pub const SYNAPSE_MAIN: Component = Component {
+    id: Party::SynapseMain,
+    feature: None,
+    selector: Selector::SynapseGroup(crate::workers::MAIN_PROCESS),
+    ports: synapse::COMPONENT.ports,
+    scrape: None,
+};
+
+/// The declaration of an in-namespace party with long-running pods of its own (None for the
+/// jobs, which have no ports, and for parties outside the namespace).
+pub fn component(p: Party) -> Option<&'static Component> {
+    ALL.iter().copied().find(|c| c.id == p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_port_names_unique_per_component() {
+        let mut ids: Vec<&str> = ALL.iter().map(|c| c.name()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL.len());
+        for c in ALL {
+            let mut names: Vec<&str> = c.ports.iter().map(|p| p.name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), c.ports.len(), "{}", c.name());
+            // Kubernetes: a port name is at most 15 characters, lowercase alphanumerics and '-'.
+            for p in c.ports {
+                assert!(
+                    p.name.len() <= 15
+                        && p.name
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'),
+                    "{}",
+                    p.name
+                );
+            }
+            if let Some(Scrape::Service { port, .. }) = c.scrape {
+                assert!(
+                    c.ports.contains(&port),
+                    "{} scrapes a port it declares",
+                    c.name()
+                );
+            }
+            if let Some(Scrape::Pod { port }) = c.scrape {
+                assert!(c.ports.iter().any(|p| p.name == port), "{}", c.name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_party_in_the_namespace_with_pods_of_its_own_is_declared() {
+        use Party::*;
+        for p in [
+            Synapse,
+            Router,
+            Valkey,
+            ValkeyMaster,
+            Postgres,
+            Seaweedfs,
+            Minio,
+            Element,
+            Coturn,
+            Livekit,
+            Sygnal,
+            ContentScanner,
+            Clamav,
+            LiPostgres,
+            LiSync,
+            SynapseLi,
+            KeyVault,
+            SynapseMain,
+            ElementLi,
+            SynapseAdminLi,
+            LiConsole,
+        ] {
+            assert!(component(p).is_some(), "{p:?}");
+        }
+        assert_eq!(component(valkey::COMPONENT.id).unwrap().port("redis"), 6379);
+    }
+}
