@@ -16,7 +16,6 @@ use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "valkey.yaml";
 pub const SCRIPTS: &str = "valkey-scripts";
-pub const SENTINEL_MASTER_NAME: &str = "mxstack";
 /// Prometheus exporter for Valkey/Redis (only with monitoring). Not in `images:` of the config yet.
 pub const EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.74.0";
 /// uid/gid of the `valkey` user in the official image.
@@ -60,15 +59,7 @@ dir /data
 requirepass "${REDIS_PASSWORD}"
 masterauth "${REDIS_PASSWORD}"
 replica-announce-ip ${SELF}
-maxmemory __MAXMEMORY__mb
-# Synapse only keeps expiring cache entries in Valkey; its replication traffic is pub/sub, which is
-# not a key and is never evicted. Evicting the least recently used cache entry under pressure is
-# harmless, while noeviction would turn a full cache into write errors inside Synapse.
-maxmemory-policy allkeys-lru
-# Nothing here needs to survive a restart: replicas resynchronise from the master.
-save ""
-appendonly no
-CONF
+__SETTINGS__CONF
 if [ "$MASTER" != "$SELF" ]; then
   echo "replicaof ${MASTER} __PORT__" >> /data/valkey.conf
   echo "starting as replica of ${MASTER}"
@@ -96,10 +87,7 @@ requirepass "${REDIS_PASSWORD}"
 sentinel sentinel-pass "${REDIS_PASSWORD}"
 sentinel monitor __MASTER_NAME__ ${MASTER} __PORT__ __QUORUM__
 sentinel auth-pass __MASTER_NAME__ "${REDIS_PASSWORD}"
-sentinel down-after-milliseconds __MASTER_NAME__ 5000
-sentinel failover-timeout __MASTER_NAME__ 60000
-sentinel parallel-syncs __MASTER_NAME__ 1
-CONF
+__SENTINEL_SETTINGS__CONF
 exec valkey-sentinel /sentinel/sentinel.conf
 "#;
 
@@ -114,8 +102,18 @@ fn fill(template: &str, ctx: &Ctx) -> String {
             &reg::valkey::SENTINEL.number.to_string(),
         )
         .replace("__PORT__", &reg::valkey::REDIS.number.to_string())
-        .replace("__MASTER_NAME__", SENTINEL_MASTER_NAME)
-        .replace("__MAXMEMORY__", &r.maxmemory_mib.to_string())
+        .replace(
+            "__MASTER_NAME__",
+            mxstack_topology::valkey::SENTINEL_MASTER_NAME,
+        )
+        .replace(
+            "__SETTINGS__",
+            &mxstack_topology::valkey::server_settings(r.maxmemory_mib),
+        )
+        .replace(
+            "__SENTINEL_SETTINGS__",
+            &mxstack_topology::valkey::sentinel_settings(),
+        )
         .replace("__QUORUM__", &r.sentinel_quorum.to_string())
 }
 

@@ -287,11 +287,12 @@ impl LocalPlan {
         for i in 0..n {
             let me = addr.redis_instance(i);
             let dir = layout.valkey_dir(i);
+            // The same settings as Kubernetes; memory capped for one machine.
             let mut conf = format!(
-                "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {}\ndaemonize no\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\nmaxmemory {}mb\nmaxmemory-policy noeviction\nappendonly no\nsave \"\"\n",
+                "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {}\ndaemonize no\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\n{}",
                 me.port,
                 dir.display(),
-                t.sizing.redis.maxmemory_mib.min(512),
+                mxstack_topology::valkey::server_settings(t.sizing.redis.maxmemory_mib.min(512)),
                 pw = redis_password
             );
             if i > 0 {
@@ -300,13 +301,15 @@ impl LocalPlan {
             files.push(file(dir.join("valkey.conf"), conf, 0o600));
             let s = addr.sentinel(i);
             let sentinel = format!(
-                "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor mxstack {} {} {}\nsentinel auth-pass mxstack \"{}\"\nsentinel down-after-milliseconds mxstack 2000\nsentinel failover-timeout mxstack 10000\nsentinel parallel-syncs mxstack 1\n",
+                "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {name} {} {} {}\nsentinel auth-pass {name} \"{}\"\n{}",
                 s.port,
                 dir.display(),
                 master.host,
                 master.port,
                 t.sizing.redis.sentinel_quorum,
-                redis_password
+                redis_password,
+                mxstack_topology::valkey::sentinel_settings(),
+                name = mxstack_topology::valkey::SENTINEL_MASTER_NAME,
             );
             files.push(file(dir.join("sentinel.conf"), sentinel, 0o600));
         }
@@ -719,17 +722,12 @@ impl LocalPlan {
             let listen = addr.content_scanner();
             files.push(file(
                 scanner_dir.join("scanner.yaml"),
-                synapse::to_yaml(&{
-                    let mut c = antivirus::scanner_config(
-                        &t,
-                        &addr,
-                        &listen.to_string(),
-                        &secret_path.display().to_string(),
-                    );
-                    // One machine, small files: a hung clamd should show as an error quickly.
-                    c["scan_timeout_secs"] = 15.into();
-                    c
-                }),
+                synapse::to_yaml(&antivirus::scanner_config(
+                    &t,
+                    &addr,
+                    &listen.to_string(),
+                    &secret_path.display().to_string(),
+                )),
                 0o644,
             ));
             services.push(Service {

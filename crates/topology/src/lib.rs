@@ -17,6 +17,7 @@ pub mod registry;
 pub mod routing;
 pub mod sizing;
 pub mod synapse;
+pub mod valkey;
 pub mod workers;
 
 use mxstack_spec::{Config, Feature};
