@@ -33,10 +33,10 @@ impl Site {
                 .tempdir_in("/var/tmp"),
         }
         .unwrap();
-        let bin = dir.path().join("bin/mxstack");
-        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_mxstack"), &bin).unwrap();
-        let site = Site { dir, bin };
+        let site = Site {
+            dir,
+            bin: installed_binary().to_path_buf(),
+        };
         let out = site.run(
             &[
                 "init",
@@ -77,7 +77,7 @@ impl Site {
     }
 
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        self.command(args, env).output().unwrap()
+        retry_busy(|| self.command(args, env).output())
     }
 
     /// `up` with the real runtime; returns its output and how long it took.
@@ -107,6 +107,37 @@ impl Site {
             String::from_utf8_lossy(&status.stdout)
         );
     }
+}
+
+/// One copy of the binary outside the repository for every test of this file, as a user who
+/// installed it would have it.
+fn installed_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &BIN.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("mxstack-up-early-bin-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let bin = dir.path().join("mxstack");
+        std::fs::copy(env!("CARGO_BIN_EXE_mxstack"), &bin).unwrap();
+        (dir, bin)
+    })
+    .1
+}
+
+/// Runs `spawn` again while it fails with ETXTBSY: a test thread that forks while another has
+/// the fresh copy open for writing keeps that descriptor until its child execs, and the kernel
+/// refuses to exec a file open for writing (a race of the harness, not of mxstack).
+fn retry_busy<T>(mut spawn: impl FnMut() -> std::io::Result<T>) -> T {
+    for _ in 0..50 {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    spawn().unwrap()
 }
 
 /// (pid, command line) of every process whose command line mentions `dir`, but this test's own.
@@ -245,15 +276,15 @@ fn a_supervisor_that_dies_before_ready_ends_up_at_once() {
     let site = Site::new(None);
     let cfg = site.config();
     let port = KILLED.to_string();
-    let up = site
-        .command(
+    let up = retry_busy(|| {
+        site.command(
             &["up", "--config", &cfg, "--base-port", &port, "--json"],
             &[("MXSTACK_VENV", &venv())],
         )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+    });
     // Should an assertion fail, `up` and the stack go with the test, not on running.
     let mut up = StopOnDrop {
         child: Some(up),

@@ -294,7 +294,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, reg::content_scanner::COMPONENT.name());
+        label_for_scraping(&mut svc, reg::content_scanner::COMPONENT.name());
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {

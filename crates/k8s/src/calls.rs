@@ -13,7 +13,6 @@ use mxstack_topology::registry as reg;
 use serde_json::json;
 
 use crate::meta::*;
-use crate::network::{port, port_range};
 use crate::secrets::{LIVEKIT_KEYS, LIVEKIT_KEYS_KEY, TURN_AUTH, TURN_SECRET_KEY};
 use crate::{Ctx, Out, Phase};
 

@@ -16,8 +16,8 @@ use mxstack_topology::registry as reg;
 use serde_json::{json, Value};
 
 use crate::calls::TURN_TLS_SECRET;
-use crate::li;
 use crate::meta::*;
+use crate::secrets::LI_GATE_USERS;
 use crate::{Ctx, Out, Phase};
 
 const FILE_ISSUERS: &str = "cluster-issuers.yaml";
@@ -35,6 +35,16 @@ pub const CERT_MANAGER_NAMESPACE: &str = "cert-manager";
 pub const PUBLIC_SYNAPSE_PATHS: [&str; 2] = ["/_matrix", "/_synapse/client"];
 /// The Ingress annotation naming the Traefik middlewares of a router.
 pub const TRAEFIK_MIDDLEWARES: &str = "traefik.ingress.kubernetes.io/router.middlewares";
+
+/// Header the basic-auth gate forwards the authenticated gate user in; the LI web servers log it.
+pub const GATE_USER_HEADER: &str = "X-LI-Gate-User";
+/// Traefik middlewares (ingress mode).
+pub const MIDDLEWARE_ALLOWED_NETWORKS: &str = "li-allowed-networks";
+pub const MIDDLEWARE_GATE_PASSWORD: &str = "li-gate-password";
+/// Paths of the Matrix LI host: the client API, SSO pages, and the admin API Synapse Admin LI
+/// calls (the LI host is reachable from the allowed networks only).
+pub const MATRIX_LI_PATHS: [&str; 3] = ["/_matrix", "/_synapse/client", "/_synapse/admin"];
+const FILE_ACCESS: &str = "li-access.yaml";
 
 /// Access control in front of an LI host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,22 +123,36 @@ pub fn sites(ctx: &Ctx) -> Vec<Site> {
         sites.push(Site {
             slug: "matrix-li",
             host: h.matrix_li.clone(),
-            backends: li::MATRIX_LI_PATHS
+            backends: MATRIX_LI_PATHS
                 .iter()
-                .map(|p| (p.to_string(), li::SYNAPSE_LI, reg::synapse::HTTP.number))
+                .map(|p| {
+                    (
+                        p.to_string(),
+                        reg::synapse_li::COMPONENT.name(),
+                        reg::synapse::HTTP.number,
+                    )
+                })
                 .collect(),
             gate: Some(LiGate::AllowedNetworks),
         });
         sites.push(Site {
             slug: "element-li",
             host: h.element_li.clone(),
-            backends: vec![("/".into(), li::ELEMENT_LI, reg::li_web::HTTP.number)],
+            backends: vec![(
+                "/".into(),
+                reg::element_li::COMPONENT.name(),
+                reg::li_web::HTTP.number,
+            )],
             gate: Some(LiGate::AllowedNetworksAndPassword),
         });
         sites.push(Site {
             slug: "admin-li",
             host: h.admin_li.clone(),
-            backends: vec![("/".into(), li::SYNAPSE_ADMIN_LI, reg::li_web::HTTP.number)],
+            backends: vec![(
+                "/".into(),
+                reg::synapse_admin_li::COMPONENT.name(),
+                reg::li_web::HTTP.number,
+            )],
             gate: Some(LiGate::AllowedNetworksAndPassword),
         });
         sites.push(Site {
@@ -375,7 +399,7 @@ fn ingress(ctx: &Ctx, s: &Site) -> Ingress {
         // Traefik (the default Ingress controller here) applies the LI middlewares of li.rs.
         annotations.insert(
             TRAEFIK_MIDDLEWARES.into(),
-            li::traefik_middleware_annotation(ctx, gate),
+            traefik_middleware_annotation(ctx, gate),
         );
     }
     metadata.annotations = Some(annotations);
@@ -412,5 +436,110 @@ fn ingress(ctx: &Ctx, s: &Site) -> Ingress {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access: allowed networks and the basic-auth gate
+
+/// The LI sites and their gates.
+fn gated_sites(ctx: &Ctx) -> Vec<(Site, LiGate)> {
+    sites(ctx)
+        .into_iter()
+        .filter_map(|s| s.gate.map(|g| (s, g)))
+        .collect()
+}
+
+/// Envoy Gateway: one SecurityPolicy per LI route. Requests from outside `li.allowed_cidrs` are
+/// refused (an empty list refuses everyone); the web UIs also ask for the gate password.
+fn security_policy(ctx: &Ctx, site: &Site, gate: LiGate) -> Value {
+    let cidrs = &ctx.cfg.li.allowed_cidrs;
+    let mut rules = Vec::new();
+    if !cidrs.is_empty() {
+        rules.push(json!({
+            "name": "allowed-networks",
+            "action": "Allow",
+            "principal": { "clientCIDRs": cidrs },
+        }));
+    }
+    let mut spec = json!({
+        "targetRefs": [{
+            "group": "gateway.networking.k8s.io",
+            "kind": "HTTPRoute",
+            "name": site.slug,
+        }],
+        "authorization": { "defaultAction": "Deny", "rules": rules },
+    });
+    if gate == LiGate::AllowedNetworksAndPassword {
+        spec["basicAuth"] = json!({
+            "users": { "kind": "Secret", "group": "", "name": LI_GATE_USERS },
+            "forwardUsernameHeader": GATE_USER_HEADER,
+        });
+    }
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "SecurityPolicy",
+        "metadata": meta_json(ctx, site.slug, "gateway"),
+        "spec": spec,
+    })
+}
+
+/// Traefik (ingress mode): the allow-list and the gate as middlewares the LI Ingresses name.
+fn traefik_middlewares(ctx: &Ctx) -> Vec<Value> {
+    let cidrs = &ctx.cfg.li.allowed_cidrs;
+    // An empty list must refuse everyone: 0.0.0.0/32 is no client's address.
+    let source_range: Vec<String> = if cidrs.is_empty() {
+        vec!["0.0.0.0/32".into()]
+    } else {
+        cidrs.clone()
+    };
+    vec![
+        json!({
+            "apiVersion": "traefik.io/v1alpha1",
+            "kind": "Middleware",
+            "metadata": meta_json(ctx, MIDDLEWARE_ALLOWED_NETWORKS, "ingress"),
+            "spec": { "ipAllowList": { "sourceRange": source_range } },
+        }),
+        json!({
+            "apiVersion": "traefik.io/v1alpha1",
+            "kind": "Middleware",
+            "metadata": meta_json(ctx, MIDDLEWARE_GATE_PASSWORD, "ingress"),
+            "spec": { "basicAuth": {
+                "secret": LI_GATE_USERS,
+                "realm": "lawful intercept",
+                "headerField": GATE_USER_HEADER,
+                "removeHeader": true,
+            } },
+        }),
+    ]
+}
+
+/// The `traefik.ingress.kubernetes.io/router.middlewares` value for an LI Ingress.
+pub fn traefik_middleware_annotation(ctx: &Ctx, gate: LiGate) -> String {
+    let mut names = vec![MIDDLEWARE_ALLOWED_NETWORKS];
+    if gate == LiGate::AllowedNetworksAndPassword {
+        names.push(MIDDLEWARE_GATE_PASSWORD);
+    }
+    names
+        .iter()
+        .map(|n| format!("{}-{n}@kubernetescrd", ctx.ns()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The LI sites' access objects (feature `li`), rendered where the LI workloads are, so the
+/// output keeps its order.
+pub fn li_access(ctx: &Ctx, out: &mut Out) {
+    match ctx.cfg.ingress.mode {
+        mxstack_spec::IngressMode::Gateway => {
+            for (site, gate) in gated_sites(ctx) {
+                out.add(Phase::Edge, FILE_ACCESS, security_policy(ctx, &site, gate));
+            }
+        }
+        mxstack_spec::IngressMode::Ingress => {
+            for m in traefik_middlewares(ctx) {
+                out.add(Phase::Edge, FILE_ACCESS, m);
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ use mxstack_topology::sizing::Resources;
 use mxstack_topology::synapse::to_yaml;
 use serde_json::{json, Value};
 
-use crate::edge::{LiGate, Site};
+use crate::edge::GATE_USER_HEADER;
 use crate::meta::*;
 use crate::postgres::{postgres_storage, superuser_secret};
 use crate::secrets::*;
@@ -67,16 +67,6 @@ pub const ELEMENT_LI_CONFIG: &str = "element-li-config";
 pub const SYNAPSE_ADMIN_LI_CONFIG: &str = "synapse-admin-li-config";
 /// The Database object of the browsing stack's working copy.
 pub const WORKING_COPY_DATABASE_OBJECT: &str = "synapse-li-work";
-/// Header the basic-auth gate forwards the authenticated gate user in; the LI web servers log it.
-pub const GATE_USER_HEADER: &str = "X-LI-Gate-User";
-/// The one user of the basic-auth gate (its password is `li_gate_password` in secrets.yaml).
-pub const GATE_USER: &str = "investigator";
-/// Traefik middlewares (ingress mode).
-pub const MIDDLEWARE_ALLOWED_NETWORKS: &str = "li-allowed-networks";
-pub const MIDDLEWARE_GATE_PASSWORD: &str = "li-gate-password";
-/// Paths of the Matrix LI host: the client API, SSO pages, and the admin API Synapse Admin LI
-/// calls (the LI host is reachable from the allowed networks only).
-pub const MATRIX_LI_PATHS: [&str; 3] = ["/_matrix", "/_synapse/client", "/_synapse/admin"];
 
 const FILE_LI_SYNC: &str = "li-sync.yaml";
 const FILE_KEY_VAULT: &str = "key-vault.yaml";
@@ -110,7 +100,6 @@ const FILE_SYNAPSE_LI: &str = "synapse-li.yaml";
 const FILE_ELEMENT_LI: &str = "element-li.yaml";
 const FILE_ADMIN_LI: &str = "synapse-admin-li.yaml";
 const FILE_LI_POSTGRES: &str = "li-postgres.yaml";
-const FILE_ACCESS: &str = "li-access.yaml";
 /// The user images/mxstack/Dockerfile runs as.
 const MXSTACK_UID: i64 = 10001;
 /// `nginx` in the nginx-unprivileged base of the Element image and in nginx:alpine.
@@ -164,7 +153,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     synapse_li(ctx, out);
     element_li(ctx, out);
     synapse_admin_li(ctx, out);
-    access(ctx, out);
+    crate::edge::li_access(ctx, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,7 +502,7 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, reg::li_sync::COMPONENT.name());
+        label_for_scraping(&mut svc, reg::li_sync::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_LI_SYNC, svc);
 
@@ -623,7 +612,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, reg::key_vault::COMPONENT.name());
+        label_for_scraping(&mut svc, reg::key_vault::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_KEY_VAULT, svc);
     let c = Container {
@@ -744,7 +733,7 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, reg::li_console::COMPONENT.name());
+        label_for_scraping(&mut svc, reg::li_console::COMPONENT.name());
     }
     out.add(Phase::Li, FILE_LI_CONSOLE, svc);
     let c = Container {
@@ -1366,107 +1355,4 @@ fn web_deployment(
     let mut w = Workload::new(app, app, 1, sel, pod);
     w.config_hash = Some(hash);
     out.add(Phase::Li, file, w.deployment(ctx));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Access: allowed networks and the basic-auth gate
-
-/// The LI sites and their gates.
-fn gated_sites(ctx: &Ctx) -> Vec<(Site, LiGate)> {
-    crate::edge::sites(ctx)
-        .into_iter()
-        .filter_map(|s| s.gate.map(|g| (s, g)))
-        .collect()
-}
-
-/// Envoy Gateway: one SecurityPolicy per LI route. Requests from outside `li.allowed_cidrs` are
-/// refused (an empty list refuses everyone); the web UIs also ask for the gate password.
-fn security_policy(ctx: &Ctx, site: &Site, gate: LiGate) -> Value {
-    let cidrs = &ctx.cfg.li.allowed_cidrs;
-    let mut rules = Vec::new();
-    if !cidrs.is_empty() {
-        rules.push(json!({
-            "name": "allowed-networks",
-            "action": "Allow",
-            "principal": { "clientCIDRs": cidrs },
-        }));
-    }
-    let mut spec = json!({
-        "targetRefs": [{
-            "group": "gateway.networking.k8s.io",
-            "kind": "HTTPRoute",
-            "name": site.slug,
-        }],
-        "authorization": { "defaultAction": "Deny", "rules": rules },
-    });
-    if gate == LiGate::AllowedNetworksAndPassword {
-        spec["basicAuth"] = json!({
-            "users": { "kind": "Secret", "group": "", "name": LI_GATE_USERS },
-            "forwardUsernameHeader": GATE_USER_HEADER,
-        });
-    }
-    json!({
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "SecurityPolicy",
-        "metadata": meta_json(ctx, site.slug, "gateway"),
-        "spec": spec,
-    })
-}
-
-/// Traefik (ingress mode): the allow-list and the gate as middlewares the LI Ingresses name.
-fn traefik_middlewares(ctx: &Ctx) -> Vec<Value> {
-    let cidrs = &ctx.cfg.li.allowed_cidrs;
-    // An empty list must refuse everyone: 0.0.0.0/32 is no client's address.
-    let source_range: Vec<String> = if cidrs.is_empty() {
-        vec!["0.0.0.0/32".into()]
-    } else {
-        cidrs.clone()
-    };
-    vec![
-        json!({
-            "apiVersion": "traefik.io/v1alpha1",
-            "kind": "Middleware",
-            "metadata": meta_json(ctx, MIDDLEWARE_ALLOWED_NETWORKS, "ingress"),
-            "spec": { "ipAllowList": { "sourceRange": source_range } },
-        }),
-        json!({
-            "apiVersion": "traefik.io/v1alpha1",
-            "kind": "Middleware",
-            "metadata": meta_json(ctx, MIDDLEWARE_GATE_PASSWORD, "ingress"),
-            "spec": { "basicAuth": {
-                "secret": LI_GATE_USERS,
-                "realm": "lawful intercept",
-                "headerField": GATE_USER_HEADER,
-                "removeHeader": true,
-            } },
-        }),
-    ]
-}
-
-/// The `traefik.ingress.kubernetes.io/router.middlewares` value for an LI Ingress.
-pub fn traefik_middleware_annotation(ctx: &Ctx, gate: LiGate) -> String {
-    let mut names = vec![MIDDLEWARE_ALLOWED_NETWORKS];
-    if gate == LiGate::AllowedNetworksAndPassword {
-        names.push(MIDDLEWARE_GATE_PASSWORD);
-    }
-    names
-        .iter()
-        .map(|n| format!("{}-{n}@kubernetescrd", ctx.ns()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn access(ctx: &Ctx, out: &mut Out) {
-    match ctx.cfg.ingress.mode {
-        mxstack_spec::IngressMode::Gateway => {
-            for (site, gate) in gated_sites(ctx) {
-                out.add(Phase::Edge, FILE_ACCESS, security_policy(ctx, &site, gate));
-            }
-        }
-        mxstack_spec::IngressMode::Ingress => {
-            for m in traefik_middlewares(ctx) {
-                out.add(Phase::Edge, FILE_ACCESS, m);
-            }
-        }
-    }
 }

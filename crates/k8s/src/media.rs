@@ -17,7 +17,6 @@ use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "media.yaml";
 /// Label the MinIO operator puts on a Tenant's pods.
-pub const MINIO_TENANT_LABEL: &str = "v1.min.io/tenant";
 const MASTER_PORT: u16 = 9333;
 const VOLUME_PORT: u16 = 8080;
 const FILER_PORT: u16 = 8888;

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -505,6 +506,54 @@ pub fn gib_size(gib: u64) -> String {
         format!("{}Ti", gib / 1024)
     } else {
         format!("{gib}Gi")
+    }
+}
+
+/// Label of a CloudNativePG cluster's instance pods.
+pub const CNPG_CLUSTER_LABEL: &str = "cnpg.io/cluster";
+/// Label of a MinIO Tenant's pods.
+pub const MINIO_TENANT_LABEL: &str = "v1.min.io/tenant";
+/// Label on the Services the ServiceMonitors select.
+pub const METRICS_LABEL: &str = "mxstack.io/metrics";
+
+/// The labels that select a registry component's pods.
+pub fn selector_of(c: &mxstack_topology::registry::Component) -> Labels {
+    use mxstack_topology::registry::Selector;
+    match c.selector {
+        Selector::Name => map(&[(LABEL_NAME, c.name())]),
+        Selector::CnpgCluster(cluster) => map(&[(CNPG_CLUSTER_LABEL, cluster)]),
+        Selector::MinioTenant(tenant) => map(&[(MINIO_TENANT_LABEL, tenant)]),
+        Selector::SynapseGroup(group) => map(&[
+            (
+                LABEL_NAME,
+                mxstack_topology::registry::synapse::COMPONENT.name(),
+            ),
+            (LABEL_GROUP, group),
+        ]),
+    }
+}
+
+/// Label `svc` so that the ServiceMonitor of `job` (a registry component's name) selects it.
+pub fn label_for_scraping(svc: &mut k8s_openapi::api::core::v1::Service, job: &str) {
+    svc.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(METRICS_LABEL.into(), job.into());
+}
+
+pub fn port(protocol: &str, port: u16) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(i32::from(port))),
+        end_port: None,
+    }
+}
+
+pub fn port_range(protocol: &str, from: u16, to: u16) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(i32::from(from))),
+        end_port: Some(i32::from(to)),
     }
 }
 

@@ -1,25 +1,13 @@
 //! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
 
 use mxstack_spec::Feature;
-use mxstack_topology::registry as reg;
+use mxstack_topology::registry::{self as reg, Scrape, Selector};
 use serde_json::{json, Value};
 
 use crate::meta::*;
-use crate::postgres::CLUSTER_LABEL;
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "monitoring.yaml";
-/// Label on the Services the ServiceMonitors select.
-pub const METRICS_LABEL: &str = "mxstack.io/metrics";
-
-/// Label `svc` so that the ServiceMonitor of `job` selects it.
-pub fn label_for_scraping(svc: &mut k8s_openapi::api::core::v1::Service, job: &str) {
-    svc.metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(METRICS_LABEL.into(), job.into());
-}
-
 fn service_monitor(ctx: &Ctx, name: &str, target: &str, port: &str, path: &str) -> Value {
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
@@ -279,102 +267,28 @@ fn prometheus_rule(ctx: &Ctx) -> Value {
     })
 }
 
+/// A ServiceMonitor or PodMonitor for every component of the registry that declares how it is
+/// scraped (and whose feature is on), then the alerts.
 pub fn render(ctx: &Ctx, out: &mut Out) {
-    out.add(
-        Phase::Monitoring,
-        FILE,
-        service_monitor(
-            ctx,
-            reg::synapse::COMPONENT.name(),
-            reg::synapse::COMPONENT.name(),
-            "metrics",
-            "/_synapse/metrics",
-        ),
-    );
-    out.add(
-        Phase::Monitoring,
-        FILE,
-        service_monitor(
-            ctx,
-            reg::router::COMPONENT.name(),
-            reg::router::COMPONENT.name(),
-            "stats",
-            "/metrics",
-        ),
-    );
-    if ctx.has(Feature::Antivirus) {
-        out.add(
-            Phase::Monitoring,
-            FILE,
-            service_monitor(
-                ctx,
-                reg::content_scanner::COMPONENT.name(),
-                reg::content_scanner::COMPONENT.name(),
-                "http",
-                "/metrics",
-            ),
-        );
+    for c in reg::ALL {
+        if c.feature.is_some_and(|f| !ctx.has(f)) {
+            continue;
+        }
+        let monitor = match c.scrape {
+            Some(Scrape::Service { port, path }) => {
+                service_monitor(ctx, c.name(), c.name(), port.name, path)
+            }
+            Some(Scrape::Pod { port }) => {
+                // A CloudNativePG cluster's monitor is named after the cluster.
+                let name = match c.selector {
+                    Selector::CnpgCluster(cluster) => cluster,
+                    _ => c.name(),
+                };
+                pod_monitor(ctx, name, selector_of(c), port)
+            }
+            None => continue,
+        };
+        out.add(Phase::Monitoring, FILE, monitor);
     }
-    if ctx.has(Feature::Li) {
-        out.add(
-            Phase::Monitoring,
-            FILE,
-            service_monitor(
-                ctx,
-                reg::li_sync::COMPONENT.name(),
-                reg::li_sync::COMPONENT.name(),
-                "http",
-                "/metrics",
-            ),
-        );
-        out.add(
-            Phase::Monitoring,
-            FILE,
-            service_monitor(
-                ctx,
-                reg::key_vault::COMPONENT.name(),
-                reg::key_vault::COMPONENT.name(),
-                "http",
-                "/metrics",
-            ),
-        );
-        out.add(
-            Phase::Monitoring,
-            FILE,
-            service_monitor(
-                ctx,
-                reg::li_console::COMPONENT.name(),
-                reg::li_console::COMPONENT.name(),
-                "metrics",
-                "/metrics",
-            ),
-        );
-        out.add(
-            Phase::Monitoring,
-            FILE,
-            pod_monitor(
-                ctx,
-                reg::li_postgres::CLUSTER,
-                map(&[(CLUSTER_LABEL, reg::li_postgres::CLUSTER)]),
-                "metrics",
-            ),
-        );
-    }
-    // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it recommends.
-    out.add(
-        Phase::Monitoring,
-        FILE,
-        pod_monitor(
-            ctx,
-            reg::postgres::CLUSTER,
-            map(&[(CLUSTER_LABEL, reg::postgres::CLUSTER)]),
-            "metrics",
-        ),
-    );
-    out.add(
-        Phase::Monitoring,
-        FILE,
-        pod_monitor(ctx, "valkey", crate::valkey::selector(), "metrics"),
-    );
     out.add(Phase::Monitoring, FILE, prometheus_rule(ctx));
 }

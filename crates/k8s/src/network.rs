@@ -12,7 +12,6 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mxstack_spec::{Feature, IngressMode};
 use mxstack_topology::flows::{flows, Party, Protocol};
 
@@ -31,50 +30,16 @@ pub const MINIO_OPERATOR_NAMESPACE: &str = "minio-operator";
 /// The internet: everything except private address space (federation, push gateways, external S3).
 pub const PRIVATE_RANGES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
 
-/// Pod labels of a party in the namespace; the same labels its workloads put on their pods.
+/// Pod labels of a party in the namespace; the same labels its workloads put on their pods
+/// (the registry's selector, or `app.kubernetes.io/name` for the jobs, which have no ports).
 pub fn party_selector(p: Party) -> Option<Labels> {
-    let name = |n: &str| Some(map(&[(LABEL_NAME, n)]));
-    match p {
-        Party::Synapse => name(reg::synapse::COMPONENT.name()),
-        Party::Router => name(reg::router::COMPONENT.name()),
-        Party::Valkey => name(reg::valkey::COMPONENT.name()),
-        Party::ValkeyMaster => name(reg::valkey_master::COMPONENT.name()),
-        Party::Postgres => Some(map(&[(
-            crate::postgres::CLUSTER_LABEL,
-            reg::postgres::CLUSTER,
-        )])),
-        Party::Seaweedfs => name(reg::seaweedfs::COMPONENT.name()),
-        Party::Minio => Some(map(&[(
-            crate::media::MINIO_TENANT_LABEL,
-            reg::minio::TENANT,
-        )])),
-        Party::Element => name(reg::element::COMPONENT.name()),
-        Party::Coturn => name(reg::coturn::COMPONENT.name()),
-        Party::Livekit => name(reg::livekit::COMPONENT.name()),
-        Party::Sygnal => name(reg::sygnal::COMPONENT.name()),
-        Party::ContentScanner => name(reg::content_scanner::COMPONENT.name()),
-        Party::Clamav => name(reg::clamav::COMPONENT.name()),
-        Party::LiPostgres => Some(map(&[(
-            crate::postgres::CLUSTER_LABEL,
-            reg::li_postgres::CLUSTER,
-        )])),
-        Party::LiSync => name(reg::li_sync::COMPONENT.name()),
-        Party::LiPrepareMain => name(crate::li::LI_PREPARE_MAIN),
-        Party::LiDump => name(crate::li::LI_DUMP),
-        Party::LiWorkingCopy => name(crate::li::LI_WORKING_COPY),
-        Party::SynapseLi => name(crate::li::SYNAPSE_LI),
-        Party::KeyVault => name(reg::key_vault::COMPONENT.name()),
-        Party::SynapseMain => Some(crate::synapse::selector("main")),
-        Party::ElementLi => name(crate::li::ELEMENT_LI),
-        Party::SynapseAdminLi => name(crate::li::SYNAPSE_ADMIN_LI),
-        Party::LiConsole => name(reg::li_console::COMPONENT.name()),
-        Party::Edge
-        | Party::Monitoring
-        | Party::CnpgOperator
-        | Party::KubernetesApi
-        | Party::Internet
-        | Party::Dns => None,
+    if !p.in_namespace() {
+        return None;
     }
+    Some(match reg::component(p) {
+        Some(c) => selector_of(c),
+        None => map(&[(LABEL_NAME, p.as_str())]),
+    })
 }
 
 fn namespace_peer(ns: &str) -> NetworkPolicyPeer {
@@ -152,22 +117,6 @@ fn protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
-    }
-}
-
-pub fn port(protocol: &str, port: u16) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        protocol: Some(protocol.into()),
-        port: Some(IntOrString::Int(i32::from(port))),
-        end_port: None,
-    }
-}
-
-pub fn port_range(protocol: &str, from: u16, to: u16) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        protocol: Some(protocol.into()),
-        port: Some(IntOrString::Int(i32::from(from))),
-        end_port: Some(i32::from(to)),
     }
 }
 

@@ -18,7 +18,6 @@ const FILE: &str = "postgres.yaml";
 pub const BARMAN_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
 pub const OBJECT_STORE: &str = "main-pg-backups";
 /// Label CloudNativePG puts on every instance pod of a cluster.
-pub const CLUSTER_LABEL: &str = "cnpg.io/cluster";
 /// ConfigMap with the SQL that prepares main for the LI replica (`topology::li::main_setup_sql`),
 /// run once by CloudNativePG when the cluster is created.
 pub const LI_SETUP_CONFIG: &str = "main-pg-li-setup";

@@ -51,7 +51,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         false,
     );
     if ctx.has(Feature::Monitoring) {
-        crate::monitoring::label_for_scraping(&mut svc, reg::router::COMPONENT.name());
+        label_for_scraping(&mut svc, reg::router::COMPONENT.name());
     }
     out.add(Phase::Main, FILE, svc);
     let c = Container {

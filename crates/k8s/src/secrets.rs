@@ -65,6 +65,8 @@ pub const LI_CONSOLE_SIGNING_KEY_KEY: &str = "signing_key";
 /// The basic-auth gate of the LI web UIs, as htpasswd (`{SHA}`): `.htpasswd` for Envoy Gateway,
 /// `users` for Traefik. Holds a hash, not the password (that stays in secrets.yaml).
 pub const LI_GATE_USERS: &str = "li-gate-users";
+/// The one user of the basic-auth gate (its password is `li_gate_password` in secrets.yaml).
+pub const GATE_USER: &str = "investigator";
 /// CloudNativePG reloads a managed role's password when its Secret carries this label.
 const CNPG_RELOAD: (&str, &str) = ("cnpg.io/reload", "true");
 
@@ -201,19 +203,19 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
         ),
         (
             LI_DB_CREDENTIALS,
-            crate::li::LI_POSTGRES_APP,
+            reg::li_postgres::COMPONENT.name(),
             LI_ROLE,
             SecretName::LiDbPassword,
         ),
         (
             LI_WORKING_COPY_CREDENTIALS,
-            crate::li::LI_POSTGRES_APP,
+            reg::li_postgres::COMPONENT.name(),
             WORKING_COPY_ROLE,
             SecretName::LiWorkingCopyDbPassword,
         ),
         (
             LI_CONSOLE_DB_CREDENTIALS,
-            crate::li::LI_POSTGRES_APP,
+            reg::li_postgres::COMPONENT.name(),
             CONSOLE_DB_ROLE,
             SecretName::LiConsoleDbPassword,
         ),
@@ -240,7 +242,7 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
         ),
         (
             SYNAPSE_LI_S3_CREDENTIALS,
-            crate::li::SYNAPSE_LI,
+            reg::synapse_li::COMPONENT.name(),
             SecretName::LiBrowsingS3AccessKey,
             SecretName::LiBrowsingS3SecretKey,
         ),
@@ -284,8 +286,7 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
             ),
         );
     }
-    let users =
-        crate::htpasswd::sha_line(crate::li::GATE_USER, s.get(SecretName::LiGatePassword)) + "\n";
+    let users = crate::htpasswd::sha_line(GATE_USER, s.get(SecretName::LiGatePassword)) + "\n";
     out.add(
         Phase::Infrastructure,
         FILE,
@@ -330,7 +331,7 @@ fn li_s3_identities(ctx: &Ctx) -> Vec<serde_json::Value> {
             ]
         }),
         json!({
-            "name": crate::li::SYNAPSE_LI,
+            "name": reg::synapse_li::COMPONENT.name(),
             "credentials": [{
                 "accessKey": s.get(SecretName::LiBrowsingS3AccessKey),
                 "secretKey": s.get(SecretName::LiBrowsingS3SecretKey),

@@ -132,7 +132,7 @@ fn metrics_service(ctx: &Ctx) -> k8s_openapi::api::core::v1::Service {
         vec![service_port("metrics", reg::synapse::METRICS.number, "TCP")],
         true,
     );
-    crate::monitoring::label_for_scraping(&mut svc, reg::synapse::COMPONENT.name());
+    label_for_scraping(&mut svc, reg::synapse::COMPONENT.name());
     svc
 }
 

@@ -421,7 +421,7 @@ pub const ALL: [&Component; 21] = [
 pub const SYNAPSE_MAIN: Component = Component {
     id: Party::SynapseMain,
     feature: None,
-    selector: Selector::SynapseGroup(crate::workers::MAIN_PROCESS),
+    selector: Selector::SynapseGroup(crate::workers::MAIN_INSTANCE),
     ports: synapse::COMPONENT.ports,
     scrape: None,
 };
