@@ -62,6 +62,9 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     secret_leaks(objects, secrets, &mut out);
     placeholders(objects, &mut out);
     selectors(objects, &mut out);
+    let pods = pods(objects);
+    service_ports(objects, &pods, &mut out);
+    policy_ports(objects, &pods, &mut out);
     references(objects, &mut out);
     router_and_templating(objects, &mut out);
     backups_and_policies(objects, &mut out);
@@ -224,14 +227,320 @@ fn selectors(objects: &[Value], out: &mut Vec<Finding>) {
         let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
             continue;
         };
-        // CloudNativePG creates its own pods; a selector on cnpg.io/cluster is satisfied by the Cluster.
-        if sel.contains_key("cnpg.io/cluster") {
+        // Operators create these pods; the Cluster or Tenant satisfies the selector.
+        if OPERATOR_POD_LABELS.iter().any(|l| sel.contains_key(*l)) {
             continue;
         }
         if !pod_labels.iter().any(|l| matches(sel, Some(l))) {
             out.push(
                 Finding::new("MX-OUT-003", format!("{} selects {:?}", id(svc), sel)).on(id(svc)),
             );
+        }
+    }
+}
+
+/// Labels by which operators find the pods they make: CloudNativePG a Cluster's instances, the
+/// MinIO operator a Tenant's servers. Those pods and their container ports are not in the render
+/// (the operator writes them, and they change between operator versions), so a Service or
+/// NetworkPolicy selecting them is only checked when a rendered pod matches as well; the ports
+/// towards them are pinned by the network flow tests instead.
+const OPERATOR_POD_LABELS: [&str; 2] = ["cnpg.io/cluster", "v1.min.io/tenant"];
+
+fn arr(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
+/// Whether a LabelSelector (`matchLabels` and `matchExpressions`) selects `labels`; `{}` selects
+/// everything.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    by_labels
+        && arr(selector.get("matchExpressions")).all(|e| {
+            let label = e
+                .get("key")
+                .and_then(Value::as_str)
+                .and_then(|k| labels.get(k))
+                .and_then(Value::as_str);
+            let listed = |l: &str| arr(e.get("values")).any(|v| v.as_str() == Some(l));
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => label.is_some_and(listed),
+                Some("NotIn") => label.is_none_or(|l| !listed(l)),
+                Some("Exists") => label.is_some(),
+                Some("DoesNotExist") => label.is_none(),
+                _ => false,
+            }
+        })
+}
+
+fn names_operator_label(selector: &Value) -> bool {
+    let keys = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys().map(String::as_str))
+        .chain(arr(selector.get("matchExpressions")).filter_map(|e| e.get("key")?.as_str()));
+    keys.into_iter().any(|k| OPERATOR_POD_LABELS.contains(&k))
+}
+
+/// A port a pod template declares.
+struct Declared<'a> {
+    name: Option<&'a str>,
+    number: u64,
+    protocol: &'a str,
+}
+
+/// A rendered pod template: the workload that makes it, its labels, its declared ports.
+struct Pod<'a> {
+    owner: String,
+    labels: &'a Value,
+    ports: Vec<Declared<'a>>,
+}
+
+/// Both sides default to TCP when they name no protocol.
+fn protocol_of(port: &Value) -> &str {
+    port.get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP")
+}
+
+impl Pod<'_> {
+    /// Kubernetes resolves a port name together with the protocol (a Service's `udp` and `tcp`
+    /// ports may share a name on different protocols).
+    fn has_name(&self, name: &str, protocol: &str) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.name == Some(name) && p.protocol == protocol)
+    }
+    fn has_number(&self, number: u64, protocol: &str) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.number == number && p.protocol == protocol)
+    }
+    /// A port given as a name or a number (Services and policies use the same IntOrString).
+    fn has(&self, port: &Value, protocol: &str) -> bool {
+        match port {
+            Value::String(name) => self.has_name(name, protocol),
+            n => n.as_u64().is_some_and(|n| self.has_number(n, protocol)),
+        }
+    }
+}
+
+/// Every pod template in the render. Ports count on the containers that serve: regular ones and
+/// native sidecars (`restartPolicy: Always`); a plain init container has exited before traffic
+/// arrives.
+fn pods(objects: &[Value]) -> Vec<Pod<'_>> {
+    objects
+        .iter()
+        .filter_map(|o| {
+            let t = pod_template(o)?;
+            let spec = t.get("spec")?;
+            let sidecars =
+                arr(spec.get("initContainers")).filter(|c| c["restartPolicy"] == "Always");
+            let ports = arr(spec.get("containers"))
+                .chain(sidecars)
+                .flat_map(|c| arr(c.get("ports")))
+                .filter_map(|p| {
+                    Some(Declared {
+                        name: p.get("name").and_then(Value::as_str),
+                        number: p.get("containerPort")?.as_u64()?,
+                        protocol: protocol_of(p),
+                    })
+                })
+                .collect();
+            Some(Pod {
+                owner: id(o),
+                labels: t.pointer("/metadata/labels").unwrap_or(&Value::Null),
+                ports,
+            })
+        })
+        .collect()
+}
+
+fn port_text(port: &Value, protocol: &str) -> String {
+    match port {
+        Value::String(name) => format!("`{name}` ({protocol})"),
+        n => format!("{n}/{protocol}"),
+    }
+}
+
+/// Seed 003's verification ("all services should have endpoints"): a pod that lacks a named
+/// targetPort is left out of the Service's endpoints, and a number no container declares is a
+/// port nothing was written to listen on. Every pod the Service selects must declare each target.
+fn service_ports(objects: &[Value], pods: &[Pod], out: &mut Vec<Finding>) {
+    for svc in objects.iter().filter(|o| kind(o) == "Service") {
+        let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
+            continue;
+        };
+        // A Service that selects no rendered pod is MX-OUT-003's finding, or an operator's.
+        let targets: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| !sel.is_empty() && matches(sel, Some(p.labels)))
+            .collect();
+        for sp in arr(svc.pointer("/spec/ports")) {
+            let protocol = protocol_of(sp);
+            let Some(target) = sp.get("targetPort").or_else(|| sp.get("port")) else {
+                continue;
+            };
+            for pod in targets.iter().filter(|p| !p.has(target, protocol)) {
+                let port = port_text(target, protocol);
+                out.push(
+                    Finding::new(
+                        "MX-OUT-015",
+                        format!(
+                            "{} targets port {port}, which the pods of {} do not declare",
+                            id(svc),
+                            pod.owner
+                        ),
+                    )
+                    .on(id(svc))
+                    .fix(format!(
+                        "declare containerPort {port} in {}, or point the Service's targetPort at a port it declares",
+                        pod.owner
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// Whether a policy applies in a direction: as `policyTypes` says, or (without it) ingress always
+/// and egress when the policy has an egress section.
+fn applies(policy: &Value, direction: &str) -> bool {
+    match policy
+        .pointer("/spec/policyTypes")
+        .and_then(Value::as_array)
+    {
+        Some(types) => types.iter().any(|t| t == direction),
+        None => direction == "Ingress" || policy.pointer("/spec/egress").is_some(),
+    }
+}
+
+/// The pod selector of an egress peer that names pods of the policy's own namespace. Everything
+/// else is skipped, since the render holds neither those pods nor their ports: ipBlocks (the
+/// Kubernetes API, the internet) and namespaceSelectors (DNS in kube-system, operators, the edge,
+/// monitoring), unless the namespaceSelector picks exactly the policy's own namespace by name.
+fn in_namespace_pods<'a>(peer: &'a Value, namespace: Option<&str>) -> Option<&'a Value> {
+    let pods = peer.get("podSelector")?;
+    let Some(ns_selector) = peer.get("namespaceSelector") else {
+        return Some(pods);
+    };
+    let named = |n: &str| serde_json::json!({ "kubernetes.io/metadata.name": n });
+    // No namespace is named "": a selector that picks it picks namespaces beyond ours.
+    let own = namespace
+        .is_some_and(|ns| selects(ns_selector, &named(ns)) && !selects(ns_selector, &named("")));
+    own.then_some(pods)
+}
+
+/// Seed 004 3.5 and seed 000's "NetworkPolicy blocking traffic": under default-deny, a policy port
+/// that the selected pods do not serve opens nothing, and the flow it was written for stays
+/// blocked. A numeric port (or range) must be declared by some selected pod, since one policy may
+/// cover pods of which only some serve a port; a named port by every selected pod, since each pod
+/// resolves the name on its own and one without it is not opened at all.
+fn policy_ports(objects: &[Value], pods: &[Pod], out: &mut Vec<Finding>) {
+    for pol in objects.iter().filter(|o| kind(o) == "NetworkPolicy") {
+        let start = out.len();
+        let namespace = pol.pointer("/metadata/namespace").and_then(Value::as_str);
+        if applies(pol, "Ingress") {
+            // Ingress ports are the policy's own pods' ports; the `from` peers are only sources.
+            let own = pol.pointer("/spec/podSelector").unwrap_or(&Value::Null);
+            for rule in arr(pol.pointer("/spec/ingress")) {
+                policy_rule(pol, "ingress to", own, rule.get("ports"), pods, out);
+            }
+        }
+        if applies(pol, "Egress") {
+            for rule in arr(pol.pointer("/spec/egress")) {
+                // A rule without peers goes anywhere: nothing in the render to hold it to.
+                for peer in arr(rule.get("to")) {
+                    if let Some(sel) = in_namespace_pods(peer, namespace) {
+                        policy_rule(pol, "egress to", sel, rule.get("ports"), pods, out);
+                    }
+                }
+            }
+        }
+        // Several rules of one policy may repeat a port (one per peer): report it once.
+        let mut seen = BTreeSet::new();
+        let mine: Vec<Finding> = out.split_off(start);
+        out.extend(mine.into_iter().filter(|f| seen.insert(f.message.clone())));
+    }
+}
+
+/// One rule's ports against the pods `selector` picks.
+fn policy_rule(
+    pol: &Value,
+    direction: &str,
+    selector: &Value,
+    ports: Option<&Value>,
+    pods: &[Pod],
+    out: &mut Vec<Finding>,
+) {
+    let targets: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| selects(selector, p.labels))
+        .collect();
+    let problems = if targets.is_empty() {
+        if names_operator_label(selector) {
+            return;
+        }
+        vec![(
+            format!("allows {direction} pods {selector}, but no rendered pod has those labels"),
+            "make the selector match the labels of the workload's pod template".to_string(),
+        )]
+    } else {
+        arr(ports)
+            .flat_map(|p| port_gaps(p, &targets))
+            .map(|(what, fix)| (format!("allows {direction} {what}"), fix))
+            .collect()
+    };
+    for (message, fix) in problems {
+        out.push(
+            Finding::new("MX-OUT-014", format!("{} {message}", id(pol)))
+                .on(id(pol))
+                .fix(fix),
+        );
+    }
+}
+
+/// What of one policy port the `targets` do not declare, as (what, fix).
+fn port_gaps(p: &Value, targets: &[&Pod]) -> Vec<(String, String)> {
+    let protocol = protocol_of(p);
+    match p.get("port") {
+        // No port: every port of the protocol.
+        None => vec![],
+        Some(Value::String(name)) => targets
+            .iter()
+            .filter(|t| !t.has_name(name, protocol))
+            .map(|t| {
+                (
+                    format!("port `{name}` ({protocol}), which the pods of {} do not name", t.owner),
+                    format!("name a containerPort `{name}` ({protocol}) in {}, or use a port name it declares", t.owner),
+                )
+            })
+            .collect(),
+        Some(n) => {
+            let Some(from) = n.as_u64() else {
+                return vec![];
+            };
+            let to = p.get("endPort").and_then(Value::as_u64).unwrap_or(from);
+            let missing: Vec<u64> = (from..=to)
+                .filter(|n| !targets.iter().any(|t| t.has_number(*n, protocol)))
+                .collect();
+            let Some(first) = missing.first() else {
+                return vec![];
+            };
+            let which = if from == to {
+                format!("port {from}/{protocol}")
+            } else {
+                let count = missing.len();
+                format!("ports {from}-{to}/{protocol} ({count} of them, first {first})")
+            };
+            let owners: Vec<&str> = targets.iter().map(|t| t.owner.as_str()).collect();
+            vec![(
+                format!("{which}, which none of the selected pods declares ({})", owners.join(", ")),
+                format!("declare containerPort {first}/{protocol} in the workload that serves it, or allow the port it listens on"),
+            )]
         }
     }
 }
@@ -1037,5 +1346,223 @@ mod tests {
             ),
         ];
         assert!(check(&mounted, None).iter().all(|f| f.rule != "MX-OUT-011"));
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn workload(name: &str, labels: Value, ports: Value) -> Value {
+        json!({"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "c", "ports": ports}]}}}})
+    }
+
+    /// Two pods behind `app: web`; only the first names a `metrics` port.
+    fn web() -> Vec<Value> {
+        let http = json!({"name": "http", "containerPort": 8080, "protocol": "TCP"});
+        vec![
+            workload(
+                "web",
+                json!({"app": "web"}),
+                json!([http, {"name": "metrics", "containerPort": 9090}]),
+            ),
+            workload(
+                "web-canary",
+                json!({"app": "web", "track": "canary"}),
+                json!([http]),
+            ),
+            workload("client", json!({"app": "client"}), json!([])),
+        ]
+    }
+
+    fn policy(own: Value, types: Value, ingress: Value, egress: Value) -> Value {
+        json!({"kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "matrix"},
+               "spec": {"podSelector": own, "policyTypes": types, "ingress": ingress, "egress": egress}})
+    }
+
+    fn ingress_to_web(ports: Value) -> Value {
+        policy(
+            json!({"matchLabels": {"app": "web"}}),
+            json!(["Ingress", "Egress"]),
+            json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": ports}]),
+            json!([]),
+        )
+    }
+
+    fn egress_from_client(to: Value, ports: Value) -> Value {
+        policy(
+            json!({"matchLabels": {"app": "client"}}),
+            json!(["Egress"]),
+            json!([]),
+            json!([{"to": to, "ports": ports}]),
+        )
+    }
+
+    /// Messages of the port rules' findings on `web()` plus `extra`.
+    fn port_findings(extra: Value) -> Vec<String> {
+        let mut objects = web();
+        objects.push(extra);
+        check(&objects, None)
+            .into_iter()
+            .filter(|f| matches!(f.rule, "MX-OUT-014" | "MX-OUT-015"))
+            .map(|f| f.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn policy_ports_must_be_declared_by_the_pods_they_allow() {
+        let to_web = json!([{"podSelector": {"matchLabels": {"app": "web"}}}]);
+        // Declared ports, by number and by a name every selected pod has: clean.
+        assert_eq!(
+            port_findings(ingress_to_web(json!([{"port": 8080}, {"port": "http"}]))),
+            Vec::<String>::new()
+        );
+        assert!(
+            port_findings(egress_from_client(to_web.clone(), json!([{"port": 8080}]))).is_empty()
+        );
+        // A port no container declares, on either side (once, however many rules repeat it).
+        let mut twice = ingress_to_web(json!([{"port": 8081}]));
+        let rule = twice["spec"]["ingress"][0].clone();
+        twice["spec"]["ingress"].as_array_mut().unwrap().push(rule);
+        let f = port_findings(twice);
+        assert!(
+            f.len() == 1 && f[0].contains("ingress to port 8081/TCP"),
+            "{f:?}"
+        );
+        assert!(
+            f[0].contains("NetworkPolicy/p") && f[0].contains("MX-OUT-014"),
+            "{f:?}"
+        );
+        let f = port_findings(egress_from_client(to_web.clone(), json!([{"port": 9999}])));
+        assert!(
+            f.len() == 1 && f[0].contains("egress to port 9999/TCP"),
+            "{f:?}"
+        );
+        // The right number on the wrong protocol.
+        let f = port_findings(ingress_to_web(json!([{"port": 8080, "protocol": "UDP"}])));
+        assert!(f.len() == 1 && f[0].contains("8080/UDP"), "{f:?}");
+        // A range with holes.
+        let f = port_findings(ingress_to_web(json!([{"port": 8079, "endPort": 8081}])));
+        assert!(
+            f.len() == 1 && f[0].contains("2 of them, first 8079"),
+            "{f:?}"
+        );
+        // A named port the canary lacks: found on the canary only, with the fix for it.
+        let f = port_findings(ingress_to_web(json!([{"port": "metrics"}])));
+        assert!(
+            f.len() == 1 && f[0].contains("Deployment/web-canary"),
+            "{f:?}"
+        );
+        assert!(
+            f[0].contains("name a containerPort `metrics` (TCP) in Deployment/web-canary"),
+            "{f:?}"
+        );
+        // matchExpressions select too: only the canary, which has no metrics port.
+        let canary = json!([{"podSelector": {"matchExpressions": [{"key": "track", "operator": "In", "values": ["canary"]}]}}]);
+        let f = port_findings(egress_from_client(canary, json!([{"port": 9090}])));
+        assert!(
+            f.len() == 1 && f[0].contains("(Deployment/web-canary)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn policy_ports_outside_the_render_are_skipped() {
+        let skipped = [
+            // The Kubernetes API and the internet: addresses, not pods.
+            json!([{"ipBlock": {"cidr": "0.0.0.0/0"}}]),
+            // DNS, operators, the edge: pods of other namespaces.
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]),
+            json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}]),
+            // CloudNativePG's instances: made by the operator, not rendered.
+            json!([{"podSelector": {"matchLabels": {"cnpg.io/cluster": "main-pg"}}}]),
+        ];
+        for to in skipped {
+            let f = port_findings(egress_from_client(to.clone(), json!([{"port": 12345}])));
+            assert!(f.is_empty(), "{to}: {f:?}");
+        }
+        // Egress anywhere (no peers), a policy on operator pods, ingress rules of an egress-only policy.
+        let anywhere = policy(
+            json!({"matchLabels": {"app": "client"}}),
+            json!(["Egress"]),
+            json!([]),
+            json!([{"ports": [{"port": 1}]}]),
+        );
+        let on_postgres = policy(
+            json!({"matchLabels": {"cnpg.io/cluster": "main-pg"}}),
+            json!(["Ingress"]),
+            json!([{"ports": [{"port": 5432}]}]),
+            json!([]),
+        );
+        let egress_only = policy(
+            json!({"matchLabels": {"app": "web"}}),
+            json!(["Egress"]),
+            json!([{"ports": [{"port": 1}]}]),
+            json!([]),
+        );
+        for p in [anywhere, on_postgres, egress_only] {
+            assert!(port_findings(p.clone()).is_empty(), "{p}");
+        }
+        // A namespaceSelector naming exactly our namespace is our pods: checked.
+        let ours = json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "matrix"}},
+                           "podSelector": {"matchLabels": {"app": "web"}}}]);
+        assert_eq!(
+            port_findings(egress_from_client(ours, json!([{"port": 12345}]))).len(),
+            1
+        );
+        // Pods that no rendered workload has (and no operator makes): the flow goes nowhere.
+        let typo = json!([{"podSelector": {"matchLabels": {"app": "wbe"}}}]);
+        let f = port_findings(egress_from_client(typo, json!([{"port": 8080}])));
+        assert!(
+            f.len() == 1 && f[0].contains("no rendered pod has those labels"),
+            "{f:?}"
+        );
+    }
+
+    fn service(selector: Value, ports: Value) -> Value {
+        json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": selector, "ports": ports}})
+    }
+
+    #[test]
+    fn service_target_ports_must_be_declared_by_every_selected_pod() {
+        let web = json!({"app": "web"});
+        // By name, and by number through the default (targetPort = port): clean.
+        let clean = service(
+            web.clone(),
+            json!([{"port": 80, "targetPort": "http"}, {"port": 8080}]),
+        );
+        assert_eq!(port_findings(clean), Vec::<String>::new());
+        // A named target the canary lacks.
+        let f = port_findings(service(
+            web.clone(),
+            json!([{"port": 9090, "targetPort": "metrics"}]),
+        ));
+        assert!(
+            f.len() == 1 && f[0].contains("Service/web targets port `metrics` (TCP)"),
+            "{f:?}"
+        );
+        assert!(
+            f[0].contains("MX-OUT-015") && f[0].contains("Deployment/web-canary"),
+            "{f:?}"
+        );
+        // A number neither declares (default target), and a name on the wrong protocol.
+        let f = port_findings(service(web.clone(), json!([{"port": 81}])));
+        assert_eq!(f.len(), 2, "{f:?}");
+        let f = port_findings(service(
+            web,
+            json!([{"port": 80, "targetPort": "http", "protocol": "UDP"}]),
+        ));
+        assert_eq!(f.len(), 2, "{f:?}");
+        // Selecting no rendered pod is MX-OUT-003's finding; operator pods are not in the render.
+        for sel in [
+            json!({"app": "nothing"}),
+            json!({"cnpg.io/cluster": "main-pg"}),
+        ] {
+            assert!(port_findings(service(sel, json!([{"port": 5432}]))).is_empty());
+        }
     }
 }

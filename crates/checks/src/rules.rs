@@ -107,6 +107,10 @@ pub static RULES: &[Rule] = &[
       "run LI workloads only on the LI nodes (nodeSelector) and give them LI credentials only: never main's superuser or the synapse database password, nor an automatically mounted service account token (automountServiceAccountToken: false)"),
     r("MX-OUT-013", "E2EE key recovery chain does not hold together", "004 2.8, 4.3", Error,
       "render again from one mxstack.yaml and secrets.yaml: Synapse main's escrow module, the key vault, and the LI console's identity, signing key and vault URL must all come from the same secrets"),
+    r("MX-OUT-014", "NetworkPolicy port not served by the pods it allows", "004 3.5; 000 common issue: NetworkPolicy blocking traffic", Error,
+      "allow the port the pods declare (containerPort, by number or name), or declare it in their containers"),
+    r("MX-OUT-015", "Service targetPort not declared by its pods", "003 verification: services without endpoints", Error,
+      "declare the targetPort as a containerPort (same name or number, same protocol) in every pod the Service selects"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

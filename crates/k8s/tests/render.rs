@@ -1629,3 +1629,79 @@ fn content_scanner_is_scraped_and_alerted_on() {
         );
     }
 }
+
+/// The rendered-object rules (as `mxstack check` and `render` run them) find nothing in any
+/// combination, the port rules included: every policy port and Service target is a declared port.
+#[test]
+fn rendered_checks_pass_on_every_combination() {
+    let mut failures = Vec::new();
+    for c in matrix() {
+        let (r, secrets) = render(&c);
+        let objects: Vec<Value> = r.objects.iter().map(|o| o.value.clone()).collect();
+        for f in mxstack_checks::rendered::check(&objects, Some(&secrets)) {
+            failures.push(format!(
+                "{:?} {:?} {:?} {:?}: {f}",
+                c.scale, c.features, c.ingress.mode, c.media.backend
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The port rules read the real objects: a port renamed or renumbered on one side is found.
+#[test]
+fn port_rules_find_a_port_broken_in_the_real_render() {
+    let (r, secrets) = render(&config(Tier::T1k, &all_features()));
+    let objects: Vec<Value> = r.objects.iter().map(|o| o.value.clone()).collect();
+    let port_findings = |objects: &[Value]| -> Vec<String> {
+        mxstack_checks::rendered::check(objects, Some(&secrets))
+            .into_iter()
+            .filter(|f| matches!(f.rule, "MX-OUT-014" | "MX-OUT-015"))
+            .map(|f| f.message)
+            .collect()
+    };
+    assert_eq!(port_findings(&objects), Vec::<String>::new());
+    fn router_port(objects: &mut [Value]) -> &mut Value {
+        let d = objects
+            .iter_mut()
+            .find(|o| kind(o) == "Deployment" && name(o) == "synapse-router")
+            .unwrap();
+        &mut d["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    }
+    // The router listens elsewhere: the edge's policy (by number) no longer reaches it.
+    let mut moved = objects.clone();
+    router_port(&mut moved)["containerPort"] = 8081.into();
+    let f = port_findings(&moved);
+    assert!(
+        f.iter()
+            .any(|m| m.contains("allow-synapse-router allows ingress to port 8080/TCP")),
+        "{f:?}"
+    );
+    // The port loses its name: the Service (by name) no longer has a target.
+    let mut renamed = objects.clone();
+    router_port(&mut renamed)["name"] = "web".into();
+    let f = port_findings(&renamed);
+    assert!(
+        f.iter()
+            .any(|m| m.contains("Service/synapse-router targets port `http` (TCP)")),
+        "{f:?}"
+    );
+    // Egress to a port the Synapse pods do not serve.
+    let mut egress = objects;
+    let pol = egress
+        .iter_mut()
+        .find(|o| kind(o) == "NetworkPolicy" && name(o) == "allow-synapse-router")
+        .unwrap();
+    for rule in pol["spec"]["egress"].as_array_mut().unwrap() {
+        for p in rule["ports"].as_array_mut().unwrap() {
+            if p["port"] == 8008 {
+                p["port"] = 8009.into();
+            }
+        }
+    }
+    let f = port_findings(&egress);
+    assert!(
+        f.iter().any(|m| m.contains("egress to port 8009/TCP")),
+        "{f:?}"
+    );
+}

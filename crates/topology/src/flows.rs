@@ -461,13 +461,10 @@ pub fn flows(t: &Topology) -> Vec<Flow> {
             ));
         }
     }
+    // Inbound federation needs no flow of its own: /.well-known/matrix/server delegates it to the
+    // matrix host on 443, so it arrives like client traffic (edge -> router 8080); neither the edge
+    // nor the router listens on 8448.
     if t.has(Feature::Federation) {
-        f.push(tcp(
-            Edge,
-            Router,
-            &[8448],
-            "federation port when not delegated through 443",
-        ));
         f.push(tcp(
             Synapse,
             Internet,
