@@ -4,14 +4,14 @@
 use mxstack_spec::Feature;
 use mxstack_topology::budget::BUDGET_SHARE_PERCENT;
 use mxstack_topology::workers::{Stream, WorkerKind};
-use mxstack_topology::{antivirus, routing, synapse, KubernetesAddressing, Topology};
+use mxstack_topology::{antivirus, routing, synapse, Addressing, Topology};
 use serde_json::Value;
 
 use crate::Finding;
 
-pub fn check(t: &Topology) -> Vec<Finding> {
-    let addr = KubernetesAddressing::new(&t.config);
-    let hs = synapse::homeserver_yaml(t, &addr);
+/// `addr`: the target's addresses (the lists checked here do not depend on them).
+pub fn check(t: &Topology, addr: &dyn Addressing) -> Vec<Finding> {
+    let hs = synapse::homeserver_yaml(t, addr);
     let mut out = check_homeserver(t, &hs);
     out.extend(check_antivirus(t, &routing::routes(t), &hs));
     out
@@ -246,7 +246,7 @@ mod tests {
         for tier in Tier::ALL {
             for features in [default_features(), Feature::ALL.into_iter().collect()] {
                 let t = Topology::build(&Config::new("acme.test", tier, features));
-                let f = check(&t);
+                let f = check(&t, &mxstack_k8s::KubernetesAddressing::new(&t.config));
                 assert!(f.is_empty(), "{tier}: {f:?}");
             }
         }
@@ -259,7 +259,7 @@ mod tests {
             Tier::T1k,
             Feature::ALL.into_iter().collect(),
         ));
-        let addr = KubernetesAddressing::new(&t.config);
+        let addr = mxstack_k8s::KubernetesAddressing::new(&t.config);
         let mut hs = synapse::homeserver_yaml(&t, &addr);
         // The seed's defect: event persisters deployed, events still written by main, a sender missing.
         hs["stream_writers"]["typing"] = serde_json::json!(["synapse-stream-writer-0", "main"]);
@@ -282,7 +282,7 @@ mod tests {
             Tier::T1k,
             Feature::ALL.into_iter().collect(),
         ));
-        let addr = KubernetesAddressing::new(&t.config);
+        let addr = mxstack_k8s::KubernetesAddressing::new(&t.config);
         let hs = synapse::homeserver_yaml(&t, &addr);
         let routes = routing::routes(&t);
         assert!(check_antivirus(&t, &routes, &hs).is_empty());

@@ -312,7 +312,10 @@ fn check_and_render(
     };
     let mut findings = mxstack_checks::config::check(&config, &locator);
     let t = Topology::build(&config);
-    findings.extend(mxstack_checks::topology::check(&t));
+    findings.extend(mxstack_checks::topology::check(
+        &t,
+        &mxstack_k8s::KubernetesAddressing::new(&t.config),
+    ));
     if findings.iter().any(Finding::is_error) {
         return (findings, None);
     }

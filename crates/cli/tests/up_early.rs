@@ -227,13 +227,13 @@ fn with_the_runtime_doctor_is_happy() {
 #[test]
 fn a_port_of_the_block_in_use_is_named_with_its_owner() {
     let site = Site::new(None);
-    // PostgreSQL's port in the block (the base port + 2).
-    let held = std::net::TcpListener::bind(("127.0.0.1", PORTS_IN_USE + 2)).unwrap();
+    // The router's port: the base port.
+    let held = std::net::TcpListener::bind(("127.0.0.1", PORTS_IN_USE)).unwrap();
     let (out, took) = site.up(PORTS_IN_USE, &[("MXSTACK_VENV", &venv())]);
     let err = assert_fails_fast(
         &out,
         took,
-        &format!("port {} (postgres)", PORTS_IN_USE + 2),
+        &format!("port {PORTS_IN_USE} (router)"),
         "--base-port",
     );
     assert!(

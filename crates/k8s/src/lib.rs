@@ -7,6 +7,7 @@
 //!
 //! Rendering is a pure function: the same input gives byte-identical files.
 
+mod addressing;
 mod antivirus;
 mod calls;
 mod edge;
@@ -27,7 +28,9 @@ mod valkey;
 use std::collections::BTreeMap;
 
 use mxstack_spec::{Config, Feature, Secrets};
-use mxstack_topology::{Addressing, KubernetesAddressing, SynapsePaths, Topology};
+use mxstack_topology::{Addressing, SynapsePaths, Topology};
+
+pub use addressing::KubernetesAddressing;
 use serde::Serialize;
 
 pub use meta::{LABEL_GROUP, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, PART_OF};

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use common::*;
 use mxstack_spec::{Config, Feature, IngressMode, LiSyncMode, MediaBackend, SecretName, Tier};
 use mxstack_topology::addressing::Addressing;
-use mxstack_topology::{KubernetesAddressing, Topology};
+use mxstack_topology::Topology;
 use serde_json::{json, Value};
 
 const LI_PHASE: &str = "25-lawful-intercept";
@@ -669,7 +669,7 @@ fn no_other_pod_mounts_a_service_account_token() {
 fn li_sync_runs_once_with_its_config_and_credentials() {
     let c = li_config(Tier::T1k);
     let t = Topology::build(&c);
-    let addr = KubernetesAddressing::new(&c);
+    let addr = mxstack_k8s::KubernetesAddressing::new(&c);
     let (r, secrets) = render(&c);
     let d = find(&r, "Deployment", "li-sync").expect("li-sync");
     assert_eq!(d["spec"]["replicas"], 1);
@@ -1544,7 +1544,7 @@ fn the_key_vault_runs_once_on_the_li_nodes_with_its_config_and_keys() {
         .any(|m| m["name"] == "data" && m["mountPath"] == "/var/lib/mxstack-key-vault"));
     let svc = find(&r, "Service", "key-vault").unwrap();
     assert_eq!(svc["spec"]["ports"][0]["port"], 8092);
-    let addr = KubernetesAddressing::new(&c);
+    let addr = mxstack_k8s::KubernetesAddressing::new(&c);
     assert_eq!(addr.key_vault().port, 8092);
     // The store key: Synapse main and the vault only; the retrieval key: the vault and the LI
     // console only.
@@ -1636,7 +1636,7 @@ fn the_li_console_runs_once_on_the_li_nodes_with_its_config_and_credentials() {
             c.features.insert(Feature::Antivirus);
         }
         let (r, secrets) = render(&c);
-        let addr = KubernetesAddressing::new(&c);
+        let addr = mxstack_k8s::KubernetesAddressing::new(&c);
         let d = find(&r, "Deployment", "li-console").expect("li-console");
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["type"], "Recreate");

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use mxstack_spec::{Feature, IngressMode, MediaBackend, Tier};
 use mxstack_topology::synapse::{homeserver_yaml, worker_yaml};
-use mxstack_topology::{KubernetesAddressing, Topology};
+use mxstack_topology::Topology;
 use serde_json::Value;
 
 #[test]
@@ -412,7 +412,7 @@ fn every_file_synapse_reads_is_inside_a_mounted_volume() {
     for features in feature_sets() {
         let c = mxstack_spec::Config::new("acme.test", Tier::T10k, features);
         let t = Topology::build(&c);
-        let addr = KubernetesAddressing::new(&c);
+        let addr = mxstack_k8s::KubernetesAddressing::new(&c);
         let (r, _) = render(&c);
         let hs = homeserver_yaml(&t, &addr);
         for p in t.processes() {
@@ -1037,7 +1037,7 @@ fn router_has_two_replicas_and_the_generated_maps() {
     let cm = find(&r, "ConfigMap", "synapse-router").unwrap();
     let files = mxstack_topology::haproxy::router(
         &t,
-        &KubernetesAddressing::new(&c),
+        &mxstack_k8s::KubernetesAddressing::new(&c),
         mxstack_topology::haproxy::Resolution::Dns,
         "/usr/local/etc/haproxy",
     );
@@ -1204,7 +1204,7 @@ fn scanner_config(r: &mxstack_k8s::Rendered) -> Value {
 fn antivirus_renders_clamd_and_the_scanner_in_the_media_path() {
     let c = config(Tier::T1k, &[Feature::Antivirus]);
     let t = Topology::build(&c);
-    let addr = KubernetesAddressing::new(&c);
+    let addr = mxstack_k8s::KubernetesAddressing::new(&c);
     let (r, secrets) = render(&c);
 
     // The scanner: `mxstack serve content-scanner` from images.mxstack, its config file mounted

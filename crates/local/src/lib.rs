@@ -3,6 +3,7 @@
 //! `mxstack_topology` functions; only the `Addressing` differs (fixed host, allocated ports, paths
 //! under the state directory).
 
+pub mod addressing;
 pub mod http;
 pub mod layout;
 pub mod plan;
@@ -12,6 +13,7 @@ pub mod status;
 pub mod supervisor;
 pub mod users;
 
+pub use addressing::LocalAddressing;
 pub use layout::StateLayout;
 pub use plan::{LocalPlan, Readiness, Service};
 pub use status::{ProcessState, ProcessStatus, StackStatus};

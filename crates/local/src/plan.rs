@@ -15,7 +15,9 @@ use mxstack_topology::haproxy::{self, Resolution};
 use mxstack_topology::li;
 use mxstack_topology::li_console;
 use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
-use mxstack_topology::{Addressing, LocalAddressing, Topology, WorkerKind};
+use mxstack_topology::{Addressing, Topology, WorkerKind};
+
+use crate::addressing::LocalAddressing;
 use serde::Serialize;
 
 use crate::layout::StateLayout;
@@ -210,11 +212,12 @@ impl LocalPlan {
             Topology::build(&local_config(config, replicas))
         };
         let processes = t.processes();
-        let addr = LocalAddressing {
+        let addr = LocalAddressing::new(
             base_port,
-            state_dir: layout.synapse_root(),
-            process_order: processes.iter().map(|p| p.name.clone()).collect(),
-        };
+            layout.synapse_root(),
+            processes.iter().map(|p| p.name.clone()).collect(),
+            t.sizing.redis.instances,
+        );
         let paths = addr.synapse_paths();
         let redis_password = secrets.get(SecretName::RedisPassword).to_string();
         let mut files = Vec::new();

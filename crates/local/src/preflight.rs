@@ -56,7 +56,7 @@ pub fn check(plan: &LocalPlan, state: &Path) -> Result<(), PreflightError> {
 /// connections in TIME_WAIT counts as free, as it will for the servers).
 pub fn ports_free(plan: &LocalPlan) -> Result<(), PreflightError> {
     let ports = plan.addressing.ports();
-    let (first, last) = (ports[0], plan.addressing.li_console_metrics().port);
+    let (first, last) = (plan.addressing.base_port, plan.addressing.last_port());
     for &port in &ports {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             continue;

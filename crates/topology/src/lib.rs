@@ -23,7 +23,7 @@ pub mod workers;
 use mxstack_spec::{Config, Feature};
 use serde::Serialize;
 
-pub use addressing::{Addressing, KubernetesAddressing, LocalAddressing, SynapsePaths};
+pub use addressing::{Addressing, HostPort, SynapsePaths};
 pub use budget::ConnectionBudget;
 pub use sizing::Sizing;
 pub use workers::{Stream, SynapseProcess, WorkerGroup, WorkerKind};

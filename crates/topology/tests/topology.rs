@@ -1,9 +1,11 @@
 //! Invariants of the model for every tier: budgets hold, lists agree, local and Kubernetes
 //! addressing produce the same processes.
 
+use mxstack_k8s::KubernetesAddressing;
+use mxstack_local::LocalAddressing;
 use mxstack_spec::{default_features, Config, Feature, Tier};
 use mxstack_topology::workers::{self, WorkerKind};
-use mxstack_topology::{synapse, Addressing, KubernetesAddressing, LocalAddressing, Topology};
+use mxstack_topology::{synapse, Addressing, Topology};
 
 fn all() -> std::collections::BTreeSet<Feature> {
     Feature::ALL.into_iter().collect()
@@ -104,11 +106,7 @@ fn local_and_kubernetes_share_everything_but_addresses() {
     let t = Topology::build(&Config::new("acme.test", Tier::T1k, all()));
     let k8s = synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config));
     let order = t.processes().iter().map(|p| p.name.clone()).collect();
-    let local = LocalAddressing {
-        base_port: 20000,
-        state_dir: "/var/lib/mx".into(),
-        process_order: order,
-    };
+    let local = LocalAddressing::new(20000, "/var/lib/mx".into(), order, t.sizing.redis.instances);
     let loc = synapse::homeserver_yaml(&t, &local);
     for key in [
         "stream_writers",
