@@ -795,9 +795,16 @@ async fn upload_scan(State(s): State<Shared>, req: Request) -> Response {
         };
         total += chunk.len() as u64;
         if total > limit {
+            drop(scan);
             let v = Verdict::TooLarge { limit };
             count(&s.metrics, &v);
-            return Json(json!({"clean": false, "verdict": "too_large", "info": format!("larger than the scan limit of {limit} bytes")})).into_response();
+            let drained = drain(&mut stream, drain_limit(limit)).await;
+            let mut r = Json(json!({"clean": false, "verdict": "too_large", "info": format!("larger than the scan limit of {limit} bytes")})).into_response();
+            if !drained {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
         }
         if let Err(e) = scan.send(&chunk).await {
             s.metrics.clamd_errors.fetch_add(1, Relaxed);
@@ -827,6 +834,36 @@ async fn upload_scan(State(s): State<Shared>, req: Request) -> Response {
             scan_failed(&e)
         }
     }
+}
+
+/// How much of an over-limit upload is read and discarded before answering.
+fn drain_limit(limit: u64) -> u64 {
+    limit.saturating_mul(4).max(256 << 20)
+}
+
+/// How long an over-limit upload may take to be read and discarded.
+const DRAIN_TIME: Duration = Duration::from_secs(60);
+
+/// Reads and discards the rest of a request body, so that a client still sending it gets the
+/// answer: hyper closes a connection whose request body was left unread, and the sender then
+/// fails with a broken pipe or a reset instead of reading `too_large`. Bounded by `max` bytes
+/// and [`DRAIN_TIME`]; false when the body was longer (the connection is then closed).
+async fn drain(
+    stream: &mut (impl futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin),
+    max: u64,
+) -> bool {
+    let mut read = 0u64;
+    let all = async {
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return false };
+            read += chunk.len() as u64;
+            if read > max {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, all).await.unwrap_or(false)
 }
 
 async fn ready(State(s): State<Shared>) -> Response {

@@ -411,4 +411,34 @@ fn scanner_against_real_clamd() {
     assert_eq!((s, v["clean"].clone()), (200, Value::Bool(true)));
     let (s, v) = post(pattern(6 << 20));
     assert_eq!((s, v["verdict"].clone()), (200, Value::from("too_large")));
+    // The client is still sending when the verdict is known: it must get the verdict, not a
+    // broken pipe (the scanner used to answer without reading the rest of the body, and the
+    // connection closed under the sender). Made certain by pausing after the limit.
+    let addr = base.trim_start_matches("http://").to_string();
+    assert_eq!(slow_oversized_upload(&addr, 6 << 20, 2 << 20), "too_large");
+}
+
+/// POSTs `first` bytes of an upload, pauses (the scanner has seen more than its limit), sends
+/// `rest` more, then reads the verdict.
+fn slow_oversized_upload(addr: &str, first: usize, rest: usize) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /_mxstack/scan HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        first + rest
+    )
+    .unwrap();
+    c.write_all(&pattern(first)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    c.write_all(&pattern(rest))
+        .expect("the scanner still reads the upload after its verdict");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)
+        .expect("the scanner answers the whole upload");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<Value>(body.trim()).unwrap_or_default()["verdict"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
