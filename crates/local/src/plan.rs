@@ -220,544 +220,25 @@ impl LocalPlan {
         );
         let paths = addr.synapse_paths();
         let redis_password = secrets.get(SecretName::RedisPassword).to_string();
-        let mut files = Vec::new();
-
-        // --- Synapse: the same files the Kubernetes ConfigMaps and Secrets hold.
-        files.push(file(
-            paths.homeserver_yaml(),
-            synapse::to_yaml(&synapse::homeserver_yaml(&t, &addr)),
-            0o644,
-        ));
-        files.push(file(
-            paths.log_yaml(),
-            synapse::to_yaml(&synapse::log_yaml()),
-            0o644,
-        ));
-        for p in processes.iter().filter(|p| !p.is_main()) {
-            files.push(file(
-                paths.worker_yaml(&p.name),
-                synapse::to_yaml(&synapse::worker_yaml(&t, p, &addr)),
-                0o644,
-            ));
-        }
-        for (name, secret) in SYNAPSE_SECRET_FILES {
-            files.push(file(paths.secret(name), secrets.get(secret), 0o600));
-        }
-        files.push(file(
-            paths.redis_password_file.clone(),
-            redis_password.clone(),
-            0o600,
-        ));
-        if t.has(Feature::Calls) {
-            files.push(file(
-                paths.turn_secret_file.clone(),
-                secrets.get(SecretName::TurnSharedSecret),
-                0o600,
-            ));
-        }
-        if t.has(Feature::Li) {
-            // The escrow module's store API key for the key vault (main reads it per request).
-            files.push(file(
-                paths.key_vault_store_api_key_file.clone(),
-                secrets.get(SecretName::KeyVaultStoreApiKey),
-                0o600,
-            ));
-        }
-
-        // --- HAProxy: router and Valkey master endpoint, literal addresses instead of DNS.
-        let hdir = layout.haproxy_dir();
-        let router = haproxy::router(&t, &addr, Resolution::Static, &hdir.display().to_string());
-        files.push(file(hdir.join("haproxy.cfg"), router.haproxy_cfg, 0o644));
-        files.push(file(
-            hdir.join(haproxy::ROUTES_MAP),
-            router.routes_map,
-            0o644,
-        ));
-        files.push(file(
-            hdir.join(haproxy::ROUTES_READONLY_MAP),
-            router.routes_readonly_map,
-            0o644,
-        ));
-        files.push(file(
-            hdir.join("valkey-master.cfg"),
-            haproxy::redis_master(&t, &addr, Resolution::Static),
-            0o644,
-        ));
-
-        // --- Valkey/Redis: instance 0 starts as master, the others follow it; Sentinel watches.
-        let n = t.sizing.redis.instances;
-        let master = addr.redis_instance(0);
-        for i in 0..n {
-            let me = addr.redis_instance(i);
-            let dir = layout.valkey_dir(i);
-            // The same settings as Kubernetes; memory capped for one machine.
-            let mut conf = format!(
-                "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {}\ndaemonize no\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\n{}",
-                me.port,
-                dir.display(),
-                mxstack_topology::valkey::server_settings(t.sizing.redis.maxmemory_mib.min(512)),
-                pw = redis_password
-            );
-            if i > 0 {
-                conf.push_str(&format!("replicaof {} {}\n", master.host, master.port));
-            }
-            files.push(file(dir.join("valkey.conf"), conf, 0o600));
-            let s = addr.sentinel(i);
-            let sentinel = format!(
-                "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {name} {} {} {}\nsentinel auth-pass {name} \"{}\"\n{}",
-                s.port,
-                dir.display(),
-                master.host,
-                master.port,
-                t.sizing.redis.sentinel_quorum,
-                redis_password,
-                mxstack_topology::valkey::sentinel_settings(),
-                name = mxstack_topology::valkey::SENTINEL_MASTER_NAME,
-            );
-            files.push(file(dir.join("sentinel.conf"), sentinel, 0o600));
-        }
-
-        // --- SeaweedFS S3 identity (the one set of S3 credentials, as in Kubernetes).
-        let mut identities = vec![serde_json::json!({
-            "name": "mxstack",
-            "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]
-        })];
-        let li_bucket = config.li.media_bucket(&config.media);
-        if t.has(Feature::Li) {
-            // li-sync reads main's bucket and writes the LI bucket; it can delete nothing.
-            let main_bucket = &config.media.bucket;
-            identities.push(serde_json::json!({
-                "name": "li-sync",
-                "credentials": [{ "accessKey": secrets.get(SecretName::LiS3AccessKey), "secretKey": secrets.get(SecretName::LiS3SecretKey) }],
-                "actions": [
-                    format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
-                    format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
-                ]
-            }));
-            // Synapse LI reads the LI bucket, nothing else.
-            identities.push(serde_json::json!({
-                "name": "synapse-li",
-                "credentials": [{ "accessKey": secrets.get(SecretName::LiBrowsingS3AccessKey), "secretKey": secrets.get(SecretName::LiBrowsingS3SecretKey) }],
-                "actions": [format!("Read:{li_bucket}"), format!("List:{li_bucket}")]
-            }));
-        }
-        let s3_config = serde_json::json!({ "identities": identities });
-        files.push(file(
-            layout.seaweedfs_dir().join("s3.json"),
-            s3_config.to_string(),
-            0o600,
-        ));
-
-        // --- PostgreSQL: a cluster of our own under the state directory.
-        let pg = addr.postgres();
-        let pgpass = layout.root.join("pgpass");
-        files.push(file(
-            pgpass.clone(),
-            format!(
-                "{}:{}:{DATABASE_NAME}:{DATABASE_USER}:{}\n",
-                pg.host,
-                pg.port,
-                secrets.get(SecretName::SynapseDbPassword)
-            ),
-            0o600,
-        ));
-
-        let mut services = Vec::new();
-        let pg_data = layout.postgres_data();
-        let pwfile = layout.root.join("postgres/initdb-password");
-        services.push(initdb("postgres-init", programs, &pg_data, &pwfile));
-        // The superuser gets a random password nobody needs: local access is by peer auth only.
-        files.push(file(
-            pwfile,
-            secrets
-                .get(SecretName::LiReplicationPassword)
-                .chars()
-                .rev()
-                .collect::<String>(),
-            0o600,
-        ));
-        services.push(postgres_server(
-            "postgres",
-            programs,
-            layout,
-            &pg_data,
-            pg.port,
-            &[
-                "listen_addresses=127.0.0.1".into(),
-                format!("max_connections={}", t.budget.max_connections),
-                "wal_level=logical".into(),
-                "shared_buffers=256MB".into(),
-                "synchronous_commit=on".into(),
-            ],
-            "postgres-init",
-        ));
-        services.push(psql_as_postgres(
-            "postgres-setup",
-            programs,
-            layout,
-            pg.port,
-            "postgres",
-            role_and_database_sql(
-                DATABASE_USER,
-                "LOGIN",
-                secrets.get(SecretName::SynapseDbPassword),
-                DATABASE_NAME,
-            ),
-            "postgres",
-        ));
-
-        for i in 0..n {
-            let me = addr.redis_instance(i);
-            services.push(Service {
-                name: format!("valkey-{i}"),
-                program: programs.redis_server.clone(),
-                args: vec![layout
-                    .valkey_dir(i)
-                    .join("valkey.conf")
-                    .display()
-                    .to_string()],
-                env: vec![],
-                secret_env: vec![],
-                stdin: None,
-                run_as: None,
-                readiness: Readiness::Redis { port: me.port },
-                after: if i == 0 {
-                    vec![]
-                } else {
-                    vec!["valkey-0".into()]
-                },
-                one_shot: false,
-                port: Some(me.port),
-                skip_if_exists: None,
-                stop_grace_secs: 20,
-            });
-        }
-        for i in 0..n {
-            let s = addr.sentinel(i);
-            services.push(Service {
-                name: format!("sentinel-{i}"),
-                program: programs.redis_server.clone(),
-                args: vec![
-                    layout
-                        .valkey_dir(i)
-                        .join("sentinel.conf")
-                        .display()
-                        .to_string(),
-                    "--sentinel".into(),
-                ],
-                env: vec![],
-                secret_env: vec![],
-                stdin: None,
-                run_as: None,
-                readiness: Readiness::Tcp { port: s.port },
-                after: (0..n).map(|j| format!("valkey-{j}")).collect(),
-                one_shot: false,
-                port: Some(s.port),
-                skip_if_exists: None,
-                stop_grace_secs: 20,
-            });
-        }
-        let rm = addr.redis_master();
-        services.push(Service {
-            name: "valkey-master".into(),
-            program: programs.haproxy.clone(),
-            args: vec![
-                "-db".into(),
-                "-f".into(),
-                hdir.join("valkey-master.cfg").display().to_string(),
-            ],
-            env: vec![("REDIS_PASSWORD".into(), redis_password.clone())],
-            secret_env: vec!["REDIS_PASSWORD".into()],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Redis { port: rm.port },
-            after: (0..n).map(|j| format!("valkey-{j}")).collect(),
-            one_shot: false,
-            port: Some(rm.port),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
-
-        let (m_port, v_port, f_port) = addr.seaweedfs_ports();
-        let s3_port: u16 = addr
-            .s3_endpoint()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("s3 port");
-        let sw = layout.seaweedfs_dir();
-        services.push(Service {
-            name: "seaweedfs".into(),
-            program: programs.weed.clone(),
-            args: vec![
-                "server".into(),
-                format!("-dir={}", sw.join("data").display()),
-                "-ip=127.0.0.1".into(),
-                "-ip.bind=127.0.0.1".into(),
-                format!("-master.port={m_port}"),
-                format!("-volume.port={v_port}"),
-                // Small volumes: a test stack needs many collections, not large files.
-                "-volume.max=100".into(),
-                "-master.volumeSizeLimitMB=128".into(),
-                "-filer".into(),
-                format!("-filer.port={f_port}"),
-                "-s3".into(),
-                format!("-s3.port={s3_port}"),
-                format!("-s3.config={}", sw.join("s3.json").display()),
-                // The embedded IAM API needs an STS signing key; static identities are all we use.
-                "-s3.iam=false".into(),
-                // SeaweedFS 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed
-                // ports: off, so two stacks (or a stack and the tests) never collide.
-                "-s3.port.iceberg=0".into(),
-                "-s3.port.lance=0".into(),
-            ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Tcp { port: s3_port },
-            after: vec![],
-            one_shot: false,
-            port: Some(s3_port),
-            skip_if_exists: None,
-            stop_grace_secs: 5,
-        });
-        // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
-        let weed_shell = format!(
-            "'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}",
-            programs.weed.display()
-        );
-        let script = format!(
-            "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
-            {
-                let mut buckets = vec![config.media.bucket.clone(), config.backup.bucket.clone()];
-                if t.has(Feature::Li) {
-                    buckets.push(li_bucket.clone());
-                }
-                buckets.join(" ")
-            }
-        );
-        services.push(Service {
-            name: "seaweedfs-buckets".into(),
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Exited,
-            after: vec!["seaweedfs".into()],
-            one_shot: true,
-            port: None,
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
-
-        // --- Synapse: main, then every worker, each with the same env as its pod.
-        let synapse_env = secret_env(
+        let c = Parts {
+            config,
             secrets,
-            &[
-                ("PGPASSWORD", SecretName::SynapseDbPassword),
-                ("AWS_ACCESS_KEY_ID", SecretName::S3AccessKey),
-                ("AWS_SECRET_ACCESS_KEY", SecretName::S3SecretKey),
-            ],
-        );
-        let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
-        let mut synapse_env = synapse_env;
-        if t.has(Feature::Antivirus) || t.has(Feature::Li) {
-            // The upload and escrow modules; in Kubernetes they are baked into the Synapse image.
-            synapse_env.push((
-                "PYTHONPATH".into(),
-                synapse_python_dir(layout).display().to_string(),
-            ));
-            for (rel, source) in SYNAPSE_MODULE_FILES {
-                files.push(file(synapse_python_dir(layout).join(rel), source, 0o644));
-            }
-        }
-        let mut synapse_names = Vec::new();
-        for p in &processes {
-            let (module, mut args) = if p.is_main() {
-                ("synapse.app.homeserver", vec![])
-            } else {
-                ("synapse.app.generic_worker", vec![])
-            };
-            for c in synapse::config_paths(&t, p, &addr) {
-                args.push("--config-path".into());
-                args.push(c.display().to_string());
-            }
-            let mut full = vec!["-m".to_string(), module.to_string()];
-            full.extend(args);
-            let serves_http = p.kind.map(WorkerKind::serves_http).unwrap_or(true);
-            let readiness = if serves_http {
-                Readiness::Http {
-                    port: addr.http(p).port,
-                    path: "/health".into(),
-                }
-            } else {
-                Readiness::Tcp {
-                    port: addr.metrics(p).port,
-                }
-            };
-            let after = if p.is_main() {
-                let mut after = vec![
-                    "postgres-setup".to_string(),
-                    "valkey-master".into(),
-                    "seaweedfs-buckets".into(),
-                ];
-                if t.has(Feature::Li) {
-                    // The event trigger must exist before Synapse creates its tables.
-                    after.push("li-prepare-main".into());
-                }
-                after
-            } else {
-                vec!["synapse-main".into()]
-            };
-            services.push(Service {
-                name: p.name.clone(),
-                program: programs.python.clone(),
-                args: full,
-                env: synapse_env.clone(),
-                secret_env: synapse_secret_env.clone(),
-                stdin: None,
-                run_as: None,
-                readiness,
-                after,
-                one_shot: false,
-                port: Some(if serves_http {
-                    addr.http(p).port
-                } else {
-                    addr.metrics(p).port
-                }),
-                skip_if_exists: None,
-                stop_grace_secs: 20,
-            });
-            synapse_names.push(p.name.clone());
-        }
-        // --- Antivirus: clamd with a generated signature set, and the content scanner between
-        // the router and the media workers (the same config the Kubernetes pods get).
-        let mut router_after = synapse_names;
+            layout,
+            programs,
+            t: &t,
+            addr: &addr,
+            paths,
+            redis_password: &redis_password,
+        };
+        let mut out = Out::default();
+        synapse_config(&c, &mut out);
+        haproxy_config(&c, &mut out);
+        valkey(&c, &mut out);
+        seaweedfs(&c, &mut out);
+        let pgpass = postgres(&c, &mut out);
+        let mut router_after = synapse(&c, &mut out);
         if t.has(Feature::Antivirus) {
-            let av = layout.root.join("clamav");
-            let db = av.join("db");
-            files.push(file(
-                db.join(antivirus::TEST_SIGNATURE_FILE),
-                antivirus::EICAR_TEST_SIGNATURE,
-                0o644,
-            ));
-            let clamd_addr = addr.clamd();
-            files.push(file(
-                av.join("clamd.conf"),
-                antivirus::clamd_conf(
-                    &t,
-                    &clamd_addr.host,
-                    clamd_addr.port,
-                    &db.display().to_string(),
-                ),
-                0o644,
-            ));
-            // Official signatures, when this machine has them (freshclam), are used as well.
-            let official = Path::new("/var/lib/clamav");
-            let links = [
-                "main.cvd",
-                "main.cld",
-                "daily.cvd",
-                "daily.cld",
-                "bytecode.cvd",
-                "bytecode.cld",
-            ]
-            .iter()
-            .filter(|f| official.join(f).exists())
-            .map(|f| {
-                format!(
-                    "ln -sf '{}' '{}'",
-                    official.join(f).display(),
-                    db.join(f).display()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-            services.push(Service {
-                name: "clamd-signatures".into(),
-                program: "/bin/sh".into(),
-                args: vec!["-c".into(), format!("set -e\n{links}\ntrue\n")],
-                env: vec![],
-                secret_env: vec![],
-                stdin: None,
-                run_as: None,
-                readiness: Readiness::Exited,
-                after: vec![],
-                one_shot: true,
-                port: None,
-                skip_if_exists: None,
-                stop_grace_secs: 5,
-            });
-            services.push(Service {
-                name: "clamd".into(),
-                program: programs
-                    .clamd
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("clamd")),
-                args: vec![
-                    "--foreground".into(),
-                    format!("--config-file={}", av.join("clamd.conf").display()),
-                ],
-                env: vec![],
-                secret_env: vec![],
-                stdin: None,
-                run_as: None,
-                readiness: Readiness::Tcp {
-                    port: clamd_addr.port,
-                },
-                after: vec!["clamd-signatures".into()],
-                one_shot: false,
-                port: Some(clamd_addr.port),
-                skip_if_exists: None,
-                stop_grace_secs: 10,
-            });
-            let scanner_dir = layout.root.join("content-scanner");
-            let secret_path = scanner_dir.join(antivirus::REQUEST_SECRET_FILE);
-            files.push(file(
-                secret_path.clone(),
-                secrets.get(SecretName::ContentScannerRequestSecret),
-                0o600,
-            ));
-            let listen = addr.content_scanner();
-            files.push(file(
-                scanner_dir.join("scanner.yaml"),
-                synapse::to_yaml(&antivirus::scanner_config(
-                    &t,
-                    &addr,
-                    &listen.to_string(),
-                    &secret_path.display().to_string(),
-                )),
-                0o644,
-            ));
-            services.push(Service {
-                name: "content-scanner".into(),
-                program: programs.mxstack.clone(),
-                args: vec![
-                    "serve".into(),
-                    "content-scanner".into(),
-                    "--config".into(),
-                    scanner_dir.join("scanner.yaml").display().to_string(),
-                    "--threads".into(),
-                    antivirus::scanner_threads(&t).to_string(),
-                ],
-                env: vec![],
-                secret_env: vec![],
-                stdin: None,
-                run_as: None,
-                readiness: Readiness::Http {
-                    port: listen.port,
-                    path: "/health".into(),
-                },
-                after: vec!["clamd".into()],
-                one_shot: false,
-                port: Some(listen.port),
-                skip_if_exists: None,
-                stop_grace_secs: 10,
-            });
+            antivirus(&c, &mut out);
             router_after.push("content-scanner".into());
         }
         if t.has(Feature::Li) {
@@ -767,34 +248,13 @@ impl LocalPlan {
                 layout,
                 programs,
                 secrets,
-                &mut files,
-                &mut services,
+                &mut out.files,
+                &mut out.services,
             );
         }
-        let router_port = addr.router().port;
-        services.push(Service {
-            name: "router".into(),
-            program: programs.haproxy.clone(),
-            args: vec![
-                "-db".into(),
-                "-f".into(),
-                hdir.join("haproxy.cfg").display().to_string(),
-            ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Http {
-                port: addr.router_stats().port,
-                path: "/healthz".into(),
-            },
-            after: router_after,
-            one_shot: false,
-            port: Some(router_port),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
-
+        let router_port = router(&c, &mut out, router_after);
+        let pg = addr.postgres();
+        let Out { files, services } = out;
         LocalPlan {
             client_url: format!("http://127.0.0.1:{router_port}"),
             postgres_dsn: format!(
@@ -845,6 +305,682 @@ impl LocalPlan {
         order.sort_by_key(|s| rank[s.name.as_str()]);
         order
     }
+}
+
+/// What every component's part of the plan reads.
+struct Parts<'a> {
+    config: &'a Config,
+    secrets: &'a Secrets,
+    layout: &'a StateLayout,
+    programs: &'a Programs,
+    t: &'a Topology,
+    addr: &'a LocalAddressing,
+    paths: SynapsePaths,
+    redis_password: &'a str,
+}
+
+/// What the components add: files to write, processes to run (in start order for equal rank).
+#[derive(Default)]
+struct Out {
+    files: Vec<GeneratedFile>,
+    services: Vec<Service>,
+}
+
+/// Synapse's config and secret files: the same files the Kubernetes ConfigMaps and Secrets hold.
+fn synapse_config(c: &Parts, out: &mut Out) {
+    let Parts {
+        t,
+        addr,
+        paths,
+        secrets,
+        redis_password,
+        ..
+    } = c;
+    let processes = t.processes();
+    // --- Synapse: the same files the Kubernetes ConfigMaps and Secrets hold.
+    out.files.push(file(
+        paths.homeserver_yaml(),
+        synapse::to_yaml(&synapse::homeserver_yaml(t, *addr)),
+        0o644,
+    ));
+    out.files.push(file(
+        paths.log_yaml(),
+        synapse::to_yaml(&synapse::log_yaml()),
+        0o644,
+    ));
+    for p in processes.iter().filter(|p| !p.is_main()) {
+        out.files.push(file(
+            paths.worker_yaml(&p.name),
+            synapse::to_yaml(&synapse::worker_yaml(t, p, *addr)),
+            0o644,
+        ));
+    }
+    for (name, secret) in SYNAPSE_SECRET_FILES {
+        out.files
+            .push(file(paths.secret(name), secrets.get(secret), 0o600));
+    }
+    out.files.push(file(
+        paths.redis_password_file.clone(),
+        redis_password.to_string(),
+        0o600,
+    ));
+    if t.has(Feature::Calls) {
+        out.files.push(file(
+            paths.turn_secret_file.clone(),
+            secrets.get(SecretName::TurnSharedSecret),
+            0o600,
+        ));
+    }
+    if t.has(Feature::Li) {
+        // The escrow module's store API key for the key vault (main reads it per request).
+        out.files.push(file(
+            paths.key_vault_store_api_key_file.clone(),
+            secrets.get(SecretName::KeyVaultStoreApiKey),
+            0o600,
+        ));
+    }
+}
+
+/// HAProxy: the router and the Valkey master endpoint, with literal addresses instead of DNS.
+fn haproxy_config(c: &Parts, out: &mut Out) {
+    let Parts {
+        t, addr, layout, ..
+    } = c;
+    // --- HAProxy: router and Valkey master endpoint, literal addresses instead of DNS.
+    let hdir = layout.haproxy_dir();
+    let router = haproxy::router(t, *addr, Resolution::Static, &hdir.display().to_string());
+    out.files
+        .push(file(hdir.join("haproxy.cfg"), router.haproxy_cfg, 0o644));
+    out.files.push(file(
+        hdir.join(haproxy::ROUTES_MAP),
+        router.routes_map,
+        0o644,
+    ));
+    out.files.push(file(
+        hdir.join(haproxy::ROUTES_READONLY_MAP),
+        router.routes_readonly_map,
+        0o644,
+    ));
+    out.files.push(file(
+        hdir.join("valkey-master.cfg"),
+        haproxy::redis_master(t, *addr, Resolution::Static),
+        0o644,
+    ));
+}
+
+/// Valkey/Redis: instance 0 starts as master, the others follow it; Sentinel watches; HAProxy
+/// gives Synapse the one master endpoint.
+fn valkey(c: &Parts, out: &mut Out) {
+    let Parts {
+        t,
+        addr,
+        layout,
+        programs,
+        redis_password,
+        ..
+    } = c;
+    let hdir = layout.haproxy_dir();
+    // --- Valkey/Redis: instance 0 starts as master, the others follow it; Sentinel watches.
+    let n = t.sizing.redis.instances;
+    let master = addr.redis_instance(0);
+    for i in 0..n {
+        let me = addr.redis_instance(i);
+        let dir = layout.valkey_dir(i);
+        // The same settings as Kubernetes; memory capped for one machine.
+        let mut conf = format!(
+            "port {}\nbind 127.0.0.1\nprotected-mode yes\ndir {}\ndaemonize no\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\n{}",
+            me.port,
+            dir.display(),
+            mxstack_topology::valkey::server_settings(t.sizing.redis.maxmemory_mib.min(512)),
+            pw = redis_password
+        );
+        if i > 0 {
+            conf.push_str(&format!("replicaof {} {}\n", master.host, master.port));
+        }
+        out.files.push(file(dir.join("valkey.conf"), conf, 0o600));
+        let s = addr.sentinel(i);
+        let sentinel = format!(
+            "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {name} {} {} {}\nsentinel auth-pass {name} \"{}\"\n{}",
+            s.port,
+            dir.display(),
+            master.host,
+            master.port,
+            t.sizing.redis.sentinel_quorum,
+            redis_password,
+            mxstack_topology::valkey::sentinel_settings(),
+            name = mxstack_topology::valkey::SENTINEL_MASTER_NAME,
+        );
+        out.files
+            .push(file(dir.join("sentinel.conf"), sentinel, 0o600));
+    }
+
+    for i in 0..n {
+        let me = addr.redis_instance(i);
+        out.services.push(Service {
+            name: format!("valkey-{i}"),
+            program: programs.redis_server.clone(),
+            args: vec![layout
+                .valkey_dir(i)
+                .join("valkey.conf")
+                .display()
+                .to_string()],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Redis { port: me.port },
+            after: if i == 0 {
+                vec![]
+            } else {
+                vec!["valkey-0".into()]
+            },
+            one_shot: false,
+            port: Some(me.port),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+    }
+    for i in 0..n {
+        let s = addr.sentinel(i);
+        out.services.push(Service {
+            name: format!("sentinel-{i}"),
+            program: programs.redis_server.clone(),
+            args: vec![
+                layout
+                    .valkey_dir(i)
+                    .join("sentinel.conf")
+                    .display()
+                    .to_string(),
+                "--sentinel".into(),
+            ],
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness: Readiness::Tcp { port: s.port },
+            after: (0..n).map(|j| format!("valkey-{j}")).collect(),
+            one_shot: false,
+            port: Some(s.port),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+    }
+    let rm = addr.redis_master();
+    out.services.push(Service {
+        name: "valkey-master".into(),
+        program: programs.haproxy.clone(),
+        args: vec![
+            "-db".into(),
+            "-f".into(),
+            hdir.join("valkey-master.cfg").display().to_string(),
+        ],
+        env: vec![("REDIS_PASSWORD".into(), redis_password.to_string())],
+        secret_env: vec!["REDIS_PASSWORD".into()],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Redis { port: rm.port },
+        after: (0..n).map(|j| format!("valkey-{j}")).collect(),
+        one_shot: false,
+        port: Some(rm.port),
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    });
+}
+
+/// SeaweedFS: the S3 identities (the one set of S3 credentials, as in Kubernetes, and LI's),
+/// the server, and its buckets.
+fn seaweedfs(c: &Parts, out: &mut Out) {
+    let Parts {
+        t,
+        addr,
+        layout,
+        programs,
+        secrets,
+        config,
+        ..
+    } = c;
+    // --- SeaweedFS S3 identity (the one set of S3 credentials, as in Kubernetes).
+    let mut identities = vec![serde_json::json!({
+        "name": "mxstack",
+        "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+    })];
+    let li_bucket = config.li.media_bucket(&config.media);
+    if t.has(Feature::Li) {
+        // li-sync reads main's bucket and writes the LI bucket; it can delete nothing.
+        let main_bucket = &config.media.bucket;
+        identities.push(serde_json::json!({
+            "name": "li-sync",
+            "credentials": [{ "accessKey": secrets.get(SecretName::LiS3AccessKey), "secretKey": secrets.get(SecretName::LiS3SecretKey) }],
+            "actions": [
+                format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
+                format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
+            ]
+        }));
+        // Synapse LI reads the LI bucket, nothing else.
+        identities.push(serde_json::json!({
+            "name": "synapse-li",
+            "credentials": [{ "accessKey": secrets.get(SecretName::LiBrowsingS3AccessKey), "secretKey": secrets.get(SecretName::LiBrowsingS3SecretKey) }],
+            "actions": [format!("Read:{li_bucket}"), format!("List:{li_bucket}")]
+        }));
+    }
+    let s3_config = serde_json::json!({ "identities": identities });
+    out.files.push(file(
+        layout.seaweedfs_dir().join("s3.json"),
+        s3_config.to_string(),
+        0o600,
+    ));
+
+    let (m_port, v_port, f_port) = addr.seaweedfs_ports();
+    let s3_port: u16 = addr
+        .s3_endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("s3 port");
+    let sw = layout.seaweedfs_dir();
+    out.services.push(Service {
+        name: "seaweedfs".into(),
+        program: programs.weed.clone(),
+        args: vec![
+            "server".into(),
+            format!("-dir={}", sw.join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={m_port}"),
+            format!("-volume.port={v_port}"),
+            // Small volumes: a test stack needs many collections, not large files.
+            "-volume.max=100".into(),
+            "-master.volumeSizeLimitMB=128".into(),
+            "-filer".into(),
+            format!("-filer.port={f_port}"),
+            "-s3".into(),
+            format!("-s3.port={s3_port}"),
+            format!("-s3.config={}", sw.join("s3.json").display()),
+            // The embedded IAM API needs an STS signing key; static identities are all we use.
+            "-s3.iam=false".into(),
+            // SeaweedFS 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed
+            // ports: off, so two stacks (or a stack and the tests) never collide.
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Tcp { port: s3_port },
+        after: vec![],
+        one_shot: false,
+        port: Some(s3_port),
+        skip_if_exists: None,
+        stop_grace_secs: 5,
+    });
+    // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
+    let weed_shell = format!(
+        "'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}",
+        programs.weed.display()
+    );
+    let script = format!(
+        "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
+        {
+            let mut buckets = vec![config.media.bucket.clone(), config.backup.bucket.clone()];
+            if t.has(Feature::Li) {
+                buckets.push(li_bucket.clone());
+            }
+            buckets.join(" ")
+        }
+    );
+    out.services.push(Service {
+        name: "seaweedfs-buckets".into(),
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Exited,
+        after: vec!["seaweedfs".into()],
+        one_shot: true,
+        port: None,
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    });
+}
+
+/// PostgreSQL: a cluster of our own under the state directory. Returns Synapse's passfile.
+fn postgres(c: &Parts, out: &mut Out) -> PathBuf {
+    let Parts {
+        t,
+        addr,
+        layout,
+        programs,
+        secrets,
+        ..
+    } = c;
+    // --- PostgreSQL: a cluster of our own under the state directory.
+    let pg = addr.postgres();
+    let pgpass = layout.root.join("pgpass");
+    out.files.push(file(
+        pgpass.clone(),
+        format!(
+            "{}:{}:{DATABASE_NAME}:{DATABASE_USER}:{}\n",
+            pg.host,
+            pg.port,
+            secrets.get(SecretName::SynapseDbPassword)
+        ),
+        0o600,
+    ));
+
+    let pg_data = layout.postgres_data();
+    let pwfile = layout.root.join("postgres/initdb-password");
+    out.services
+        .push(initdb("postgres-init", programs, &pg_data, &pwfile));
+    // The superuser gets a random password nobody needs: local access is by peer auth only.
+    out.files.push(file(
+        pwfile,
+        secrets
+            .get(SecretName::LiReplicationPassword)
+            .chars()
+            .rev()
+            .collect::<String>(),
+        0o600,
+    ));
+    out.services.push(postgres_server(
+        "postgres",
+        programs,
+        layout,
+        &pg_data,
+        pg.port,
+        &[
+            "listen_addresses=127.0.0.1".into(),
+            format!("max_connections={}", t.budget.max_connections),
+            "wal_level=logical".into(),
+            "shared_buffers=256MB".into(),
+            "synchronous_commit=on".into(),
+        ],
+        "postgres-init",
+    ));
+    out.services.push(psql_as_postgres(
+        "postgres-setup",
+        programs,
+        layout,
+        pg.port,
+        "postgres",
+        role_and_database_sql(
+            DATABASE_USER,
+            "LOGIN",
+            secrets.get(SecretName::SynapseDbPassword),
+            DATABASE_NAME,
+        ),
+        "postgres",
+    ));
+
+    pgpass
+}
+
+/// Synapse: main, then every worker, each with the same environment as its pod. Returns their
+/// names (the router waits for them).
+fn synapse(c: &Parts, out: &mut Out) -> Vec<String> {
+    let Parts {
+        t,
+        addr,
+        layout,
+        programs,
+        secrets,
+        ..
+    } = c;
+    let processes = t.processes();
+    // --- Synapse: main, then every worker, each with the same env as its pod.
+    let synapse_env = secret_env(
+        secrets,
+        &[
+            ("PGPASSWORD", SecretName::SynapseDbPassword),
+            ("AWS_ACCESS_KEY_ID", SecretName::S3AccessKey),
+            ("AWS_SECRET_ACCESS_KEY", SecretName::S3SecretKey),
+        ],
+    );
+    let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
+    let mut synapse_env = synapse_env;
+    if t.has(Feature::Antivirus) || t.has(Feature::Li) {
+        // The upload and escrow modules; in Kubernetes they are baked into the Synapse image.
+        synapse_env.push((
+            "PYTHONPATH".into(),
+            synapse_python_dir(layout).display().to_string(),
+        ));
+        for (rel, source) in SYNAPSE_MODULE_FILES {
+            out.files
+                .push(file(synapse_python_dir(layout).join(rel), source, 0o644));
+        }
+    }
+    let mut synapse_names = Vec::new();
+    for p in &processes {
+        let (module, mut args) = if p.is_main() {
+            ("synapse.app.homeserver", vec![])
+        } else {
+            ("synapse.app.generic_worker", vec![])
+        };
+        for c in synapse::config_paths(t, p, *addr) {
+            args.push("--config-path".into());
+            args.push(c.display().to_string());
+        }
+        let mut full = vec!["-m".to_string(), module.to_string()];
+        full.extend(args);
+        let serves_http = p.kind.map(WorkerKind::serves_http).unwrap_or(true);
+        let readiness = if serves_http {
+            Readiness::Http {
+                port: addr.http(p).port,
+                path: "/health".into(),
+            }
+        } else {
+            Readiness::Tcp {
+                port: addr.metrics(p).port,
+            }
+        };
+        let after = if p.is_main() {
+            let mut after = vec![
+                "postgres-setup".to_string(),
+                "valkey-master".into(),
+                "seaweedfs-buckets".into(),
+            ];
+            if t.has(Feature::Li) {
+                // The event trigger must exist before Synapse creates its tables.
+                after.push("li-prepare-main".into());
+            }
+            after
+        } else {
+            vec!["synapse-main".into()]
+        };
+        out.services.push(Service {
+            name: p.name.clone(),
+            program: programs.python.clone(),
+            args: full,
+            env: synapse_env.clone(),
+            secret_env: synapse_secret_env.clone(),
+            stdin: None,
+            run_as: None,
+            readiness,
+            after,
+            one_shot: false,
+            port: Some(if serves_http {
+                addr.http(p).port
+            } else {
+                addr.metrics(p).port
+            }),
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        });
+        synapse_names.push(p.name.clone());
+    }
+    synapse_names
+}
+
+/// Antivirus: clamd with a generated signature set, and the content scanner between the router
+/// and the media workers (the same config the Kubernetes pods get).
+fn antivirus(c: &Parts, out: &mut Out) {
+    let Parts {
+        t,
+        addr,
+        layout,
+        programs,
+        secrets,
+        ..
+    } = c;
+    let av = layout.root.join("clamav");
+    let db = av.join("db");
+    out.files.push(file(
+        db.join(antivirus::TEST_SIGNATURE_FILE),
+        antivirus::EICAR_TEST_SIGNATURE,
+        0o644,
+    ));
+    let clamd_addr = addr.clamd();
+    out.files.push(file(
+        av.join("clamd.conf"),
+        antivirus::clamd_conf(
+            t,
+            &clamd_addr.host,
+            clamd_addr.port,
+            &db.display().to_string(),
+        ),
+        0o644,
+    ));
+    // Official signatures, when this machine has them (freshclam), are used as well.
+    let official = Path::new("/var/lib/clamav");
+    let links = [
+        "main.cvd",
+        "main.cld",
+        "daily.cvd",
+        "daily.cld",
+        "bytecode.cvd",
+        "bytecode.cld",
+    ]
+    .iter()
+    .filter(|f| official.join(f).exists())
+    .map(|f| {
+        format!(
+            "ln -sf '{}' '{}'",
+            official.join(f).display(),
+            db.join(f).display()
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    out.services.push(Service {
+        name: "clamd-signatures".into(),
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), format!("set -e\n{links}\ntrue\n")],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Exited,
+        after: vec![],
+        one_shot: true,
+        port: None,
+        skip_if_exists: None,
+        stop_grace_secs: 5,
+    });
+    out.services.push(Service {
+        name: "clamd".into(),
+        program: programs
+            .clamd
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("clamd")),
+        args: vec![
+            "--foreground".into(),
+            format!("--config-file={}", av.join("clamd.conf").display()),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Tcp {
+            port: clamd_addr.port,
+        },
+        after: vec!["clamd-signatures".into()],
+        one_shot: false,
+        port: Some(clamd_addr.port),
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    });
+    let scanner_dir = layout.root.join("content-scanner");
+    let secret_path = scanner_dir.join(antivirus::REQUEST_SECRET_FILE);
+    out.files.push(file(
+        secret_path.clone(),
+        secrets.get(SecretName::ContentScannerRequestSecret),
+        0o600,
+    ));
+    let listen = addr.content_scanner();
+    out.files.push(file(
+        scanner_dir.join("scanner.yaml"),
+        synapse::to_yaml(&antivirus::scanner_config(
+            t,
+            *addr,
+            &listen.to_string(),
+            &secret_path.display().to_string(),
+        )),
+        0o644,
+    ));
+    out.services.push(Service {
+        name: "content-scanner".into(),
+        program: programs.mxstack.clone(),
+        args: vec![
+            "serve".into(),
+            "content-scanner".into(),
+            "--config".into(),
+            scanner_dir.join("scanner.yaml").display().to_string(),
+            "--threads".into(),
+            antivirus::scanner_threads(t).to_string(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: listen.port,
+            path: "/health".into(),
+        },
+        after: vec!["clamd".into()],
+        one_shot: false,
+        port: Some(listen.port),
+        skip_if_exists: None,
+        stop_grace_secs: 10,
+    });
+}
+
+/// The router: HAProxy in front of everything, on the base port. Returns its port.
+fn router(c: &Parts, out: &mut Out, after: Vec<String>) -> u16 {
+    let Parts {
+        addr,
+        layout,
+        programs,
+        ..
+    } = c;
+    let hdir = layout.haproxy_dir();
+    let router_port = addr.router().port;
+    out.services.push(Service {
+        name: "router".into(),
+        program: programs.haproxy.clone(),
+        args: vec![
+            "-db".into(),
+            "-f".into(),
+            hdir.join("haproxy.cfg").display().to_string(),
+        ],
+        env: vec![],
+        secret_env: vec![],
+        stdin: None,
+        run_as: None,
+        readiness: Readiness::Http {
+            port: addr.router_stats().port,
+            path: "/healthz".into(),
+        },
+        after,
+        one_shot: false,
+        port: Some(router_port),
+        skip_if_exists: None,
+        stop_grace_secs: 20,
+    });
+
+    router_port
 }
 
 /// The lawful-intercept data path on this machine: a second PostgreSQL cluster (the replica),
