@@ -319,8 +319,8 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         )),
         // Ready only while clamd answers PING: without clamd no pod is an endpoint, and the
         // router answers 503 instead of passing unscanned media (no fallback server).
-        readiness_probe: Some(http_probe("/ready", "http", 5, 3)),
-        liveness_probe: Some(http_probe("/health", "http", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::content_scanner::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::content_scanner::COMPONENT, 10, 6)),
         // Nothing is written to disk (large files are streamed twice, never spooled): the root
         // filesystem stays read-only and there is no writable volume.
         volume_mounts: Some(vec![

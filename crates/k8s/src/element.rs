@@ -208,8 +208,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),
-        readiness_probe: Some(http_probe("/healthz", "http", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", "http", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::element::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::element::COMPONENT, 10, 6)),
         volume_mounts: Some(vec![
             mount_file("config", "/app/config.json", "config.json"),
             // nginx's entrypoint renders templates from here into conf.d at start.

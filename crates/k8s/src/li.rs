@@ -515,8 +515,8 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
             "TCP",
         )]),
         resources: Some(resources(&LI_SYNC_RESOURCES)),
-        readiness_probe: Some(http_probe("/health", "http", 10, 3)),
-        liveness_probe: Some(http_probe("/health", "http", 20, 6)),
+        readiness_probe: Some(ready_probe(&reg::li_sync::COMPONENT, 10, 3)),
+        liveness_probe: Some(live_probe(&reg::li_sync::COMPONENT, 20, 6)),
         ..mxstack_container(
             ctx,
             reg::li_sync::COMPONENT.name(),
@@ -641,8 +641,8 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
             "TCP",
         )]),
         resources: Some(resources(&KEY_VAULT_RESOURCES)),
-        readiness_probe: Some(http_probe("/health", "http", 10, 3)),
-        liveness_probe: Some(http_probe("/health", "http", 20, 6)),
+        readiness_probe: Some(ready_probe(&reg::key_vault::COMPONENT, 10, 3)),
+        liveness_probe: Some(live_probe(&reg::key_vault::COMPONENT, 20, 6)),
         volume_mounts: Some(vec![
             mount("config", LI_SYNC_CONFIG_DIR),
             mount_rw("data", KEY_VAULT_DATA_DIR),
@@ -781,8 +781,8 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
             container_port("metrics", reg::li_console::METRICS.number, "TCP"),
         ]),
         resources: Some(resources(&LI_CONSOLE_RESOURCES)),
-        readiness_probe: Some(http_probe("/health", "http", 10, 3)),
-        liveness_probe: Some(http_probe("/health", "http", 20, 6)),
+        readiness_probe: Some(ready_probe(&reg::li_console::COMPONENT, 10, 3)),
+        liveness_probe: Some(live_probe(&reg::li_console::COMPONENT, 20, 6)),
         volume_mounts: Some(vec![
             mount("config", LI_SYNC_CONFIG_DIR),
             mount_rw("data", LI_CONSOLE_DATA_DIR),
@@ -1025,7 +1025,7 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
         ),
     );
     let dir = |p: &std::path::Path| p.display().to_string();
-    let ready = http_probe("/health", "http", 5, 3);
+    let ready = ready_probe(&reg::synapse_li::COMPONENT, 5, 3);
     let c = Container {
         command: Some(vec![
             "python".into(),
@@ -1061,7 +1061,7 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
             ..ready.clone()
         }),
         readiness_probe: Some(ready),
-        liveness_probe: Some(http_probe("/health", "http", 15, 4)),
+        liveness_probe: Some(live_probe(&reg::synapse_li::COMPONENT, 15, 4)),
         volume_mounts: Some(vec![
             mount("config", &dir(&paths.config_dir)),
             mount("signing-key", &dir(&paths.synapse_secrets_dir)),
@@ -1218,8 +1218,8 @@ fn element_li(ctx: &Ctx, out: &mut Out) {
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),
-        readiness_probe: Some(http_probe("/healthz", "http", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", "http", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::element_li::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::element_li::COMPONENT, 10, 6)),
         volume_mounts: Some(vec![
             mount_file("config", "/app/config.json", "config.json"),
             // nginx's entrypoint renders templates from here into conf.d at start.
@@ -1319,8 +1319,8 @@ fn synapse_admin_li(ctx: &Ctx, out: &mut Out) {
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),
-        readiness_probe: Some(http_probe("/healthz", "http", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", "http", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::synapse_admin_li::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::synapse_admin_li::COMPONENT, 10, 6)),
         volume_mounts: Some(vec![
             mount_file("config", "/etc/mxstack-admin/nginx.conf", "nginx.conf"),
             mount_file("config", "/app/config.json", "config.json"),

@@ -17,6 +17,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mxstack_topology::registry::Component;
 use mxstack_topology::sizing::Resources;
 use serde_json::Value;
 
@@ -260,6 +261,23 @@ pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
         timeout_seconds: Some(5),
         ..Default::default()
     }
+}
+
+/// The readiness probe on a component's declared health endpoint (registry), with the
+/// workload's timing.
+pub fn ready_probe(c: &Component, period: i32, failures: i32) -> Probe {
+    let h = c
+        .health
+        .expect("the component declares its health endpoint");
+    http_probe(h.ready, h.port.name, period, failures)
+}
+
+/// The liveness probe on a component's declared health endpoint (registry).
+pub fn live_probe(c: &Component, period: i32, failures: i32) -> Probe {
+    let h = c
+        .health
+        .expect("the component declares its health endpoint");
+    http_probe(h.live, h.port.name, period, failures)
 }
 
 pub fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {

@@ -68,8 +68,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Sygnal, ctx.cfg),
         )),
-        readiness_probe: Some(http_probe("/health", "http", 5, 3)),
-        liveness_probe: Some(http_probe("/health", "http", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::sygnal::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::sygnal::COMPONENT, 10, 6)),
         volume_mounts: Some(vec![
             mount("config", "/sygnal/config"),
             mount_rw("tmp", "/tmp"),

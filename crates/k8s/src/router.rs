@@ -62,8 +62,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),
         )),
-        readiness_probe: Some(http_probe("/healthz", "stats", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", "stats", 10, 6)),
+        readiness_probe: Some(ready_probe(&reg::router::COMPONENT, 5, 3)),
+        liveness_probe: Some(live_probe(&reg::router::COMPONENT, 10, 6)),
         volume_mounts: Some(vec![mount("config", CONFIG_DIR), mount_rw("tmp", "/tmp")]),
         ..container("haproxy", &ctx.cfg.images.haproxy)
     };

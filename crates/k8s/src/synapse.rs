@@ -259,8 +259,8 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
     // Processes with an HTTP listener answer /health; the others only have the metrics listener.
     let (ready, live): (Probe, Probe) = if p.serves_http {
         (
-            http_probe("/health", "http", 5, 3),
-            http_probe("/health", "http", 15, 4),
+            ready_probe(&reg::synapse::COMPONENT, 5, 3),
+            live_probe(&reg::synapse::COMPONENT, 15, 4),
         )
     } else {
         (tcp_probe("metrics", 5, 3), tcp_probe("metrics", 15, 4))

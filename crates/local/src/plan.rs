@@ -307,6 +307,19 @@ impl LocalPlan {
     }
 }
 
+/// The supervisor waits for a component's declared ready endpoint (the registry's, as the
+/// Kubernetes readiness probe).
+fn ready_http(c: &reg::Component, port: u16) -> Readiness {
+    Readiness::Http {
+        port,
+        path: c
+            .health
+            .expect("the component declares its health endpoint")
+            .ready
+            .into(),
+    }
+}
+
 /// What every component's part of the plan reads.
 struct Parts<'a> {
     config: &'a Config,
@@ -767,10 +780,7 @@ fn synapse(c: &Parts, out: &mut Out) -> Vec<String> {
         full.extend(args);
         let serves_http = p.kind.map(WorkerKind::serves_http).unwrap_or(true);
         let readiness = if serves_http {
-            Readiness::Http {
-                port: addr.http(p).port,
-                path: "/health".into(),
-            }
+            ready_http(&reg::synapse::COMPONENT, addr.http(p).port)
         } else {
             Readiness::Tcp {
                 port: addr.metrics(p).port,
@@ -935,10 +945,7 @@ fn antivirus(c: &Parts, out: &mut Out) {
         secret_env: vec![],
         stdin: None,
         run_as: None,
-        readiness: Readiness::Http {
-            port: listen.port,
-            path: "/health".into(),
-        },
+        readiness: ready_http(&reg::content_scanner::COMPONENT, listen.port),
         after: vec!["clamd".into()],
         one_shot: false,
         port: Some(listen.port),
@@ -969,10 +976,7 @@ fn router(c: &Parts, out: &mut Out, after: Vec<String>) -> u16 {
         secret_env: vec![],
         stdin: None,
         run_as: None,
-        readiness: Readiness::Http {
-            port: addr.router_stats().port,
-            path: "/healthz".into(),
-        },
+        readiness: ready_http(&reg::router::COMPONENT, addr.router_stats().port),
         after,
         one_shot: false,
         port: Some(router_port),
@@ -1270,10 +1274,13 @@ fn serve_service(
         secret_env,
         stdin: None,
         run_as: None,
-        readiness: Readiness::Http {
+        readiness: ready_http(
+            reg::ALL
+                .into_iter()
+                .find(|c| c.name() == name)
+                .expect("a service of ours is in the registry"),
             port,
-            path: "/health".into(),
-        },
+        ),
         after: after.iter().map(|a| a.to_string()).collect(),
         one_shot: false,
         port: Some(port),
@@ -1364,10 +1371,7 @@ fn browsing_services(
         secret_env,
         stdin: None,
         run_as: None,
-        readiness: Readiness::Http {
-            port: http.port,
-            path: "/health".into(),
-        },
+        readiness: ready_http(&reg::synapse_li::COMPONENT, http.port),
         after: vec!["li-working-copy".into()],
         one_shot: false,
         port: Some(http.port),

@@ -52,6 +52,27 @@ pub enum Scrape {
     Pod { port: &'static str },
 }
 
+/// A component's HTTP health endpoints: Kubernetes' readiness and liveness probes, and what the
+/// local supervisor waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub port: Port,
+    /// Ready to take traffic (may check its dependencies, as the scanner checks clamd).
+    pub ready: &'static str,
+    /// Alive (never checks dependencies: a restart would not fix them).
+    pub live: &'static str,
+}
+
+impl Health {
+    const fn same(port: Port, path: &'static str) -> Option<Health> {
+        Some(Health {
+            port,
+            ready: path,
+            live: path,
+        })
+    }
+}
+
 /// One component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Component {
@@ -61,6 +82,7 @@ pub struct Component {
     pub selector: Selector,
     pub ports: &'static [Port],
     pub scrape: Option<Scrape>,
+    pub health: Option<Health>,
 }
 
 impl Component {
@@ -94,6 +116,7 @@ pub mod synapse {
             port: METRICS,
             path: "/_synapse/metrics",
         }),
+        health: Health::same(HTTP, "/health"),
     };
     /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
     pub fn group_service(group: &str) -> String {
@@ -115,6 +138,7 @@ pub mod router {
             port: STATS,
             path: "/metrics",
         }),
+        health: Health::same(STATS, "/healthz"),
     };
 }
 
@@ -131,6 +155,11 @@ pub mod content_scanner {
             port: HTTP,
             path: "/metrics",
         }),
+        health: Some(Health {
+            port: HTTP,
+            ready: "/ready",
+            live: "/health",
+        }),
     };
 }
 
@@ -143,6 +172,7 @@ pub mod clamav {
         selector: Selector::Name,
         ports: &[CLAMD],
         scrape: None,
+        health: None,
     };
 }
 
@@ -159,6 +189,7 @@ pub mod li_sync {
             port: HTTP,
             path: "/metrics",
         }),
+        health: Health::same(HTTP, "/health"),
     };
 }
 
@@ -174,6 +205,7 @@ pub mod key_vault {
             port: HTTP,
             path: "/metrics",
         }),
+        health: Health::same(HTTP, "/health"),
     };
 }
 
@@ -191,6 +223,7 @@ pub mod li_console {
             port: METRICS,
             path: "/metrics",
         }),
+        health: Health::same(HTTP, "/health"),
     };
 }
 
@@ -215,6 +248,7 @@ pub mod li_postgres {
         // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it
         // recommends.
         scrape: Some(Scrape::Pod { port: "metrics" }),
+        health: None,
     };
 }
 
@@ -227,6 +261,7 @@ pub mod postgres {
         selector: Selector::CnpgCluster(CLUSTER),
         ports: cnpg::PORTS,
         scrape: Some(Scrape::Pod { port: "metrics" }),
+        health: None,
     };
 }
 
@@ -244,6 +279,7 @@ pub mod valkey {
         selector: Selector::Name,
         ports: &[REDIS, SENTINEL, EXPORTER],
         scrape: Some(Scrape::Pod { port: "metrics" }),
+        health: None,
     };
 }
 
@@ -256,6 +292,7 @@ pub mod valkey_master {
         selector: Selector::Name,
         ports: &[valkey::REDIS],
         scrape: None,
+        health: None,
     };
 }
 
@@ -286,6 +323,7 @@ pub mod seaweedfs {
             FILER_GRPC,
         ],
         scrape: None,
+        health: None,
     };
 }
 
@@ -299,6 +337,7 @@ pub mod minio {
         selector: Selector::MinioTenant(TENANT),
         ports: &[S3],
         scrape: None,
+        health: None,
     };
 }
 
@@ -311,6 +350,7 @@ pub mod element {
         selector: Selector::Name,
         ports: &[HTTP],
         scrape: None,
+        health: Health::same(HTTP, "/healthz"),
     };
 }
 
@@ -324,6 +364,7 @@ pub mod coturn {
         selector: Selector::Name,
         ports: &[TURN, TURNS],
         scrape: None,
+        health: None,
     };
 }
 
@@ -336,6 +377,7 @@ pub mod livekit {
         selector: Selector::Name,
         ports: &[HTTP],
         scrape: None,
+        health: None,
     };
 }
 
@@ -348,6 +390,7 @@ pub mod sygnal {
         selector: Selector::Name,
         ports: &[HTTP],
         scrape: None,
+        health: Health::same(HTTP, "/health"),
     };
 }
 
@@ -360,6 +403,7 @@ pub mod synapse_li {
         selector: Selector::Name,
         ports: &[synapse::HTTP],
         scrape: None,
+        health: Health::same(synapse::HTTP, "/health"),
     };
 }
 
@@ -377,6 +421,7 @@ pub mod element_li {
         selector: Selector::Name,
         ports: &[li_web::HTTP],
         scrape: None,
+        health: Health::same(li_web::HTTP, "/healthz"),
     };
 }
 
@@ -388,6 +433,7 @@ pub mod synapse_admin_li {
         selector: Selector::Name,
         ports: &[li_web::HTTP],
         scrape: None,
+        health: Health::same(li_web::HTTP, "/healthz"),
     };
 }
 
@@ -424,6 +470,7 @@ pub const SYNAPSE_MAIN: Component = Component {
     selector: Selector::SynapseGroup(crate::workers::MAIN_INSTANCE),
     ports: synapse::COMPONENT.ports,
     scrape: None,
+    health: synapse::COMPONENT.health,
 };
 
 /// The declaration of an in-namespace party with long-running pods of its own (None for the
@@ -464,6 +511,14 @@ mod tests {
                     "{} scrapes a port it declares",
                     c.name()
                 );
+            }
+            if let Some(h) = c.health {
+                assert!(
+                    c.ports.contains(&h.port),
+                    "{} probes a port it declares",
+                    c.name()
+                );
+                assert!(h.ready.starts_with('/') && h.live.starts_with('/'));
             }
             if let Some(Scrape::Pod { port }) = c.scrape {
                 assert!(c.ports.iter().any(|p| p.name == port), "{}", c.name());
