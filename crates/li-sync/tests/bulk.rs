@@ -2,58 +2,18 @@
 //! removed between runs, swaps atomically, locks, records its runs; the working copy gets the
 //! replica's data, Synapse LI's ownership, sequences no lower than any id, and no credentials.
 
+mod common;
 mod support;
 
 use std::time::Duration;
 
+use common::{config, connect, count};
 use mxstack_li_sync::bulk::{self, Job};
-use mxstack_li_sync::config::{Database, LiSyncConfig, Subscription, SyncMode, WorkingCopyConfig};
+use mxstack_li_sync::config::SyncMode;
 use mxstack_li_sync::replica::{copy_sequences, prepare_main, sync_schema};
 use mxstack_li_sync::{dump, status, working_copy};
 use support::PgCluster;
-use tokio_postgres::{Client, NoTls};
-
-/// Trust authentication in these clusters: the variable only has to exist.
-const PASSWORD_ENV: &str = "MXSTACK_LI_TEST_PASSWORD";
-
-async fn connect(dsn: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-fn config(main: &PgCluster, li: &PgCluster, mode: SyncMode) -> LiSyncConfig {
-    std::env::set_var(PASSWORD_ENV, "unused-with-trust");
-    let db = |port: u16, dbname: &str, user: &str| Database {
-        host: "127.0.0.1".into(),
-        port,
-        dbname: dbname.into(),
-        user: user.into(),
-        password_env: PASSWORD_ENV.into(),
-    };
-    LiSyncConfig {
-        listen: "127.0.0.1:0".into(),
-        mode,
-        main: db(main.port, "synapse", "li_replicator"),
-        replica: db(li.port, "synapse_li", "li_sync"),
-        subscription: Subscription {
-            name: "mxstack_li".into(),
-            publication: "mxstack_li".into(),
-            main_host: "127.0.0.1".into(),
-            main_port: main.port,
-        },
-        media: None,
-        schema_check_interval_secs: 1,
-        status_interval_secs: 1,
-        dump_interval_secs: None,
-        working_copy: Some(WorkingCopyConfig {
-            dbname: "synapse_li_work".into(),
-            owner: "synapse_li".into(),
-        }),
-    }
-}
+use tokio_postgres::Client;
 
 /// Synapse's kinds of tables, a stream sequence, a keyless table with equal rows, bytea, arrays,
 /// a generated column, and credentials.
@@ -81,10 +41,6 @@ async fn write_events(synapse: &Client, from: i64, to: i64) {
         ))
         .await
         .unwrap();
-}
-
-async fn count(db: &Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// A fingerprint of a table's rows in a fixed order.

@@ -7,31 +7,21 @@
 //! the pause read pg_stat_subscription expecting one row, failed with "query returned an
 //! unexpected number of rows", and left the subscription disabled for good.
 
+mod common;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mxstack_li_sync::config::{Database, LiSyncConfig, Subscription, SyncMode};
+use common::{config, connect, count, wait_for};
+use mxstack_li_sync::config::{LiSyncConfig, SyncMode};
 use mxstack_li_sync::replica::{prepare_main, running_workers, sync_schema};
 use support::PgCluster;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const SUB: &str = "mxstack_li";
 /// Rows in each slow table, and the sleep per row during its initial copy: 6 s of copy.
 const SLOW_ROWS: i64 = 60;
 const SLEEP_PER_ROW: &str = "0.1";
-
-async fn connect(dsn: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-async fn count(db: &Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).await.unwrap().get(0)
-}
 
 async fn enabled(replica: &Client) -> bool {
     replica
@@ -43,46 +33,6 @@ async fn enabled(replica: &Client) -> bool {
         .await
         .unwrap()
         .get(0)
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn config(main: &PgCluster, li: &PgCluster) -> LiSyncConfig {
-    LiSyncConfig {
-        listen: "127.0.0.1:0".into(),
-        mode: SyncMode::Logical,
-        main: Database {
-            host: "127.0.0.1".into(),
-            port: main.port,
-            dbname: "synapse".into(),
-            user: "li_replicator".into(),
-            password_env: "UNUSED".into(),
-        },
-        replica: Database {
-            host: "127.0.0.1".into(),
-            port: li.port,
-            dbname: "synapse_li".into(),
-            user: "li_sync".into(),
-            password_env: "UNUSED".into(),
-        },
-        subscription: Subscription {
-            name: SUB.into(),
-            publication: "mxstack_li".into(),
-            main_host: "127.0.0.1".into(),
-            main_port: main.port,
-        },
-        media: None,
-        schema_check_interval_secs: 1,
-        status_interval_secs: 1,
-        dump_interval_secs: None,
-        working_copy: None,
-    }
 }
 
 struct Pair {
@@ -116,7 +66,7 @@ impl Pair {
         let replicator = connect(&main.dsn("li_replicator", "synapse")).await;
         let replica = connect(&li.dsn("li_sync", "synapse_li")).await;
         let locker = connect(&li.dsn("li_sync", "synapse_li")).await;
-        let cfg = config(&main, &li);
+        let cfg = config(&main, &li, SyncMode::Logical);
         Pair {
             _main: main,
             li,

@@ -1,55 +1,17 @@
 //! The replica path against two real PostgreSQL clusters: identities on main, schema copy,
 //! history, migrations absorbed, an outage caught up with nothing missing or changed.
 
+mod common;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mxstack_li_sync::config::{Database, LiSyncConfig, Subscription, SyncMode};
+use common::{config, connect, count, wait_for};
+use mxstack_li_sync::config::SyncMode;
 use mxstack_li_sync::replica::{prepare_main, schema_behind, sync_schema};
 use mxstack_li_sync::schema::Schema;
 use support::PgCluster;
-use tokio_postgres::{Client, NoTls};
-
-async fn connect(dsn: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-fn config(main: &PgCluster, li: &PgCluster) -> LiSyncConfig {
-    LiSyncConfig {
-        listen: "127.0.0.1:0".into(),
-        mode: SyncMode::Logical,
-        main: Database {
-            host: "127.0.0.1".into(),
-            port: main.port,
-            dbname: "synapse".into(),
-            user: "li_replicator".into(),
-            password_env: "UNUSED".into(),
-        },
-        replica: Database {
-            host: "127.0.0.1".into(),
-            port: li.port,
-            dbname: "synapse_li".into(),
-            user: "li_sync".into(),
-            password_env: "UNUSED".into(),
-        },
-        subscription: Subscription {
-            name: "mxstack_li".into(),
-            publication: "mxstack_li".into(),
-            main_host: "127.0.0.1".into(),
-            main_port: main.port,
-        },
-        media: None,
-        schema_check_interval_secs: 1,
-        status_interval_secs: 1,
-        dump_interval_secs: None,
-        working_copy: None,
-    }
-}
+use tokio_postgres::Client;
 
 /// Tables shaped like Synapse's three kinds: primary key, usable unique index, neither.
 const SYNAPSE_LIKE: &str = "
@@ -65,14 +27,6 @@ CREATE UNIQUE INDEX user_directory_user ON user_directory (user_id);
 CREATE TABLE worker_locks (lock_name text NOT NULL, lock_key text NOT NULL, token text NOT NULL, last_renewed_ts bigint NOT NULL);
 CREATE UNIQUE INDEX worker_locks_key ON worker_locks (lock_name, lock_key);
 ";
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn history(replica: &Client, table: &str, op: &str) -> i64 {
     count(
@@ -91,10 +45,6 @@ async fn all_tables_ready(replica: &Client) -> bool {
     )
     .await
         == 0
-}
-
-async fn count(db: &Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// A fingerprint of a table's rows in a fixed order, to compare main and replica row by row.
@@ -172,7 +122,7 @@ async fn logical_replica_keeps_history_absorbs_migrations_and_catches_up() {
         .await
         .unwrap();
 
-    let cfg = config(&main, &li);
+    let cfg = config(&main, &li, SyncMode::Logical);
     let mut replica = connect(&li.dsn("li_sync", "synapse_li")).await;
     let mut locker = connect(&li.dsn("li_sync", "synapse_li")).await;
     let report = sync_schema(

@@ -63,16 +63,6 @@ pub struct Health {
     pub live: &'static str,
 }
 
-impl Health {
-    const fn same(port: Port, path: &'static str) -> Option<Health> {
-        Some(Health {
-            port,
-            ready: path,
-            live: path,
-        })
-    }
-}
-
 /// One component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Component {
@@ -86,6 +76,47 @@ pub struct Component {
 }
 
 impl Component {
+    /// One of our workloads, its pods labelled with its id; nothing scraped or probed yet.
+    pub const fn ours(id: Party, feature: Option<Feature>, ports: &'static [Port]) -> Component {
+        Component {
+            id,
+            feature,
+            selector: Selector::Name,
+            ports,
+            scrape: None,
+            health: None,
+        }
+    }
+
+    /// Pods selected otherwise than by the id (an operator's labels, a worker group).
+    pub const fn selected_by(self, selector: Selector) -> Component {
+        Component { selector, ..self }
+    }
+
+    /// Scraped through its Service: a ServiceMonitor on `port` at `path`.
+    pub const fn scraped(self, port: Port, path: &'static str) -> Component {
+        Component {
+            scrape: Some(Scrape::Service { port, path }),
+            ..self
+        }
+    }
+
+    /// Scraped from its pods' port `port` (a PodMonitor).
+    pub const fn pod_scraped(self, port: &'static str) -> Component {
+        Component {
+            scrape: Some(Scrape::Pod { port }),
+            ..self
+        }
+    }
+
+    /// Health on `port`: `ready` for readiness, `live` for liveness.
+    pub const fn healthy(self, port: Port, ready: &'static str, live: &'static str) -> Component {
+        Component {
+            health: Some(Health { port, ready, live }),
+            ..self
+        }
+    }
+
     /// The id as a name: Service, pod label, ServiceMonitor/PodMonitor and scrape job.
     pub const fn name(&self) -> &'static str {
         self.id.as_str()
@@ -107,17 +138,10 @@ pub mod synapse {
     pub const HTTP: Port = Port::tcp("http", 8008);
     pub const REPLICATION: Port = Port::tcp("replication", 9093);
     pub const METRICS: Port = Port::tcp("metrics", 9090);
-    pub const COMPONENT: Component = Component {
-        id: Party::Synapse,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[HTTP, REPLICATION, METRICS],
-        scrape: Some(Scrape::Service {
-            port: METRICS,
-            path: "/_synapse/metrics",
-        }),
-        health: Health::same(HTTP, "/health"),
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Synapse, None, &[HTTP, REPLICATION, METRICS])
+            .scraped(METRICS, "/_synapse/metrics")
+            .healthy(HTTP, "/health", "/health");
     /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
     pub fn group_service(group: &str) -> String {
         format!("{}-{group}", Party::Synapse.as_str())
@@ -129,84 +153,43 @@ pub mod router {
     pub const HTTP: Port = Port::tcp("http", 8080);
     /// The stats page, Prometheus metrics and health check.
     pub const STATS: Port = Port::tcp("stats", 8404);
-    pub const COMPONENT: Component = Component {
-        id: Party::Router,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[HTTP, STATS],
-        scrape: Some(Scrape::Service {
-            port: STATS,
-            path: "/metrics",
-        }),
-        health: Health::same(STATS, "/healthz"),
-    };
+    pub const COMPONENT: Component = Component::ours(Party::Router, None, &[HTTP, STATS])
+        .scraped(STATS, "/metrics")
+        .healthy(STATS, "/healthz", "/healthz");
 }
 
 pub mod content_scanner {
     use super::*;
     /// Media downloads, the MCS API, upload scans and /metrics.
     pub const HTTP: Port = Port::tcp("http", 8090);
-    pub const COMPONENT: Component = Component {
-        id: Party::ContentScanner,
-        feature: Some(Feature::Antivirus),
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: Some(Scrape::Service {
-            port: HTTP,
-            path: "/metrics",
-        }),
-        health: Some(Health {
-            port: HTTP,
-            ready: "/ready",
-            live: "/health",
-        }),
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::ContentScanner, Some(Feature::Antivirus), &[HTTP])
+            .scraped(HTTP, "/metrics")
+            .healthy(HTTP, "/ready", "/health");
 }
 
 pub mod clamav {
     use super::*;
     pub const CLAMD: Port = Port::tcp("clamd", 3310);
-    pub const COMPONENT: Component = Component {
-        id: Party::Clamav,
-        feature: Some(Feature::Antivirus),
-        selector: Selector::Name,
-        ports: &[CLAMD],
-        scrape: None,
-        health: None,
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Clamav, Some(Feature::Antivirus), &[CLAMD]);
 }
 
 pub mod li_sync {
     use super::*;
     /// Status, /metrics and /health.
     pub const HTTP: Port = Port::tcp("http", 8091);
-    pub const COMPONENT: Component = Component {
-        id: Party::LiSync,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: Some(Scrape::Service {
-            port: HTTP,
-            path: "/metrics",
-        }),
-        health: Health::same(HTTP, "/health"),
-    };
+    pub const COMPONENT: Component = Component::ours(Party::LiSync, Some(Feature::Li), &[HTTP])
+        .scraped(HTTP, "/metrics")
+        .healthy(HTTP, "/health", "/health");
 }
 
 pub mod key_vault {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8092);
-    pub const COMPONENT: Component = Component {
-        id: Party::KeyVault,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: Some(Scrape::Service {
-            port: HTTP,
-            path: "/metrics",
-        }),
-        health: Health::same(HTTP, "/health"),
-    };
+    pub const COMPONENT: Component = Component::ours(Party::KeyVault, Some(Feature::Li), &[HTTP])
+        .scraped(HTTP, "/metrics")
+        .healthy(HTTP, "/health", "/health");
 }
 
 pub mod li_console {
@@ -214,17 +197,10 @@ pub mod li_console {
     pub const HTTP: Port = Port::tcp("http", 8093);
     /// Its own port, so the edge (which routes the console's whole host) never exposes it.
     pub const METRICS: Port = Port::tcp("metrics", 9094);
-    pub const COMPONENT: Component = Component {
-        id: Party::LiConsole,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[HTTP, METRICS],
-        scrape: Some(Scrape::Service {
-            port: METRICS,
-            path: "/metrics",
-        }),
-        health: Health::same(HTTP, "/health"),
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::LiConsole, Some(Feature::Li), &[HTTP, METRICS])
+            .scraped(METRICS, "/metrics")
+            .healthy(HTTP, "/health", "/health");
 }
 
 /// Both PostgreSQL clusters are CloudNativePG's: the same ports, its labels.
@@ -240,29 +216,20 @@ pub mod cnpg {
 pub mod li_postgres {
     use super::*;
     pub const CLUSTER: &str = "li-pg";
-    pub const COMPONENT: Component = Component {
-        id: Party::LiPostgres,
-        feature: Some(Feature::Li),
-        selector: Selector::CnpgCluster(CLUSTER),
-        ports: cnpg::PORTS,
-        // CloudNativePG's own PodMonitor switch is deprecated; this is the replacement it
-        // recommends.
-        scrape: Some(Scrape::Pod { port: "metrics" }),
-        health: None,
-    };
+    // CloudNativePG's own PodMonitor switch is deprecated; a PodMonitor is the replacement it
+    // recommends.
+    pub const COMPONENT: Component =
+        Component::ours(Party::LiPostgres, Some(Feature::Li), cnpg::PORTS)
+            .selected_by(Selector::CnpgCluster(CLUSTER))
+            .pod_scraped("metrics");
 }
 
 pub mod postgres {
     use super::*;
     pub const CLUSTER: &str = "main-pg";
-    pub const COMPONENT: Component = Component {
-        id: Party::Postgres,
-        feature: None,
-        selector: Selector::CnpgCluster(CLUSTER),
-        ports: cnpg::PORTS,
-        scrape: Some(Scrape::Pod { port: "metrics" }),
-        health: None,
-    };
+    pub const COMPONENT: Component = Component::ours(Party::Postgres, None, cnpg::PORTS)
+        .selected_by(Selector::CnpgCluster(CLUSTER))
+        .pod_scraped("metrics");
 }
 
 pub mod valkey {
@@ -273,27 +240,14 @@ pub mod valkey {
     pub const EXPORTER: Port = Port::tcp("metrics", 9121);
     /// The headless Service that gives each instance a stable name.
     pub const HEADLESS: &str = "valkey-headless";
-    pub const COMPONENT: Component = Component {
-        id: Party::Valkey,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[REDIS, SENTINEL, EXPORTER],
-        scrape: Some(Scrape::Pod { port: "metrics" }),
-        health: None,
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Valkey, None, &[REDIS, SENTINEL, EXPORTER]).pod_scraped("metrics");
 }
 
 /// The stable master endpoint: HAProxy checking `role:master` (Synapse has no Sentinel support).
 pub mod valkey_master {
     use super::*;
-    pub const COMPONENT: Component = Component {
-        id: Party::ValkeyMaster,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[valkey::REDIS],
-        scrape: None,
-        health: None,
-    };
+    pub const COMPONENT: Component = Component::ours(Party::ValkeyMaster, None, &[valkey::REDIS]);
 }
 
 pub mod seaweedfs {
@@ -309,11 +263,10 @@ pub mod seaweedfs {
     pub const S3_SERVICE: &str = "seaweedfs-s3";
     /// The ports SeaweedFS's servers talk to each other on.
     pub const INTERNAL: [Port; 6] = [MASTER, MASTER_GRPC, VOLUME, VOLUME_GRPC, FILER, FILER_GRPC];
-    pub const COMPONENT: Component = Component {
-        id: Party::Seaweedfs,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[
+    pub const COMPONENT: Component = Component::ours(
+        Party::Seaweedfs,
+        None,
+        &[
             S3,
             MASTER,
             MASTER_GRPC,
@@ -322,89 +275,54 @@ pub mod seaweedfs {
             FILER,
             FILER_GRPC,
         ],
-        scrape: None,
-        health: None,
-    };
+    );
 }
 
 pub mod minio {
     use super::*;
     pub const S3: Port = Port::tcp("s3", 9000);
     pub const TENANT: &str = "minio";
-    pub const COMPONENT: Component = Component {
-        id: Party::Minio,
-        feature: None,
-        selector: Selector::MinioTenant(TENANT),
-        ports: &[S3],
-        scrape: None,
-        health: None,
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Minio, None, &[S3]).selected_by(Selector::MinioTenant(TENANT));
 }
 
 pub mod element {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8080);
-    pub const COMPONENT: Component = Component {
-        id: Party::Element,
-        feature: None,
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: None,
-        health: Health::same(HTTP, "/healthz"),
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Element, None, &[HTTP]).healthy(HTTP, "/healthz", "/healthz");
 }
 
 pub mod coturn {
     use super::*;
     pub const TURN: Port = Port::tcp("turn", 3478);
     pub const TURNS: Port = Port::tcp("turns", 5349);
-    pub const COMPONENT: Component = Component {
-        id: Party::Coturn,
-        feature: Some(Feature::Calls),
-        selector: Selector::Name,
-        ports: &[TURN, TURNS],
-        scrape: None,
-        health: None,
-    };
+    pub const COMPONENT: Component =
+        Component::ours(Party::Coturn, Some(Feature::Calls), &[TURN, TURNS]);
 }
 
 pub mod livekit {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 7880);
-    pub const COMPONENT: Component = Component {
-        id: Party::Livekit,
-        feature: Some(Feature::Calls),
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: None,
-        health: None,
-    };
+    pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP]);
 }
 
 pub mod sygnal {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 5000);
-    pub const COMPONENT: Component = Component {
-        id: Party::Sygnal,
-        feature: Some(Feature::Push),
-        selector: Selector::Name,
-        ports: &[HTTP],
-        scrape: None,
-        health: Health::same(HTTP, "/health"),
-    };
+    pub const COMPONENT: Component = Component::ours(Party::Sygnal, Some(Feature::Push), &[HTTP])
+        .healthy(HTTP, "/health", "/health");
 }
 
 /// Synapse LI: the read-only browsing homeserver on the working copy.
 pub mod synapse_li {
     use super::*;
-    pub const COMPONENT: Component = Component {
-        id: Party::SynapseLi,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[synapse::HTTP],
-        scrape: None,
-        health: Health::same(synapse::HTTP, "/health"),
-    };
+    pub const COMPONENT: Component = Component::ours(
+        Party::SynapseLi,
+        Some(Feature::Li),
+        &[synapse::HTTP],
+    )
+    .healthy(synapse::HTTP, "/health", "/health");
 }
 
 /// The LI web UIs (Element LI, Synapse Admin LI): nginx as a non-root user.
@@ -415,26 +333,22 @@ pub mod li_web {
 
 pub mod element_li {
     use super::*;
-    pub const COMPONENT: Component = Component {
-        id: Party::ElementLi,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[li_web::HTTP],
-        scrape: None,
-        health: Health::same(li_web::HTTP, "/healthz"),
-    };
+    pub const COMPONENT: Component = Component::ours(
+        Party::ElementLi,
+        Some(Feature::Li),
+        &[li_web::HTTP],
+    )
+    .healthy(li_web::HTTP, "/healthz", "/healthz");
 }
 
 pub mod synapse_admin_li {
     use super::*;
-    pub const COMPONENT: Component = Component {
-        id: Party::SynapseAdminLi,
-        feature: Some(Feature::Li),
-        selector: Selector::Name,
-        ports: &[li_web::HTTP],
-        scrape: None,
-        health: Health::same(li_web::HTTP, "/healthz"),
-    };
+    pub const COMPONENT: Component = Component::ours(
+        Party::SynapseAdminLi,
+        Some(Feature::Li),
+        &[li_web::HTTP],
+    )
+    .healthy(li_web::HTTP, "/healthz", "/healthz");
 }
 
 /// Every component, in the order the targets emit them (the monitoring objects follow it).
@@ -466,11 +380,8 @@ pub const ALL: [&Component; 21] = [
 /// Synapse pods of group `main`.
 pub const SYNAPSE_MAIN: Component = Component {
     id: Party::SynapseMain,
-    feature: None,
-    selector: Selector::SynapseGroup(crate::workers::MAIN_INSTANCE),
-    ports: synapse::COMPONENT.ports,
     scrape: None,
-    health: synapse::COMPONENT.health,
+    ..synapse::COMPONENT.selected_by(Selector::SynapseGroup(crate::workers::MAIN_INSTANCE))
 };
 
 /// The declaration of an in-namespace party with long-running pods of its own (None for the
