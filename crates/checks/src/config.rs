@@ -379,6 +379,104 @@ mod tests {
         assert!(e.is_error());
     }
 
+    /// Breaks every rule, several of them more than once.
+    const BROKEN: &str = "\
+domain: matrix.example.com
+scale: 1k
+features: [li]
+namespace: Matrix_NS
+storage_class: CHANGEME
+hostnames:
+  element: Chat_Acme
+  turn: turn.example.com
+tls:
+  acme_email: not-an-email
+media:
+  backend: s3
+  endpoint: ftp://s3.acme.test
+  bucket: CHANGEME
+synapse:
+  redaction_retention_period: 7 days
+  remote_media_retention: 90days
+backup:
+  bucket: CHANGEME
+li:
+  node_label: lawful intercept
+  allowed_cidrs:
+    - 10.0.0.0/33
+    - 198.51.100.0/24
+    - nonsense
+images:
+  synapse: ghcr.io/mxstack/synapse:1.150.0
+  haproxy: haproxy:latest
+  valkey: valkey
+  element: CHANGEME
+overrides:
+  event-persister:
+    max_replicas: 6
+    replicas: 8
+    cpu: lots
+  stream-writer:
+    replicas: 3
+    memory: 4GB
+  synchrotron:
+    replicas: 4
+    max_replicas: 2
+    cpu: 0
+    memory: 0Mi
+";
+
+    /// The rules BROKEN cannot break at once (another media backend, LI without networks).
+    const BROKEN_TOO: &str =
+        "domain: acme.test\nscale: 100\nfeatures: [li]\nmedia:\n  backend: minio-legacy\n";
+
+    fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
+        run(yaml)
+            .iter()
+            .map(|f| (f.rule, f.location.as_ref().unwrap().line))
+            .collect()
+    }
+
+    // `mxstack check --json` lists findings in this order; consumers and operators rely on it.
+    #[test]
+    fn findings_keep_their_order() {
+        assert_eq!(
+            rules_and_lines(BROKEN),
+            [
+                ("MX-CFG-001", 1),
+                ("MX-CFG-002", 7),
+                ("MX-CFG-001", 8),
+                ("MX-CFG-002", 4),
+                ("MX-CFG-001", 5),
+                ("MX-CFG-003", 10),
+                ("MX-CFG-004", 13),
+                ("MX-CFG-001", 14),
+                ("MX-CFG-001", 19),
+                ("MX-CFG-006", 28),
+                ("MX-CFG-006", 29),
+                ("MX-CFG-001", 30),
+                ("MX-CFG-012", 27),
+                ("MX-CFG-008", 41),
+                ("MX-CFG-008", 42),
+                ("MX-CFG-008", 43),
+                ("MX-CFG-007", 33),
+                ("MX-CFG-008", 33),
+                ("MX-CFG-008", 35),
+                ("MX-CFG-011", 37),
+                ("MX-CFG-008", 38),
+                ("MX-CFG-014", 16),
+                ("MX-CFG-014", 17),
+                ("MX-CFG-010", 23),
+                ("MX-CFG-010", 25),
+                ("MX-CFG-013", 21),
+            ]
+        );
+        assert_eq!(
+            rules_and_lines(BROKEN_TOO),
+            [("MX-CFG-003", 1), ("MX-CFG-005", 5), ("MX-CFG-009", 1)]
+        );
+    }
+
     #[test]
     fn synapse_durations_are_checked_at_their_key() {
         let base = "domain: acme.test\nscale: 1k\nfeatures: []\ntls:\n  acme_email: ops@acme.test\nsynapse:\n";
