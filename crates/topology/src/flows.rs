@@ -151,7 +151,18 @@ fn tcp(from: Party, to: Party, ports: &[u16], why: &'static str) -> Flow {
     }
 }
 
-pub const SEAWEEDFS_INTERNAL_PORTS: [u16; 6] = [9333, 19333, 8080, 18080, 8888, 18888];
+/// The numbers of [`reg::seaweedfs::INTERNAL`] (a flow lists numbers).
+pub const SEAWEEDFS_INTERNAL_PORTS: [u16; 6] = {
+    let p = reg::seaweedfs::INTERNAL;
+    [
+        p[0].number,
+        p[1].number,
+        p[2].number,
+        p[3].number,
+        p[4].number,
+        p[5].number,
+    ]
+};
 /// The Kubernetes API: the `kubernetes` Service's port and the port the API server listens on.
 pub const KUBERNETES_API_PORTS: [u16; 2] = [443, 6443];
 
@@ -455,7 +466,12 @@ fn monitoring_flows(_: &Topology) -> Vec<Flow> {
             &[reg::cnpg::METRICS.number],
             "PostgreSQL metrics",
         ),
-        tcp(Monitoring, Valkey, &[9121], "Valkey metrics exporter"),
+        tcp(
+            Monitoring,
+            Valkey,
+            &[reg::valkey::EXPORTER.number],
+            "Valkey metrics exporter",
+        ),
     ]
 }
 
