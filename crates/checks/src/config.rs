@@ -1,15 +1,50 @@
 //! Rules on the config as the operator wrote it; findings point at file:line:column.
 
 use mxstack_spec::{
-    placeholder_reason, Component, Config, Feature, MediaBackend, TlsIssuer, YamlLocator,
-    SYNAPSE_VERSION,
+    placeholder_reason, Component, ComponentOverride, Config, Feature, MediaBackend, TlsIssuer,
+    YamlLocator, SYNAPSE_VERSION,
 };
 use mxstack_topology::sizing::{parse_cpu, parse_memory_mib};
 
 use crate::Finding;
 
+/// One check on the config: the findings of one concern.
+type Check = fn(&Config, &YamlLocator) -> Vec<Finding>;
+
+/// Every check with the rules it reports, in the order `check` reports findings (`mxstack check
+/// --json` keeps it). A placeholder value gets MX-CFG-001 instead of its own rule, so 001 sits
+/// with each value's check. A new rule: its function and a row here. (MX-CFG-000, a file that
+/// does not load, is reported before any of these can run.)
+const CHECKS: &[(&[&str], Check)] = &[
+    (&["MX-CFG-001", "MX-CFG-002"], dns_names),
+    (&["MX-CFG-001", "MX-CFG-002"], kubernetes_names),
+    (&["MX-CFG-001", "MX-CFG-003"], acme_email),
+    (&["MX-CFG-001", "MX-CFG-004", "MX-CFG-005"], media_backend),
+    (&["MX-CFG-001"], buckets),
+    (&["MX-CFG-001", "MX-CFG-006"], images_pinned),
+    (&["MX-CFG-012"], synapse_version),
+    (&["MX-CFG-007", "MX-CFG-008", "MX-CFG-011"], overrides),
+    (&["MX-CFG-014"], synapse_durations),
+    (&["MX-CFG-010"], li_cidrs),
+    (&["MX-CFG-013"], li_node_label),
+    (&["MX-CFG-009"], li_restricted),
+];
+
 pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
-    let mut out = Vec::new();
+    CHECKS
+        .iter()
+        .flat_map(|(_, check)| check(config, loc))
+        .collect()
+}
+
+/// MX-CFG-001 for a placeholder at `path`, else None.
+fn placeholder(path: &str, value: &str, loc: &YamlLocator) -> Option<Finding> {
+    let why = placeholder_reason(value)?;
+    Some(Finding::new("MX-CFG-001", format!("`{path}` is `{value}`: {why}")).at(loc.locate(path)))
+}
+
+/// The domain and the hostnames the operator set (derived ones follow from the domain).
+fn dns_names(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     let hosts = config.hostnames();
     let mut names: Vec<(String, String)> = vec![("domain".into(), config.domain.clone())];
     let overrides = &config.hostnames;
@@ -28,187 +63,217 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
             names.push((format!("hostnames.{key}"), value.clone()));
         }
     }
+    let mut out = Vec::new();
     for (path, value) in &names {
-        if let Some(why) = placeholder_reason(value) {
-            out.push(
-                Finding::new("MX-CFG-001", format!("`{path}` is `{value}`: {why}"))
-                    .at(loc.locate(path)),
-            );
+        if let Some(f) = placeholder(path, value, loc) {
+            out.push(f);
         } else if !valid_dns_name(value) {
             out.push(
                 Finding::new("MX-CFG-002", format!("`{path}` is `{value}`")).at(loc.locate(path)),
             );
         }
     }
+    out
+}
+
+fn kubernetes_names(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let mut out = Vec::new();
     for (path, value) in [
         ("namespace", Some(&config.namespace)),
         ("storage_class", config.storage_class.as_ref()),
     ] {
-        if let Some(v) = value {
-            if let Some(why) = placeholder_reason(v) {
-                out.push(
-                    Finding::new("MX-CFG-001", format!("`{path}` is `{v}`: {why}"))
-                        .at(loc.locate(path)),
-                );
-            } else if !valid_label(v) {
-                out.push(
-                    Finding::new("MX-CFG-002", format!("`{path}` is `{v}`"))
-                        .at(loc.locate(path))
-                        .fix("use lower-case letters, digits and '-' (a Kubernetes name)"),
-                );
-            }
-        }
-    }
-
-    if matches!(
-        config.tls.issuer,
-        TlsIssuer::Letsencrypt | TlsIssuer::LetsencryptStaging
-    ) {
-        match config.tls.acme_email.as_deref() {
-            None => out.push(
-                Finding::new("MX-CFG-003", "tls.acme_email is not set").at(loc.locate("tls")),
-            ),
-            Some(e) => {
-                if let Some(why) = placeholder_reason(e) {
-                    out.push(
-                        Finding::new("MX-CFG-001", format!("`tls.acme_email` is `{e}`: {why}"))
-                            .at(loc.locate("tls.acme_email")),
-                    );
-                } else if !valid_email(e) {
-                    out.push(
-                        Finding::new("MX-CFG-003", format!("`{e}` is not an e-mail address"))
-                            .at(loc.locate("tls.acme_email")),
-                    );
-                }
-            }
-        }
-    }
-
-    match config.media.backend {
-        MediaBackend::S3 => match config.media.endpoint.as_deref() {
-            None => out.push(
-                Finding::new(
-                    "MX-CFG-004",
-                    "media.backend is s3 but media.endpoint is not set",
-                )
-                .at(loc.locate("media")),
-            ),
-            Some(e) => {
-                if let Some(why) = placeholder_reason(e) {
-                    out.push(
-                        Finding::new("MX-CFG-001", format!("`media.endpoint` is `{e}`: {why}"))
-                            .at(loc.locate("media.endpoint")),
-                    );
-                } else if !(e.starts_with("https://") || e.starts_with("http://")) {
-                    out.push(
-                        Finding::new("MX-CFG-004", format!("`{e}` is not an http(s) URL"))
-                            .at(loc.locate("media.endpoint")),
-                    );
-                }
-            }
-        },
-        MediaBackend::MinioLegacy => out.push(
-            Finding::new(
-                "MX-CFG-005",
-                "media.backend minio-legacy deploys an unmaintained object store",
-            )
-            .at(loc.locate("media.backend")),
-        ),
-        MediaBackend::Seaweedfs => {}
-    }
-    for (path, bucket) in [
-        ("media.bucket", &config.media.bucket),
-        ("backup.bucket", &config.backup.bucket),
-    ] {
-        if let Some(why) = placeholder_reason(bucket) {
+        let Some(v) = value else { continue };
+        if let Some(f) = placeholder(path, v, loc) {
+            out.push(f);
+        } else if !valid_label(v) {
             out.push(
-                Finding::new("MX-CFG-001", format!("`{path}` is `{bucket}`: {why}"))
-                    .at(loc.locate(path)),
+                Finding::new("MX-CFG-002", format!("`{path}` is `{v}`"))
+                    .at(loc.locate(path))
+                    .fix("use lower-case letters, digits and '-' (a Kubernetes name)"),
             );
         }
     }
+    out
+}
 
+/// Let's Encrypt needs a mailbox; the other issuers do not.
+fn acme_email(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !matches!(
+        config.tls.issuer,
+        TlsIssuer::Letsencrypt | TlsIssuer::LetsencryptStaging
+    ) {
+        return vec![];
+    }
+    let Some(e) = config.tls.acme_email.as_deref() else {
+        return vec![Finding::new("MX-CFG-003", "tls.acme_email is not set").at(loc.locate("tls"))];
+    };
+    if let Some(f) = placeholder("tls.acme_email", e, loc) {
+        vec![f]
+    } else if !valid_email(e) {
+        vec![
+            Finding::new("MX-CFG-003", format!("`{e}` is not an e-mail address"))
+                .at(loc.locate("tls.acme_email")),
+        ]
+    } else {
+        vec![]
+    }
+}
+
+fn media_backend(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    match config.media.backend {
+        MediaBackend::S3 => s3_endpoint(config, loc),
+        MediaBackend::MinioLegacy => vec![Finding::new(
+            "MX-CFG-005",
+            "media.backend minio-legacy deploys an unmaintained object store",
+        )
+        .at(loc.locate("media.backend"))],
+        MediaBackend::Seaweedfs => vec![],
+    }
+}
+
+fn s3_endpoint(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let Some(e) = config.media.endpoint.as_deref() else {
+        return vec![Finding::new(
+            "MX-CFG-004",
+            "media.backend is s3 but media.endpoint is not set",
+        )
+        .at(loc.locate("media"))];
+    };
+    if let Some(f) = placeholder("media.endpoint", e, loc) {
+        vec![f]
+    } else if !(e.starts_with("https://") || e.starts_with("http://")) {
+        vec![
+            Finding::new("MX-CFG-004", format!("`{e}` is not an http(s) URL"))
+                .at(loc.locate("media.endpoint")),
+        ]
+    } else {
+        vec![]
+    }
+}
+
+fn buckets(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    [
+        ("media.bucket", &config.media.bucket),
+        ("backup.bucket", &config.backup.bucket),
+    ]
+    .into_iter()
+    .filter_map(|(path, bucket)| placeholder(path, bucket, loc))
+    .collect()
+}
+
+fn images_pinned(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     let images = serde_json::to_value(&config.images).expect("images serialize");
-    if let Some(map) = images.as_object() {
-        for (name, v) in map {
-            let image = v.as_str().unwrap_or("");
-            if let Some(why) = placeholder_reason(image) {
-                out.push(
-                    Finding::new("MX-CFG-001", format!("image `{name}` is `{image}`: {why}"))
-                        .at(loc.locate(&format!("images.{name}"))),
-                );
-            } else if !image_pinned(image) {
-                out.push(
-                    Finding::new("MX-CFG-006", format!("image `{name}` is `{image}`"))
-                        .at(loc.locate(&format!("images.{name}"))),
-                );
-            }
+    let Some(map) = images.as_object() else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (name, v) in map {
+        let image = v.as_str().unwrap_or("");
+        let path = format!("images.{name}");
+        if let Some(why) = placeholder_reason(image) {
+            out.push(
+                Finding::new("MX-CFG-001", format!("image `{name}` is `{image}`: {why}"))
+                    .at(loc.locate(&path)),
+            );
+        } else if !image_pinned(image) {
+            out.push(
+                Finding::new("MX-CFG-006", format!("image `{name}` is `{image}`"))
+                    .at(loc.locate(&path)),
+            );
         }
     }
-    if !config.images.synapse.contains(SYNAPSE_VERSION) {
-        out.push(
-            Finding::new(
-                "MX-CFG-012",
-                format!(
-                    "images.synapse is `{}`; mxstack renders config for Synapse {SYNAPSE_VERSION}",
-                    config.images.synapse
-                ),
-            )
-            .at(loc.locate("images.synapse")),
-        );
-    }
+    out
+}
 
+fn synapse_version(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if config.images.synapse.contains(SYNAPSE_VERSION) {
+        return vec![];
+    }
+    vec![Finding::new(
+        "MX-CFG-012",
+        format!(
+            "images.synapse is `{}`; mxstack renders config for Synapse {SYNAPSE_VERSION}",
+            config.images.synapse
+        ),
+    )
+    .at(loc.locate("images.synapse"))]
+}
+
+/// Per overridden component: its scaling, then its resource quantities.
+fn overrides(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let mut out = Vec::new();
     for (component, o) in &config.overrides {
         let key = serde_json::to_value(component)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let base = format!("overrides.{key}");
-        let autoscalable = matches!(component, Component::Synchrotron | Component::Generic);
-        if o.max_replicas.is_some() && !autoscalable {
+        out.extend(override_scaling(*component, o, &key, &base, loc));
+        out.extend(override_quantities(o, &base, loc));
+    }
+    out
+}
+
+fn override_scaling(
+    component: Component,
+    o: &ComponentOverride,
+    key: &str,
+    base: &str,
+    loc: &YamlLocator,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let autoscalable = matches!(component, Component::Synchrotron | Component::Generic);
+    if o.max_replicas.is_some() && !autoscalable {
+        out.push(
+            Finding::new("MX-CFG-007", format!("`{key}` cannot autoscale"))
+                .at(loc.locate(&format!("{base}.max_replicas"))),
+        );
+    }
+    if let (Some(min), Some(max)) = (o.replicas, o.max_replicas) {
+        if max < min {
             out.push(
-                Finding::new("MX-CFG-007", format!("`{key}` cannot autoscale"))
-                    .at(loc.locate(&format!("{base}.max_replicas"))),
+                Finding::new(
+                    "MX-CFG-008",
+                    format!("`{key}`: max_replicas {max} is below replicas {min}"),
+                )
+                .at(loc.locate(&format!("{base}.max_replicas")))
+                .fix("make max_replicas at least replicas"),
             );
-        }
-        if let (Some(min), Some(max)) = (o.replicas, o.max_replicas) {
-            if max < min {
-                out.push(
-                    Finding::new(
-                        "MX-CFG-008",
-                        format!("`{key}`: max_replicas {max} is below replicas {min}"),
-                    )
-                    .at(loc.locate(&format!("{base}.max_replicas")))
-                    .fix("make max_replicas at least replicas"),
-                );
-            }
-        }
-        if *component == Component::StreamWriter && o.replicas.is_some_and(|r| r > 1) {
-            out.push(
-                Finding::new("MX-CFG-011", "stream-writer replicas above 1")
-                    .at(loc.locate(&format!("{base}.replicas"))),
-            );
-        }
-        if let Some(cpu) = &o.cpu {
-            if parse_cpu(cpu).is_none() {
-                out.push(
-                    Finding::new("MX-CFG-008", format!("cpu `{cpu}`"))
-                        .at(loc.locate(&format!("{base}.cpu"))),
-                );
-            }
-        }
-        if let Some(mem) = &o.memory {
-            if parse_memory_mib(mem).is_none() {
-                out.push(
-                    Finding::new("MX-CFG-008", format!("memory `{mem}`"))
-                        .at(loc.locate(&format!("{base}.memory"))),
-                );
-            }
         }
     }
+    if component == Component::StreamWriter && o.replicas.is_some_and(|r| r > 1) {
+        out.push(
+            Finding::new("MX-CFG-011", "stream-writer replicas above 1")
+                .at(loc.locate(&format!("{base}.replicas"))),
+        );
+    }
+    out
+}
 
-    // Synapse refuses to start on a malformed duration; say so at the key instead.
-    for (key, value) in [
+fn override_quantities(o: &ComponentOverride, base: &str, loc: &YamlLocator) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(cpu) = o.cpu.as_ref().filter(|cpu| parse_cpu(cpu).is_none()) {
+        out.push(
+            Finding::new("MX-CFG-008", format!("cpu `{cpu}`"))
+                .at(loc.locate(&format!("{base}.cpu"))),
+        );
+    }
+    if let Some(mem) = o
+        .memory
+        .as_ref()
+        .filter(|mem| parse_memory_mib(mem).is_none())
+    {
+        out.push(
+            Finding::new("MX-CFG-008", format!("memory `{mem}`"))
+                .at(loc.locate(&format!("{base}.memory"))),
+        );
+    }
+    out
+}
+
+/// Synapse refuses to start on a malformed duration; say so at the key instead.
+fn synapse_durations(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    [
         (
             "synapse.redaction_retention_period",
             &config.synapse.redaction_retention_period,
@@ -217,40 +282,50 @@ pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
             "synapse.remote_media_retention",
             &config.synapse.remote_media_retention,
         ),
-    ] {
-        if !synapse_duration(value) {
-            out.push(
-                Finding::new("MX-CFG-014", format!("`{key}` is `{value}`")).at(loc.locate(key)),
-            );
-        }
-    }
+    ]
+    .into_iter()
+    .filter(|(_, value)| !synapse_duration(value))
+    .map(|(key, value)| {
+        Finding::new("MX-CFG-014", format!("`{key}` is `{value}`")).at(loc.locate(key))
+    })
+    .collect()
+}
 
-    for (i, cidr) in config.li.allowed_cidrs.iter().enumerate() {
-        if !valid_cidr(cidr) {
-            out.push(
-                Finding::new("MX-CFG-010", format!("`{cidr}`"))
-                    .at(loc.locate(&format!("li.allowed_cidrs[{i}]"))),
-            );
-        }
-    }
-    if config.has(Feature::Li)
-        && mxstack_topology::li_browsing::node_label(&config.li.node_label).is_none()
+fn li_cidrs(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    config
+        .li
+        .allowed_cidrs
+        .iter()
+        .enumerate()
+        .filter(|(_, cidr)| !valid_cidr(cidr))
+        .map(|(i, cidr)| {
+            Finding::new("MX-CFG-010", format!("`{cidr}`"))
+                .at(loc.locate(&format!("li.allowed_cidrs[{i}]")))
+        })
+        .collect()
+}
+
+fn li_node_label(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Li)
+        || mxstack_topology::li_browsing::node_label(&config.li.node_label).is_some()
     {
-        out.push(
-            Finding::new("MX-CFG-013", format!("`{}`", config.li.node_label))
-                .at(loc.locate("li.node_label")),
-        );
+        return vec![];
     }
-    if config.has(Feature::Li) && config.li.allowed_cidrs.is_empty() {
-        out.push(
-            Finding::new(
-                "MX-CFG-009",
-                "feature li is on and li.allowed_cidrs is empty",
-            )
-            .at(loc.locate("li")),
-        );
+    vec![
+        Finding::new("MX-CFG-013", format!("`{}`", config.li.node_label))
+            .at(loc.locate("li.node_label")),
+    ]
+}
+
+fn li_restricted(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Li) || !config.li.allowed_cidrs.is_empty() {
+        return vec![];
     }
-    out
+    vec![Finding::new(
+        "MX-CFG-009",
+        "feature li is on and li.allowed_cidrs is empty",
+    )
+    .at(loc.locate("li"))]
 }
 
 pub fn valid_dns_name(s: &str) -> bool {
@@ -377,6 +452,133 @@ mod tests {
         let e = f.iter().find(|f| f.rule == "MX-CFG-013").expect("finding");
         assert_eq!(e.location.as_ref().unwrap().line, 8);
         assert!(e.is_error());
+    }
+
+    /// Breaks every rule, several of them more than once.
+    const BROKEN: &str = "\
+domain: matrix.example.com
+scale: 1k
+features: [li]
+namespace: Matrix_NS
+storage_class: CHANGEME
+hostnames:
+  element: Chat_Acme
+  turn: turn.example.com
+tls:
+  acme_email: not-an-email
+media:
+  backend: s3
+  endpoint: ftp://s3.acme.test
+  bucket: CHANGEME
+synapse:
+  redaction_retention_period: 7 days
+  remote_media_retention: 90days
+backup:
+  bucket: CHANGEME
+li:
+  node_label: lawful intercept
+  allowed_cidrs:
+    - 10.0.0.0/33
+    - 198.51.100.0/24
+    - nonsense
+images:
+  synapse: ghcr.io/mxstack/synapse:1.150.0
+  haproxy: haproxy:latest
+  valkey: valkey
+  element: CHANGEME
+overrides:
+  event-persister:
+    max_replicas: 6
+    replicas: 8
+    cpu: lots
+  stream-writer:
+    replicas: 3
+    memory: 4GB
+  synchrotron:
+    replicas: 4
+    max_replicas: 2
+    cpu: 0
+    memory: 0Mi
+";
+
+    /// The rules BROKEN cannot break at once (another media backend, LI without networks).
+    const BROKEN_TOO: &str =
+        "domain: acme.test\nscale: 100\nfeatures: [li]\nmedia:\n  backend: minio-legacy\n";
+
+    fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
+        run(yaml)
+            .iter()
+            .map(|f| (f.rule, f.location.as_ref().unwrap().line))
+            .collect()
+    }
+
+    // `mxstack check --json` lists findings in this order; consumers and operators rely on it.
+    #[test]
+    fn findings_keep_their_order() {
+        assert_eq!(
+            rules_and_lines(BROKEN),
+            [
+                ("MX-CFG-001", 1),
+                ("MX-CFG-002", 7),
+                ("MX-CFG-001", 8),
+                ("MX-CFG-002", 4),
+                ("MX-CFG-001", 5),
+                ("MX-CFG-003", 10),
+                ("MX-CFG-004", 13),
+                ("MX-CFG-001", 14),
+                ("MX-CFG-001", 19),
+                ("MX-CFG-006", 28),
+                ("MX-CFG-006", 29),
+                ("MX-CFG-001", 30),
+                ("MX-CFG-012", 27),
+                ("MX-CFG-008", 41),
+                ("MX-CFG-008", 42),
+                ("MX-CFG-008", 43),
+                ("MX-CFG-007", 33),
+                ("MX-CFG-008", 33),
+                ("MX-CFG-008", 35),
+                ("MX-CFG-011", 37),
+                ("MX-CFG-008", 38),
+                ("MX-CFG-014", 16),
+                ("MX-CFG-014", 17),
+                ("MX-CFG-010", 23),
+                ("MX-CFG-010", 25),
+                ("MX-CFG-013", 21),
+            ]
+        );
+        assert_eq!(
+            rules_and_lines(BROKEN_TOO),
+            [("MX-CFG-003", 1), ("MX-CFG-005", 5), ("MX-CFG-009", 1)]
+        );
+    }
+
+    // Each row names exactly the rules its check reports, and the rows cover the catalogue.
+    #[test]
+    fn every_config_rule_has_a_check_and_each_check_reports_its_rules() {
+        let mut reported = std::collections::BTreeSet::new();
+        for yaml in [BROKEN, BROKEN_TOO] {
+            let (c, l) = Config::from_yaml("m.yaml", yaml).unwrap();
+            for (ids, check) in CHECKS {
+                for f in check(&c, &l) {
+                    assert!(ids.contains(&f.rule), "{} from a check of {ids:?}", f.rule);
+                    reported.insert(f.rule);
+                }
+            }
+        }
+        let named: std::collections::BTreeSet<_> = CHECKS
+            .iter()
+            .flat_map(|(ids, _)| ids.iter().copied())
+            .collect();
+        let catalogue: std::collections::BTreeSet<_> = crate::RULES
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| id.starts_with("MX-CFG-") && *id != "MX-CFG-000")
+            .collect();
+        assert_eq!(named, catalogue);
+        assert_eq!(
+            reported, catalogue,
+            "BROKEN and BROKEN_TOO break every rule"
+        );
     }
 
     #[test]

@@ -151,7 +151,18 @@ fn tcp(from: Party, to: Party, ports: &[u16], why: &'static str) -> Flow {
     }
 }
 
-pub const SEAWEEDFS_INTERNAL_PORTS: [u16; 6] = [9333, 19333, 8080, 18080, 8888, 18888];
+/// The numbers of [`reg::seaweedfs::INTERNAL`] (a flow lists numbers).
+pub const SEAWEEDFS_INTERNAL_PORTS: [u16; 6] = {
+    let p = reg::seaweedfs::INTERNAL;
+    [
+        p[0].number,
+        p[1].number,
+        p[2].number,
+        p[3].number,
+        p[4].number,
+        p[5].number,
+    ]
+};
 /// The Kubernetes API: the `kubernetes` Service's port and the port the API server listens on.
 pub const KUBERNETES_API_PORTS: [u16; 2] = [443, 6443];
 
@@ -164,14 +175,328 @@ fn s3_target(t: &Topology) -> (Party, u16) {
     }
 }
 
+/// The flows of one part of the system.
+type Part = fn(&Topology) -> Vec<Flow>;
+
+/// Every part with the feature that brings it (None: always there). A part owns the flows its
+/// component takes part in, including Prometheus scraping a feature's own components.
+const PARTS: &[(Option<Feature>, Part)] = &[
+    (None, router_flows),
+    (None, element_flows),
+    (None, synapse_flows),
+    (None, valkey_flows),
+    (None, postgres_flows),
+    (None, media_flows),
+    (Some(Feature::Push), push_flows),
+    (Some(Feature::Calls), calls_flows),
+    (Some(Feature::Antivirus), antivirus_flows),
+    (Some(Feature::Monitoring), monitoring_flows),
+    (Some(Feature::Li), li_flows),
+];
+
+/// All flows, sorted: the order of the parts does not show in the policies or in NETWORK.md.
+pub fn flows(t: &Topology) -> Vec<Flow> {
+    let mut f: Vec<Flow> = PARTS
+        .iter()
+        .filter(|(feature, _)| feature.is_none_or(|x| t.has(x)))
+        .flat_map(|(_, part)| part(t))
+        .collect();
+    f.sort();
+    f
+}
+
+/// Client and federation requests: edge -> router -> Synapse.
+fn router_flows(_: &Topology) -> Vec<Flow> {
+    use Party::*;
+    vec![
+        tcp(
+            Edge,
+            Router,
+            &[reg::router::HTTP.number],
+            "client and federation HTTPS terminated at the edge",
+        ),
+        tcp(
+            Router,
+            Synapse,
+            &[reg::synapse::HTTP.number],
+            "routed client/federation requests",
+        ),
+    ]
+}
+
+fn element_flows(_: &Topology) -> Vec<Flow> {
+    vec![tcp(
+        Party::Edge,
+        Party::Element,
+        &[reg::element::HTTP.number],
+        "Element Web static files",
+    )]
+}
+
+/// Between Synapse's processes, and out to the internet.
+fn synapse_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    let mut f = vec![tcp(
+        Synapse,
+        Synapse,
+        &[reg::synapse::REPLICATION.number],
+        "HTTP replication between main and workers",
+    )];
+    // Inbound federation needs no flow of its own: /.well-known/matrix/server delegates it to the
+    // matrix host on 443, so it arrives like client traffic (edge -> router 8080); neither the edge
+    // nor the router listens on 8448.
+    if t.has(Feature::Federation) {
+        f.push(tcp(
+            Synapse,
+            Internet,
+            &[443, 8448],
+            "outbound federation and key fetches",
+        ));
+    }
+    if t.config.synapse.url_previews {
+        f.push(tcp(
+            Synapse,
+            Internet,
+            &[80, 443],
+            "URL previews (media workers)",
+        ));
+    }
+    f
+}
+
+fn valkey_flows(_: &Topology) -> Vec<Flow> {
+    use Party::*;
+    vec![
+        tcp(
+            Synapse,
+            ValkeyMaster,
+            &[reg::valkey::REDIS.number],
+            "replication stream pub/sub via the master endpoint",
+        ),
+        tcp(
+            ValkeyMaster,
+            Valkey,
+            &[reg::valkey::REDIS.number],
+            "master endpoint health checks and proxying",
+        ),
+        tcp(
+            Valkey,
+            Valkey,
+            &[reg::valkey::REDIS.number, reg::valkey::SENTINEL.number],
+            "Valkey replication and Sentinel gossip",
+        ),
+    ]
+}
+
+/// Main's PostgreSQL cluster (the LI cluster's flows are in [`li_flows`]).
+fn postgres_flows(_: &Topology) -> Vec<Flow> {
+    use Party::*;
+    vec![
+        tcp(
+            Synapse,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number],
+            "Synapse database",
+        ),
+        tcp(
+            Postgres,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
+            "streaming replication and instance manager",
+        ),
+        tcp(
+            CnpgOperator,
+            Postgres,
+            &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
+            "CloudNativePG operator manages instances",
+        ),
+    ]
+}
+
+/// Media and backups go to the S3 endpoint of the media backend.
+fn media_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    match t.config.media.backend {
+        MediaBackend::Seaweedfs => vec![
+            tcp(
+                Synapse,
+                Seaweedfs,
+                &[reg::seaweedfs::S3.number],
+                "media objects (S3)",
+            ),
+            tcp(
+                Postgres,
+                Seaweedfs,
+                &[reg::seaweedfs::S3.number],
+                "WAL archive and base backups (Barman Cloud plugin)",
+            ),
+            tcp(
+                Seaweedfs,
+                Seaweedfs,
+                &SEAWEEDFS_INTERNAL_PORTS,
+                "SeaweedFS master, volume and filer traffic",
+            ),
+        ],
+        MediaBackend::MinioLegacy => vec![
+            tcp(
+                Synapse,
+                Minio,
+                &[reg::minio::S3.number],
+                "media objects (S3)",
+            ),
+            tcp(
+                Postgres,
+                Minio,
+                &[reg::minio::S3.number],
+                "WAL archive and base backups (Barman Cloud plugin)",
+            ),
+            tcp(
+                Minio,
+                Minio,
+                &[reg::minio::S3.number],
+                "MinIO erasure-set traffic",
+            ),
+        ],
+        MediaBackend::S3 => vec![
+            tcp(
+                Synapse,
+                Internet,
+                &[443],
+                "media objects on the external S3 endpoint",
+            ),
+            tcp(
+                Postgres,
+                Internet,
+                &[443],
+                "backups on the external S3 endpoint",
+            ),
+        ],
+    }
+}
+
+fn push_flows(_: &Topology) -> Vec<Flow> {
+    use Party::*;
+    vec![
+        tcp(
+            Synapse,
+            Sygnal,
+            &[reg::sygnal::HTTP.number],
+            "pushers notify the push gateway",
+        ),
+        tcp(Sygnal, Internet, &[443], "APNs / FCM"),
+    ]
+}
+
+fn calls_flows(_: &Topology) -> Vec<Flow> {
+    vec![tcp(
+        Party::Edge,
+        Party::Livekit,
+        &[reg::livekit::HTTP.number],
+        "LiveKit signalling (WebSocket)",
+    )]
+}
+
+/// The content scanner between clients and media, and clamd behind it.
+fn antivirus_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    let mut f = vec![
+        tcp(
+            Router,
+            ContentScanner,
+            &[reg::content_scanner::HTTP.number],
+            "media downloads and thumbnails pass through the content scanner",
+        ),
+        tcp(
+            ContentScanner,
+            Synapse,
+            &[reg::synapse::HTTP.number],
+            "the scanner fetches media from the media workers",
+        ),
+        tcp(
+            Synapse,
+            ContentScanner,
+            &[reg::content_scanner::HTTP.number],
+            "media workers have each upload scanned before it is stored",
+        ),
+        tcp(
+            ContentScanner,
+            Clamav,
+            &[reg::clamav::CLAMD.number],
+            "zINSTREAM scans on clamd",
+        ),
+    ];
+    if t.config.antivirus.signature_updates {
+        f.push(tcp(
+            Clamav,
+            Internet,
+            &[80, 443],
+            "freshclam signature updates from the configured mirror",
+        ));
+    }
+    if t.has(Feature::Monitoring) {
+        f.push(tcp(
+            Monitoring,
+            ContentScanner,
+            &[reg::content_scanner::HTTP.number],
+            "content scanner metrics",
+        ));
+    }
+    f
+}
+
+/// Prometheus scraping the components every deployment has.
+fn monitoring_flows(_: &Topology) -> Vec<Flow> {
+    use Party::*;
+    vec![
+        tcp(
+            Monitoring,
+            Synapse,
+            &[reg::synapse::METRICS.number],
+            "Synapse metrics",
+        ),
+        tcp(
+            Monitoring,
+            Router,
+            &[reg::router::STATS.number],
+            "HAProxy metrics",
+        ),
+        tcp(
+            Monitoring,
+            Postgres,
+            &[reg::cnpg::METRICS.number],
+            "PostgreSQL metrics",
+        ),
+        tcp(
+            Monitoring,
+            Valkey,
+            &[reg::valkey::EXPORTER.number],
+            "Valkey metrics exporter",
+        ),
+    ]
+}
+
 /// The lawful-intercept flows (feature `li`). Nothing LI reaches the internet, except the S3
 /// endpoint when media lives on an external S3 service (a NetworkPolicy can only name it by
 /// address). The same holds for the Kubernetes API the working-copy job calls: its rule allows
 /// the API's ports at any address.
 fn li_flows(t: &Topology) -> Vec<Flow> {
+    [
+        li_replica_flows,
+        li_sync_mode_flows,
+        li_browsing_flows,
+        li_console_flows,
+        li_monitoring_flows,
+    ]
+    .iter()
+    .flat_map(|part| part(t))
+    .collect()
+}
+
+/// The replica: li-sync keeps it, the LI cluster's own traffic, and the working copy from it.
+fn li_replica_flows(t: &Topology) -> Vec<Flow> {
     use Party::*;
     let (s3, s3_port) = s3_target(t);
-    let mut f = vec![
+    vec![
         tcp(
             LiSync,
             Postgres,
@@ -209,18 +534,6 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             "the working-copy CronJob restarts Synapse LI after a refresh (kubectl; its Role allows deployment synapse-li only)",
         ),
         tcp(
-            SynapseLi,
-            LiPostgres,
-            &[reg::cnpg::POSTGRES.number],
-            "Synapse LI's database (the working copy)",
-        ),
-        tcp(
-            SynapseLi,
-            s3,
-            &[s3_port],
-            "Synapse LI reads LI media (read-only S3 identity)",
-        ),
-        tcp(
             LiPostgres,
             LiPostgres,
             &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
@@ -231,6 +544,53 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             LiPostgres,
             &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
             "CloudNativePG operator manages the LI instances",
+        ),
+    ]
+}
+
+/// How main's data reaches the replica: a subscription, or a dump restored on a schedule.
+fn li_sync_mode_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    match t.config.li.sync {
+        LiSyncMode::Logical => vec![tcp(
+            LiPostgres,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number],
+            "the LI subscription streams main's changes (logical replication)",
+        )],
+        LiSyncMode::Dump => vec![
+            tcp(
+                LiDump,
+                Postgres,
+                &[reg::cnpg::POSTGRES.number],
+                "the dump CronJob reads main (one snapshot, COPY, as li_replicator)",
+            ),
+            tcp(
+                LiDump,
+                LiPostgres,
+                &[reg::cnpg::POSTGRES.number],
+                "the dump CronJob restores into the replica",
+            ),
+        ],
+    }
+}
+
+/// The browsing stack: Synapse LI on the working copy, and its two web UIs.
+fn li_browsing_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    let (s3, s3_port) = s3_target(t);
+    vec![
+        tcp(
+            SynapseLi,
+            LiPostgres,
+            &[reg::cnpg::POSTGRES.number],
+            "Synapse LI's database (the working copy)",
+        ),
+        tcp(
+            SynapseLi,
+            s3,
+            &[s3_port],
+            "Synapse LI reads LI media (read-only S3 identity)",
         ),
         tcp(
             Edge,
@@ -250,6 +610,14 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             &[reg::li_web::HTTP.number],
             "Synapse Admin LI (allowed networks, basic-auth gate)",
         ),
+    ]
+}
+
+/// The key vault (Synapse main stores, the console retrieves) and the LI console.
+fn li_console_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    let (s3, s3_port) = s3_target(t);
+    let mut f = vec![
         tcp(
             SynapseMain,
             KeyVault,
@@ -289,282 +657,40 @@ fn li_flows(t: &Topology) -> Vec<Flow> {
             "the LI console has LI media scanned before it is shown or exported",
         ));
     }
-    match t.config.li.sync {
-        LiSyncMode::Logical => f.push(tcp(
-            LiPostgres,
-            Postgres,
-            &[reg::cnpg::POSTGRES.number],
-            "the LI subscription streams main's changes (logical replication)",
-        )),
-        LiSyncMode::Dump => {
-            f.push(tcp(
-                LiDump,
-                Postgres,
-                &[reg::cnpg::POSTGRES.number],
-                "the dump CronJob reads main (one snapshot, COPY, as li_replicator)",
-            ));
-            f.push(tcp(
-                LiDump,
-                LiPostgres,
-                &[reg::cnpg::POSTGRES.number],
-                "the dump CronJob restores into the replica",
-            ));
-        }
+    f
+}
+
+fn li_monitoring_flows(t: &Topology) -> Vec<Flow> {
+    use Party::*;
+    if !t.has(Feature::Monitoring) {
+        return vec![];
     }
-    if t.has(Feature::Monitoring) {
-        f.push(tcp(
+    vec![
+        tcp(
             Monitoring,
             LiSync,
             &[reg::li_sync::HTTP.number],
             "li-sync metrics (lag, apply errors, media backlog)",
-        ));
-        f.push(tcp(
+        ),
+        tcp(
             Monitoring,
             KeyVault,
             &[reg::key_vault::HTTP.number],
             "key vault metrics (keys stored, retrievals, auth failures)",
-        ));
-        f.push(tcp(
+        ),
+        tcp(
             Monitoring,
             LiConsole,
             &[reg::li_console::METRICS.number],
             "LI console metrics (actions by kind, refused logins, audit write failures)",
-        ));
-        f.push(tcp(
+        ),
+        tcp(
             Monitoring,
             LiPostgres,
             &[reg::cnpg::METRICS.number],
             "LI PostgreSQL metrics",
-        ));
-    }
-    f
-}
-
-pub fn flows(t: &Topology) -> Vec<Flow> {
-    use Party::*;
-    let c = &t.config;
-    let mut f = vec![
-        tcp(
-            Edge,
-            Router,
-            &[reg::router::HTTP.number],
-            "client and federation HTTPS terminated at the edge",
         ),
-        tcp(
-            Edge,
-            Element,
-            &[reg::element::HTTP.number],
-            "Element Web static files",
-        ),
-        tcp(
-            Router,
-            Synapse,
-            &[reg::synapse::HTTP.number],
-            "routed client/federation requests",
-        ),
-        tcp(
-            Synapse,
-            Synapse,
-            &[reg::synapse::REPLICATION.number],
-            "HTTP replication between main and workers",
-        ),
-        tcp(
-            Synapse,
-            ValkeyMaster,
-            &[reg::valkey::REDIS.number],
-            "replication stream pub/sub via the master endpoint",
-        ),
-        tcp(
-            ValkeyMaster,
-            Valkey,
-            &[reg::valkey::REDIS.number],
-            "master endpoint health checks and proxying",
-        ),
-        tcp(
-            Valkey,
-            Valkey,
-            &[reg::valkey::REDIS.number, reg::valkey::SENTINEL.number],
-            "Valkey replication and Sentinel gossip",
-        ),
-        tcp(
-            Synapse,
-            Postgres,
-            &[reg::cnpg::POSTGRES.number],
-            "Synapse database",
-        ),
-        tcp(
-            Postgres,
-            Postgres,
-            &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
-            "streaming replication and instance manager",
-        ),
-        tcp(
-            CnpgOperator,
-            Postgres,
-            &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
-            "CloudNativePG operator manages instances",
-        ),
-    ];
-    match c.media.backend {
-        MediaBackend::Seaweedfs => {
-            f.push(tcp(
-                Synapse,
-                Seaweedfs,
-                &[reg::seaweedfs::S3.number],
-                "media objects (S3)",
-            ));
-            f.push(tcp(
-                Postgres,
-                Seaweedfs,
-                &[reg::seaweedfs::S3.number],
-                "WAL archive and base backups (Barman Cloud plugin)",
-            ));
-            f.push(tcp(
-                Seaweedfs,
-                Seaweedfs,
-                &SEAWEEDFS_INTERNAL_PORTS,
-                "SeaweedFS master, volume and filer traffic",
-            ));
-        }
-        MediaBackend::MinioLegacy => {
-            f.push(tcp(
-                Synapse,
-                Minio,
-                &[reg::minio::S3.number],
-                "media objects (S3)",
-            ));
-            f.push(tcp(
-                Postgres,
-                Minio,
-                &[reg::minio::S3.number],
-                "WAL archive and base backups (Barman Cloud plugin)",
-            ));
-            f.push(tcp(
-                Minio,
-                Minio,
-                &[reg::minio::S3.number],
-                "MinIO erasure-set traffic",
-            ));
-        }
-        MediaBackend::S3 => {
-            f.push(tcp(
-                Synapse,
-                Internet,
-                &[443],
-                "media objects on the external S3 endpoint",
-            ));
-            f.push(tcp(
-                Postgres,
-                Internet,
-                &[443],
-                "backups on the external S3 endpoint",
-            ));
-        }
-    }
-    // Inbound federation needs no flow of its own: /.well-known/matrix/server delegates it to the
-    // matrix host on 443, so it arrives like client traffic (edge -> router 8080); neither the edge
-    // nor the router listens on 8448.
-    if t.has(Feature::Federation) {
-        f.push(tcp(
-            Synapse,
-            Internet,
-            &[443, 8448],
-            "outbound federation and key fetches",
-        ));
-    }
-    if c.synapse.url_previews {
-        f.push(tcp(
-            Synapse,
-            Internet,
-            &[80, 443],
-            "URL previews (media workers)",
-        ));
-    }
-    if t.has(Feature::Push) {
-        f.push(tcp(
-            Synapse,
-            Sygnal,
-            &[reg::sygnal::HTTP.number],
-            "pushers notify the push gateway",
-        ));
-        f.push(tcp(Sygnal, Internet, &[443], "APNs / FCM"));
-    }
-    if t.has(Feature::Calls) {
-        f.push(tcp(
-            Edge,
-            Livekit,
-            &[reg::livekit::HTTP.number],
-            "LiveKit signalling (WebSocket)",
-        ));
-    }
-    if t.has(Feature::Antivirus) {
-        f.push(tcp(
-            Router,
-            ContentScanner,
-            &[reg::content_scanner::HTTP.number],
-            "media downloads and thumbnails pass through the content scanner",
-        ));
-        f.push(tcp(
-            ContentScanner,
-            Synapse,
-            &[reg::synapse::HTTP.number],
-            "the scanner fetches media from the media workers",
-        ));
-        f.push(tcp(
-            Synapse,
-            ContentScanner,
-            &[reg::content_scanner::HTTP.number],
-            "media workers have each upload scanned before it is stored",
-        ));
-        f.push(tcp(
-            ContentScanner,
-            Clamav,
-            &[reg::clamav::CLAMD.number],
-            "zINSTREAM scans on clamd",
-        ));
-        if c.antivirus.signature_updates {
-            f.push(tcp(
-                Clamav,
-                Internet,
-                &[80, 443],
-                "freshclam signature updates from the configured mirror",
-            ));
-        }
-        if t.has(Feature::Monitoring) {
-            f.push(tcp(
-                Monitoring,
-                ContentScanner,
-                &[reg::content_scanner::HTTP.number],
-                "content scanner metrics",
-            ));
-        }
-    }
-    if t.has(Feature::Monitoring) {
-        f.push(tcp(
-            Monitoring,
-            Synapse,
-            &[reg::synapse::METRICS.number],
-            "Synapse metrics",
-        ));
-        f.push(tcp(
-            Monitoring,
-            Router,
-            &[reg::router::STATS.number],
-            "HAProxy metrics",
-        ));
-        f.push(tcp(
-            Monitoring,
-            Postgres,
-            &[reg::cnpg::METRICS.number],
-            "PostgreSQL metrics",
-        ));
-        f.push(tcp(Monitoring, Valkey, &[9121], "Valkey metrics exporter"));
-    }
-    if t.has(Feature::Li) {
-        f.extend(li_flows(t));
-    }
-    f.sort();
-    f
+    ]
 }
 
 #[cfg(test)]

@@ -111,209 +111,239 @@ fn base_resources(c: Component) -> (u32, u32) {
     }
 }
 
+/// One node pool's size: (count, vCPU, RAM GB, storage GB); vCPU, RAM and storage per node.
+type PoolSize = (u32, u32, u32, u32);
+
+/// The node pools of a tier (calls and LI only deploy with their features).
+struct Pools {
+    control_plane: PoolSize,
+    application: PoolSize,
+    database: PoolSize,
+    storage: PoolSize,
+    calls: PoolSize,
+    li: PoolSize,
+}
+
+fn pools(tier: Tier) -> Pools {
+    let (control_plane, application, database, storage, calls, li) = match tier {
+        Tier::T100 => (
+            (3, 4, 8, 100),
+            (3, 8, 16, 200),
+            (3, 4, 16, 500),
+            (4, 4, 8, 1000),
+            (2, 4, 8, 50),
+            (2, 4, 16, 500),
+        ),
+        Tier::T1k => (
+            (3, 4, 8, 100),
+            (10, 16, 32, 500),
+            (3, 16, 64, 1000),
+            (8, 8, 16, 2000),
+            (6, 8, 16, 100),
+            (2, 8, 32, 1000),
+        ),
+        Tier::T5k => (
+            (3, 8, 16, 200),
+            (14, 32, 64, 1000),
+            (3, 32, 128, 2000),
+            (8, 16, 32, 4000),
+            (8, 16, 32, 200),
+            (2, 16, 64, 2000),
+        ),
+        Tier::T10k => (
+            (3, 8, 16, 200),
+            (17, 32, 128, 2000),
+            (5, 32, 128, 4000),
+            (12, 16, 32, 4000),
+            (8, 16, 32, 200),
+            (2, 16, 64, 4000),
+        ),
+        Tier::T20k => (
+            (3, 8, 16, 200),
+            (21, 32, 128, 2000),
+            (5, 32, 128, 4000),
+            (12, 16, 32, 4000),
+            (10, 16, 32, 200),
+            (3, 32, 128, 4000),
+        ),
+    };
+    Pools {
+        control_plane,
+        application,
+        database,
+        storage,
+        calls,
+        li,
+    }
+}
+
+fn role(
+    role: &'static str,
+    (count, vcpu, ram_gb, storage_gb): PoolSize,
+    disk: &'static str,
+    purpose: &'static str,
+) -> NodeRole {
+    NodeRole {
+        role,
+        count,
+        vcpu,
+        ram_gb,
+        storage_gb,
+        disk,
+        purpose,
+    }
+}
+
+fn node_roles(pools: &Pools, config: &Config) -> Vec<NodeRole> {
+    let mut nodes = vec![
+        role(
+            "control-plane",
+            pools.control_plane,
+            "SSD",
+            "Kubernetes control plane",
+        ),
+        role(
+            "application",
+            pools.application,
+            "SSD",
+            "Synapse, HAProxy, Valkey, Element, monitoring",
+        ),
+        role(
+            "database",
+            pools.database,
+            "NVMe",
+            "PostgreSQL (CloudNativePG)",
+        ),
+        role(
+            "storage",
+            pools.storage,
+            "HDD",
+            "S3 media storage (SeaweedFS volumes)",
+        ),
+    ];
+    if config.has(Feature::Calls) {
+        nodes.push(role(
+            "calls",
+            pools.calls,
+            "SSD",
+            "LiveKit and coturn (public IPs)",
+        ));
+    }
+    if config.has(Feature::Li) {
+        nodes.push(role(
+            "lawful-intercept",
+            pools.li,
+            "NVMe",
+            "LI replica, LI browsing stack, key vault",
+        ));
+    }
+    nodes
+}
+
+/// Main's PostgreSQL, sized from the database node it runs on.
+fn postgres(tier: Tier, (_, db_vcpu, db_ram_gb, _): PoolSize) -> PostgresSizing {
+    PostgresSizing {
+        instances: match tier {
+            Tier::T100 => 2,
+            Tier::T20k => 5,
+            _ => 3,
+        },
+        max_connections: match tier {
+            Tier::T100 => 200,
+            Tier::T1k => 300,
+            Tier::T5k => 500,
+            Tier::T10k => 800,
+            Tier::T20k => 1000,
+        },
+        // 25% of the database node's memory for shared buffers, 75% as the cache estimate.
+        shared_buffers: format!("{}GB", db_ram_gb / 4),
+        effective_cache_size: format!("{}GB", db_ram_gb * 3 / 4),
+        work_mem: match tier {
+            Tier::T100 | Tier::T1k => "16MB".into(),
+            _ => "32MB".into(),
+        },
+        maintenance_work_mem: format!("{}MB", (db_ram_gb * 1024 / 16).min(2048)),
+        storage: postgres_storage(tier).into(),
+        wal_storage: match tier {
+            Tier::T100 => "20Gi",
+            Tier::T1k => "50Gi",
+            _ => "200Gi",
+        }
+        .into(),
+        resources: Resources {
+            cpu_millis: db_vcpu * 1000 * 3 / 4,
+            memory_mib: (db_ram_gb - 2) * 1024,
+        },
+    }
+}
+
+fn postgres_storage(tier: Tier) -> &'static str {
+    match tier {
+        Tier::T100 => "100Gi",
+        Tier::T1k => "500Gi",
+        Tier::T5k => "1Ti",
+        Tier::T10k => "2Ti",
+        Tier::T20k => "3Ti",
+    }
+}
+
+fn valkey(tier: Tier) -> RedisSizing {
+    // Seed 004 issue 2.4: 2 GB is too little at 10K-20K; 4-8 GB there.
+    let maxmemory_mib = match tier {
+        Tier::T100 => 512,
+        Tier::T1k => 2048,
+        Tier::T5k => 4096,
+        Tier::T10k => 6144,
+        Tier::T20k => 8192,
+    };
+    RedisSizing {
+        instances: 3,
+        sentinel_quorum: 2,
+        maxmemory_mib,
+        // Headroom for replication buffers and fork-on-save copy-on-write.
+        resources: Resources {
+            cpu_millis: 250 * factor(tier),
+            memory_mib: maxmemory_mib * 3 / 2,
+        },
+    }
+}
+
+fn media_storage(tier: Tier) -> &'static str {
+    match tier {
+        Tier::T100 => "500Gi",
+        Tier::T1k => "2Ti",
+        Tier::T5k => "8Ti",
+        Tier::T10k => "16Ti",
+        Tier::T20k => "32Ti",
+    }
+}
+
+fn haproxy_replicas(tier: Tier) -> u32 {
+    match tier {
+        Tier::T100 | Tier::T1k => 2,
+        Tier::T5k | Tier::T10k => 3,
+        Tier::T20k => 4,
+    }
+}
+
 impl Sizing {
     pub fn for_tier(tier: Tier, config: &Config) -> Sizing {
-        let role = |role, count, vcpu, ram_gb, storage_gb, disk, purpose| NodeRole {
-            role,
-            count,
-            vcpu,
-            ram_gb,
-            storage_gb,
-            disk,
-            purpose,
-        };
-        // (count, vcpu, ram, storage) per role.
-        let (cp, app, db, st, calls, li) = match tier {
-            Tier::T100 => (
-                (3, 4, 8, 100),
-                (3, 8, 16, 200),
-                (3, 4, 16, 500),
-                (4, 4, 8, 1000),
-                (2, 4, 8, 50),
-                (2, 4, 16, 500),
-            ),
-            Tier::T1k => (
-                (3, 4, 8, 100),
-                (10, 16, 32, 500),
-                (3, 16, 64, 1000),
-                (8, 8, 16, 2000),
-                (6, 8, 16, 100),
-                (2, 8, 32, 1000),
-            ),
-            Tier::T5k => (
-                (3, 8, 16, 200),
-                (14, 32, 64, 1000),
-                (3, 32, 128, 2000),
-                (8, 16, 32, 4000),
-                (8, 16, 32, 200),
-                (2, 16, 64, 2000),
-            ),
-            Tier::T10k => (
-                (3, 8, 16, 200),
-                (17, 32, 128, 2000),
-                (5, 32, 128, 4000),
-                (12, 16, 32, 4000),
-                (8, 16, 32, 200),
-                (2, 16, 64, 4000),
-            ),
-            Tier::T20k => (
-                (3, 8, 16, 200),
-                (21, 32, 128, 2000),
-                (5, 32, 128, 4000),
-                (12, 16, 32, 4000),
-                (10, 16, 32, 200),
-                (3, 32, 128, 4000),
-            ),
-        };
-        let mut nodes = vec![
-            role(
-                "control-plane",
-                cp.0,
-                cp.1,
-                cp.2,
-                cp.3,
-                "SSD",
-                "Kubernetes control plane",
-            ),
-            role(
-                "application",
-                app.0,
-                app.1,
-                app.2,
-                app.3,
-                "SSD",
-                "Synapse, HAProxy, Valkey, Element, monitoring",
-            ),
-            role(
-                "database",
-                db.0,
-                db.1,
-                db.2,
-                db.3,
-                "NVMe",
-                "PostgreSQL (CloudNativePG)",
-            ),
-            role(
-                "storage",
-                st.0,
-                st.1,
-                st.2,
-                st.3,
-                "HDD",
-                "S3 media storage (SeaweedFS volumes)",
-            ),
-        ];
-        if config.has(Feature::Calls) {
-            nodes.push(role(
-                "calls",
-                calls.0,
-                calls.1,
-                calls.2,
-                calls.3,
-                "SSD",
-                "LiveKit and coturn (public IPs)",
-            ));
-        }
-        if config.has(Feature::Li) {
-            nodes.push(role(
-                "lawful-intercept",
-                li.0,
-                li.1,
-                li.2,
-                li.3,
-                "NVMe",
-                "LI replica, LI browsing stack, key vault",
-            ));
-        }
-        let total_nodes = nodes.iter().map(|n| n.count).sum();
-        let total_vcpu = nodes.iter().map(|n| n.count * n.vcpu).sum();
-        let total_ram_gb = nodes.iter().map(|n| n.count * n.ram_gb).sum();
-        let total_storage_gb = nodes.iter().map(|n| n.count * n.storage_gb).sum();
-
-        let db_ram_gb = db.2;
-        let postgres = PostgresSizing {
-            instances: match tier {
-                Tier::T100 => 2,
-                Tier::T20k => 5,
-                _ => 3,
-            },
-            max_connections: match tier {
-                Tier::T100 => 200,
-                Tier::T1k => 300,
-                Tier::T5k => 500,
-                Tier::T10k => 800,
-                Tier::T20k => 1000,
-            },
-            // 25% of the database node's memory for shared buffers, 75% as the cache estimate.
-            shared_buffers: format!("{}GB", db_ram_gb / 4),
-            effective_cache_size: format!("{}GB", db_ram_gb * 3 / 4),
-            work_mem: match tier {
-                Tier::T100 | Tier::T1k => "16MB".into(),
-                _ => "32MB".into(),
-            },
-            maintenance_work_mem: format!("{}MB", (db_ram_gb * 1024 / 16).min(2048)),
-            storage: match tier {
-                Tier::T100 => "100Gi",
-                Tier::T1k => "500Gi",
-                Tier::T5k => "1Ti",
-                Tier::T10k => "2Ti",
-                Tier::T20k => "3Ti",
-            }
-            .into(),
-            wal_storage: match tier {
-                Tier::T100 => "20Gi",
-                Tier::T1k => "50Gi",
-                _ => "200Gi",
-            }
-            .into(),
-            resources: Resources {
-                cpu_millis: db.1 * 1000 * 3 / 4,
-                memory_mib: (db_ram_gb - 2) * 1024,
-            },
-        };
-        // Seed 004 issue 2.4: 2 GB is too little at 10K-20K; 4-8 GB there.
-        let maxmemory_mib = match tier {
-            Tier::T100 => 512,
-            Tier::T1k => 2048,
-            Tier::T5k => 4096,
-            Tier::T10k => 6144,
-            Tier::T20k => 8192,
-        };
-        let redis = RedisSizing {
-            instances: 3,
-            sentinel_quorum: 2,
-            maxmemory_mib,
-            // Headroom for replication buffers and fork-on-save copy-on-write.
-            resources: Resources {
-                cpu_millis: 250 * factor(tier),
-                memory_mib: maxmemory_mib * 3 / 2,
-            },
-        };
+        let pools = pools(tier);
+        let nodes = node_roles(&pools, config);
         Sizing {
             tier,
             concurrent_users: tier.concurrent_users(),
             // Seed 003: 100 CCU = 140-400 messages/min at peak; 20K = 28,000-80,000.
             messages_per_minute_peak: tier.concurrent_users() * 4,
+            total_nodes: nodes.iter().map(|n| n.count).sum(),
+            total_vcpu: nodes.iter().map(|n| n.count * n.vcpu).sum(),
+            total_ram_gb: nodes.iter().map(|n| n.count * n.ram_gb).sum(),
+            total_storage_gb: nodes.iter().map(|n| n.count * n.storage_gb).sum(),
             nodes,
-            total_nodes,
-            total_vcpu,
-            total_ram_gb,
-            total_storage_gb,
-            postgres,
-            redis,
-            media_storage: match tier {
-                Tier::T100 => "500Gi",
-                Tier::T1k => "2Ti",
-                Tier::T5k => "8Ti",
-                Tier::T10k => "16Ti",
-                Tier::T20k => "32Ti",
-            }
-            .into(),
-            haproxy_replicas: match tier {
-                Tier::T100 | Tier::T1k => 2,
-                Tier::T5k | Tier::T10k => 3,
-                Tier::T20k => 4,
-            },
+            postgres: postgres(tier, pools.database),
+            redis: valkey(tier),
+            media_storage: media_storage(tier).into(),
+            haproxy_replicas: haproxy_replicas(tier),
         }
     }
 
