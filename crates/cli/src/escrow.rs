@@ -1,8 +1,8 @@
 //! `mxstack escrow`: the reference client of the key escrow endpoint (docs/ESCROW.md).
 //!
 //! POSTs `{"kind", "key"}` with the user's access token to `/_synapse/client/mxstack/escrow`
-//! and prints what the server answered. Plain HTTP/1.1 over std (this binary carries no TLS
-//! stack): give it the homeserver's or router's `http://` address.
+//! and prints what the server answered. Plain HTTP only (this binary carries no TLS stack): give
+//! it the homeserver's or router's `http://` address.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -817,11 +817,10 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        let secret_b32 = totp::base32_encode(&secret);
         Ok(NewAccount {
             id,
-            otpauth_uri: totp::otpauth_uri(TOTP_ISSUER, username, &secret_b32),
-            totp_secret_base32: secret_b32,
+            otpauth_uri: totp::otpauth_uri(TOTP_ISSUER, username, &secret),
+            totp_secret_base32: totp::base32_encode(&secret),
         })
     }
 
