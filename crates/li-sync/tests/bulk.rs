@@ -12,7 +12,6 @@ use mxstack_li_sync::bulk::{self, Job};
 use mxstack_li_sync::config::SyncMode;
 use mxstack_li_sync::replica::{copy_sequences, prepare_main, sync_schema};
 use mxstack_li_sync::{dump, status, working_copy};
-use support::PgCluster;
 use tokio_postgres::Client;
 
 /// Synapse's kinds of tables, a stream sequence, a keyless table with equal rows, bytea, arrays,
@@ -76,21 +75,6 @@ async fn removed_bodies(replica: &Client) -> Vec<String> {
         .collect()
 }
 
-fn setup_clusters() -> (PgCluster, PgCluster) {
-    let main = PgCluster::start();
-    let li = PgCluster::start();
-    main.psql(
-        "postgres",
-        "CREATE ROLE synapse LOGIN; CREATE DATABASE synapse OWNER synapse",
-    );
-    li.psql(
-        "postgres",
-        "CREATE ROLE li_sync LOGIN SUPERUSER; CREATE DATABASE synapse_li OWNER li_sync;
-         CREATE ROLE synapse_li LOGIN; CREATE DATABASE synapse_li_work OWNER synapse_li",
-    );
-    (main, li)
-}
-
 const TABLES: [&str; 8] = [
     "events",
     "event_json",
@@ -104,7 +88,7 @@ const TABLES: [&str; 8] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_mode_keeps_what_main_removed_and_swaps_atomically() {
-    let (main, li) = setup_clusters();
+    let (main, li) = common::clusters();
     let synapse = connect(&main.dsn("synapse", "synapse")).await;
     synapse.batch_execute(SCHEMA).await.unwrap();
     let admin = connect(&main.dsn("postgres", "synapse")).await;
@@ -301,7 +285,7 @@ async fn dump_mode_keeps_what_main_removed_and_swaps_atomically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn working_copy_waits_for_sequences_newer_than_its_snapshot() {
-    let (main, li) = setup_clusters();
+    let (main, li) = common::clusters();
     let synapse = connect(&main.dsn("synapse", "synapse")).await;
     synapse.batch_execute(SCHEMA).await.unwrap();
     let admin = connect(&main.dsn("postgres", "synapse")).await;

@@ -47,16 +47,7 @@ struct Pair {
 
 impl Pair {
     async fn start(main_sql: &str) -> Pair {
-        let main = PgCluster::start();
-        let li = PgCluster::start();
-        main.psql(
-            "postgres",
-            "CREATE ROLE synapse LOGIN; CREATE DATABASE synapse OWNER synapse",
-        );
-        li.psql(
-            "postgres",
-            "CREATE ROLE li_sync LOGIN SUPERUSER; CREATE DATABASE synapse_li OWNER li_sync",
-        );
+        let (main, li) = common::clusters();
         let synapse = connect(&main.dsn("synapse", "synapse")).await;
         synapse.batch_execute(main_sql).await.unwrap();
         let admin = connect(&main.dsn("postgres", "synapse")).await;

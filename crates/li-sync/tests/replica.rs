@@ -10,7 +10,6 @@ use common::{config, connect, count, wait_for};
 use mxstack_li_sync::config::SyncMode;
 use mxstack_li_sync::replica::{prepare_main, schema_behind, sync_schema};
 use mxstack_li_sync::schema::Schema;
-use support::PgCluster;
 use tokio_postgres::Client;
 
 /// Tables shaped like Synapse's three kinds: primary key, usable unique index, neither.
@@ -62,16 +61,7 @@ async fn rows_digest(db: &Client, table: &str, order: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logical_replica_keeps_history_absorbs_migrations_and_catches_up() {
-    let main = PgCluster::start();
-    let mut li = PgCluster::start();
-    main.psql(
-        "postgres",
-        "CREATE ROLE synapse LOGIN; CREATE DATABASE synapse OWNER synapse",
-    );
-    li.psql(
-        "postgres",
-        "CREATE ROLE li_sync LOGIN SUPERUSER; CREATE DATABASE synapse_li OWNER li_sync",
-    );
+    let (main, mut li) = common::clusters();
 
     let synapse = connect(&main.dsn("synapse", "synapse")).await;
     // Half of the tables exist before prepare-main, half are created after it (the event

@@ -33,6 +33,23 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut(
     }
 }
 
+/// Main (role and database `synapse`) and the LI cluster (superuser `li_sync` owning
+/// `synapse_li`, and `synapse_li` owning the working copy `synapse_li_work`).
+pub fn clusters() -> (PgCluster, PgCluster) {
+    let main = PgCluster::start();
+    let li = PgCluster::start();
+    main.psql(
+        "postgres",
+        "CREATE ROLE synapse LOGIN; CREATE DATABASE synapse OWNER synapse",
+    );
+    li.psql(
+        "postgres",
+        "CREATE ROLE li_sync LOGIN SUPERUSER; CREATE DATABASE synapse_li OWNER li_sync;
+         CREATE ROLE synapse_li LOGIN; CREATE DATABASE synapse_li_work OWNER synapse_li",
+    );
+    (main, li)
+}
+
 /// li-sync's config for main and the LI cluster (subscription `mxstack_li`, 1 s intervals).
 pub fn config(main: &PgCluster, li: &PgCluster, mode: SyncMode) -> LiSyncConfig {
     std::env::set_var(PASSWORD_ENV, "unused-with-trust");
