@@ -64,6 +64,80 @@ pub struct Service {
     pub stop_grace_secs: u64,
 }
 
+impl Service {
+    /// A long-running process: no environment, waiting for nothing, 20 s to stop after SIGTERM.
+    pub fn process(
+        name: String,
+        program: PathBuf,
+        args: Vec<String>,
+        readiness: Readiness,
+    ) -> Service {
+        Service {
+            name,
+            program,
+            args,
+            env: vec![],
+            secret_env: vec![],
+            stdin: None,
+            run_as: None,
+            readiness,
+            after: vec![],
+            one_shot: false,
+            port: None,
+            skip_if_exists: None,
+            stop_grace_secs: 20,
+        }
+    }
+
+    /// A one-shot task: done (and ready) when it exits 0.
+    pub fn task(name: String, program: PathBuf, args: Vec<String>) -> Service {
+        Service {
+            one_shot: true,
+            ..Service::process(name, program, args, Readiness::Exited)
+        }
+    }
+
+    /// Started once these are ready.
+    pub fn after(mut self, after: Vec<String>) -> Service {
+        self.after = after;
+        self
+    }
+
+    /// Its environment, and which of its variables hold secrets (never printed).
+    pub fn env(mut self, env: Vec<(String, String)>, secret_env: Vec<String>) -> Service {
+        self.env = env;
+        self.secret_env = secret_env;
+        self
+    }
+
+    /// The port `status` shows.
+    pub fn shown_port(mut self, port: u16) -> Service {
+        self.port = Some(port);
+        self
+    }
+
+    /// Seconds between SIGTERM and SIGKILL.
+    pub fn grace(mut self, secs: u64) -> Service {
+        self.stop_grace_secs = secs;
+        self
+    }
+
+    pub fn stdin(mut self, stdin: String) -> Service {
+        self.stdin = Some(stdin);
+        self
+    }
+
+    pub fn run_as(mut self, user: &str) -> Service {
+        self.run_as = Some(user.into());
+        self
+    }
+
+    pub fn skip_if_exists(mut self, path: PathBuf) -> Service {
+        self.skip_if_exists = Some(path);
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GeneratedFile {
     pub path: PathBuf,
@@ -469,75 +543,64 @@ fn valkey(c: &Parts, out: &mut Out) {
 
     for i in 0..n {
         let me = addr.redis_instance(i);
-        out.services.push(Service {
-            name: format!("valkey-{i}"),
-            program: programs.redis_server.clone(),
-            args: vec![layout
-                .valkey_dir(i)
-                .join("valkey.conf")
-                .display()
-                .to_string()],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Redis { port: me.port },
-            after: if i == 0 {
+        out.services.push(
+            Service::process(
+                format!("valkey-{i}"),
+                programs.redis_server.clone(),
+                vec![layout
+                    .valkey_dir(i)
+                    .join("valkey.conf")
+                    .display()
+                    .to_string()],
+                Readiness::Redis { port: me.port },
+            )
+            .after(if i == 0 {
                 vec![]
             } else {
                 vec!["valkey-0".into()]
-            },
-            one_shot: false,
-            port: Some(me.port),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
+            })
+            .shown_port(me.port),
+        );
     }
     for i in 0..n {
         let s = addr.sentinel(i);
-        out.services.push(Service {
-            name: format!("sentinel-{i}"),
-            program: programs.redis_server.clone(),
-            args: vec![
-                layout
-                    .valkey_dir(i)
-                    .join("sentinel.conf")
-                    .display()
-                    .to_string(),
-                "--sentinel".into(),
-            ],
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness: Readiness::Tcp { port: s.port },
-            after: (0..n).map(|j| format!("valkey-{j}")).collect(),
-            one_shot: false,
-            port: Some(s.port),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
+        out.services.push(
+            Service::process(
+                format!("sentinel-{i}"),
+                programs.redis_server.clone(),
+                vec![
+                    layout
+                        .valkey_dir(i)
+                        .join("sentinel.conf")
+                        .display()
+                        .to_string(),
+                    "--sentinel".into(),
+                ],
+                Readiness::Tcp { port: s.port },
+            )
+            .after((0..n).map(|j| format!("valkey-{j}")).collect())
+            .shown_port(s.port),
+        );
     }
     let rm = addr.redis_master();
-    out.services.push(Service {
-        name: "valkey-master".into(),
-        program: programs.haproxy.clone(),
-        args: vec![
-            "-db".into(),
-            "-f".into(),
-            hdir.join("valkey-master.cfg").display().to_string(),
-        ],
-        env: vec![("REDIS_PASSWORD".into(), redis_password.to_string())],
-        secret_env: vec!["REDIS_PASSWORD".into()],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Redis { port: rm.port },
-        after: (0..n).map(|j| format!("valkey-{j}")).collect(),
-        one_shot: false,
-        port: Some(rm.port),
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    });
+    out.services.push(
+        Service::process(
+            "valkey-master".into(),
+            programs.haproxy.clone(),
+            vec![
+                "-db".into(),
+                "-f".into(),
+                hdir.join("valkey-master.cfg").display().to_string(),
+            ],
+            Readiness::Redis { port: rm.port },
+        )
+        .after((0..n).map(|j| format!("valkey-{j}")).collect())
+        .env(
+            vec![("REDIS_PASSWORD".into(), redis_password.to_string())],
+            vec!["REDIS_PASSWORD".into()],
+        )
+        .shown_port(rm.port),
+    );
 }
 
 /// SeaweedFS: the S3 identities (the one set of S3 credentials, as in Kubernetes, and LI's),
@@ -592,42 +655,37 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
         .and_then(|p| p.parse().ok())
         .expect("s3 port");
     let sw = layout.seaweedfs_dir();
-    out.services.push(Service {
-        name: "seaweedfs".into(),
-        program: programs.weed.clone(),
-        args: vec![
-            "server".into(),
-            format!("-dir={}", sw.join("data").display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-master.port={m_port}"),
-            format!("-volume.port={v_port}"),
-            // Small volumes: a test stack needs many collections, not large files.
-            "-volume.max=100".into(),
-            "-master.volumeSizeLimitMB=128".into(),
-            "-filer".into(),
-            format!("-filer.port={f_port}"),
-            "-s3".into(),
-            format!("-s3.port={s3_port}"),
-            format!("-s3.config={}", sw.join("s3.json").display()),
-            // The embedded IAM API needs an STS signing key; static identities are all we use.
-            "-s3.iam=false".into(),
-            // SeaweedFS 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed
-            // ports: off, so two stacks (or a stack and the tests) never collide.
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Tcp { port: s3_port },
-        after: vec![],
-        one_shot: false,
-        port: Some(s3_port),
-        skip_if_exists: None,
-        stop_grace_secs: 5,
-    });
+    out.services.push(
+        // Small volumes: a test stack needs many collections, not large files.
+        // The embedded IAM API needs an STS signing key; static identities are all we use.
+        // SeaweedFS 4.x also opens Iceberg (8181) and Lance (9101) listeners on fixed
+        // ports: off, so two stacks (or a stack and the tests) never collide.
+        Service::process(
+            "seaweedfs".into(),
+            programs.weed.clone(),
+            vec![
+                "server".into(),
+                format!("-dir={}", sw.join("data").display()),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-master.port={m_port}"),
+                format!("-volume.port={v_port}"),
+                "-volume.max=100".into(),
+                "-master.volumeSizeLimitMB=128".into(),
+                "-filer".into(),
+                format!("-filer.port={f_port}"),
+                "-s3".into(),
+                format!("-s3.port={s3_port}"),
+                format!("-s3.config={}", sw.join("s3.json").display()),
+                "-s3.iam=false".into(),
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
+            ],
+            Readiness::Tcp { port: s3_port },
+        )
+        .shown_port(s3_port)
+        .grace(5),
+    );
     // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
     let weed_shell = format!(
         "'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}",
@@ -643,21 +701,14 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
             buckets.join(" ")
         }
     );
-    out.services.push(Service {
-        name: "seaweedfs-buckets".into(),
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), script],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Exited,
-        after: vec!["seaweedfs".into()],
-        one_shot: true,
-        port: None,
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    });
+    out.services.push(
+        Service::task(
+            "seaweedfs-buckets".into(),
+            "/bin/sh".into(),
+            vec!["-c".into(), script],
+        )
+        .after(vec!["seaweedfs".into()]),
+    );
 }
 
 /// PostgreSQL: a cluster of our own under the state directory. Returns Synapse's passfile.
@@ -800,25 +851,16 @@ fn synapse(c: &Parts, out: &mut Out) -> Vec<String> {
         } else {
             vec!["synapse-main".into()]
         };
-        out.services.push(Service {
-            name: p.name.clone(),
-            program: programs.python.clone(),
-            args: full,
-            env: synapse_env.clone(),
-            secret_env: synapse_secret_env.clone(),
-            stdin: None,
-            run_as: None,
-            readiness,
-            after,
-            one_shot: false,
-            port: Some(if serves_http {
-                addr.http(p).port
-            } else {
-                addr.metrics(p).port
-            }),
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        });
+        out.services.push(
+            Service::process(p.name.clone(), programs.python.clone(), full, readiness)
+                .after(after)
+                .env(synapse_env.clone(), synapse_secret_env.clone())
+                .shown_port(if serves_http {
+                    addr.http(p).port
+                } else {
+                    addr.metrics(p).port
+                }),
+        );
         synapse_names.push(p.name.clone());
     }
     synapse_names
@@ -874,44 +916,33 @@ fn antivirus(c: &Parts, out: &mut Out) {
     })
     .collect::<Vec<_>>()
     .join("\n");
-    out.services.push(Service {
-        name: "clamd-signatures".into(),
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), format!("set -e\n{links}\ntrue\n")],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Exited,
-        after: vec![],
-        one_shot: true,
-        port: None,
-        skip_if_exists: None,
-        stop_grace_secs: 5,
-    });
-    out.services.push(Service {
-        name: "clamd".into(),
-        program: programs
-            .clamd
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("clamd")),
-        args: vec![
-            "--foreground".into(),
-            format!("--config-file={}", av.join("clamd.conf").display()),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Tcp {
-            port: clamd_addr.port,
-        },
-        after: vec!["clamd-signatures".into()],
-        one_shot: false,
-        port: Some(clamd_addr.port),
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    });
+    out.services.push(
+        Service::task(
+            "clamd-signatures".into(),
+            "/bin/sh".into(),
+            vec!["-c".into(), format!("set -e\n{links}\ntrue\n")],
+        )
+        .grace(5),
+    );
+    out.services.push(
+        Service::process(
+            "clamd".into(),
+            programs
+                .clamd
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("clamd")),
+            vec![
+                "--foreground".into(),
+                format!("--config-file={}", av.join("clamd.conf").display()),
+            ],
+            Readiness::Tcp {
+                port: clamd_addr.port,
+            },
+        )
+        .after(vec!["clamd-signatures".into()])
+        .shown_port(clamd_addr.port)
+        .grace(10),
+    );
     let scanner_dir = layout.root.join("content-scanner");
     let secret_path = scanner_dir.join(antivirus::REQUEST_SECRET_FILE);
     out.files.push(file(
@@ -930,28 +961,24 @@ fn antivirus(c: &Parts, out: &mut Out) {
         )),
         0o644,
     ));
-    out.services.push(Service {
-        name: "content-scanner".into(),
-        program: programs.mxstack.clone(),
-        args: vec![
-            "serve".into(),
+    out.services.push(
+        Service::process(
             "content-scanner".into(),
-            "--config".into(),
-            scanner_dir.join("scanner.yaml").display().to_string(),
-            "--threads".into(),
-            antivirus::scanner_threads(t).to_string(),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: ready_http(&reg::content_scanner::COMPONENT, listen.port),
-        after: vec!["clamd".into()],
-        one_shot: false,
-        port: Some(listen.port),
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    });
+            programs.mxstack.clone(),
+            vec![
+                "serve".into(),
+                "content-scanner".into(),
+                "--config".into(),
+                scanner_dir.join("scanner.yaml").display().to_string(),
+                "--threads".into(),
+                antivirus::scanner_threads(t).to_string(),
+            ],
+            ready_http(&reg::content_scanner::COMPONENT, listen.port),
+        )
+        .after(vec!["clamd".into()])
+        .shown_port(listen.port)
+        .grace(10),
+    );
 }
 
 /// The router: HAProxy in front of everything, on the base port. Returns its port.
@@ -964,25 +991,20 @@ fn router(c: &Parts, out: &mut Out, after: Vec<String>) -> u16 {
     } = c;
     let hdir = layout.haproxy_dir();
     let router_port = addr.router().port;
-    out.services.push(Service {
-        name: "router".into(),
-        program: programs.haproxy.clone(),
-        args: vec![
-            "-db".into(),
-            "-f".into(),
-            hdir.join("haproxy.cfg").display().to_string(),
-        ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: None,
-        readiness: ready_http(&reg::router::COMPONENT, addr.router_stats().port),
-        after,
-        one_shot: false,
-        port: Some(router_port),
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    });
+    out.services.push(
+        Service::process(
+            "router".into(),
+            programs.haproxy.clone(),
+            vec![
+                "-db".into(),
+                "-f".into(),
+                hdir.join("haproxy.cfg").display().to_string(),
+            ],
+            ready_http(&reg::router::COMPONENT, addr.router_stats().port),
+        )
+        .after(after)
+        .shown_port(router_port),
+    );
 
     router_port
 }
@@ -1261,32 +1283,27 @@ fn serve_service(
     after: &[&str],
 ) -> Service {
     let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
-    Service {
-        name: name.into(),
-        program: programs.mxstack.clone(),
-        args: vec![
+    Service::process(
+        name.into(),
+        programs.mxstack.clone(),
+        vec![
             "serve".into(),
             what.into(),
             "--config".into(),
             config_path.display().to_string(),
         ],
-        env,
-        secret_env,
-        stdin: None,
-        run_as: None,
-        readiness: ready_http(
+        ready_http(
             reg::ALL
                 .into_iter()
                 .find(|c| c.name() == name)
                 .expect("a service of ours is in the registry"),
             port,
         ),
-        after: after.iter().map(|a| a.to_string()).collect(),
-        one_shot: false,
-        port: Some(port),
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    }
+    )
+    .after(after.iter().map(|a| a.to_string()).collect())
+    .env(env, secret_env)
+    .shown_port(port)
+    .grace(10)
 }
 
 /// Synapse LI's process name (`mxstack li refresh-working-copy` restarts it).
@@ -1311,26 +1328,21 @@ fn browsing_services(
         li::ENV_LI_PASSWORD.to_string(),
         secrets.get(SecretName::LiDbPassword).to_string(),
     );
-    services.push(Service {
-        name: "li-working-copy".into(),
-        program: programs.mxstack.clone(),
-        args: vec![
-            "li".into(),
-            "refresh-working-copy".into(),
-            "--li-sync-config".into(),
-            li_sync_config.display().to_string(),
-        ],
-        env: vec![li_db_password],
-        secret_env: vec![li::ENV_LI_PASSWORD.into()],
-        stdin: None,
-        run_as: None,
-        readiness: Readiness::Exited,
-        after: vec!["li-sync".into()],
-        one_shot: true,
-        port: None,
-        skip_if_exists: None,
-        stop_grace_secs: 10,
-    });
+    services.push(
+        Service::task(
+            "li-working-copy".into(),
+            programs.mxstack.clone(),
+            vec![
+                "li".into(),
+                "refresh-working-copy".into(),
+                "--li-sync-config".into(),
+                li_sync_config.display().to_string(),
+            ],
+        )
+        .after(vec!["li-sync".into()])
+        .env(vec![li_db_password], vec![li::ENV_LI_PASSWORD.into()])
+        .grace(10),
+    );
     let root = layout.root.join("synapse-li");
     let paths = SynapsePaths::under(&root.display().to_string());
     let http = addr.synapse_li_http();
@@ -1358,34 +1370,30 @@ fn browsing_services(
         ],
     );
     let secret_env = env.iter().map(|(k, _)| k.clone()).collect();
-    services.push(Service {
-        name: SYNAPSE_LI.into(),
-        program: programs.python.clone(),
-        args: vec![
-            "-m".into(),
-            "synapse.app.homeserver".into(),
-            "--config-path".into(),
-            paths.homeserver_yaml().display().to_string(),
-        ],
-        env,
-        secret_env,
-        stdin: None,
-        run_as: None,
-        readiness: ready_http(&reg::synapse_li::COMPONENT, http.port),
-        after: vec!["li-working-copy".into()],
-        one_shot: false,
-        port: Some(http.port),
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    });
+    services.push(
+        Service::process(
+            SYNAPSE_LI.into(),
+            programs.python.clone(),
+            vec![
+                "-m".into(),
+                "synapse.app.homeserver".into(),
+                "--config-path".into(),
+                paths.homeserver_yaml().display().to_string(),
+            ],
+            ready_http(&reg::synapse_li::COMPONENT, http.port),
+        )
+        .after(vec!["li-working-copy".into()])
+        .env(env, secret_env)
+        .shown_port(http.port),
+    );
 }
 
 /// `initdb` of a cluster owned by the `postgres` user, once (skipped when it exists).
 fn initdb(name: &str, programs: &Programs, data: &Path, pwfile: &Path) -> Service {
-    Service {
-        name: name.into(),
-        program: programs.pg_bin.join("initdb"),
-        args: vec![
+    Service::task(
+        name.into(),
+        programs.pg_bin.join("initdb"),
+        vec![
             "-D".into(),
             data.display().to_string(),
             "--username=postgres".into(),
@@ -1395,17 +1403,9 @@ fn initdb(name: &str, programs: &Programs, data: &Path, pwfile: &Path) -> Servic
             "--locale=C".into(),
             format!("--pwfile={}", pwfile.display()),
         ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Exited,
-        after: vec![],
-        one_shot: true,
-        port: None,
-        skip_if_exists: Some(data.join("PG_VERSION")),
-        stop_grace_secs: 20,
-    }
+    )
+    .run_as("postgres".into())
+    .skip_if_exists(data.join("PG_VERSION"))
 }
 
 /// A PostgreSQL server on `port` with its socket in the state directory; `settings` are
@@ -1431,21 +1431,15 @@ fn postgres_server(
         args.push("-c".into());
         args.push(s.clone());
     }
-    Service {
-        name: name.into(),
-        program: programs.pg_bin.join("postgres"),
+    Service::process(
+        name.into(),
+        programs.pg_bin.join("postgres"),
         args,
-        env: vec![],
-        secret_env: vec![],
-        stdin: None,
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Tcp { port },
-        after: vec![after.into()],
-        one_shot: false,
-        port: Some(port),
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    }
+        Readiness::Tcp { port },
+    )
+    .after(vec![after.into()])
+    .shown_port(port)
+    .run_as("postgres".into())
 }
 
 /// A one-shot `psql` as the `postgres` superuser over the local socket (peer authentication),
@@ -1459,10 +1453,10 @@ fn psql_as_postgres(
     sql: String,
     after: &str,
 ) -> Service {
-    Service {
-        name: name.into(),
-        program: programs.pg_bin.join("psql"),
-        args: vec![
+    Service::task(
+        name.into(),
+        programs.pg_bin.join("psql"),
+        vec![
             "-X".into(),
             "-q".into(),
             "-v".into(),
@@ -1476,17 +1470,10 @@ fn psql_as_postgres(
             "-d".into(),
             db.into(),
         ],
-        env: vec![],
-        secret_env: vec![],
-        stdin: Some(sql),
-        run_as: Some("postgres".into()),
-        readiness: Readiness::Exited,
-        after: vec![after.into()],
-        one_shot: true,
-        port: None,
-        skip_if_exists: None,
-        stop_grace_secs: 20,
-    }
+    )
+    .after(vec![after.into()])
+    .stdin(sql)
+    .run_as("postgres".into())
 }
 
 /// Idempotent: the role exists with `attributes` and its password is (re)set from
