@@ -1404,7 +1404,7 @@ fn initdb(name: &str, programs: &Programs, data: &Path, pwfile: &Path) -> Servic
             format!("--pwfile={}", pwfile.display()),
         ],
     )
-    .run_as("postgres".into())
+    .run_as("postgres")
     .skip_if_exists(data.join("PG_VERSION"))
 }
 
@@ -1439,7 +1439,7 @@ fn postgres_server(
     )
     .after(vec![after.into()])
     .shown_port(port)
-    .run_as("postgres".into())
+    .run_as("postgres")
 }
 
 /// A one-shot `psql` as the `postgres` superuser over the local socket (peer authentication),
@@ -1473,7 +1473,7 @@ fn psql_as_postgres(
     )
     .after(vec![after.into()])
     .stdin(sql)
-    .run_as("postgres".into())
+    .run_as("postgres")
 }
 
 /// Idempotent: the role exists with `attributes` and its password is (re)set from
