@@ -20,14 +20,16 @@ pub struct LiSyncConfig {
     pub media: Option<MediaConfig>,
     pub schema_check_interval_secs: u64,
     pub status_interval_secs: u64,
-    /// Dump mode: the daemon runs a dump sync itself this often (the local runner). Absent where
-    /// a scheduler runs `mxstack li dump` (the Kubernetes CronJob).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dump_interval_secs: Option<u64>,
     /// The browsing stack's working copy, in the replica's cluster (`mxstack li
     /// refresh-working-copy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_copy: Option<WorkingCopyConfig>,
+    // Last: field order is the file's order, and the local runner's files have always had it at
+    // the end (rendered files are compared byte for byte across releases).
+    /// Dump mode: the daemon runs a dump sync itself this often (the local runner). Absent where
+    /// a scheduler runs `mxstack li dump` (the Kubernetes CronJob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
