@@ -1,57 +1,14 @@
 //! The key vault's config file. It holds no secret: the API keys and the PostgreSQL password are
 //! read from the environment variables the file names, and the recipients are public keys.
+//!
+//! The types live in `mxstack-service-config`, shared with the writer, so the file written and
+//! the file read cannot disagree. Loading is here, with everything that needs the vault's own
+//! dependencies (age recipients, the warrant signer's Ed25519 key, tokio-postgres) or the
+//! environment (API keys, the password), as extension traits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaultConfig {
-    /// `host:port` to listen on.
-    pub listen: String,
-    pub database: Database,
-    pub recipients: Recipients,
-    /// Environment variable holding the API key Synapse (the escrow module) stores with.
-    pub store_api_key_env: String,
-    /// Environment variable holding the API key the LI console retrieves with.
-    pub retrieval_api_key_env: String,
-    /// The LI console's Ed25519 public key (base64). Set: every retrieval must carry a claim it
-    /// signed naming the user, unexpired and fresh (`crate::warrant`); unset: the warrant header
-    /// is a free-text reference, recorded but not checked.
-    #[serde(default)]
-    pub warrant_signer: Option<String>,
-}
-
-/// `{sqlite: PATH}` or `{postgres: {host, port, dbname, user, password_env}}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Database {
-    Sqlite(PathBuf),
-    Postgres(PgDatabase),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PgDatabase {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    /// Environment variable holding the password.
-    pub password_env: String,
-}
-
-/// age X25519 public keys (`age1...`) every stored key is encrypted to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recipients {
-    /// The vault key; its private half is held by the LI console only.
-    pub vault: String,
-    /// Optional offline break-glass key (decrypts with the standard `age` CLI).
-    #[serde(default)]
-    pub break_glass: Option<String>,
-}
+pub use mxstack_service_config::key_vault::{Database, PgDatabase, Recipients, VaultConfig};
 
 /// The two API keys, read from the environment at start.
 pub struct ApiKeys {
@@ -62,14 +19,26 @@ pub struct ApiKeys {
 /// Shortest API key accepted (bytes).
 pub const MIN_API_KEY_LEN: usize = 16;
 
-impl VaultConfig {
-    pub fn load(path: &Path) -> Result<VaultConfig, String> {
+/// Loading and checking a [`VaultConfig`], and what the vault derives from it.
+pub trait VaultConfigExt: Sized {
+    fn load(path: &Path) -> Result<Self, String>;
+    /// Parses and checks the file: the recipients and the warrant signer must be keys, and the
+    /// store and retrieval keys must come from different variables.
+    fn from_yaml(text: &str) -> Result<Self, String>;
+    /// The parsed recipients: the vault key, then the break-glass key if any.
+    fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, String>;
+    /// The API keys from the environment. Errors name the variable, never a value.
+    fn api_keys(&self) -> Result<ApiKeys, String>;
+}
+
+impl VaultConfigExt for VaultConfig {
+    fn load(path: &Path) -> Result<VaultConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         VaultConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    pub fn from_yaml(text: &str) -> Result<VaultConfig, String> {
+    fn from_yaml(text: &str) -> Result<VaultConfig, String> {
         let c: VaultConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         c.recipients()?;
         if let Some(k) = &c.warrant_signer {
@@ -84,8 +53,7 @@ impl VaultConfig {
         Ok(c)
     }
 
-    /// The parsed recipients: the vault key, then the break-glass key if any.
-    pub fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, String> {
+    fn recipients(&self) -> Result<Vec<age::x25519::Recipient>, String> {
         let parse = |what: &str, s: &str| {
             s.trim().parse::<age::x25519::Recipient>().map_err(|e| {
                 format!("recipients.{what}: not an age X25519 public key (age1...): {e}")
@@ -102,8 +70,7 @@ impl VaultConfig {
         Ok(r)
     }
 
-    /// The API keys from the environment. Errors name the variable, never a value.
-    pub fn api_keys(&self) -> Result<ApiKeys, String> {
+    fn api_keys(&self) -> Result<ApiKeys, String> {
         let get = |name: &str| -> Result<String, String> {
             let v = std::env::var(name)
                 .map_err(|_| format!("environment variable {name} (an API key) is not set"))?;
@@ -129,8 +96,15 @@ impl VaultConfig {
     }
 }
 
-impl PgDatabase {
-    pub fn password(&self) -> Result<String, String> {
+/// How the vault connects to a [`PgDatabase`].
+pub trait PgDatabaseExt {
+    /// The password from the environment. The error names the variable, never a value.
+    fn password(&self) -> Result<String, String>;
+    fn pg_config(&self, password: &str) -> tokio_postgres::Config;
+}
+
+impl PgDatabaseExt for PgDatabase {
+    fn password(&self) -> Result<String, String> {
         std::env::var(&self.password_env).map_err(|_| {
             format!(
                 "environment variable {} (password of {}@{}) is not set",
@@ -139,7 +113,7 @@ impl PgDatabase {
         })
     }
 
-    pub fn pg_config(&self, password: &str) -> tokio_postgres::Config {
+    fn pg_config(&self, password: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::VaultConfig;
+pub use config::{VaultConfig, VaultConfigExt};
 pub use crypto::keygen;
 
 /// Loads the config, opens the database, then serves until SIGTERM or SIGINT.

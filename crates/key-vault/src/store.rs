@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Database, PgDatabase};
+use crate::config::{Database, PgDatabase, PgDatabaseExt};
 
 /// A version to store.
 pub struct NewKey {

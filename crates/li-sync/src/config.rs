@@ -1,105 +1,24 @@
 //! li-sync's config file (rendered by `mxstack_topology::li::li_sync_config`). It holds no secret:
 //! every password and key is read from the environment variable the file names.
+//!
+//! The types and their loading live in `mxstack-service-config`, shared with the writer, so the
+//! file written and the file read cannot disagree. What needs li-sync's own dependencies (a
+//! tokio-postgres config) or the environment (credentials) is here, as extension traits.
 
-use serde::Deserialize;
+pub use mxstack_service_config::li_sync::{
+    ConfigError, Database, LiSyncConfig, MediaConfig, Subscription, SyncMode, WorkingCopyConfig,
+};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LiSyncConfig {
-    /// HTTP listener for /health, /status and /metrics.
-    pub listen: String,
-    /// `logical` or `dump`.
-    pub mode: SyncMode,
-    /// Main's database as li-sync reaches it (the read-only replication role).
-    pub main: Database,
-    /// The LI replica.
-    pub replica: Database,
-    pub subscription: Subscription,
-    pub media: Option<MediaConfig>,
-    pub schema_check_interval_secs: u64,
-    pub status_interval_secs: u64,
-    /// Dump mode: the daemon runs a dump sync itself this often (the local runner). Absent where
-    /// a scheduler runs `mxstack li dump` (the Kubernetes CronJob).
-    #[serde(default)]
-    pub dump_interval_secs: Option<u64>,
-    /// The browsing stack's working copy, in the replica's cluster (`mxstack li
-    /// refresh-working-copy`).
-    #[serde(default)]
-    pub working_copy: Option<WorkingCopyConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkingCopyConfig {
-    /// Database Synapse LI runs on; it is refreshed in place, never dropped.
-    pub dbname: String,
-    /// Synapse LI's role: owns every object the refresh creates.
-    pub owner: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    Logical,
-    Dump,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Database {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    /// Environment variable holding the password.
-    pub password_env: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Subscription {
-    pub name: String,
-    pub publication: String,
-    /// Main as the LI PostgreSQL server reaches it (the subscription's conninfo).
-    pub main_host: String,
-    pub main_port: u16,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MediaConfig {
-    /// S3 endpoint URL, path-style (e.g. `http://127.0.0.1:8333`).
-    pub endpoint: String,
-    pub region: String,
-    pub main_bucket: String,
-    pub li_bucket: String,
-    pub access_key_env: String,
-    pub secret_key_env: String,
-    pub interval_secs: u64,
-}
-
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl LiSyncConfig {
-    pub fn load(path: &std::path::Path) -> Result<LiSyncConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
-    }
-}
-
-impl Database {
+/// How li-sync connects to a [`Database`] of its config.
+pub trait DatabaseExt {
     /// The password from the environment. The error names the variable, never a value.
-    pub fn password(&self) -> Result<String, ConfigError> {
+    fn password(&self) -> Result<String, ConfigError>;
+    /// A tokio-postgres config for this database.
+    fn pg_config(&self, password: &str) -> tokio_postgres::Config;
+}
+
+impl DatabaseExt for Database {
+    fn password(&self) -> Result<String, ConfigError> {
         std::env::var(&self.password_env).map_err(|_| {
             ConfigError(format!(
                 "environment variable {} (password of {}@{}) is not set",
@@ -108,8 +27,7 @@ impl Database {
         })
     }
 
-    /// A tokio-postgres config for this database.
-    pub fn pg_config(&self, password: &str) -> tokio_postgres::Config {
+    fn pg_config(&self, password: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
@@ -122,8 +40,14 @@ impl Database {
     }
 }
 
-impl MediaConfig {
-    pub fn credentials(&self) -> Result<(String, String), ConfigError> {
+/// The S3 credentials of li-sync's [`MediaConfig`].
+pub trait MediaConfigExt {
+    /// `(access key, secret key)` from the environment variables the config names.
+    fn credentials(&self) -> Result<(String, String), ConfigError>;
+}
+
+impl MediaConfigExt for MediaConfig {
+    fn credentials(&self) -> Result<(String, String), ConfigError> {
         let get = |name: &str| {
             std::env::var(name)
                 .map_err(|_| ConfigError(format!("environment variable {name} is not set")))

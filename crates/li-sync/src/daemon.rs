@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::{Database, LiSyncConfig, SyncMode};
+use crate::config::{Database, DatabaseExt, LiSyncConfig, MediaConfigExt, SyncMode};
 use crate::media::MediaSync;
 use crate::replica::{sync_schema, ReplicaError};
 use crate::status::{collect, metrics_text, Counters, LiStatus};

@@ -25,6 +25,8 @@ pub mod status;
 
 use std::path::Path;
 
+use config::DatabaseExt;
+
 /// Environment variables `li prepare-main` reads main's superuser from (the Kubernetes Job gets
 /// them from the CloudNativePG superuser secret; never an LI workload).
 pub use mxstack_topology::li::{ENV_MAIN_ADMIN_PASSWORD, ENV_MAIN_ADMIN_USER};

@@ -3,6 +3,7 @@
 //! limits of Synapse, the scanner and clamd cannot disagree (a file Synapse accepts is never
 //! too big for clamd to scan, and clamd reports what exceeds its limits instead of passing it).
 
+use mxstack_service_config::content_scanner::ScannerConfig;
 use serde_json::{json, Value};
 
 use crate::addressing::Addressing;
@@ -85,27 +86,38 @@ pub fn scanner_threads(t: &Topology) -> usize {
     millis.div_ceil(1000).max(1)
 }
 
-/// The content scanner's config file (no secrets: the request secret is read from a file).
+/// The content scanner's config file (no secrets: the request secret is read from a file), as the
+/// value the targets write out. See [`scanner_config_typed`].
 pub fn scanner_config(
     t: &Topology,
     addr: &dyn Addressing,
     listen: &str,
     request_secret_path: &str,
 ) -> Value {
+    crate::service_config_value(&scanner_config_typed(t, addr, listen, request_secret_path))
+}
+
+/// The content scanner's config as the type the scanner reads.
+pub fn scanner_config_typed(
+    t: &Topology,
+    addr: &dyn Addressing,
+    listen: &str,
+    request_secret_path: &str,
+) -> ScannerConfig {
     let clamd = addr.clamd();
-    json!({
-        "listen": listen,
-        "upstreams": upstreams(t, addr),
-        "clamd": format!("{}:{}", clamd.host, clamd.port),
-        "max_file_bytes": max_file_bytes(t),
-        "memory_buffer_bytes": MEMORY_BUFFER_BYTES,
-        "memory_budget_bytes": memory_budget_bytes(t),
-        "clamd_connections": 16,
+    ScannerConfig {
+        listen: listen.to_string(),
+        upstreams: upstreams(t, addr),
+        clamd: format!("{}:{}", clamd.host, clamd.port),
+        max_file_bytes: max_file_bytes(t),
+        memory_buffer_bytes: MEMORY_BUFFER_BYTES,
+        memory_budget_bytes: memory_budget_bytes(t),
+        clamd_connections: 16,
         // Below the 60 s Synapse's HTTP client waits for the upload module's request.
-        "scan_timeout_secs": 50,
-        "verdict_cache_entries": t.config.antivirus.verdict_cache_entries,
-        "request_secret_path": request_secret_path,
-    })
+        scan_timeout_secs: 50,
+        verdict_cache_entries: t.config.antivirus.verdict_cache_entries as usize,
+        request_secret_path: request_secret_path.into(),
+    }
 }
 
 /// clamd.conf. Limits sit above the scanner's, so everything the scanner passes on is scanned

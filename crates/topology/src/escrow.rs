@@ -2,6 +2,7 @@
 //! E2EE key to the key vault, after checking it against the user's current key backup.
 //! The module is `python/mxstack_synapse/escrow.py`; docs/ESCROW.md describes the client API.
 
+use mxstack_service_config::key_vault::{Database, Recipients, VaultConfig};
 use serde_json::{json, Value};
 
 use crate::addressing::Addressing;
@@ -29,20 +30,40 @@ pub const VAULT_SQLITE_FILE: &str = "key-vault.sqlite3";
 /// `key_vault_age_identity`. `database` is the SQLite file the vault keeps its versions in.
 /// `warrant_signer` is the LI console's public key (`Secrets::li_console_public_key`): the vault
 /// releases keys only for a user named in a fresh, unexpired warrant claim the console signed.
+/// Returns the value the targets write out; see [`key_vault_config_typed`].
 pub fn key_vault_config(
     listen: &str,
     database: &str,
     vault_recipient: &str,
     warrant_signer: &str,
 ) -> Value {
-    json!({
-        "listen": listen,
-        "database": {"sqlite": database},
-        "recipients": {"vault": vault_recipient},
-        "store_api_key_env": ENV_STORE_API_KEY,
-        "retrieval_api_key_env": ENV_RETRIEVAL_API_KEY,
-        "warrant_signer": warrant_signer,
-    })
+    crate::service_config_value(&key_vault_config_typed(
+        listen,
+        database,
+        vault_recipient,
+        warrant_signer,
+    ))
+}
+
+/// The key vault's config as the type the vault reads. mxstack renders no break-glass recipient:
+/// mxstack.yaml has no setting for one (crates/key-vault/README.md shows the field).
+pub fn key_vault_config_typed(
+    listen: &str,
+    database: &str,
+    vault_recipient: &str,
+    warrant_signer: &str,
+) -> VaultConfig {
+    VaultConfig {
+        listen: listen.to_string(),
+        database: Database::Sqlite(database.into()),
+        recipients: Recipients {
+            vault: vault_recipient.to_string(),
+            break_glass: None,
+        },
+        store_api_key_env: ENV_STORE_API_KEY.into(),
+        retrieval_api_key_env: ENV_RETRIEVAL_API_KEY.into(),
+        warrant_signer: Some(warrant_signer.to_string()),
+    }
 }
 
 /// The `modules:` entry: the vault's address and the file holding the store API key (never the

@@ -3,7 +3,11 @@
 //! Names here are shared by the Kubernetes render (CloudNativePG roles, Publication, Subscription,
 //! NetworkPolicies) and the local runner, so both build the same replica.
 
-use serde_json::{json, Value};
+use mxstack_service_config::li_sync::{
+    Database, LiSyncConfig, MediaConfig, Subscription, SyncMode, WorkingCopyConfig,
+};
+use mxstack_spec::LiSyncMode;
+use serde_json::Value;
 
 use crate::addressing::Addressing;
 use crate::synapse::DATABASE_NAME;
@@ -28,53 +32,65 @@ pub const ENV_LI_PASSWORD: &str = "MXSTACK_LI_DB_PASSWORD";
 pub const ENV_S3_ACCESS_KEY: &str = "MXSTACK_LI_S3_ACCESS_KEY";
 pub const ENV_S3_SECRET_KEY: &str = "MXSTACK_LI_S3_SECRET_KEY";
 
-/// li-sync's config file (no secrets: passwords and keys come from the environment).
-///
-/// `subscription_main` is main as the LI PostgreSQL reaches it (the subscription's conninfo);
-/// `main` is main as li-sync reaches it. They are the same address on both targets today.
+/// li-sync's config file (no secrets: passwords and keys come from the environment), as the
+/// value the targets write out. See [`li_sync_config_typed`].
 pub fn li_sync_config(t: &Topology, addr: &dyn Addressing, listen: &str) -> Value {
+    crate::service_config_value(&li_sync_config_typed(t, addr, listen))
+}
+
+/// li-sync's config as the type li-sync reads.
+///
+/// `subscription.main_*` is main as the LI PostgreSQL reaches it (the subscription's conninfo);
+/// `main` is main as li-sync reaches it. They are the same address on both targets today.
+/// `dump_interval_secs` is left unset: on Kubernetes a CronJob runs the dumps (the local runner
+/// sets it).
+pub fn li_sync_config_typed(t: &Topology, addr: &dyn Addressing, listen: &str) -> LiSyncConfig {
     let config = &t.config;
     let main = addr.postgres();
     let li = addr.li_postgres();
-    json!({
-        "listen": listen,
-        "mode": config.li.sync.as_str(),
-        "main": {
-            "host": main.host,
-            "port": main.port,
-            "dbname": DATABASE_NAME,
-            "user": REPLICATION_ROLE,
-            "password_env": ENV_MAIN_PASSWORD,
+    LiSyncConfig {
+        listen: listen.to_string(),
+        mode: match config.li.sync {
+            LiSyncMode::Logical => SyncMode::Logical,
+            LiSyncMode::Dump => SyncMode::Dump,
         },
-        "replica": {
-            "host": li.host,
-            "port": li.port,
-            "dbname": LI_DATABASE,
-            "user": LI_ROLE,
-            "password_env": ENV_LI_PASSWORD,
+        main: Database {
+            host: main.host.clone(),
+            port: main.port,
+            dbname: DATABASE_NAME.into(),
+            user: REPLICATION_ROLE.into(),
+            password_env: ENV_MAIN_PASSWORD.into(),
         },
-        "subscription": {
-            "name": SUBSCRIPTION,
-            "publication": PUBLICATION,
-            "main_host": main.host,
-            "main_port": main.port,
+        replica: Database {
+            host: li.host,
+            port: li.port,
+            dbname: LI_DATABASE.into(),
+            user: LI_ROLE.into(),
+            password_env: ENV_LI_PASSWORD.into(),
         },
-        "media": {
-            "endpoint": addr.s3_endpoint(),
-            "region": config.media.region,
-            "main_bucket": config.media.bucket,
-            "li_bucket": config.li.media_bucket(&config.media),
-            "access_key_env": ENV_S3_ACCESS_KEY,
-            "secret_key_env": ENV_S3_SECRET_KEY,
-            "interval_secs": 10,
+        subscription: Subscription {
+            name: SUBSCRIPTION.into(),
+            publication: PUBLICATION.into(),
+            main_host: main.host,
+            main_port: main.port,
         },
-        "schema_check_interval_secs": 5,
-        "status_interval_secs": 1,
-        "working_copy": {
-            "dbname": WORKING_COPY_DATABASE,
-            "owner": crate::li_browsing::WORKING_COPY_ROLE,
-        },
-    })
+        media: Some(MediaConfig {
+            endpoint: addr.s3_endpoint(),
+            region: config.media.region.clone(),
+            main_bucket: config.media.bucket.clone(),
+            li_bucket: config.li.media_bucket(&config.media),
+            access_key_env: ENV_S3_ACCESS_KEY.into(),
+            secret_key_env: ENV_S3_SECRET_KEY.into(),
+            interval_secs: 10,
+        }),
+        schema_check_interval_secs: 5,
+        status_interval_secs: 1,
+        working_copy: Some(WorkingCopyConfig {
+            dbname: WORKING_COPY_DATABASE.into(),
+            owner: crate::li_browsing::WORKING_COPY_ROLE.into(),
+        }),
+        dump_interval_secs: None,
+    }
 }
 
 /// Tables whose rows are bookkeeping rewritten every few seconds (locks, stream positions,

@@ -2,7 +2,8 @@
 //! Kubernetes ConfigMap and `mxstack up`). The file holds no secret: every credential is named by
 //! the environment variable that carries it.
 
-use serde_json::{json, Value};
+use mxstack_service_config::li_console::{ConsoleConfig, KeyVault, Media, Replica};
+use serde_json::Value;
 
 use crate::escrow::ENV_RETRIEVAL_API_KEY;
 
@@ -34,38 +35,42 @@ pub struct ConsoleEndpoints<'a> {
     pub metrics_listen: Option<&'a str>,
 }
 
-/// The console's config file (`mxstack serve li-console --config`).
+/// The console's config file (`mxstack serve li-console --config`), as the value the targets
+/// write out. See [`console_config_typed`].
 pub fn console_config(e: &ConsoleEndpoints) -> Value {
-    let mut v = json!({
-        "listen": e.listen,
-        "database": e.database,
-        "server_name": e.server_name,
-        "replica": {
-            "host": e.replica.0,
-            "port": e.replica.1,
-            "dbname": e.replica.2,
-            "user": CONSOLE_DB_ROLE,
-            "password_env": ENV_DB_PASSWORD,
+    crate::service_config_value(&console_config_typed(e))
+}
+
+/// The console's config as the type the console reads.
+pub fn console_config_typed(e: &ConsoleEndpoints) -> ConsoleConfig {
+    ConsoleConfig {
+        listen: e.listen.to_string(),
+        database: e.database.into(),
+        server_name: e.server_name.to_string(),
+        replica: Replica {
+            host: e.replica.0.to_string(),
+            port: e.replica.1,
+            dbname: e.replica.2.to_string(),
+            user: CONSOLE_DB_ROLE.into(),
+            password_env: ENV_DB_PASSWORD.into(),
         },
-        "key_vault": { "url": e.key_vault_url, "retrieval_api_key_env": ENV_RETRIEVAL_API_KEY },
-        "vault_identity_env": ENV_VAULT_IDENTITY,
-        "signing_key_env": ENV_SIGNING_KEY,
-        "media": {
-            "endpoint": e.media.0,
-            "bucket": e.media.1,
-            "region": e.media.2,
-            "access_key_env": ENV_S3_ACCESS_KEY,
-            "secret_key_env": ENV_S3_SECRET_KEY,
+        key_vault: KeyVault {
+            url: e.key_vault_url.to_string(),
+            retrieval_api_key_env: ENV_RETRIEVAL_API_KEY.into(),
         },
-        "secure_cookies": e.secure_cookies,
-    });
-    if let Some(c) = &e.clamd {
-        v["clamd"] = json!(c);
+        vault_identity_env: ENV_VAULT_IDENTITY.into(),
+        signing_key_env: ENV_SIGNING_KEY.into(),
+        media: Some(Media {
+            endpoint: e.media.0.to_string(),
+            bucket: e.media.1.to_string(),
+            region: e.media.2.to_string(),
+            access_key_env: ENV_S3_ACCESS_KEY.into(),
+            secret_key_env: ENV_S3_SECRET_KEY.into(),
+        }),
+        secure_cookies: e.secure_cookies,
+        clamd: e.clamd.clone(),
+        metrics_listen: e.metrics_listen.map(str::to_string),
     }
-    if let Some(m) = e.metrics_listen {
-        v["metrics_listen"] = json!(m);
-    }
-    v
 }
 
 /// SQL that creates the console's role on the LI cluster (local runner; on Kubernetes the

@@ -22,6 +22,7 @@ pub mod workers;
 
 use mxstack_spec::{Config, Feature};
 use serde::Serialize;
+use serde_json::Value;
 
 pub use addressing::{Addressing, HostPort, SynapsePaths};
 pub use budget::ConnectionBudget;
@@ -90,4 +91,12 @@ impl Topology {
     pub fn groups_of(&self, kind: WorkerKind) -> impl Iterator<Item = &WorkerGroup> {
         self.groups.iter().filter(move |g| g.kind == kind)
     }
+}
+
+/// A service's config (a `mxstack_service_config` type) as the JSON value the targets write out.
+/// Field order is the type's, and unset optional fields are left out.
+pub(crate) fn service_config_value<T: Serialize>(config: &T) -> Value {
+    // Only fails on non-string map keys or non-UTF-8 paths; these types have neither (their
+    // paths are built from strings).
+    serde_json::to_value(config).expect("a service config is plain data")
 }
