@@ -1016,11 +1016,11 @@ fn router(c: &Parts, out: &mut Out, after: Vec<String>) -> u16 {
 pub const LOCAL_DUMP_INTERVAL_SECS: u64 = 60;
 
 fn local_li_sync_config(t: &Topology, addr: &LocalAddressing, listen: &str) -> serde_json::Value {
-    let mut v = li::li_sync_config(t, addr, listen);
+    let mut c = li::li_sync_config_typed(t, addr, listen);
     if t.config.li.sync == mxstack_spec::LiSyncMode::Dump {
-        v["dump_interval_secs"] = LOCAL_DUMP_INTERVAL_SECS.into();
+        c.dump_interval_secs = Some(LOCAL_DUMP_INTERVAL_SECS);
     }
-    v
+    serde_json::to_value(&c).expect("li-sync's config serializes")
 }
 
 fn li_services(
