@@ -237,9 +237,12 @@ impl Drop for PgCluster {
 }
 
 /// The project's virtualenv (scripts/setup.sh), for `weed`.
+/// A program of the venv: MXSTACK_VENV's (as scripts/test.sh sets it), else the checkout's `.venv`.
 pub fn venv_bin(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root.join(".venv/bin").join(name);
+    let venv = std::env::var_os("MXSTACK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+    let p = venv.join("bin").join(name);
     assert!(p.exists(), "{} missing: run scripts/setup.sh", p.display());
     p
 }
