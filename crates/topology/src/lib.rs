@@ -13,6 +13,7 @@ pub mod haproxy;
 pub mod li;
 pub mod li_browsing;
 pub mod li_console;
+pub mod party;
 pub mod registry;
 pub mod routing;
 pub mod sizing;

@@ -1,15 +1,17 @@
 //! Every component of the deployment, declared once: its id (its party in the flows, its pods'
 //! `app.kubernetes.io/name` and its Service name), the feature that brings it, how its pods are
-//! selected, its named ports and where it is scraped. The targets loop over [`ALL`] and read the
+//! selected, its named ports, where it is scraped, its health endpoints and its flows in and out. The targets loop over [`ALL`] and read the
 //! constants here; a port, a Service name or a scrape path written anywhere else is a copy that
 //! will drift.
 //!
 //! Each component is a module with its ports as constants (`registry::valkey::REDIS`) and its
 //! declaration as `COMPONENT`. Adding a component: docs/ARCHITECTURE.md, "Adding a component".
 
-use mxstack_spec::Feature;
+use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
 
-use crate::flows::{Party, Protocol};
+use crate::party::{tcp, Flow, Party, Protocol, KUBERNETES_API_PORTS};
+use crate::registry as reg;
+use crate::Topology;
 
 /// A named port: the container port's name (what Services and NetworkPolicies refer to) and
 /// its number.
@@ -63,8 +65,15 @@ pub struct Health {
     pub live: &'static str,
 }
 
+/// The flows a component takes part in, given the deployment.
+pub type Flows = fn(&Topology) -> Vec<Flow>;
+
+fn no_flows(_: &Topology) -> Vec<Flow> {
+    Vec::new()
+}
+
 /// One component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Component {
     pub id: Party,
     /// The feature that brings it (None: always there).
@@ -73,6 +82,9 @@ pub struct Component {
     pub ports: &'static [Port],
     pub scrape: Option<Scrape>,
     pub health: Option<Health>,
+    /// Who talks to it and to whom it talks (NetworkPolicies and docs/NETWORK.md come from
+    /// these, collected by `flows::flows`).
+    pub flows: Flows,
 }
 
 impl Component {
@@ -85,7 +97,13 @@ impl Component {
             ports,
             scrape: None,
             health: None,
+            flows: no_flows,
         }
+    }
+
+    /// Its flows in and out.
+    pub const fn with_flows(self, flows: Flows) -> Component {
+        Component { flows, ..self }
     }
 
     /// Pods selected otherwise than by the id (an operator's labels, a worker group).
@@ -133,6 +151,21 @@ impl Component {
     }
 }
 
+/// Prometheus scraping `to` on `port` (with monitoring).
+fn prometheus(t: &Topology, to: Party, port: Port, why: &'static str) -> Option<Flow> {
+    t.has(Feature::Monitoring)
+        .then(|| tcp(Party::Monitoring, to, &[port.number], why))
+}
+
+/// The S3 endpoint of the media backend as a flow target: (party, port).
+pub fn s3_target(t: &Topology) -> (Party, u16) {
+    match t.config.media.backend {
+        MediaBackend::Seaweedfs => (Party::Seaweedfs, reg::seaweedfs::S3.number),
+        MediaBackend::MinioLegacy => (Party::Minio, reg::minio::S3.number),
+        MediaBackend::S3 => (Party::Internet, 443),
+    }
+}
+
 pub mod synapse {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8008);
@@ -141,10 +174,58 @@ pub mod synapse {
     pub const COMPONENT: Component =
         Component::ours(Party::Synapse, None, &[HTTP, REPLICATION, METRICS])
             .scraped(METRICS, "/_synapse/metrics")
-            .healthy(HTTP, "/health", "/health");
+            .healthy(HTTP, "/health", "/health")
+            .with_flows(flows);
     /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
     pub fn group_service(group: &str) -> String {
         format!("{}-{group}", Party::Synapse.as_str())
+    }
+
+    /// Between Synapse's processes, and out to the internet.
+    fn synapse_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let mut f = vec![tcp(
+            Synapse,
+            Synapse,
+            &[reg::synapse::REPLICATION.number],
+            "HTTP replication between main and workers",
+        )];
+        // Inbound federation needs no flow of its own: /.well-known/matrix/server delegates it to the
+        // matrix host on 443, so it arrives like client traffic (edge -> router 8080); neither the edge
+        // nor the router listens on 8448.
+        if t.has(Feature::Federation) {
+            f.push(tcp(
+                Synapse,
+                Internet,
+                &[443, 8448],
+                "outbound federation and key fetches",
+            ));
+        }
+        if t.config.synapse.url_previews {
+            f.push(tcp(
+                Synapse,
+                Internet,
+                &[80, 443],
+                "URL previews (media workers)",
+            ));
+        }
+        f
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        let mut f = synapse_flows(t);
+
+        if t.config.media.backend == MediaBackend::S3 {
+            f.push(tcp(
+                Party::Synapse,
+                Party::Internet,
+                &[443],
+                "media objects on the external S3 endpoint",
+            ));
+        }
+        f.extend(prometheus(t, Party::Synapse, METRICS, "Synapse metrics"));
+        f
     }
 }
 
@@ -155,7 +236,35 @@ pub mod router {
     pub const STATS: Port = Port::tcp("stats", 8404);
     pub const COMPONENT: Component = Component::ours(Party::Router, None, &[HTTP, STATS])
         .scraped(STATS, "/metrics")
-        .healthy(STATS, "/healthz", "/healthz");
+        .healthy(STATS, "/healthz", "/healthz")
+        .with_flows(flows);
+
+    /// Client and federation requests: edge -> router -> Synapse.
+    fn router_flows(_: &Topology) -> Vec<Flow> {
+        use Party::*;
+        vec![
+            tcp(
+                Edge,
+                Router,
+                &[reg::router::HTTP.number],
+                "client and federation HTTPS terminated at the edge",
+            ),
+            tcp(
+                Router,
+                Synapse,
+                &[reg::synapse::HTTP.number],
+                "routed client/federation requests",
+            ),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        let mut f = router_flows(t);
+
+        f.extend(prometheus(t, Party::Router, STATS, "HAProxy metrics"));
+        f
+    }
 }
 
 pub mod content_scanner {
@@ -165,7 +274,61 @@ pub mod content_scanner {
     pub const COMPONENT: Component =
         Component::ours(Party::ContentScanner, Some(Feature::Antivirus), &[HTTP])
             .scraped(HTTP, "/metrics")
-            .healthy(HTTP, "/ready", "/health");
+            .healthy(HTTP, "/ready", "/health")
+            .with_flows(flows);
+
+    /// The content scanner between clients and media, and clamd behind it.
+    fn antivirus_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let mut f = vec![
+            tcp(
+                Router,
+                ContentScanner,
+                &[reg::content_scanner::HTTP.number],
+                "media downloads and thumbnails pass through the content scanner",
+            ),
+            tcp(
+                ContentScanner,
+                Synapse,
+                &[reg::synapse::HTTP.number],
+                "the scanner fetches media from the media workers",
+            ),
+            tcp(
+                Synapse,
+                ContentScanner,
+                &[reg::content_scanner::HTTP.number],
+                "media workers have each upload scanned before it is stored",
+            ),
+            tcp(
+                ContentScanner,
+                Clamav,
+                &[reg::clamav::CLAMD.number],
+                "zINSTREAM scans on clamd",
+            ),
+        ];
+        if t.config.antivirus.signature_updates {
+            f.push(tcp(
+                Clamav,
+                Internet,
+                &[80, 443],
+                "freshclam signature updates from the configured mirror",
+            ));
+        }
+        if t.has(Feature::Monitoring) {
+            f.push(tcp(
+                Monitoring,
+                ContentScanner,
+                &[reg::content_scanner::HTTP.number],
+                "content scanner metrics",
+            ));
+        }
+        f
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        antivirus_flows(t)
+    }
 }
 
 pub mod clamav {
@@ -181,7 +344,133 @@ pub mod li_sync {
     pub const HTTP: Port = Port::tcp("http", 8091);
     pub const COMPONENT: Component = Component::ours(Party::LiSync, Some(Feature::Li), &[HTTP])
         .scraped(HTTP, "/metrics")
-        .healthy(HTTP, "/health", "/health");
+        .healthy(HTTP, "/health", "/health")
+        .with_flows(flows);
+
+    /// The replica: li-sync keeps it, the LI cluster's own traffic, and the working copy from it.
+    fn li_replica_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let (s3, s3_port) = s3_target(t);
+        vec![
+        tcp(
+            LiSync,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number],
+            "li-sync reads main's schema and replication status (read-only role li_replicator)",
+        ),
+        tcp(
+            LiSync,
+            LiPostgres,
+            &[reg::cnpg::POSTGRES.number],
+            "li-sync keeps the replica: schema, subscription, history",
+        ),
+        tcp(
+            LiSync,
+            s3,
+            &[s3_port],
+            "li-sync copies every media object into the LI bucket",
+        ),
+        tcp(
+            LiPrepareMain,
+            Postgres,
+            &[reg::cnpg::POSTGRES.number],
+            "the li-prepare-main Job sets replica identities, the event trigger and the publication (superuser)",
+        ),
+        tcp(
+            LiWorkingCopy,
+            LiPostgres,
+            &[reg::cnpg::POSTGRES.number],
+            "the working-copy CronJob refreshes synapse_li_work from the replica",
+        ),
+        tcp(
+            LiWorkingCopy,
+            KubernetesApi,
+            &KUBERNETES_API_PORTS,
+            "the working-copy CronJob restarts Synapse LI after a refresh (kubectl; its Role allows deployment synapse-li only)",
+        ),
+        tcp(
+            LiPostgres,
+            LiPostgres,
+            &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
+            "LI streaming replication and instance manager",
+        ),
+        tcp(
+            CnpgOperator,
+            LiPostgres,
+            &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
+            "CloudNativePG operator manages the LI instances",
+        ),
+    ]
+    }
+
+    /// How main's data reaches the replica: a subscription, or a dump restored on a schedule.
+    fn li_sync_mode_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        match t.config.li.sync {
+            LiSyncMode::Logical => vec![tcp(
+                LiPostgres,
+                Postgres,
+                &[reg::cnpg::POSTGRES.number],
+                "the LI subscription streams main's changes (logical replication)",
+            )],
+            LiSyncMode::Dump => vec![
+                tcp(
+                    LiDump,
+                    Postgres,
+                    &[reg::cnpg::POSTGRES.number],
+                    "the dump CronJob reads main (one snapshot, COPY, as li_replicator)",
+                ),
+                tcp(
+                    LiDump,
+                    LiPostgres,
+                    &[reg::cnpg::POSTGRES.number],
+                    "the dump CronJob restores into the replica",
+                ),
+            ],
+        }
+    }
+
+    fn li_monitoring_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        if !t.has(Feature::Monitoring) {
+            return vec![];
+        }
+        vec![
+            tcp(
+                Monitoring,
+                LiSync,
+                &[reg::li_sync::HTTP.number],
+                "li-sync metrics (lag, apply errors, media backlog)",
+            ),
+            tcp(
+                Monitoring,
+                KeyVault,
+                &[reg::key_vault::HTTP.number],
+                "key vault metrics (keys stored, retrievals, auth failures)",
+            ),
+            tcp(
+                Monitoring,
+                LiConsole,
+                &[reg::li_console::METRICS.number],
+                "LI console metrics (actions by kind, refused logins, audit write failures)",
+            ),
+            tcp(
+                Monitoring,
+                LiPostgres,
+                &[reg::cnpg::METRICS.number],
+                "LI PostgreSQL metrics",
+            ),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        let mut f = li_replica_flows(t);
+        f.extend(li_sync_mode_flows(t));
+        f.extend(li_monitoring_flows(t));
+
+        f
+    }
 }
 
 pub mod key_vault {
@@ -200,7 +489,60 @@ pub mod li_console {
     pub const COMPONENT: Component =
         Component::ours(Party::LiConsole, Some(Feature::Li), &[HTTP, METRICS])
             .scraped(METRICS, "/metrics")
-            .healthy(HTTP, "/health", "/health");
+            .healthy(HTTP, "/health", "/health")
+            .with_flows(flows);
+
+    /// The key vault (Synapse main stores, the console retrieves) and the LI console.
+    fn li_console_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let (s3, s3_port) = s3_target(t);
+        let mut f = vec![
+        tcp(
+            SynapseMain,
+            KeyVault,
+            &[reg::key_vault::HTTP.number],
+            "escrow store: Synapse main's escrow module stores users' E2EE keys (store API key)",
+        ),
+        tcp(
+            Edge,
+            LiConsole,
+            &[reg::li_console::HTTP.number],
+            "LI console (allowed networks; its own login with a second factor)",
+        ),
+        tcp(
+            LiConsole,
+            LiPostgres,
+            &[reg::cnpg::POSTGRES.number],
+            "the LI console reads the replica (read-only role li_console)",
+        ),
+        tcp(
+            LiConsole,
+            KeyVault,
+            &[reg::key_vault::HTTP.number],
+            "escrow retrieval: the LI console retrieves escrowed keys under a warrant (retrieval API key)",
+        ),
+        tcp(
+            LiConsole,
+            s3,
+            &[s3_port],
+            "the LI console reads LI media (the read-only S3 identity of Synapse LI)",
+        ),
+    ];
+        if t.has(Feature::Antivirus) {
+            f.push(tcp(
+                LiConsole,
+                Clamav,
+                &[reg::clamav::CLAMD.number],
+                "the LI console has LI media scanned before it is shown or exported",
+            ));
+        }
+        f
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        li_console_flows(t)
+    }
 }
 
 /// Both PostgreSQL clusters are CloudNativePG's: the same ports, its labels.
@@ -229,7 +571,54 @@ pub mod postgres {
     pub const CLUSTER: &str = "main-pg";
     pub const COMPONENT: Component = Component::ours(Party::Postgres, None, cnpg::PORTS)
         .selected_by(Selector::CnpgCluster(CLUSTER))
-        .pod_scraped("metrics");
+        .pod_scraped("metrics")
+        .with_flows(flows);
+
+    /// Main's PostgreSQL cluster (the LI cluster's flows are in [`li_flows`]).
+    fn postgres_flows(_: &Topology) -> Vec<Flow> {
+        use Party::*;
+        vec![
+            tcp(
+                Synapse,
+                Postgres,
+                &[reg::cnpg::POSTGRES.number],
+                "Synapse database",
+            ),
+            tcp(
+                Postgres,
+                Postgres,
+                &[reg::cnpg::POSTGRES.number, reg::cnpg::STATUS.number],
+                "streaming replication and instance manager",
+            ),
+            tcp(
+                CnpgOperator,
+                Postgres,
+                &[reg::cnpg::STATUS.number, reg::cnpg::POSTGRES.number],
+                "CloudNativePG operator manages instances",
+            ),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        let mut f = postgres_flows(t);
+
+        if t.config.media.backend == MediaBackend::S3 {
+            f.push(tcp(
+                Party::Postgres,
+                Party::Internet,
+                &[443],
+                "backups on the external S3 endpoint",
+            ));
+        }
+        f.extend(prometheus(
+            t,
+            Party::Postgres,
+            cnpg::METRICS,
+            "PostgreSQL metrics",
+        ));
+        f
+    }
 }
 
 pub mod valkey {
@@ -241,7 +630,46 @@ pub mod valkey {
     /// The headless Service that gives each instance a stable name.
     pub const HEADLESS: &str = "valkey-headless";
     pub const COMPONENT: Component =
-        Component::ours(Party::Valkey, None, &[REDIS, SENTINEL, EXPORTER]).pod_scraped("metrics");
+        Component::ours(Party::Valkey, None, &[REDIS, SENTINEL, EXPORTER])
+            .pod_scraped("metrics")
+            .with_flows(flows);
+
+    fn valkey_flows(_: &Topology) -> Vec<Flow> {
+        use Party::*;
+        vec![
+            tcp(
+                Synapse,
+                ValkeyMaster,
+                &[reg::valkey::REDIS.number],
+                "replication stream pub/sub via the master endpoint",
+            ),
+            tcp(
+                ValkeyMaster,
+                Valkey,
+                &[reg::valkey::REDIS.number],
+                "master endpoint health checks and proxying",
+            ),
+            tcp(
+                Valkey,
+                Valkey,
+                &[reg::valkey::REDIS.number, reg::valkey::SENTINEL.number],
+                "Valkey replication and Sentinel gossip",
+            ),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        let mut f = valkey_flows(t);
+
+        f.extend(prometheus(
+            t,
+            Party::Valkey,
+            EXPORTER,
+            "Valkey metrics exporter",
+        ));
+        f
+    }
 }
 
 /// The stable master endpoint: HAProxy checking `role:master` (Synapse has no Sentinel support).
@@ -275,22 +703,80 @@ pub mod seaweedfs {
             FILER,
             FILER_GRPC,
         ],
-    );
+    )
+    .with_flows(flows);
+
+    /// Its flows in and out (when it is the media backend).
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        if t.config.media.backend != MediaBackend::Seaweedfs {
+            return Vec::new();
+        }
+        vec![
+            tcp(Synapse, Seaweedfs, &[S3.number], "media objects (S3)"),
+            tcp(
+                Postgres,
+                Seaweedfs,
+                &[S3.number],
+                "WAL archive and base backups (Barman Cloud plugin)",
+            ),
+            tcp(
+                Seaweedfs,
+                Seaweedfs,
+                &INTERNAL.map(|p| p.number),
+                "SeaweedFS master, volume and filer traffic",
+            ),
+        ]
+    }
 }
 
 pub mod minio {
     use super::*;
     pub const S3: Port = Port::tcp("s3", 9000);
     pub const TENANT: &str = "minio";
-    pub const COMPONENT: Component =
-        Component::ours(Party::Minio, None, &[S3]).selected_by(Selector::MinioTenant(TENANT));
+    pub const COMPONENT: Component = Component::ours(Party::Minio, None, &[S3])
+        .selected_by(Selector::MinioTenant(TENANT))
+        .with_flows(flows);
+
+    /// Its flows in and out (when it is the media backend).
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        if t.config.media.backend != MediaBackend::MinioLegacy {
+            return Vec::new();
+        }
+        vec![
+            tcp(Synapse, Minio, &[S3.number], "media objects (S3)"),
+            tcp(
+                Postgres,
+                Minio,
+                &[S3.number],
+                "WAL archive and base backups (Barman Cloud plugin)",
+            ),
+            tcp(Minio, Minio, &[S3.number], "MinIO erasure-set traffic"),
+        ]
+    }
 }
 
 pub mod element {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8080);
-    pub const COMPONENT: Component =
-        Component::ours(Party::Element, None, &[HTTP]).healthy(HTTP, "/healthz", "/healthz");
+    pub const COMPONENT: Component = Component::ours(Party::Element, None, &[HTTP])
+        .healthy(HTTP, "/healthz", "/healthz")
+        .with_flows(flows);
+
+    fn element_flows(_: &Topology) -> Vec<Flow> {
+        vec![tcp(
+            Party::Edge,
+            Party::Element,
+            &[reg::element::HTTP.number],
+            "Element Web static files",
+        )]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        element_flows(t)
+    }
 }
 
 pub mod coturn {
@@ -304,25 +790,100 @@ pub mod coturn {
 pub mod livekit {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 7880);
-    pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP]);
+    pub const COMPONENT: Component =
+        Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP]).with_flows(flows);
+
+    fn calls_flows(_: &Topology) -> Vec<Flow> {
+        vec![tcp(
+            Party::Edge,
+            Party::Livekit,
+            &[reg::livekit::HTTP.number],
+            "LiveKit signalling (WebSocket)",
+        )]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        calls_flows(t)
+    }
 }
 
 pub mod sygnal {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 5000);
     pub const COMPONENT: Component = Component::ours(Party::Sygnal, Some(Feature::Push), &[HTTP])
-        .healthy(HTTP, "/health", "/health");
+        .healthy(HTTP, "/health", "/health")
+        .with_flows(flows);
+
+    fn push_flows(_: &Topology) -> Vec<Flow> {
+        use Party::*;
+        vec![
+            tcp(
+                Synapse,
+                Sygnal,
+                &[reg::sygnal::HTTP.number],
+                "pushers notify the push gateway",
+            ),
+            tcp(Sygnal, Internet, &[443], "APNs / FCM"),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        push_flows(t)
+    }
 }
 
 /// Synapse LI: the read-only browsing homeserver on the working copy.
 pub mod synapse_li {
     use super::*;
-    pub const COMPONENT: Component = Component::ours(
-        Party::SynapseLi,
-        Some(Feature::Li),
-        &[synapse::HTTP],
-    )
-    .healthy(synapse::HTTP, "/health", "/health");
+    pub const COMPONENT: Component =
+        Component::ours(Party::SynapseLi, Some(Feature::Li), &[synapse::HTTP])
+            .healthy(synapse::HTTP, "/health", "/health")
+            .with_flows(flows);
+
+    /// The browsing stack: Synapse LI on the working copy, and its two web UIs.
+    fn li_browsing_flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let (s3, s3_port) = s3_target(t);
+        vec![
+            tcp(
+                SynapseLi,
+                LiPostgres,
+                &[reg::cnpg::POSTGRES.number],
+                "Synapse LI's database (the working copy)",
+            ),
+            tcp(
+                SynapseLi,
+                s3,
+                &[s3_port],
+                "Synapse LI reads LI media (read-only S3 identity)",
+            ),
+            tcp(
+                Edge,
+                SynapseLi,
+                &[reg::synapse::HTTP.number],
+                "LI client and admin API (allowed networks only)",
+            ),
+            tcp(
+                Edge,
+                ElementLi,
+                &[reg::li_web::HTTP.number],
+                "Element Web LI (allowed networks, basic-auth gate)",
+            ),
+            tcp(
+                Edge,
+                SynapseAdminLi,
+                &[reg::li_web::HTTP.number],
+                "Synapse Admin LI (allowed networks, basic-auth gate)",
+            ),
+        ]
+    }
+
+    /// Its flows in and out.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        li_browsing_flows(t)
+    }
 }
 
 /// The LI web UIs (Element LI, Synapse Admin LI): nginx as a non-root user.
@@ -381,6 +942,8 @@ pub const ALL: [&Component; 21] = [
 pub const SYNAPSE_MAIN: Component = Component {
     id: Party::SynapseMain,
     scrape: None,
+    // Its flows are declared with the flows of the parties that talk to it (the escrow store).
+    flows: no_flows,
     ..synapse::COMPONENT.selected_by(Selector::SynapseGroup(crate::workers::MAIN_INSTANCE))
 };
 
