@@ -31,8 +31,6 @@ const ISSUER_SELFSIGNED_ROOT: &str = "mxstack-selfsigned-root";
 const CA_SECRET: &str = "mxstack-ca";
 /// cert-manager's cluster resource namespace: where a CA ClusterIssuer reads its CA secret.
 pub const CERT_MANAGER_NAMESPACE: &str = "cert-manager";
-/// The paths of the Matrix host that are public.
-pub const PUBLIC_SYNAPSE_PATHS: [&str; 2] = ["/_matrix", "/_synapse/client"];
 /// The Ingress annotation naming the Traefik middlewares of a router.
 pub const TRAEFIK_MIDDLEWARES: &str = "traefik.ingress.kubernetes.io/router.middlewares";
 
@@ -41,21 +39,10 @@ pub const GATE_USER_HEADER: &str = "X-LI-Gate-User";
 /// Traefik middlewares (ingress mode).
 pub const MIDDLEWARE_ALLOWED_NETWORKS: &str = "li-allowed-networks";
 pub const MIDDLEWARE_GATE_PASSWORD: &str = "li-gate-password";
-/// Paths of the Matrix LI host: the client API, SSO pages, and the admin API Synapse Admin LI
-/// calls (the LI host is reachable from the allowed networks only).
-pub const MATRIX_LI_PATHS: [&str; 3] = ["/_matrix", "/_synapse/client", "/_synapse/admin"];
 const FILE_ACCESS: &str = "li-access.yaml";
 
-/// Access control in front of an LI host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LiGate {
-    /// Only clients in `li.allowed_cidrs`; users then log in to Synapse LI or the LI console. No
-    /// basic auth: Matrix clients send their own `Authorization: Bearer` header, which a
-    /// basic-auth gate would need, and the console has its own login with a second factor.
-    AllowedNetworks,
-    /// Clients in `li.allowed_cidrs` that also pass the basic-auth gate (the web UIs).
-    AllowedNetworksAndPassword,
-}
+/// Access control in front of an LI host (declared with the component).
+pub use mxstack_topology::registry::Gate as LiGate;
 
 /// A public hostname and what serves it.
 pub struct Site {
@@ -68,111 +55,27 @@ pub struct Site {
     pub gate: Option<LiGate>,
 }
 
+/// Every public site the components whose feature is on declare, in their declared order.
 pub fn sites(ctx: &Ctx) -> Vec<Site> {
-    let h = ctx.cfg.hostnames();
-    let mut sites = vec![
-        Site {
-            slug: "well-known",
-            host: ctx.cfg.domain.clone(),
-            backends: vec![(
-                "/.well-known/matrix".into(),
-                reg::element::COMPONENT.name(),
-                reg::element::HTTP.number,
-            )],
-            gate: None,
-        },
-        Site {
-            slug: "matrix",
-            host: h.matrix.clone(),
-            backends: PUBLIC_SYNAPSE_PATHS
+    let mut declared: Vec<(&reg::Component, &reg::PublicSite)> = reg::ALL
+        .iter()
+        .filter(|c| c.feature.is_none_or(|f| ctx.has(f)))
+        .flat_map(|c| c.sites.iter().map(move |s| (*c, s)))
+        .collect();
+    declared.sort_by_key(|(_, s)| s.order);
+    declared
+        .into_iter()
+        .map(|(c, s)| Site {
+            slug: s.slug,
+            host: (s.host)(ctx.cfg),
+            backends: s
+                .paths
                 .iter()
-                .map(|p| {
-                    (
-                        p.to_string(),
-                        reg::router::COMPONENT.name(),
-                        reg::router::HTTP.number,
-                    )
-                })
+                .map(|p| (p.to_string(), c.name(), s.port.number))
                 .collect(),
-            gate: None,
-        },
-        Site {
-            slug: "element",
-            host: h.element.clone(),
-            backends: vec![(
-                "/".into(),
-                reg::element::COMPONENT.name(),
-                reg::element::HTTP.number,
-            )],
-            gate: None,
-        },
-    ];
-    if ctx.has(Feature::Calls) {
-        sites.push(Site {
-            slug: "livekit",
-            host: h.livekit.clone(),
-            backends: vec![(
-                "/".into(),
-                reg::livekit::COMPONENT.name(),
-                reg::livekit::HTTP.number,
-            )],
-            gate: None,
-        });
-    }
-    if ctx.has(Feature::Li) {
-        sites.push(Site {
-            slug: "matrix-li",
-            host: h.matrix_li.clone(),
-            backends: MATRIX_LI_PATHS
-                .iter()
-                .map(|p| {
-                    (
-                        p.to_string(),
-                        reg::synapse_li::COMPONENT.name(),
-                        reg::synapse::HTTP.number,
-                    )
-                })
-                .collect(),
-            gate: Some(LiGate::AllowedNetworks),
-        });
-        sites.push(Site {
-            slug: "element-li",
-            host: h.element_li.clone(),
-            backends: vec![(
-                "/".into(),
-                reg::element_li::COMPONENT.name(),
-                reg::li_web::HTTP.number,
-            )],
-            gate: Some(LiGate::AllowedNetworksAndPassword),
-        });
-        sites.push(Site {
-            slug: "admin-li",
-            host: h.admin_li.clone(),
-            backends: vec![(
-                "/".into(),
-                reg::synapse_admin_li::COMPONENT.name(),
-                reg::li_web::HTTP.number,
-            )],
-            gate: Some(LiGate::AllowedNetworksAndPassword),
-        });
-        sites.push(Site {
-            slug: "console-li",
-            host: h.li_console.clone(),
-            backends: vec![(
-                "/".into(),
-                reg::li_console::COMPONENT.name(),
-                reg::li_console::HTTP.number,
-            )],
-            gate: Some(LiGate::AllowedNetworks),
-        });
-        sites.push(Site {
-            slug: "keyvault",
-            host: h.keyvault.clone(),
-            backends: vec![],
-            gate: None,
-        });
-    }
-    sites
+            gate: s.gate,
+        })
+        .collect()
 }
 
 pub fn issuer_name(issuer: TlsIssuer) -> &'static str {

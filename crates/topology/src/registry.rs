@@ -7,7 +7,7 @@
 //! Each component is a module with its ports as constants (`registry::valkey::REDIS`) and its
 //! declaration as `COMPONENT`. Adding a component: docs/ARCHITECTURE.md, "Adding a component".
 
-use mxstack_spec::{Feature, LiSyncMode, MediaBackend};
+use mxstack_spec::{Config, Feature, LiSyncMode, MediaBackend};
 
 use crate::party::{tcp, Flow, Party, Protocol, KUBERNETES_API_PORTS};
 use crate::registry as reg;
@@ -65,6 +65,33 @@ pub struct Health {
     pub live: &'static str,
 }
 
+/// Access control in front of an LI host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Only clients in `li.allowed_cidrs`; users then log in to Synapse LI or the LI console. No
+    /// basic auth: Matrix clients send their own `Authorization: Bearer` header, which a
+    /// basic-auth gate would need, and the console has its own login with a second factor.
+    AllowedNetworks,
+    /// Clients in `li.allowed_cidrs` that also pass the basic-auth gate (the web UIs).
+    AllowedNetworksAndPassword,
+}
+
+/// A public hostname a component serves through the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicSite {
+    /// Short name: listener, route and certificate names.
+    pub slug: &'static str,
+    /// The hostname, from the config.
+    pub host: fn(&Config) -> String,
+    /// Path prefixes routed to the component (none: the host only gets its certificate).
+    pub paths: &'static [&'static str],
+    pub port: Port,
+    /// LI hosts: who may reach them.
+    pub gate: Option<Gate>,
+    /// Its place among the edge's sites: listeners, certificates and routes come in this order.
+    pub order: u8,
+}
+
 /// The flows a component takes part in, given the deployment.
 pub type Flows = fn(&Topology) -> Vec<Flow>;
 
@@ -85,6 +112,8 @@ pub struct Component {
     /// Who talks to it and to whom it talks (NetworkPolicies and docs/NETWORK.md come from
     /// these, collected by `flows::flows`).
     pub flows: Flows,
+    /// Its public hostnames (the edge's Gateway listeners or Ingresses, certificates, LI gates).
+    pub sites: &'static [PublicSite],
 }
 
 impl Component {
@@ -98,7 +127,13 @@ impl Component {
             scrape: None,
             health: None,
             flows: no_flows,
+            sites: &[],
         }
+    }
+
+    /// Its public hostnames.
+    pub const fn serves(self, sites: &'static [PublicSite]) -> Component {
+        Component { sites, ..self }
     }
 
     /// Its flows in and out.
@@ -234,10 +269,21 @@ pub mod router {
     pub const HTTP: Port = Port::tcp("http", 8080);
     /// The stats page, Prometheus metrics and health check.
     pub const STATS: Port = Port::tcp("stats", 8404);
+    /// The paths of the Matrix host that are public.
+    pub const PUBLIC_SYNAPSE_PATHS: &[&str] = &["/_matrix", "/_synapse/client"];
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "matrix",
+        host: |c| c.hostnames().matrix,
+        paths: PUBLIC_SYNAPSE_PATHS,
+        port: HTTP,
+        gate: None,
+        order: 1,
+    }];
     pub const COMPONENT: Component = Component::ours(Party::Router, None, &[HTTP, STATS])
         .scraped(STATS, "/metrics")
         .healthy(STATS, "/healthz", "/healthz")
-        .with_flows(flows);
+        .with_flows(flows)
+        .serves(SITES);
 
     /// Client and federation requests: edge -> router -> Synapse.
     fn router_flows(_: &Topology) -> Vec<Flow> {
@@ -476,9 +522,18 @@ pub mod li_sync {
 pub mod key_vault {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8092);
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "keyvault",
+        host: |c| c.hostnames().keyvault,
+        paths: &[],
+        port: HTTP,
+        gate: None,
+        order: 8,
+    }];
     pub const COMPONENT: Component = Component::ours(Party::KeyVault, Some(Feature::Li), &[HTTP])
         .scraped(HTTP, "/metrics")
-        .healthy(HTTP, "/health", "/health");
+        .healthy(HTTP, "/health", "/health")
+        .serves(SITES);
 }
 
 pub mod li_console {
@@ -486,11 +541,20 @@ pub mod li_console {
     pub const HTTP: Port = Port::tcp("http", 8093);
     /// Its own port, so the edge (which routes the console's whole host) never exposes it.
     pub const METRICS: Port = Port::tcp("metrics", 9094);
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "console-li",
+        host: |c| c.hostnames().li_console,
+        paths: &["/"],
+        port: HTTP,
+        gate: Some(Gate::AllowedNetworks),
+        order: 7,
+    }];
     pub const COMPONENT: Component =
         Component::ours(Party::LiConsole, Some(Feature::Li), &[HTTP, METRICS])
             .scraped(METRICS, "/metrics")
             .healthy(HTTP, "/health", "/health")
-            .with_flows(flows);
+            .with_flows(flows)
+            .serves(SITES);
 
     /// The key vault (Synapse main stores, the console retrieves) and the LI console.
     fn li_console_flows(t: &Topology) -> Vec<Flow> {
@@ -760,9 +824,28 @@ pub mod minio {
 pub mod element {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 8080);
+    pub const SITES: &[PublicSite] = &[
+        PublicSite {
+            slug: "well-known",
+            host: |c| c.domain.clone(),
+            paths: &["/.well-known/matrix"],
+            port: HTTP,
+            gate: None,
+            order: 0,
+        },
+        PublicSite {
+            slug: "element",
+            host: |c| c.hostnames().element,
+            paths: &["/"],
+            port: HTTP,
+            gate: None,
+            order: 2,
+        },
+    ];
     pub const COMPONENT: Component = Component::ours(Party::Element, None, &[HTTP])
         .healthy(HTTP, "/healthz", "/healthz")
-        .with_flows(flows);
+        .with_flows(flows)
+        .serves(SITES);
 
     fn element_flows(_: &Topology) -> Vec<Flow> {
         vec![tcp(
@@ -790,8 +873,17 @@ pub mod coturn {
 pub mod livekit {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 7880);
-    pub const COMPONENT: Component =
-        Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP]).with_flows(flows);
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "livekit",
+        host: |c| c.hostnames().livekit,
+        paths: &["/"],
+        port: HTTP,
+        gate: None,
+        order: 3,
+    }];
+    pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP])
+        .with_flows(flows)
+        .serves(SITES);
 
     fn calls_flows(_: &Topology) -> Vec<Flow> {
         vec![tcp(
@@ -837,10 +929,22 @@ pub mod sygnal {
 /// Synapse LI: the read-only browsing homeserver on the working copy.
 pub mod synapse_li {
     use super::*;
+    /// Paths of the Matrix LI host: the client API, SSO pages, and the admin API Synapse Admin LI
+    /// calls (the LI host is reachable from the allowed networks only).
+    pub const MATRIX_LI_PATHS: &[&str] = &["/_matrix", "/_synapse/client", "/_synapse/admin"];
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "matrix-li",
+        host: |c| c.hostnames().matrix_li,
+        paths: MATRIX_LI_PATHS,
+        port: synapse::HTTP,
+        gate: Some(Gate::AllowedNetworks),
+        order: 4,
+    }];
     pub const COMPONENT: Component =
         Component::ours(Party::SynapseLi, Some(Feature::Li), &[synapse::HTTP])
             .healthy(synapse::HTTP, "/health", "/health")
-            .with_flows(flows);
+            .with_flows(flows)
+            .serves(SITES);
 
     /// The browsing stack: Synapse LI on the working copy, and its two web UIs.
     fn li_browsing_flows(t: &Topology) -> Vec<Flow> {
@@ -894,22 +998,34 @@ pub mod li_web {
 
 pub mod element_li {
     use super::*;
-    pub const COMPONENT: Component = Component::ours(
-        Party::ElementLi,
-        Some(Feature::Li),
-        &[li_web::HTTP],
-    )
-    .healthy(li_web::HTTP, "/healthz", "/healthz");
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "element-li",
+        host: |c| c.hostnames().element_li,
+        paths: &["/"],
+        port: li_web::HTTP,
+        gate: Some(Gate::AllowedNetworksAndPassword),
+        order: 5,
+    }];
+    pub const COMPONENT: Component =
+        Component::ours(Party::ElementLi, Some(Feature::Li), &[li_web::HTTP])
+            .healthy(li_web::HTTP, "/healthz", "/healthz")
+            .serves(SITES);
 }
 
 pub mod synapse_admin_li {
     use super::*;
-    pub const COMPONENT: Component = Component::ours(
-        Party::SynapseAdminLi,
-        Some(Feature::Li),
-        &[li_web::HTTP],
-    )
-    .healthy(li_web::HTTP, "/healthz", "/healthz");
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "admin-li",
+        host: |c| c.hostnames().admin_li,
+        paths: &["/"],
+        port: li_web::HTTP,
+        gate: Some(Gate::AllowedNetworksAndPassword),
+        order: 6,
+    }];
+    pub const COMPONENT: Component =
+        Component::ours(Party::SynapseAdminLi, Some(Feature::Li), &[li_web::HTTP])
+            .healthy(li_web::HTTP, "/healthz", "/healthz")
+            .serves(SITES);
 }
 
 /// Every component, in the order the targets emit them (the monitoring objects follow it).
@@ -944,6 +1060,7 @@ pub const SYNAPSE_MAIN: Component = Component {
     scrape: None,
     // Its flows are declared with the flows of the parties that talk to it (the escrow store).
     flows: no_flows,
+    sites: &[],
     ..synapse::COMPONENT.selected_by(Selector::SynapseGroup(crate::workers::MAIN_INSTANCE))
 };
 
@@ -996,6 +1113,31 @@ mod tests {
             }
             if let Some(Scrape::Pod { port }) = c.scrape {
                 assert!(c.ports.iter().any(|p| p.name == port), "{}", c.name());
+            }
+        }
+    }
+
+    #[test]
+    fn public_sites_have_unique_slugs_and_places_and_route_to_declared_ports() {
+        let sites: Vec<(&Component, &PublicSite)> = ALL
+            .iter()
+            .flat_map(|c| c.sites.iter().map(move |s| (*c, s)))
+            .collect();
+        let mut slugs: Vec<&str> = sites.iter().map(|(_, s)| s.slug).collect();
+        let mut order: Vec<u8> = sites.iter().map(|(_, s)| s.order).collect();
+        slugs.sort();
+        slugs.dedup();
+        order.sort();
+        order.dedup();
+        assert_eq!(slugs.len(), sites.len(), "a slug twice");
+        assert_eq!(order.len(), sites.len(), "two sites in one place");
+        let config = Config::new("acme.test", mxstack_spec::Tier::T100, Default::default());
+        for (c, s) in &sites {
+            assert!(c.ports.contains(&s.port), "{}: {}", c.name(), s.slug);
+            assert!((s.host)(&config).ends_with("acme.test"), "{}", s.slug);
+            // Gated sites are LI's, and every LI site is gated but the key vault's bare host.
+            if s.gate.is_some() {
+                assert_eq!(c.feature, Some(Feature::Li), "{}", s.slug);
             }
         }
     }
