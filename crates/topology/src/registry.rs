@@ -7,7 +7,7 @@
 //! Each component is a module with its ports as constants (`registry::valkey::REDIS`) and its
 //! declaration as `COMPONENT`. Adding a component: docs/ARCHITECTURE.md, "Adding a component".
 
-use mxstack_spec::{Config, Feature, LiSyncMode, MediaBackend};
+use mxstack_spec::{Config, Feature, LiSyncMode, MediaBackend, SecretName};
 
 use crate::party::{tcp, Flow, Party, Protocol, KUBERNETES_API_PORTS};
 use crate::registry as reg;
@@ -114,6 +114,9 @@ pub struct Component {
     pub flows: Flows,
     /// Its public hostnames (the edge's Gateway listeners or Ingresses, certificates, LI gates).
     pub sites: &'static [PublicSite],
+    /// Every generated secret its processes may read, and no other (least privilege; the k8s
+    /// tests hold every pod to it).
+    pub reads: &'static [SecretName],
 }
 
 impl Component {
@@ -128,7 +131,13 @@ impl Component {
             health: None,
             flows: no_flows,
             sites: &[],
+            reads: &[],
         }
+    }
+
+    /// The secrets it reads.
+    pub const fn reads(self, reads: &'static [SecretName]) -> Component {
+        Component { reads, ..self }
     }
 
     /// Its public hostnames.
@@ -210,7 +219,19 @@ pub mod synapse {
         Component::ours(Party::Synapse, None, &[HTTP, REPLICATION, METRICS])
             .scraped(METRICS, "/_synapse/metrics")
             .healthy(HTTP, "/health", "/health")
-            .with_flows(flows);
+            .with_flows(flows)
+            .reads(&[
+                SecretName::SynapseDbPassword,
+                SecretName::S3AccessKey,
+                SecretName::S3SecretKey,
+                SecretName::RedisPassword,
+                SecretName::TurnSharedSecret,
+                SecretName::SigningKey,
+                SecretName::MacaroonSecretKey,
+                SecretName::FormSecret,
+                SecretName::RegistrationSharedSecret,
+                SecretName::WorkerReplicationSecret,
+            ]);
     /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
     pub fn group_service(group: &str) -> String {
         format!("{}-{group}", Party::Synapse.as_str())
@@ -321,7 +342,8 @@ pub mod content_scanner {
         Component::ours(Party::ContentScanner, Some(Feature::Antivirus), &[HTTP])
             .scraped(HTTP, "/metrics")
             .healthy(HTTP, "/ready", "/health")
-            .with_flows(flows);
+            .with_flows(flows)
+            .reads(&[SecretName::ContentScannerRequestSecret]);
 
     /// The content scanner between clients and media, and clamd behind it.
     fn antivirus_flows(t: &Topology) -> Vec<Flow> {
@@ -391,7 +413,13 @@ pub mod li_sync {
     pub const COMPONENT: Component = Component::ours(Party::LiSync, Some(Feature::Li), &[HTTP])
         .scraped(HTTP, "/metrics")
         .healthy(HTTP, "/health", "/health")
-        .with_flows(flows);
+        .with_flows(flows)
+        .reads(&[
+            SecretName::LiDbPassword,
+            SecretName::LiReplicationPassword,
+            SecretName::LiS3AccessKey,
+            SecretName::LiS3SecretKey,
+        ]);
 
     /// The replica: li-sync keeps it, the LI cluster's own traffic, and the working copy from it.
     fn li_replica_flows(t: &Topology) -> Vec<Flow> {
@@ -533,7 +561,11 @@ pub mod key_vault {
     pub const COMPONENT: Component = Component::ours(Party::KeyVault, Some(Feature::Li), &[HTTP])
         .scraped(HTTP, "/metrics")
         .healthy(HTTP, "/health", "/health")
-        .serves(SITES);
+        .serves(SITES)
+        .reads(&[
+            SecretName::KeyVaultStoreApiKey,
+            SecretName::KeyVaultRetrievalApiKey,
+        ]);
 }
 
 pub mod li_console {
@@ -554,7 +586,15 @@ pub mod li_console {
             .scraped(METRICS, "/metrics")
             .healthy(HTTP, "/health", "/health")
             .with_flows(flows)
-            .serves(SITES);
+            .serves(SITES)
+            .reads(&[
+                SecretName::KeyVaultRetrievalApiKey,
+                SecretName::LiConsoleDbPassword,
+                SecretName::LiConsoleSigningKey,
+                SecretName::KeyVaultAgeIdentity,
+                SecretName::LiBrowsingS3AccessKey,
+                SecretName::LiBrowsingS3SecretKey,
+            ]);
 
     /// The key vault (Synapse main stores, the console retrieves) and the LI console.
     fn li_console_flows(t: &Topology) -> Vec<Flow> {
@@ -696,7 +736,8 @@ pub mod valkey {
     pub const COMPONENT: Component =
         Component::ours(Party::Valkey, None, &[REDIS, SENTINEL, EXPORTER])
             .pod_scraped("metrics")
-            .with_flows(flows);
+            .with_flows(flows)
+            .reads(&[SecretName::RedisPassword]);
 
     fn valkey_flows(_: &Topology) -> Vec<Flow> {
         use Party::*;
@@ -739,7 +780,8 @@ pub mod valkey {
 /// The stable master endpoint: HAProxy checking `role:master` (Synapse has no Sentinel support).
 pub mod valkey_master {
     use super::*;
-    pub const COMPONENT: Component = Component::ours(Party::ValkeyMaster, None, &[valkey::REDIS]);
+    pub const COMPONENT: Component = Component::ours(Party::ValkeyMaster, None, &[valkey::REDIS])
+        .reads(&[SecretName::RedisPassword]);
 }
 
 pub mod seaweedfs {
@@ -768,7 +810,15 @@ pub mod seaweedfs {
             FILER_GRPC,
         ],
     )
-    .with_flows(flows);
+    .with_flows(flows)
+    .reads(&[
+        SecretName::S3AccessKey,
+        SecretName::S3SecretKey,
+        SecretName::LiS3AccessKey,
+        SecretName::LiS3SecretKey,
+        SecretName::LiBrowsingS3AccessKey,
+        SecretName::LiBrowsingS3SecretKey,
+    ]);
 
     /// Its flows in and out (when it is the media backend).
     pub fn flows(t: &Topology) -> Vec<Flow> {
@@ -867,7 +917,8 @@ pub mod coturn {
     pub const TURN: Port = Port::tcp("turn", 3478);
     pub const TURNS: Port = Port::tcp("turns", 5349);
     pub const COMPONENT: Component =
-        Component::ours(Party::Coturn, Some(Feature::Calls), &[TURN, TURNS]);
+        Component::ours(Party::Coturn, Some(Feature::Calls), &[TURN, TURNS])
+            .reads(&[SecretName::TurnSharedSecret]);
 }
 
 pub mod livekit {
@@ -883,7 +934,8 @@ pub mod livekit {
     }];
     pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP])
         .with_flows(flows)
-        .serves(SITES);
+        .serves(SITES)
+        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
 
     fn calls_flows(_: &Topology) -> Vec<Flow> {
         vec![tcp(
@@ -944,7 +996,13 @@ pub mod synapse_li {
         Component::ours(Party::SynapseLi, Some(Feature::Li), &[synapse::HTTP])
             .healthy(synapse::HTTP, "/health", "/health")
             .with_flows(flows)
-            .serves(SITES);
+            .serves(SITES) // The same server as main: its signing key (and nothing else of main's secrets).
+            .reads(&[
+                SecretName::LiWorkingCopyDbPassword,
+                SecretName::LiBrowsingS3AccessKey,
+                SecretName::LiBrowsingS3SecretKey,
+                SecretName::SigningKey,
+            ]);
 
     /// The browsing stack: Synapse LI on the working copy, and its two web UIs.
     fn li_browsing_flows(t: &Topology) -> Vec<Flow> {
@@ -1053,6 +1111,20 @@ pub const ALL: [&Component; 21] = [
     &SYNAPSE_MAIN,
 ];
 
+const MAIN_READS: &[SecretName] = &[
+    SecretName::SynapseDbPassword,
+    SecretName::S3AccessKey,
+    SecretName::S3SecretKey,
+    SecretName::RedisPassword,
+    SecretName::TurnSharedSecret,
+    SecretName::SigningKey,
+    SecretName::MacaroonSecretKey,
+    SecretName::FormSecret,
+    SecretName::RegistrationSharedSecret,
+    SecretName::WorkerReplicationSecret,
+    SecretName::KeyVaultStoreApiKey,
+];
+
 /// Synapse's main process as a party of its own (it alone serves the escrow endpoint): the
 /// Synapse pods of group `main`.
 pub const SYNAPSE_MAIN: Component = Component {
@@ -1061,6 +1133,8 @@ pub const SYNAPSE_MAIN: Component = Component {
     // Its flows are declared with the flows of the parties that talk to it (the escrow store).
     flows: no_flows,
     sites: &[],
+    // Main alone holds the key vault's store key: its escrow module sends it.
+    reads: MAIN_READS,
     ..synapse::COMPONENT.selected_by(Selector::SynapseGroup(crate::workers::MAIN_INSTANCE))
 };
 
