@@ -346,7 +346,7 @@ pub mod content_scanner {
             .reads(&[SecretName::ContentScannerRequestSecret]);
 
     /// The content scanner between clients and media, and clamd behind it.
-    fn antivirus_flows(t: &Topology) -> Vec<Flow> {
+    pub fn flows(t: &Topology) -> Vec<Flow> {
         use Party::*;
         let mut f = vec![
             tcp(
@@ -382,20 +382,13 @@ pub mod content_scanner {
                 "freshclam signature updates from the configured mirror",
             ));
         }
-        if t.has(Feature::Monitoring) {
-            f.push(tcp(
-                Monitoring,
-                ContentScanner,
-                &[reg::content_scanner::HTTP.number],
-                "content scanner metrics",
-            ));
-        }
+        f.extend(prometheus(
+            t,
+            ContentScanner,
+            reg::content_scanner::HTTP,
+            "content scanner metrics",
+        ));
         f
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        antivirus_flows(t)
     }
 }
 
@@ -597,7 +590,7 @@ pub mod li_console {
             ]);
 
     /// The key vault (Synapse main stores, the console retrieves) and the LI console.
-    fn li_console_flows(t: &Topology) -> Vec<Flow> {
+    pub fn flows(t: &Topology) -> Vec<Flow> {
         use Party::*;
         let (s3, s3_port) = s3_target(t);
         let mut f = vec![
@@ -641,11 +634,6 @@ pub mod li_console {
             ));
         }
         f
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        li_console_flows(t)
     }
 }
 
@@ -897,18 +885,14 @@ pub mod element {
         .with_flows(flows)
         .serves(SITES);
 
-    fn element_flows(_: &Topology) -> Vec<Flow> {
+    /// Its flows in and out.
+    pub fn flows(_: &Topology) -> Vec<Flow> {
         vec![tcp(
             Party::Edge,
             Party::Element,
             &[reg::element::HTTP.number],
             "Element Web static files",
         )]
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        element_flows(t)
     }
 }
 
@@ -937,18 +921,14 @@ pub mod livekit {
         .serves(SITES)
         .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
 
-    fn calls_flows(_: &Topology) -> Vec<Flow> {
+    /// Its flows in and out.
+    pub fn flows(_: &Topology) -> Vec<Flow> {
         vec![tcp(
             Party::Edge,
             Party::Livekit,
             &[reg::livekit::HTTP.number],
             "LiveKit signalling (WebSocket)",
         )]
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        calls_flows(t)
     }
 }
 
@@ -959,7 +939,8 @@ pub mod sygnal {
         .healthy(HTTP, "/health", "/health")
         .with_flows(flows);
 
-    fn push_flows(_: &Topology) -> Vec<Flow> {
+    /// Its flows in and out.
+    pub fn flows(_: &Topology) -> Vec<Flow> {
         use Party::*;
         vec![
             tcp(
@@ -970,11 +951,6 @@ pub mod sygnal {
             ),
             tcp(Sygnal, Internet, &[443], "APNs / FCM"),
         ]
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        push_flows(t)
     }
 }
 
@@ -1005,7 +981,7 @@ pub mod synapse_li {
             ]);
 
     /// The browsing stack: Synapse LI on the working copy, and its two web UIs.
-    fn li_browsing_flows(t: &Topology) -> Vec<Flow> {
+    pub fn flows(t: &Topology) -> Vec<Flow> {
         use Party::*;
         let (s3, s3_port) = s3_target(t);
         vec![
@@ -1040,11 +1016,6 @@ pub mod synapse_li {
                 "Synapse Admin LI (allowed networks, basic-auth gate)",
             ),
         ]
-    }
-
-    /// Its flows in and out.
-    pub fn flows(t: &Topology) -> Vec<Flow> {
-        li_browsing_flows(t)
     }
 }
 
