@@ -107,7 +107,7 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
             reg::clamav::COMPONENT.name(),
             reg::clamav::COMPONENT.name(),
             &sel,
-            vec![service_port("clamd", reg::clamav::CLAMD.number, "TCP")],
+            vec![service_port_of(reg::clamav::CLAMD)],
             false,
         ),
     );
@@ -125,11 +125,7 @@ fn render_clamav(ctx: &Ctx, out: &mut Out) {
             "--foreground".into(),
             clamd_config_arg.clone(),
         ]),
-        ports: Some(vec![container_port(
-            "clamd",
-            reg::clamav::CLAMD.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::clamav::CLAMD)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Clamav, ctx.cfg),
         )),
@@ -286,11 +282,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
         reg::content_scanner::COMPONENT.name(),
         reg::content_scanner::COMPONENT.name(),
         &sel,
-        vec![service_port(
-            "http",
-            reg::content_scanner::HTTP.number,
-            "TCP",
-        )],
+        vec![service_port_of(reg::content_scanner::HTTP)],
         false,
     );
     if ctx.has(Feature::Monitoring) {
@@ -307,11 +299,7 @@ fn render_scanner(ctx: &Ctx, out: &mut Out) {
             "--threads".into(),
             antivirus::scanner_threads(ctx.t).to_string(),
         ]),
-        ports: Some(vec![container_port(
-            "http",
-            reg::content_scanner::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::content_scanner::HTTP)]),
         resources: Some(resources(
             &ctx.t
                 .sizing

@@ -197,7 +197,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             reg::livekit::COMPONENT.name(),
             reg::livekit::COMPONENT.name(),
             &sel,
-            vec![service_port("http", reg::livekit::HTTP.number, "TCP")],
+            vec![service_port_of(reg::livekit::HTTP)],
             false,
         ),
     );
@@ -228,7 +228,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             env_field("NODE_IP", "status.hostIP"),
         ]),
         ports: Some(vec![
-            container_port("http", reg::livekit::HTTP.number, "TCP"),
+            container_port_of(reg::livekit::HTTP),
             container_port("rtc-tcp", LIVEKIT_RTC_TCP, "TCP"),
             container_port("rtc-udp", LIVEKIT_RTC_UDP, "UDP"),
         ]),

@@ -182,7 +182,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             reg::element::COMPONENT.name(),
             reg::element::COMPONENT.name(),
             &sel,
-            vec![service_port("http", reg::element::HTTP.number, "TCP")],
+            vec![service_port_of(reg::element::HTTP)],
             false,
         ),
     );
@@ -200,11 +200,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         );
     }
     let c = Container {
-        ports: Some(vec![container_port(
-            "http",
-            reg::element::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::element::HTTP)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),

@@ -498,7 +498,7 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
         reg::li_sync::COMPONENT.name(),
         reg::li_sync::COMPONENT.name(),
         &sel,
-        vec![service_port("http", reg::li_sync::HTTP.number, "TCP")],
+        vec![service_port_of(reg::li_sync::HTTP)],
         false,
     );
     if ctx.has(Feature::Monitoring) {
@@ -509,11 +509,7 @@ fn li_sync(ctx: &Ctx, out: &mut Out) {
     let mut env = vec![env_main_password(), env_li_password()];
     env.extend(env_li_s3());
     let c = Container {
-        ports: Some(vec![container_port(
-            "http",
-            reg::li_sync::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::li_sync::HTTP)]),
         resources: Some(resources(&LI_SYNC_RESOURCES)),
         readiness_probe: Some(ready_probe(&reg::li_sync::COMPONENT, 10, 3)),
         liveness_probe: Some(live_probe(&reg::li_sync::COMPONENT, 20, 6)),
@@ -608,7 +604,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
         reg::key_vault::COMPONENT.name(),
         reg::key_vault::COMPONENT.name(),
         &sel,
-        vec![service_port("http", reg::key_vault::HTTP.number, "TCP")],
+        vec![service_port_of(reg::key_vault::HTTP)],
         false,
     );
     if ctx.has(Feature::Monitoring) {
@@ -635,11 +631,7 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
                 KEY_VAULT_RETRIEVAL_API_KEY,
             ),
         ]),
-        ports: Some(vec![container_port(
-            "http",
-            reg::key_vault::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::key_vault::HTTP)]),
         resources: Some(resources(&KEY_VAULT_RESOURCES)),
         readiness_probe: Some(ready_probe(&reg::key_vault::COMPONENT, 10, 3)),
         liveness_probe: Some(live_probe(&reg::key_vault::COMPONENT, 20, 6)),
@@ -727,8 +719,8 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
         reg::li_console::COMPONENT.name(),
         &sel,
         vec![
-            service_port("http", reg::li_console::HTTP.number, "TCP"),
-            service_port("metrics", reg::li_console::METRICS.number, "TCP"),
+            service_port_of(reg::li_console::HTTP),
+            service_port_of(reg::li_console::METRICS),
         ],
         false,
     );
@@ -777,8 +769,8 @@ fn li_console(ctx: &Ctx, out: &mut Out) {
             ),
         ]),
         ports: Some(vec![
-            container_port("http", reg::li_console::HTTP.number, "TCP"),
-            container_port("metrics", reg::li_console::METRICS.number, "TCP"),
+            container_port_of(reg::li_console::HTTP),
+            container_port_of(reg::li_console::METRICS),
         ]),
         resources: Some(resources(&LI_CONSOLE_RESOURCES)),
         readiness_probe: Some(ready_probe(&reg::li_console::COMPONENT, 10, 3)),
@@ -1020,7 +1012,7 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
             SYNAPSE_LI,
             SYNAPSE_LI,
             &sel,
-            vec![service_port("http", reg::synapse::HTTP.number, "TCP")],
+            vec![service_port_of(reg::synapse::HTTP)],
             false,
         ),
     );
@@ -1048,11 +1040,7 @@ fn synapse_li(ctx: &Ctx, out: &mut Out) {
             ),
             env("PYTHONUNBUFFERED", "1"),
         ]),
-        ports: Some(vec![container_port(
-            "http",
-            reg::synapse::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::synapse::HTTP)]),
         resources: Some(resources(&SYNAPSE_LI_RESOURCES)),
         // Synapse may migrate a freshly refreshed working copy on start.
         startup_probe: Some(Probe {
@@ -1205,16 +1193,12 @@ fn element_li(ctx: &Ctx, out: &mut Out) {
             ELEMENT_LI,
             ELEMENT_LI,
             &sel,
-            vec![service_port("http", reg::li_web::HTTP.number, "TCP")],
+            vec![service_port_of(reg::li_web::HTTP)],
             false,
         ),
     );
     let c = Container {
-        ports: Some(vec![container_port(
-            "http",
-            reg::li_web::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::li_web::HTTP)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),
@@ -1298,7 +1282,7 @@ fn synapse_admin_li(ctx: &Ctx, out: &mut Out) {
             SYNAPSE_ADMIN_LI,
             SYNAPSE_ADMIN_LI,
             &sel,
-            vec![service_port("http", reg::li_web::HTTP.number, "TCP")],
+            vec![service_port_of(reg::li_web::HTTP)],
             false,
         ),
     );
@@ -1311,11 +1295,7 @@ fn synapse_admin_li(ctx: &Ctx, out: &mut Out) {
             "-g".into(),
             "daemon off;".into(),
         ]),
-        ports: Some(vec![container_port(
-            "http",
-            reg::li_web::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::li_web::HTTP)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Element, ctx.cfg),
         )),

@@ -183,6 +183,23 @@ pub fn service_port(name: &str, port: u16, protocol: &str) -> ServicePort {
     }
 }
 
+/// A declared port (registry) as a container port: its name, number and protocol.
+pub fn container_port_of(p: mxstack_topology::registry::Port) -> ContainerPort {
+    container_port(p.name, p.number, protocol_of(p))
+}
+
+/// A declared port (registry) as a Service port targeting the container port of that name.
+pub fn service_port_of(p: mxstack_topology::registry::Port) -> ServicePort {
+    service_port(p.name, p.number, protocol_of(p))
+}
+
+fn protocol_of(p: mxstack_topology::registry::Port) -> &'static str {
+    match p.protocol {
+        mxstack_topology::flows::Protocol::Tcp => "TCP",
+        mxstack_topology::flows::Protocol::Udp => "UDP",
+    }
+}
+
 pub fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),

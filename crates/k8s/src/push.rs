@@ -54,17 +54,13 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             reg::sygnal::COMPONENT.name(),
             reg::sygnal::COMPONENT.name(),
             &sel,
-            vec![service_port("http", reg::sygnal::HTTP.number, "TCP")],
+            vec![service_port_of(reg::sygnal::HTTP)],
             false,
         ),
     );
     let c = Container {
         env: Some(vec![env("SYGNAL_CONF", "/sygnal/config/sygnal.yaml")]),
-        ports: Some(vec![container_port(
-            "http",
-            reg::sygnal::HTTP.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::sygnal::HTTP)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Sygnal, ctx.cfg),
         )),

@@ -45,8 +45,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         reg::router::COMPONENT.name(),
         &sel,
         vec![
-            service_port("http", reg::router::HTTP.number, "TCP"),
-            service_port("stats", reg::router::STATS.number, "TCP"),
+            service_port_of(reg::router::HTTP),
+            service_port_of(reg::router::STATS),
         ],
         false,
     );
@@ -56,8 +56,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     out.add(Phase::Main, FILE, svc);
     let c = Container {
         ports: Some(vec![
-            container_port("http", reg::router::HTTP.number, "TCP"),
-            container_port("stats", reg::router::STATS.number, "TCP"),
+            container_port_of(reg::router::HTTP),
+            container_port_of(reg::router::STATS),
         ]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),

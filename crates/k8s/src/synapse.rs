@@ -129,7 +129,7 @@ fn metrics_service(ctx: &Ctx) -> k8s_openapi::api::core::v1::Service {
         METRICS_SERVICE,
         reg::synapse::COMPONENT.name(),
         &map(&[(LABEL_NAME, reg::synapse::COMPONENT.name())]),
-        vec![service_port("metrics", reg::synapse::METRICS.number, "TCP")],
+        vec![service_port_of(reg::synapse::METRICS)],
         true,
     );
     label_for_scraping(&mut svc, reg::synapse::COMPONENT.name());
@@ -222,27 +222,15 @@ fn statefulset(ctx: &Ctx, out: &mut Out, p: &Process, hash: String) {
     let mut ports: Vec<ContainerPort> = Vec::new();
     let mut svc_ports = Vec::new();
     if p.serves_http {
-        ports.push(container_port("http", reg::synapse::HTTP.number, "TCP"));
-        svc_ports.push(service_port("http", reg::synapse::HTTP.number, "TCP"));
+        ports.push(container_port_of(reg::synapse::HTTP));
+        svc_ports.push(service_port_of(reg::synapse::HTTP));
     }
     if p.replication_listener {
-        ports.push(container_port(
-            "replication",
-            reg::synapse::REPLICATION.number,
-            "TCP",
-        ));
-        svc_ports.push(service_port(
-            "replication",
-            reg::synapse::REPLICATION.number,
-            "TCP",
-        ));
+        ports.push(container_port_of(reg::synapse::REPLICATION));
+        svc_ports.push(service_port_of(reg::synapse::REPLICATION));
     }
-    ports.push(container_port(
-        "metrics",
-        reg::synapse::METRICS.number,
-        "TCP",
-    ));
-    svc_ports.push(service_port("metrics", reg::synapse::METRICS.number, "TCP"));
+    ports.push(container_port_of(reg::synapse::METRICS));
+    svc_ports.push(service_port_of(reg::synapse::METRICS));
     out.add(
         Phase::Main,
         &file,

@@ -160,8 +160,8 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             reg::valkey::COMPONENT.name(),
             &sel,
             vec![
-                service_port("valkey", reg::valkey::REDIS.number, "TCP"),
-                service_port("sentinel", reg::valkey::SENTINEL.number, "TCP"),
+                service_port_of(reg::valkey::REDIS),
+                service_port_of(reg::valkey::SENTINEL),
             ],
             true,
         ),
@@ -170,11 +170,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let valkey = Container {
         command: Some(vec!["sh".into(), "/scripts/start-valkey.sh".into()]),
         env: Some(identity_env()),
-        ports: Some(vec![container_port(
-            "valkey",
-            reg::valkey::REDIS.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::valkey::REDIS)]),
         resources: Some(resources(&sizing.resources)),
         readiness_probe: Some(exec_probe(
             &[
@@ -196,11 +192,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     let sentinel = Container {
         command: Some(vec!["sh".into(), "/scripts/start-sentinel.sh".into()]),
         env: Some(identity_env()),
-        ports: Some(vec![container_port(
-            "sentinel",
-            reg::valkey::SENTINEL.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::valkey::SENTINEL)]),
         resources: Some(resources(&Resources {
             cpu_millis: 100,
             memory_mib: 128,
@@ -223,11 +215,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
                 ),
                 env_secret("REDIS_PASSWORD", VALKEY_AUTH, VALKEY_PASSWORD_KEY),
             ]),
-            ports: Some(vec![container_port(
-                "metrics",
-                reg::valkey::EXPORTER.number,
-                "TCP",
-            )]),
+            ports: Some(vec![container_port_of(reg::valkey::EXPORTER)]),
             resources: Some(resources(&Resources {
                 cpu_millis: 50,
                 memory_mib: 64,
@@ -291,7 +279,7 @@ fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
             reg::valkey_master::COMPONENT.name(),
             reg::valkey_master::COMPONENT.name(),
             &sel,
-            vec![service_port("valkey", reg::valkey::REDIS.number, "TCP")],
+            vec![service_port_of(reg::valkey::REDIS)],
             false,
         ),
     );
@@ -302,15 +290,11 @@ fn render_master_endpoint(ctx: &Ctx, out: &mut Out) {
             VALKEY_AUTH,
             VALKEY_PASSWORD_KEY,
         )]),
-        ports: Some(vec![container_port(
-            "valkey",
-            reg::valkey::REDIS.number,
-            "TCP",
-        )]),
+        ports: Some(vec![container_port_of(reg::valkey::REDIS)]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Haproxy, ctx.cfg),
         )),
-        readiness_probe: Some(tcp_probe("valkey", 5, 3)),
+        readiness_probe: Some(tcp_probe(reg::valkey::REDIS.name, 5, 3)),
         liveness_probe: Some(tcp_probe("valkey", 10, 6)),
         volume_mounts: Some(vec![
             mount("config", "/usr/local/etc/haproxy"),

@@ -715,7 +715,8 @@ pub mod postgres {
 
 pub mod valkey {
     use super::*;
-    pub const REDIS: Port = Port::tcp("redis", 6379);
+    /// Named `valkey` in the pods (what Services and probes refer to).
+    pub const REDIS: Port = Port::tcp("valkey", 6379);
     pub const SENTINEL: Port = Port::tcp("sentinel", 26379);
     /// redis_exporter's port (with monitoring).
     pub const EXPORTER: Port = Port::tcp("metrics", 9121);
@@ -1215,6 +1216,9 @@ mod tests {
         ] {
             assert!(component(p).is_some(), "{p:?}");
         }
-        assert_eq!(component(valkey::COMPONENT.id).unwrap().port("redis"), 6379);
+        assert_eq!(
+            component(valkey::COMPONENT.id).unwrap().port("valkey"),
+            6379
+        );
     }
 }
