@@ -455,51 +455,7 @@ mod tests {
     }
 
     /// Breaks every rule, several of them more than once.
-    const BROKEN: &str = "\
-domain: matrix.example.com
-scale: 1k
-features: [li]
-namespace: Matrix_NS
-storage_class: CHANGEME
-hostnames:
-  element: Chat_Acme
-  turn: turn.example.com
-tls:
-  acme_email: not-an-email
-media:
-  backend: s3
-  endpoint: ftp://s3.acme.test
-  bucket: CHANGEME
-synapse:
-  redaction_retention_period: 7 days
-  remote_media_retention: 90days
-backup:
-  bucket: CHANGEME
-li:
-  node_label: lawful intercept
-  allowed_cidrs:
-    - 10.0.0.0/33
-    - 198.51.100.0/24
-    - nonsense
-images:
-  synapse: ghcr.io/mxstack/synapse:1.150.0
-  haproxy: haproxy:latest
-  valkey: valkey
-  element: CHANGEME
-overrides:
-  event-persister:
-    max_replicas: 6
-    replicas: 8
-    cpu: lots
-  stream-writer:
-    replicas: 3
-    memory: 4GB
-  synchrotron:
-    replicas: 4
-    max_replicas: 2
-    cpu: 0
-    memory: 0Mi
-";
+    const BROKEN: &str = include_str!("../tests/fixtures/broken-config.yaml");
 
     /// The rules BROKEN cannot break at once (another media backend, LI without networks).
     const BROKEN_TOO: &str =
