@@ -289,9 +289,10 @@ fn last_error(log: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A supervisor that died without stopping its processes (killed) leaves them running: stop
-/// those its status lists whose command line names this stack's state directory (so a reused
-/// pid is never touched). Returns how many were stopped.
+/// A supervisor that died without stopping its processes (killed): its children get SIGTERM
+/// from the kernel (PR_SET_PDEATHSIG), which not every program obeys at once (SeaweedFS kept
+/// running), so the ones its status lists are killed, those whose command line names this
+/// stack's state directory (a reused pid is never touched). Returns how many were stopped.
 fn stop_leftovers(t: &Target, status: Option<&StackStatus>) -> usize {
     let given = t.layout.root.display().to_string();
     let canonical = std::fs::canonicalize(&t.layout.root)

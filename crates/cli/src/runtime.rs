@@ -45,7 +45,7 @@ pub fn setup(home: Option<&Path>, json: bool) -> CmdResult {
     let home = runtime::home();
     let deps: Vec<runtime::Dep> = runtime::deps()
         .into_iter()
-        .filter(|d| d.needed_for(None))
+        .filter(|d| d.installed_by_setup())
         .collect();
     let mut installed: Vec<String> = Vec::new();
 

@@ -21,15 +21,25 @@ pub enum Source {
     Pip,
 }
 
+/// What a package is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `up` runs it (with this feature only, if one is named).
+    Runtime(Option<Feature>),
+    /// `mxstack setup` needs it to build the venv (pip compiles psycopg2); `up` does not.
+    Install,
+    /// Building mxstack and running its tests (scripts/setup.sh).
+    Dev,
+}
+
 /// One line of scripts/deps.txt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dep {
     pub source: Source,
     /// As installed: a Debian package, or a pip requirement (`name[extras]==version`).
     pub package: String,
-    /// `None`: development only; `Some(None)`: runtime; `Some(Some(f))`: runtime with feature f.
     #[serde(skip)]
-    pub runtime: Option<Option<Feature>>,
+    pub used: Use,
     /// A file the package provides, checked by `doctor` (`venv:NAME` is in the venv's bin/).
     pub program: Option<String>,
 }
@@ -46,11 +56,17 @@ impl Dep {
 
     /// Needed to run a stack with `config` (every runtime entry when there is no config).
     pub fn needed_for(&self, config: Option<&Config>) -> bool {
-        match (self.runtime, config) {
-            (None, _) => false,
-            (Some(None), _) | (Some(Some(_)), None) => true,
-            (Some(Some(f)), Some(c)) => c.has(f),
+        match (self.used, config) {
+            (Use::Runtime(Some(f)), Some(c)) => c.has(f),
+            (Use::Runtime(_), _) => true,
+            (Use::Install | Use::Dev, _) => false,
         }
+    }
+
+    /// `mxstack setup` installs it: what `up` needs (every feature) and what building the venv
+    /// needs.
+    pub fn installed_by_setup(&self) -> bool {
+        self.used != Use::Dev
     }
 }
 
@@ -65,21 +81,22 @@ pub fn deps() -> Vec<Dep> {
                 "pip" => Source::Pip,
                 other => panic!("scripts/deps.txt: unknown source {other:?}"),
             };
-            let runtime = match f[2] {
-                "dev" => None,
-                "runtime" => Some(None),
+            let used = match f[2] {
+                "dev" => Use::Dev,
+                "install" => Use::Install,
+                "runtime" => Use::Runtime(None),
                 r => {
                     let feature = r
                         .strip_prefix("runtime:")
                         .and_then(|f| serde_json::from_value(serde_json::json!(f)).ok())
                         .unwrap_or_else(|| panic!("scripts/deps.txt: bad use {r:?}"));
-                    Some(Some(feature))
+                    Use::Runtime(Some(feature))
                 }
             };
             Dep {
                 source,
                 package: f[1].to_string(),
-                runtime,
+                used,
                 program: f.get(3).map(|s| s.to_string()),
             }
         })
@@ -363,6 +380,9 @@ mod tests {
         for needed in ["postgresql-15", "haproxy", "redis-server", "clamav-daemon"] {
             assert!(runtime.contains(&needed), "{needed} in {runtime:?}");
         }
+        // Building the venv needs a compiler; running the stack does not.
+        let build = d.iter().find(|d| d.package == "build-essential").unwrap();
+        assert!(!build.needed_for(None) && build.installed_by_setup());
         let synapse = d
             .iter()
             .find(|d| d.package.starts_with("matrix-synapse"))
@@ -372,10 +392,10 @@ mod tests {
             ("matrix-synapse".to_string(), Some("1.163.2".to_string()))
         );
         let clamav = d.iter().find(|d| d.package == "clamav-daemon").unwrap();
-        assert_eq!(clamav.runtime, Some(Some(Feature::Antivirus)));
+        assert_eq!(clamav.used, Use::Runtime(Some(Feature::Antivirus)));
         assert!(d
             .iter()
-            .any(|d| d.package == "pytest" && d.runtime.is_none()));
+            .any(|d| d.package == "pytest" && d.used == Use::Dev));
     }
 
     #[test]
