@@ -23,18 +23,6 @@ fn config() -> Config {
     )
 }
 
-fn programs() -> Programs {
-    Programs {
-        python: "/venv/bin/python".into(),
-        weed: "/usr/bin/weed".into(),
-        pg_bin: "/usr/lib/postgresql/15/bin".into(),
-        redis_server: "/usr/bin/redis-server".into(),
-        haproxy: "/usr/sbin/haproxy".into(),
-        clamd: Some("/usr/sbin/clamd".into()),
-        mxstack: "/usr/bin/mxstack".into(),
-    }
-}
-
 struct Both {
     k8s: Vec<Value>,
     local: LocalPlan,
@@ -52,7 +40,14 @@ fn both() -> Both {
         .map(|o| o.value)
         .collect();
     let layout = StateLayout::for_config(Path::new("/srv/site/mxstack.yaml"), None);
-    let local = LocalPlan::build(&c, &secrets, &layout, 1, 20000, &programs());
+    let local = LocalPlan::build(
+        &c,
+        &secrets,
+        &layout,
+        1,
+        20000,
+        &Programs::at_debian_paths(),
+    );
     Both { k8s, local }
 }
 

@@ -183,6 +183,20 @@ impl Programs {
         Self::find(Some(config))
     }
 
+    /// The programs at Debian's paths and a venv at /venv, not looked up: for a plan that is
+    /// built to be read, never run (tests, comparisons between targets).
+    pub fn at_debian_paths() -> Programs {
+        Programs {
+            python: "/venv/bin/python".into(),
+            weed: "/venv/bin/weed".into(),
+            pg_bin: "/usr/lib/postgresql/15/bin".into(),
+            redis_server: "/usr/bin/redis-server".into(),
+            haproxy: "/usr/sbin/haproxy".into(),
+            clamd: Some("/usr/sbin/clamd".into()),
+            mxstack: "/usr/bin/mxstack".into(),
+        }
+    }
+
     fn find(config: Option<&Config>) -> Result<Programs, String> {
         let problem = match config {
             Some(c) => runtime::first_problem(c),
@@ -1496,15 +1510,7 @@ mod tests {
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [Feature::Li].into());
         let secrets = Secrets::generate_all().unwrap();
         let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
-        let programs = Programs {
-            python: "/venv/bin/python".into(),
-            weed: "/usr/bin/weed".into(),
-            pg_bin: "/usr/lib/postgresql/bin".into(),
-            redis_server: "/usr/bin/redis-server".into(),
-            haproxy: "/usr/sbin/haproxy".into(),
-            clamd: None,
-            mxstack: "/usr/bin/mxstack".into(),
-        };
+        let programs = Programs::at_debian_paths();
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
         let v = plan
             .service(reg::key_vault::COMPONENT.name())
@@ -1565,15 +1571,7 @@ mod tests {
         );
         let secrets = Secrets::generate_all().unwrap();
         let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
-        let programs = Programs {
-            python: "/venv/bin/python".into(),
-            weed: "/usr/bin/weed".into(),
-            pg_bin: "/usr/lib/postgresql/bin".into(),
-            redis_server: "/usr/bin/redis-server".into(),
-            haproxy: "/usr/sbin/haproxy".into(),
-            clamd: Some("/usr/sbin/clamd".into()),
-            mxstack: "/usr/bin/mxstack".into(),
-        };
+        let programs = Programs::at_debian_paths();
         let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
         let c = plan
             .service(reg::li_console::COMPONENT.name())

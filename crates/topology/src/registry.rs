@@ -183,16 +183,6 @@ impl Component {
     pub const fn name(&self) -> &'static str {
         self.id.as_str()
     }
-
-    /// The number of the port called `name`; panics on a name the declaration lacks (a
-    /// programming error the registry's test catches).
-    pub fn port(&self, name: &str) -> u16 {
-        self.ports
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("{} has no port {name}", self.name()))
-            .number
-    }
 }
 
 /// Prometheus scraping `to` on `port` (with monitoring).
@@ -215,23 +205,25 @@ pub mod synapse {
     pub const HTTP: Port = Port::tcp("http", 8008);
     pub const REPLICATION: Port = Port::tcp("replication", 9093);
     pub const METRICS: Port = Port::tcp("metrics", 9090);
+    /// Every Synapse process's secrets (main's add the key vault's store key).
+    pub const READS: [SecretName; 10] = [
+        SecretName::SynapseDbPassword,
+        SecretName::S3AccessKey,
+        SecretName::S3SecretKey,
+        SecretName::RedisPassword,
+        SecretName::TurnSharedSecret,
+        SecretName::SigningKey,
+        SecretName::MacaroonSecretKey,
+        SecretName::FormSecret,
+        SecretName::RegistrationSharedSecret,
+        SecretName::WorkerReplicationSecret,
+    ];
     pub const COMPONENT: Component =
         Component::ours(Party::Synapse, None, &[HTTP, REPLICATION, METRICS])
             .scraped(METRICS, "/_synapse/metrics")
             .healthy(HTTP, "/health", "/health")
             .with_flows(flows)
-            .reads(&[
-                SecretName::SynapseDbPassword,
-                SecretName::S3AccessKey,
-                SecretName::S3SecretKey,
-                SecretName::RedisPassword,
-                SecretName::TurnSharedSecret,
-                SecretName::SigningKey,
-                SecretName::MacaroonSecretKey,
-                SecretName::FormSecret,
-                SecretName::RegistrationSharedSecret,
-                SecretName::WorkerReplicationSecret,
-            ]);
+            .reads(&READS);
     /// The Service of one worker group's pods (`synapse-main`, `synapse-synchrotron`, ...).
     pub fn group_service(group: &str) -> String {
         format!("{}-{group}", Party::Synapse.as_str())
@@ -1083,19 +1075,16 @@ pub const ALL: [&Component; 21] = [
     &SYNAPSE_MAIN,
 ];
 
-const MAIN_READS: &[SecretName] = &[
-    SecretName::SynapseDbPassword,
-    SecretName::S3AccessKey,
-    SecretName::S3SecretKey,
-    SecretName::RedisPassword,
-    SecretName::TurnSharedSecret,
-    SecretName::SigningKey,
-    SecretName::MacaroonSecretKey,
-    SecretName::FormSecret,
-    SecretName::RegistrationSharedSecret,
-    SecretName::WorkerReplicationSecret,
-    SecretName::KeyVaultStoreApiKey,
-];
+/// Synapse's secrets and the key vault's store key, which main's escrow module sends.
+const MAIN_READS: [SecretName; 11] = {
+    let mut all = [SecretName::KeyVaultStoreApiKey; 11];
+    let mut i = 0;
+    while i < synapse::READS.len() {
+        all[i] = synapse::READS[i];
+        i += 1;
+    }
+    all
+};
 
 /// Synapse's main process as a party of its own (it alone serves the escrow endpoint): the
 /// Synapse pods of group `main`.
@@ -1106,7 +1095,7 @@ pub const SYNAPSE_MAIN: Component = Component {
     flows: no_flows,
     sites: &[],
     // Main alone holds the key vault's store key: its escrow module sends it.
-    reads: MAIN_READS,
+    reads: &MAIN_READS,
     ..synapse::COMPONENT.selected_by(Selector::SynapseGroup(crate::workers::MAIN_INSTANCE))
 };
 
@@ -1216,9 +1205,9 @@ mod tests {
         ] {
             assert!(component(p).is_some(), "{p:?}");
         }
-        assert_eq!(
-            component(valkey::COMPONENT.id).unwrap().port("valkey"),
-            6379
-        );
+        assert!(component(valkey::COMPONENT.id)
+            .unwrap()
+            .ports
+            .contains(&valkey::REDIS));
     }
 }

@@ -27,18 +27,6 @@ struct Files {
     li_console: String,
 }
 
-fn programs() -> Programs {
-    Programs {
-        python: "/venv/bin/python".into(),
-        weed: "/usr/bin/weed".into(),
-        pg_bin: "/usr/lib/postgresql/15/bin".into(),
-        redis_server: "/usr/bin/redis-server".into(),
-        haproxy: "/usr/sbin/haproxy".into(),
-        clamd: Some("/usr/sbin/clamd".into()),
-        mxstack: "/usr/bin/mxstack".into(),
-    }
-}
-
 fn kubernetes(c: &Config, secrets: &Secrets) -> Files {
     let r = mxstack_k8s::render(&Topology::build(c), secrets);
     let data = |name: &str, key: &str| {
@@ -63,7 +51,7 @@ fn kubernetes(c: &Config, secrets: &Secrets) -> Files {
 
 fn local(c: &Config, secrets: &Secrets) -> Files {
     let layout = StateLayout::for_config(Path::new("/srv/site/mxstack.yaml"), None);
-    let plan = LocalPlan::build(c, secrets, &layout, 1, 20000, &programs());
+    let plan = LocalPlan::build(c, secrets, &layout, 1, 20000, &Programs::at_debian_paths());
     let file = |ends_with: &str| {
         plan.files
             .iter()
