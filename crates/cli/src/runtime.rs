@@ -30,11 +30,6 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Install the runtime: the Debian packages (as root), the venv and its pip packages.
 /// Idempotent: only what is missing or at the wrong version is installed.
 pub fn setup(home: Option<&Path>, json: bool) -> CmdResult {
@@ -55,7 +50,7 @@ pub fn setup(home: Option<&Path>, json: bool) -> CmdResult {
         .map(|d| d.package.as_str())
         .collect();
     if !missing_apt.is_empty() {
-        if !is_root() {
+        if !runtime::is_root() {
             return Err(format!(
                 "Debian packages are missing and only root can install them: run `sudo apt-get install {}`, then `mxstack setup` again",
                 missing_apt.join(" ")

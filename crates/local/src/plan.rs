@@ -172,40 +172,11 @@ pub struct Programs {
 }
 
 impl Programs {
-    /// Finds the venv ([`runtime::find_venv`]) and the Debian packages' binaries; an error names
-    /// the first missing piece and its fix (`mxstack setup`; `mxstack doctor` lists all).
-    pub fn discover() -> Result<Programs, String> {
-        Self::find(None)
-    }
-
-    /// Like [`Programs::discover`], for what `config` enables (clamd only with `antivirus`).
+    /// Finds the venv ([`runtime::find_venv`]) and the Debian packages' binaries for what
+    /// `config` enables; an error names the first missing piece and its fix (`mxstack setup`;
+    /// `mxstack doctor` lists all).
     pub fn discover_for(config: &Config) -> Result<Programs, String> {
-        Self::find(Some(config))
-    }
-
-    /// The programs at Debian's paths and a venv at /venv, not looked up: for a plan that is
-    /// built to be read, never run (tests, comparisons between targets).
-    pub fn at_debian_paths() -> Programs {
-        Programs {
-            python: "/venv/bin/python".into(),
-            weed: "/venv/bin/weed".into(),
-            pg_bin: "/usr/lib/postgresql/15/bin".into(),
-            redis_server: "/usr/bin/redis-server".into(),
-            haproxy: "/usr/sbin/haproxy".into(),
-            clamd: Some("/usr/sbin/clamd".into()),
-            mxstack: "/usr/bin/mxstack".into(),
-        }
-    }
-
-    fn find(config: Option<&Config>) -> Result<Programs, String> {
-        let problem = match config {
-            Some(c) => runtime::first_problem(c),
-            None => runtime::doctor(None)
-                .into_iter()
-                .find(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.what, c.problem.unwrap_or_default())),
-        };
-        if let Some(p) = problem {
+        if let Some(p) = runtime::first_problem(config) {
             return Err(p);
         }
         let (venv, _) = runtime::find_venv().ok_or("no venv")?;
@@ -228,11 +199,20 @@ impl Programs {
                 .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
         })
     }
-}
 
-/// The venv `up` uses (see [`runtime::find_venv`]).
-pub fn venv_dir() -> Option<PathBuf> {
-    runtime::find_venv().map(|(v, _)| v)
+    /// The programs at Debian's paths and a venv at /venv, not looked up: for a plan that is
+    /// built to be read, never run (tests, comparisons between targets).
+    pub fn at_debian_paths() -> Programs {
+        Programs {
+            python: "/venv/bin/python".into(),
+            weed: "/venv/bin/weed".into(),
+            pg_bin: "/usr/lib/postgresql/15/bin".into(),
+            redis_server: "/usr/bin/redis-server".into(),
+            haproxy: "/usr/sbin/haproxy".into(),
+            clamd: Some("/usr/sbin/clamd".into()),
+            mxstack: "/usr/bin/mxstack".into(),
+        }
+    }
 }
 
 /// The config the local stack runs: the operator's config with `replicas` processes per worker

@@ -43,8 +43,7 @@ pub fn programs(config: &mxstack_spec::Config) -> Result<Programs, PreflightErro
 /// The checks on a built plan: its ports, then its state directory.
 pub fn check(plan: &LocalPlan, state: &Path) -> Result<(), PreflightError> {
     ports_free(plan)?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::runtime::is_root() {
         if let Some((uid, gid)) = crate::runtime::user_ids("postgres") {
             reachable_by(state, uid, gid)?;
         }

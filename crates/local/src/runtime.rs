@@ -103,13 +103,18 @@ pub fn deps() -> Vec<Dep> {
         .collect()
 }
 
+/// Running as root (then PostgreSQL runs as `postgres`, and the home is /opt/mxstack).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// The runtime's home: `MXSTACK_HOME`, else /opt/mxstack (root), else the user's data directory.
 pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("MXSTACK_HOME") {
         return PathBuf::from(h);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return PathBuf::from("/opt/mxstack");
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -278,8 +283,7 @@ pub fn doctor(config: Option<&Config>) -> Vec<Check> {
             Source::Pip => pip_check(d, venv.as_ref().map(|v| v.0.as_path()), &installed),
         });
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         checks.push(match user_ids("postgres") {
             Some(_) => Check::ok("user:postgres".into(), "PostgreSQL runs as it".into()),
             None => Check::missing(
