@@ -35,6 +35,23 @@ async fn enabled(replica: &Client) -> bool {
         .get(0)
 }
 
+/// Creates `table` on the replica with a BEFORE INSERT trigger (ENABLE ALWAYS, so the
+/// table-sync worker fires it in its COPY) sleeping `seconds` per row: an initial copy that is
+/// provably still running for a while.
+async fn slow_copy(replica: &Client, table: &str, columns: &str, seconds: &str) {
+    replica
+        .batch_execute(&format!(
+            "CREATE TABLE public.{table} ({columns});
+             CREATE FUNCTION public.{table}_slow() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_catalog.pg_sleep({seconds}); RETURN NEW; END $$;
+             CREATE TRIGGER {table}_slow BEFORE INSERT ON public.{table}
+               FOR EACH ROW EXECUTE FUNCTION public.{table}_slow();
+             ALTER TABLE public.{table} ENABLE ALWAYS TRIGGER {table}_slow;"
+        ))
+        .await
+        .unwrap();
+}
+
 struct Pair {
     _main: PgCluster,
     li: PgCluster,
@@ -103,17 +120,13 @@ async fn schema_change_during_the_initial_copy_leaves_the_subscription_enabled()
     // The replica's copies of the tables, each with a trigger that makes its initial copy slow
     // (the schema step finds them in place and adds nothing).
     for t in ["slow_a", "slow_b"] {
-        p.replica
-            .batch_execute(&format!(
-                "CREATE TABLE public.{t} (id bigint PRIMARY KEY, body text);
-                 CREATE FUNCTION public.{t}_slow() RETURNS trigger LANGUAGE plpgsql AS
-                   $$ BEGIN PERFORM pg_catalog.pg_sleep({SLEEP_PER_ROW}); RETURN NEW; END $$;
-                 CREATE TRIGGER {t}_slow BEFORE INSERT ON public.{t}
-                   FOR EACH ROW EXECUTE FUNCTION public.{t}_slow();
-                 ALTER TABLE public.{t} ENABLE ALWAYS TRIGGER {t}_slow;"
-            ))
-            .await
-            .unwrap();
+        slow_copy(
+            &p.replica,
+            t,
+            "id bigint PRIMARY KEY, body text",
+            SLEEP_PER_ROW,
+        )
+        .await;
     }
     let first = p.sync().await.expect("first sync creates the subscription");
     assert!(first.new_tables.is_empty(), "{first:?}");
@@ -301,16 +314,7 @@ async fn a_disabled_subscription_during_the_initial_copy_is_reported_stalled() {
          INSERT INTO big SELECT generate_series(1, 10);",
     )
     .await;
-    p.replica
-        .batch_execute(
-            "CREATE TABLE public.big (id bigint PRIMARY KEY);
-             CREATE FUNCTION public.big_slow() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_catalog.pg_sleep(0.2); RETURN NEW; END $$;
-             CREATE TRIGGER big_slow BEFORE INSERT ON public.big FOR EACH ROW EXECUTE FUNCTION public.big_slow();
-             ALTER TABLE public.big ENABLE ALWAYS TRIGGER big_slow;",
-        )
-        .await
-        .unwrap();
+    slow_copy(&p.replica, "big", "id bigint PRIMARY KEY", "0.2").await;
     p.sync().await.unwrap();
     p.replica
         .batch_execute("ALTER SUBSCRIPTION mxstack_li DISABLE")
