@@ -134,7 +134,7 @@ def stack():
     # PostgreSQL runs as the postgres user, so the state directory must be reachable by it.
     base = Path(tempfile.mkdtemp(prefix="mxstack-e2e-", dir=os.environ.get("MXSTACK_E2E_DIR", "/var/tmp")))
     base.chmod(0o755)
-    run("init", "--domain", "e2e.mxstack.test", "--scale", "1k", "--features", "antivirus,monitoring,li", "--dir", str(base))
+    run("init", "--domain", "e2e.mxstack.test", "--scale", "1k", "--features", "antivirus,monitoring,li,calls", "--dir", str(base))
     # Synapse censors redacted events older than this on its first censor run, 5 minutes after
     # the background worker starts (test_li.py waits for it; 7d, the default, would never do).
     config = base / "mxstack.yaml"

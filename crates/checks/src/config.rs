@@ -28,6 +28,7 @@ const CHECKS: &[(&[&str], Check)] = &[
     (&["MX-CFG-010"], li_cidrs),
     (&["MX-CFG-013"], li_node_label),
     (&["MX-CFG-009"], li_restricted),
+    (&["MX-CFG-015"], relay_ports),
 ];
 
 pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
@@ -328,6 +329,21 @@ fn li_restricted(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     .at(loc.locate("li"))]
 }
 
+/// Most relay ports a LoadBalancer Service is given one by one (coturn's Service lists each).
+pub const MAX_RELAY_PORTS: u32 = 200;
+
+fn relay_ports(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let (first, last) = (config.calls.relay_port_first, config.calls.relay_port_last);
+    let count = u32::from(last).saturating_sub(u32::from(first)) + 1;
+    if !config.has(Feature::Calls) || (first >= 1024 && first <= last && count <= MAX_RELAY_PORTS) {
+        return vec![];
+    }
+    vec![
+        Finding::new("MX-CFG-015", format!("relay ports {first}-{last}"))
+            .at(loc.locate("calls.relay_port_first")),
+    ]
+}
+
 pub fn valid_dns_name(s: &str) -> bool {
     let labels: Vec<&str> = s.split('.').collect();
     s.len() <= 253
@@ -458,8 +474,7 @@ mod tests {
     const BROKEN: &str = include_str!("../tests/fixtures/broken-config.yaml");
 
     /// The rules BROKEN cannot break at once (another media backend, LI without networks).
-    const BROKEN_TOO: &str =
-        "domain: acme.test\nscale: 100\nfeatures: [li]\nmedia:\n  backend: minio-legacy\n";
+    const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n";
 
     fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
         run(yaml)
@@ -504,7 +519,12 @@ mod tests {
         );
         assert_eq!(
             rules_and_lines(BROKEN_TOO),
-            [("MX-CFG-003", 1), ("MX-CFG-005", 5), ("MX-CFG-009", 1)]
+            [
+                ("MX-CFG-003", 1),
+                ("MX-CFG-005", 5),
+                ("MX-CFG-009", 1),
+                ("MX-CFG-015", 7)
+            ]
         );
     }
 

@@ -63,6 +63,8 @@ pub static RULES: &[Rule] = &[
       "write li.node_label as key=value, e.g. mxstack.io/role=li, and label (and taint) the LI nodes with it"),
     r("MX-CFG-014", "not a Synapse duration", "003 step 6 (hand-edited YAML)", Error,
       "write a number with one of the suffixes s, m, h, d, w, y (e.g. 7d); without a suffix Synapse reads milliseconds"),
+    r("MX-CFG-015", "TURN relay port range unusable", "004 6.4 (coturn behind a LoadBalancer)", Error,
+      "set calls.relay_port_first <= calls.relay_port_last, both 1024 or above, at most 200 ports apart (a LoadBalancer lists each port)"),
     // --- the derived topology
     r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
       "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),

@@ -1,7 +1,8 @@
 //! Issue 17: the local stack runs what Kubernetes runs. For the same config, the settings each
 //! target gives a component are compared, everything but addresses, paths and the memory a
-//! single machine caps: Valkey's and Sentinel's settings, and every key of Synapse's
-//! homeserver.yaml. A setting written for one target only is a drift this test names.
+//! single machine caps: Valkey's and Sentinel's settings, every key of Synapse's homeserver.yaml,
+//! our services' configs and coturn's options. A setting written for one target only is a drift
+//! this test names.
 
 mod common;
 
@@ -19,7 +20,13 @@ fn config() -> Config {
     Config::new(
         "acme.test",
         Tier::T100,
-        [Feature::Li, Feature::Antivirus, Feature::Monitoring].into(),
+        [
+            Feature::Li,
+            Feature::Antivirus,
+            Feature::Calls,
+            Feature::Monitoring,
+        ]
+        .into(),
     )
 }
 
@@ -159,7 +166,7 @@ fn leaves(v: &Value, path: String, out: &mut BTreeMap<String, Value>) {
 
 /// Keys whose values are addresses or paths (they differ by design).
 fn by_target(path: &str) -> bool {
-    const ADDRESS_OR_PATH: [&str; 17] = [
+    const ADDRESS_OR_PATH: [&str; 18] = [
         ".port",
         ".host",
         "bind_addresses",
@@ -177,6 +184,7 @@ fn by_target(path: &str) -> bool {
         "_host",
         "_port",
         ".url",
+        "turn_uris",
     ];
     // Follows the transport: the console's cookies are Secure behind the TLS edge, and cannot
     // be on the local stack's plain http://127.0.0.1.
@@ -250,4 +258,64 @@ fn our_services_run_the_same_configs_on_both_targets() {
         let differ = differences(&k, &l, by_target);
         assert!(differ.is_empty(), "{key} differs:\n{}", differ.join("\n"));
     }
+}
+
+/// coturn's options as `name -> values` (an option may repeat), from `--name=value` arguments or
+/// `name=value` lines, leaving out what differs by design: addresses, ports, TLS (no certificate
+/// on one machine), the secret and the process model.
+fn coturn_options<'a>(items: impl Iterator<Item = &'a str>) -> BTreeMap<String, Vec<String>> {
+    const BY_TARGET: [&str; 14] = [
+        "n",
+        "listening-ip",
+        "relay-ip",
+        "listening-port",
+        "tls-listening-port",
+        "no-tls",
+        "no-dtls",
+        "cert",
+        "pkey",
+        "min-port",
+        "max-port",
+        "external-ip",
+        "static-auth-secret",
+        "userdb",
+    ];
+    const PROCESS: [&str; 2] = ["pidfile", "simple-log"];
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in items {
+        let item = item.trim().trim_start_matches('-');
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        let (k, v) = item.split_once('=').unwrap_or((item, ""));
+        if BY_TARGET.contains(&k) || PROCESS.contains(&k) {
+            continue;
+        }
+        out.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    out
+}
+
+#[test]
+fn coturn_runs_the_same_options_on_both_targets() {
+    let b = both();
+    let deployment = b
+        .k8s
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "coturn")
+        .expect("coturn Deployment");
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let k = coturn_options(args.into_iter());
+    let l = coturn_options(local_file(&b.local, "turnserver.conf").lines());
+    assert_eq!(
+        k, l,
+        "coturn: Kubernetes arguments against the local turnserver.conf"
+    );
+    assert_eq!(k["denied-peer-ip"].len(), 7);
+    assert!(k.contains_key("use-auth-secret") && k.contains_key("no-cli"));
 }

@@ -3,8 +3,12 @@
 //! CloudNativePG's read-write Service is `<cluster>-rw`). Only this target knows these names.
 
 use mxstack_spec::{Config, MediaBackend};
+use mxstack_topology::coturn::{Turn, TurnTls};
 use mxstack_topology::registry as reg;
 use mxstack_topology::{Addressing, HostPort, SynapsePaths, SynapseProcess};
+
+/// Where coturn's pod mounts its certificate (cert-manager's `tls-turn` Secret).
+pub const TURN_CERT_DIR: &str = "/certs";
 
 /// Names used in Kubernetes; also the Service names the NetworkPolicies and HAProxy refer to.
 pub struct KubernetesAddressing {
@@ -157,5 +161,26 @@ impl Addressing for KubernetesAddressing {
     }
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under("/mxstack")
+    }
+    fn turn(&self, config: &Config) -> Turn {
+        Turn {
+            public: HostPort {
+                host: config.hostnames().turn,
+                port: reg::coturn::TURN.number,
+            },
+            listen_ip: None,
+            tls: Some(TurnTls {
+                port: reg::coturn::TURNS.number,
+                cert: format!("{TURN_CERT_DIR}/tls.crt"),
+                key: format!("{TURN_CERT_DIR}/tls.key"),
+            }),
+            relay: reg::coturn::relay(config),
+            // Unset: the node's address, which Kubernetes expands from the pod's EXTERNAL_IP
+            // variable (downward API `status.hostIP`).
+            external_ip: config
+                .calls
+                .external_ip
+                .map_or_else(|| "$(EXTERNAL_IP)".into(), |ip| ip.to_string()),
+        }
     }
 }

@@ -6,43 +6,23 @@
 //! the `calls` nodes, whose addresses are public, or front them with a LoadBalancer that preserves
 //! the node address (e.g. MetalLB with `externalTrafficPolicy: Local`).
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServicePort};
-use k8s_openapi::api::networking::v1::NetworkPolicyPort;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, Service, ServicePort};
 use mxstack_spec::Component;
+use mxstack_topology::coturn::{settings, Setting};
 use mxstack_topology::registry as reg;
+use mxstack_topology::Addressing;
 use serde_json::json;
 
+use crate::addressing::TURN_CERT_DIR;
 use crate::meta::*;
 use crate::secrets::{LIVEKIT_KEYS, LIVEKIT_KEYS_KEY, TURN_AUTH, TURN_SECRET_KEY};
 use crate::{Ctx, Out, Phase};
 
-/// TURN relay ports. A LoadBalancer Service cannot expose a port range, so the range is small and
-/// every port is listed; each relayed call leg uses one port.
-pub const RELAY_MIN: u16 = 49152;
-pub const RELAY_MAX: u16 = 49183;
-pub const LIVEKIT_RTC_TCP: u16 = 7881;
-/// LiveKit multiplexes all WebRTC UDP traffic on this one port (`rtc.udp_port`), which a
-/// LoadBalancer can expose, instead of a 50000-60000 range it cannot.
-pub const LIVEKIT_RTC_UDP: u16 = 7882;
 /// Secret (cert-manager) with the TLS certificate for `turns:` on 5349.
 pub const TURN_TLS_SECRET: &str = "tls-turn";
 /// `nobody` in the coturn image.
 const COTURN_UID: i64 = 65534;
 const LIVEKIT_UID: i64 = 1000;
-
-pub fn coturn_policy_ports() -> Vec<NetworkPolicyPort> {
-    vec![
-        port("UDP", reg::coturn::TURN.number),
-        port("TCP", reg::coturn::TURN.number),
-        port("UDP", reg::coturn::TURNS.number),
-        port("TCP", reg::coturn::TURNS.number),
-        port_range("UDP", RELAY_MIN, RELAY_MAX),
-    ]
-}
-
-pub fn livekit_policy_ports() -> Vec<NetworkPolicyPort> {
-    vec![port("TCP", LIVEKIT_RTC_TCP), port("UDP", LIVEKIT_RTC_UDP)]
-}
 
 fn load_balancer(
     ctx: &Ctx,
@@ -64,83 +44,66 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     livekit(ctx, out);
 }
 
+/// coturn's ports: its listeners on UDP and TCP (`turn-udp`, ...), then every relay port. A
+/// LoadBalancer Service cannot expose a port range, so every relay port is listed.
+fn coturn_ports(ctx: &Ctx) -> (Vec<ServicePort>, Vec<ContainerPort>) {
+    let mut named: Vec<(String, u16, &str)> = Vec::new();
+    for p in [reg::coturn::TURN, reg::coturn::TURNS] {
+        named.push((format!("{}-udp", p.name), p.number, "UDP"));
+        named.push((format!("{}-tcp", p.name), p.number, "TCP"));
+    }
+    for p in reg::coturn::relay(ctx.cfg) {
+        named.push((format!("relay-{p}"), p, "UDP"));
+    }
+    named
+        .iter()
+        .map(|(name, n, proto)| {
+            (
+                service_port(name, *n, proto),
+                container_port(name, *n, proto),
+            )
+        })
+        .unzip()
+}
+
+/// coturn's settings as arguments (`-n`: no config file); the secret is expanded by Kubernetes
+/// from the turn-auth Secret at start, so the object holds no value.
+fn coturn_args(ctx: &Ctx) -> Vec<String> {
+    let turn = ctx.addr.turn(ctx.cfg);
+    let mut args = vec!["-n".to_string()];
+    args.extend(settings(ctx.t, &turn).into_iter().map(|s| match s {
+        Setting::Flag(k) => format!("--{k}"),
+        Setting::Value(k, v) => format!("--{k}={v}"),
+        Setting::Secret(k) => format!("--{k}=$(TURN_SECRET)"),
+    }));
+    args
+}
+
 fn coturn(ctx: &Ctx, out: &mut Out) {
     let file = "coturn.yaml";
-    let sel = map(&[(LABEL_NAME, reg::coturn::COMPONENT.name())]);
-    let mut svc_ports = vec![
-        service_port("turn-udp", reg::coturn::TURN.number, "UDP"),
-        service_port("turn-tcp", reg::coturn::TURN.number, "TCP"),
-        service_port("turns-udp", reg::coturn::TURNS.number, "UDP"),
-        service_port("turns-tcp", reg::coturn::TURNS.number, "TCP"),
-    ];
-    let mut ports = vec![
-        container_port("turn-udp", reg::coturn::TURN.number, "UDP"),
-        container_port("turn-tcp", reg::coturn::TURN.number, "TCP"),
-        container_port("turns-udp", reg::coturn::TURNS.number, "UDP"),
-        container_port("turns-tcp", reg::coturn::TURNS.number, "TCP"),
-    ];
-    for p in RELAY_MIN..=RELAY_MAX {
-        let name = format!("relay-{p}");
-        svc_ports.push(service_port(&name, p, "UDP"));
-        ports.push(container_port(&name, p, "UDP"));
-    }
+    let name = reg::coturn::COMPONENT.name();
+    let sel = map(&[(LABEL_NAME, name)]);
+    let (svc_ports, ports) = coturn_ports(ctx);
     out.add(
         Phase::Calls,
         file,
-        load_balancer(
-            ctx,
-            reg::coturn::COMPONENT.name(),
-            reg::coturn::COMPONENT.name(),
-            &sel,
-            svc_ports,
-        ),
+        load_balancer(ctx, name, name, &sel, svc_ports),
     );
-    let mut args: Vec<String> = vec![
-        "-n".into(),
-        "--log-file=stdout".into(),
-        format!("--listening-port={}", reg::coturn::TURN.number),
-        format!("--tls-listening-port={}", reg::coturn::TURNS.number),
-        format!("--min-port={RELAY_MIN}"),
-        format!("--max-port={RELAY_MAX}"),
-        "--use-auth-secret".into(),
-        // Expanded by Kubernetes from the turn-auth Secret at start; the object holds no value.
-        "--static-auth-secret=$(TURN_SECRET)".into(),
-        format!("--realm={}", ctx.cfg.domain),
-        "--external-ip=$(EXTERNAL_IP)".into(),
-        "--cert=/certs/tls.crt".into(),
-        "--pkey=/certs/tls.key".into(),
-        "--fingerprint".into(),
-        "--no-cli".into(),
-        "--no-tlsv1".into(),
-        "--no-tlsv1_1".into(),
-        "--no-multicast-peers".into(),
-    ];
-    // Never relay into private address space (the cluster, the LAN).
-    for range in [
-        "0.0.0.0-0.255.255.255",
-        "10.0.0.0-10.255.255.255",
-        "100.64.0.0-100.127.255.255",
-        "127.0.0.0-127.255.255.255",
-        "169.254.0.0-169.254.255.255",
-        "172.16.0.0-172.31.255.255",
-        "192.168.0.0-192.168.255.255",
-    ] {
-        args.push(format!("--denied-peer-ip={range}"));
+    let mut env = vec![env_secret("TURN_SECRET", TURN_AUTH, TURN_SECRET_KEY)];
+    if ctx.cfg.calls.external_ip.is_none() {
+        env.push(env_field("EXTERNAL_IP", "status.hostIP"));
     }
     let c = Container {
-        args: Some(args),
-        env: Some(vec![
-            env_secret("TURN_SECRET", TURN_AUTH, TURN_SECRET_KEY),
-            env_field("EXTERNAL_IP", "status.hostIP"),
-        ]),
+        args: Some(coturn_args(ctx)),
+        env: Some(env),
         ports: Some(ports),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Coturn, ctx.cfg),
         )),
         readiness_probe: Some(tcp_probe("turn-tcp", 5, 3)),
         liveness_probe: Some(tcp_probe("turn-tcp", 10, 6)),
-        volume_mounts: Some(vec![mount("certs", "/certs"), mount_rw("tmp", "/tmp")]),
-        ..container(reg::coturn::COMPONENT.name(), &ctx.cfg.images.coturn)
+        volume_mounts: Some(vec![mount("certs", TURN_CERT_DIR), mount_rw("tmp", "/tmp")]),
+        ..container(name, &ctx.cfg.images.coturn)
     };
     let pod = PodSpec {
         containers: vec![c],
@@ -154,13 +117,7 @@ fn coturn(ctx: &Ctx, out: &mut Out) {
     };
     // One replica: a TURN allocation lives in one process, and peers reach its relay port through
     // the one Service address, so replicas behind it would split allocations.
-    let w = Workload::new(
-        reg::coturn::COMPONENT.name(),
-        reg::coturn::COMPONENT.name(),
-        1,
-        sel,
-        pod,
-    );
+    let w = Workload::new(name, name, 1, sel, pod);
     out.add(Phase::Calls, file, w.deployment(ctx));
 }
 
@@ -170,8 +127,8 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
     let config = json!({
         "port": reg::livekit::HTTP.number,
         "rtc": {
-            "tcp_port": LIVEKIT_RTC_TCP,
-            "udp_port": LIVEKIT_RTC_UDP,
+            "tcp_port": reg::livekit::RTC_TCP.number,
+            "udp_port": reg::livekit::RTC_UDP.number,
             // The node address is given on the command line; no STUN lookup on the internet.
             "use_external_ip": false,
         },
@@ -210,8 +167,8 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             reg::livekit::COMPONENT.name(),
             &sel,
             vec![
-                service_port("rtc-tcp", LIVEKIT_RTC_TCP, "TCP"),
-                service_port("rtc-udp", LIVEKIT_RTC_UDP, "UDP"),
+                service_port_of(reg::livekit::RTC_TCP),
+                service_port_of(reg::livekit::RTC_UDP),
             ],
         ),
     );
@@ -229,8 +186,8 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         ]),
         ports: Some(vec![
             container_port_of(reg::livekit::HTTP),
-            container_port("rtc-tcp", LIVEKIT_RTC_TCP, "TCP"),
-            container_port("rtc-udp", LIVEKIT_RTC_UDP, "UDP"),
+            container_port_of(reg::livekit::RTC_TCP),
+            container_port_of(reg::livekit::RTC_UDP),
         ]),
         resources: Some(resources(
             &ctx.t.sizing.resources_for(Component::Livekit, ctx.cfg),

@@ -194,9 +194,23 @@ pub fn service_port_of(p: mxstack_topology::registry::Port) -> ServicePort {
 }
 
 fn protocol_of(p: mxstack_topology::registry::Port) -> &'static str {
-    match p.protocol {
+    protocol_name(p.protocol)
+}
+
+/// A protocol as Kubernetes writes it.
+pub fn protocol_name(p: mxstack_topology::flows::Protocol) -> &'static str {
+    match p {
         mxstack_topology::flows::Protocol::Tcp => "TCP",
         mxstack_topology::flows::Protocol::Udp => "UDP",
+    }
+}
+
+/// A declared span of ports (registry) as a NetworkPolicy port.
+pub fn policy_port_of(s: mxstack_topology::registry::PortSpan) -> NetworkPolicyPort {
+    if s.first == s.last {
+        port(protocol_name(s.protocol), s.first)
+    } else {
+        port_range(protocol_name(s.protocol), s.first, s.last)
     }
 }
 

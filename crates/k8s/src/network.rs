@@ -1,7 +1,8 @@
 //! NetworkPolicies: deny everything, allow DNS, then allow exactly the flows the topology lists
 //! (`mxstack_topology::flows`), one policy per party in the namespace with its ingress and egress.
-//! A few flows the topology does not model yet (public media ports of coturn and LiveKit, the
-//! Kubernetes API for CloudNativePG instances) are added here, each with its reason.
+//! Ports clients reach directly (call media) come from the registry's `direct` declarations. A few
+//! flows the topology does not model yet (the Kubernetes API for CloudNativePG instances) are
+//! added here, each with its reason.
 
 use mxstack_topology::registry as reg;
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use mxstack_spec::{Feature, IngressMode};
 use mxstack_topology::flows::{flows, Party, Protocol};
 
 use crate::meta::*;
-use crate::{calls, Ctx, Out, Phase};
+use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "network-policies.yaml";
 /// Namespace of the Gateway API implementation (Envoy Gateway's default install namespace).
@@ -174,27 +175,27 @@ fn extra_rules(ctx: &Ctx, rules: &mut BTreeMap<Party, Rules>) {
             ports: Some(vec![port("TCP", 443), port("TCP", 6443)]),
         });
     }
-    if ctx.has(Feature::Calls) {
-        // Call media comes straight from clients anywhere (not through the edge), and TURN relays
-        // to peers on the internet; coturn itself refuses private peer addresses.
-        let coturn = rules.entry(Party::Coturn).or_default();
-        coturn.ingress.push(NetworkPolicyIngressRule {
+    // Call media comes straight from clients anywhere (not through the edge), each component
+    // sending back out to the internet as its declaration says.
+    for c in reg::ALL {
+        let Some(direct) = c.direct.filter(|_| c.feature.is_none_or(|f| ctx.has(f))) else {
+            continue;
+        };
+        let rules = rules.entry(c.id).or_default();
+        rules.ingress.push(NetworkPolicyIngressRule {
             from: Some(vec![anywhere_peer()]),
-            ports: Some(calls::coturn_policy_ports()),
+            ports: Some(
+                (direct.from_anywhere)(ctx.cfg)
+                    .into_iter()
+                    .map(policy_port_of)
+                    .collect(),
+            ),
         });
-        coturn.egress.push(NetworkPolicyEgressRule {
+        rules.egress.push(NetworkPolicyEgressRule {
             to: Some(vec![internet_peer()]),
-            ports: None,
-        });
-        let livekit = rules.entry(Party::Livekit).or_default();
-        livekit.ingress.push(NetworkPolicyIngressRule {
-            from: Some(vec![anywhere_peer()]),
-            ports: Some(calls::livekit_policy_ports()),
-        });
-        livekit.egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![internet_peer()]),
-            // ICE connectivity checks towards clients' UDP candidates.
-            ports: Some(vec![port_range("UDP", 1024, 65535)]),
+            ports: direct
+                .to_internet
+                .map(|spans| spans.iter().copied().map(policy_port_of).collect()),
         });
     }
 }

@@ -1705,3 +1705,54 @@ fn port_rules_find_a_port_broken_in_the_real_render() {
         "{f:?}"
     );
 }
+
+/// Issue 20 (coturn): the external IP and relay ports come from the config; without an
+/// external IP the node's address is used, never a lookup.
+#[test]
+fn coturn_takes_its_external_ip_and_relay_ports_from_the_config() {
+    let args_env = |r: &mxstack_k8s::Rendered| {
+        let d = find(r, "Deployment", "coturn").expect("coturn");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        (c["args"].clone(), c["env"].clone())
+    };
+    let mut c = config(Tier::T100, &[Feature::Calls]);
+    let (args, env) = args_env(&render(&c).0);
+    assert!(args
+        .as_array()
+        .unwrap()
+        .contains(&"--external-ip=$(EXTERNAL_IP)".into()));
+    assert!(env.to_string().contains("status.hostIP"));
+    c.calls.external_ip = Some("203.0.113.7".parse().unwrap());
+    c.calls.relay_port_first = 50000;
+    c.calls.relay_port_last = 50009;
+    let (r, _) = render(&c);
+    let (args, env) = args_env(&r);
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for a in [
+        "--external-ip=203.0.113.7",
+        "--min-port=50000",
+        "--max-port=50009",
+    ] {
+        assert!(args.contains(&a), "{a} in {args:?}");
+    }
+    assert!(!env.to_string().contains("EXTERNAL_IP"));
+    let svc = find(&r, "Service", "coturn").expect("Service");
+    let relays = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("relay-"))
+        .count();
+    assert_eq!(relays, 10);
+    let pol = find(&r, "NetworkPolicy", "allow-coturn").expect("policy");
+    assert!(pol["spec"]["ingress"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["port"] == 50000 && p["endPort"] == 50009));
+}

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use mxstack_spec::Config;
+use mxstack_topology::coturn::Turn;
 use mxstack_topology::flows::Party;
 use mxstack_topology::registry::{self as reg, Component, Port};
 use mxstack_topology::{Addressing, HostPort, SynapsePaths, SynapseProcess};
@@ -29,14 +30,20 @@ pub struct LocalAddressing {
 
 /// Ports of a component the local stack listens on (SeaweedFS derives gRPC ports as port +
 /// 10000 itself; CloudNativePG's status and metrics ports and Valkey's exporter are Kubernetes
-/// sidecars).
+/// sidecars; coturn has no certificate for TLS on one machine).
 fn local_ports(c: &'static Component) -> impl Iterator<Item = &'static Port> {
     c.ports.iter().filter(move |p| {
         !(p.name.ends_with("-grpc")
             || (c.id == Party::Valkey && **p == reg::valkey::EXPORTER)
-            || (matches!(c.id, Party::Postgres | Party::LiPostgres) && **p != reg::cnpg::POSTGRES))
+            || (matches!(c.id, Party::Postgres | Party::LiPostgres) && **p != reg::cnpg::POSTGRES)
+            || **p == reg::coturn::TURNS)
     })
 }
+
+/// coturn's relay ports on one machine (each relayed call leg takes one), allocated right after
+/// its listener.
+pub const LOCAL_RELAY_PORTS: u32 = 16;
+const RELAY: &str = "relay";
 
 impl LocalAddressing {
     /// `valkey_instances`: how many Valkey servers (and Sentinels) run.
@@ -52,8 +59,8 @@ impl LocalAddressing {
                 Party::Valkey => valkey_instances,
                 // Main's ports are those of Synapse instance 0; the LI web UIs are not run.
                 Party::SynapseMain | Party::ElementLi | Party::SynapseAdminLi => 0,
-                // Kubernetes-only parts: the calls, push and web UIs run from their images.
-                Party::Minio | Party::Element | Party::Coturn | Party::Livekit | Party::Sygnal => 0,
+                // Kubernetes-only parts: LiveKit, push and the web UIs run from their images.
+                Party::Minio | Party::Element | Party::Livekit | Party::Sygnal => 0,
                 _ => 1,
             }
         };
@@ -65,6 +72,12 @@ impl LocalAddressing {
             for i in 0..instances(c) {
                 for p in local_ports(c) {
                     slots.insert((c.id, p.name, i), next);
+                    next += 1;
+                }
+            }
+            if c.id == Party::Coturn {
+                for j in 0..LOCAL_RELAY_PORTS {
+                    slots.insert((Party::Coturn, RELAY, j), next);
                     next += 1;
                 }
             }
@@ -194,6 +207,16 @@ impl Addressing for LocalAddressing {
     fn synapse_paths(&self) -> SynapsePaths {
         SynapsePaths::under(&self.state_dir.display().to_string())
     }
+    fn turn(&self, _config: &Config) -> Turn {
+        let relay = |j| self.slots[&(Party::Coturn, RELAY, j)];
+        Turn {
+            public: self.at(Party::Coturn, &reg::coturn::TURN, 0),
+            listen_ip: Some("127.0.0.1".into()),
+            tls: None,
+            relay: relay(0)..=relay(LOCAL_RELAY_PORTS - 1),
+            external_ip: "127.0.0.1".into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +270,12 @@ mod tests {
             a.li_console(),
             a.li_console_metrics(),
             a.synapse_li_http(),
+            a.turn(&Config::new(
+                "a.test",
+                mxstack_spec::Tier::T100,
+                Default::default(),
+            ))
+            .public,
         ] {
             assert!(hp.port > 20001 && hp.port <= a.last_port(), "{hp}");
         }

@@ -4,6 +4,7 @@
 //! under the state directory).
 
 pub mod addressing;
+mod coturn;
 pub mod http;
 pub mod layout;
 pub mod plan;

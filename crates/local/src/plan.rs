@@ -167,6 +167,8 @@ pub struct Programs {
     pub haproxy: PathBuf,
     /// clamd (feature `antivirus`).
     pub clamd: Option<PathBuf>,
+    /// coturn's server (feature `calls`).
+    pub turnserver: Option<PathBuf>,
     /// This binary: it serves the content scanner (`mxstack serve content-scanner`).
     pub mxstack: PathBuf,
 }
@@ -195,6 +197,7 @@ impl Programs {
             redis_server: find("redis-server")?,
             haproxy: find("haproxy")?,
             clamd: runtime::find_program("clamd"),
+            turnserver: runtime::find_program("turnserver"),
             mxstack: std::env::current_exe()
                 .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
         })
@@ -210,6 +213,7 @@ impl Programs {
             redis_server: "/usr/bin/redis-server".into(),
             haproxy: "/usr/sbin/haproxy".into(),
             clamd: Some("/usr/sbin/clamd".into()),
+            turnserver: Some("/usr/bin/turnserver".into()),
             mxstack: "/usr/bin/mxstack".into(),
         }
     }
@@ -256,7 +260,7 @@ pub fn synapse_python_dir(layout: &StateLayout) -> PathBuf {
     layout.root.join("python")
 }
 
-fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
+pub(crate) fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
     GeneratedFile {
         path,
         content: content.into(),
@@ -308,6 +312,9 @@ impl LocalPlan {
         if t.has(Feature::Antivirus) {
             antivirus(&c, &mut out);
             router_after.push("content-scanner".into());
+        }
+        if t.has(Feature::Calls) {
+            crate::coturn::part(&c, &mut out);
         }
         if t.has(Feature::Li) {
             li_services(
@@ -389,22 +396,22 @@ fn ready_http(c: &reg::Component, port: u16) -> Readiness {
 }
 
 /// What every component's part of the plan reads.
-struct Parts<'a> {
-    config: &'a Config,
-    secrets: &'a Secrets,
-    layout: &'a StateLayout,
-    programs: &'a Programs,
-    t: &'a Topology,
-    addr: &'a LocalAddressing,
-    paths: SynapsePaths,
-    redis_password: &'a str,
+pub(crate) struct Parts<'a> {
+    pub config: &'a Config,
+    pub secrets: &'a Secrets,
+    pub layout: &'a StateLayout,
+    pub programs: &'a Programs,
+    pub t: &'a Topology,
+    pub addr: &'a LocalAddressing,
+    pub paths: SynapsePaths,
+    pub redis_password: &'a str,
 }
 
 /// What the components add: files to write, processes to run (in start order for equal rank).
 #[derive(Default)]
-struct Out {
-    files: Vec<GeneratedFile>,
-    services: Vec<Service>,
+pub(crate) struct Out {
+    pub files: Vec<GeneratedFile>,
+    pub services: Vec<Service>,
 }
 
 /// Synapse's config and secret files: the same files the Kubernetes ConfigMaps and Secrets hold.

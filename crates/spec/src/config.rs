@@ -45,6 +45,8 @@ pub struct Config {
     #[serde(default)]
     pub antivirus: Antivirus,
     #[serde(default)]
+    pub calls: Calls,
+    #[serde(default)]
     pub images: Images,
     /// Per-component replica and resource overrides, keyed by component name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -612,6 +614,42 @@ fn default_verdict_cache() -> u32 {
     100_000
 }
 
+/// Voice and video (feature `calls`): coturn's public address and relay ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calls {
+    /// The public IPv4 address coturn gives clients in relayed candidates. Unset: the address
+    /// of the node coturn runs on (schedule it on `calls` nodes with public addresses). Never
+    /// looked up on the internet (seed 004 issue 6.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ip: Option<std::net::Ipv4Addr>,
+    /// First UDP port coturn relays call media on (each relayed call leg uses one).
+    #[serde(default = "default_relay_first")]
+    pub relay_port_first: u16,
+    /// Last relay port. A LoadBalancer Service lists every port, so the range stays small (at
+    /// most 200 ports: 100 relayed two-party calls).
+    #[serde(default = "default_relay_last")]
+    pub relay_port_last: u16,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            external_ip: None,
+            relay_port_first: default_relay_first(),
+            relay_port_last: default_relay_last(),
+        }
+    }
+}
+
+fn default_relay_first() -> u16 {
+    49152
+}
+
+fn default_relay_last() -> u16 {
+    49183
+}
+
 /// Pinned container images. A tag of `latest` is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -725,6 +763,7 @@ impl Config {
             backup: Backup::default(),
             li: LawfulIntercept::default(),
             antivirus: Antivirus::default(),
+            calls: Calls::default(),
             images: Images::default(),
             overrides: BTreeMap::new(),
         }

@@ -113,6 +113,8 @@ pub trait Addressing {
     /// The LI console's HTTP listener (feature `li`): investigators' browsers, behind the LI gate.
     fn li_console(&self) -> HostPort;
     fn synapse_paths(&self) -> SynapsePaths;
+    /// coturn (feature `calls`): its public address, listeners and relay ports.
+    fn turn(&self, config: &Config) -> crate::coturn::Turn;
     /// The URL clients use (Synapse's `public_baseurl`).
     fn public_base_url(&self, config: &Config) -> String {
         format!("https://{}/", config.hostnames().matrix)

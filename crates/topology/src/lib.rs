@@ -7,6 +7,7 @@
 pub mod addressing;
 pub mod antivirus;
 pub mod budget;
+pub mod coturn;
 pub mod escrow;
 pub mod flows;
 pub mod haproxy;

@@ -32,6 +32,33 @@ impl Port {
     }
 }
 
+/// Ports `first..=last` of one protocol (one port when they are equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpan {
+    pub protocol: Protocol,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortSpan {
+    pub const fn one(protocol: Protocol, port: u16) -> PortSpan {
+        PortSpan {
+            protocol,
+            first: port,
+            last: port,
+        }
+    }
+}
+
+/// Ports that clients anywhere reach directly, not through the edge (call media is not HTTP):
+/// a LoadBalancer Service and a NetworkPolicy open to every address. `to_internet`: what the
+/// component may send to addresses outside private space (None: any port).
+#[derive(Debug, Clone, Copy)]
+pub struct Direct {
+    pub from_anywhere: fn(&Config) -> Vec<PortSpan>,
+    pub to_internet: Option<&'static [PortSpan]>,
+}
+
 /// How a component's pods are selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selector {
@@ -117,6 +144,8 @@ pub struct Component {
     /// Every generated secret its processes may read, and no other (least privilege; the k8s
     /// tests hold every pod to it).
     pub reads: &'static [SecretName],
+    /// Ports the public reaches directly (call media), if any.
+    pub direct: Option<Direct>,
 }
 
 impl Component {
@@ -132,6 +161,15 @@ impl Component {
             flows: no_flows,
             sites: &[],
             reads: &[],
+            direct: None,
+        }
+    }
+
+    /// Reached directly by clients anywhere on `direct.from_anywhere`.
+    pub const fn direct(self, direct: Direct) -> Component {
+        Component {
+            direct: Some(direct),
+            ..self
         }
     }
 
@@ -891,16 +929,52 @@ pub mod element {
 
 pub mod coturn {
     use super::*;
+    /// TURN and STUN, on UDP and TCP alike.
     pub const TURN: Port = Port::tcp("turn", 3478);
+    /// TURN over TLS (`turns:`), on TCP and UDP (DTLS) alike.
     pub const TURNS: Port = Port::tcp("turns", 5349);
     pub const COMPONENT: Component =
         Component::ours(Party::Coturn, Some(Feature::Calls), &[TURN, TURNS])
-            .reads(&[SecretName::TurnSharedSecret]);
+            .reads(&[SecretName::TurnSharedSecret])
+            .direct(Direct {
+                from_anywhere,
+                // Relays to peers anywhere on the internet; coturn itself refuses private peers.
+                to_internet: None,
+            });
+
+    /// The relay ports from the config.
+    pub fn relay(c: &Config) -> std::ops::RangeInclusive<u16> {
+        c.calls.relay_port_first..=c.calls.relay_port_last
+    }
+
+    /// Its listeners on UDP and TCP, and the relay ports (UDP).
+    pub fn from_anywhere(c: &Config) -> Vec<PortSpan> {
+        let mut spans = Vec::new();
+        for port in [TURN, TURNS] {
+            spans.push(PortSpan::one(Protocol::Udp, port.number));
+            spans.push(PortSpan::one(Protocol::Tcp, port.number));
+        }
+        spans.push(PortSpan {
+            protocol: Protocol::Udp,
+            first: *relay(c).start(),
+            last: *relay(c).end(),
+        });
+        spans
+    }
 }
 
 pub mod livekit {
     use super::*;
     pub const HTTP: Port = Port::tcp("http", 7880);
+    /// WebRTC over TCP, when UDP is blocked.
+    pub const RTC_TCP: Port = Port::tcp("rtc-tcp", 7881);
+    /// All WebRTC UDP traffic multiplexed on one port (`rtc.udp_port`), which a LoadBalancer can
+    /// expose, instead of a 50000-60000 range it cannot.
+    pub const RTC_UDP: Port = Port {
+        name: "rtc-udp",
+        number: 7882,
+        protocol: Protocol::Udp,
+    };
     pub const SITES: &[PublicSite] = &[PublicSite {
         slug: "livekit",
         host: |c| c.hostnames().livekit,
@@ -912,7 +986,20 @@ pub mod livekit {
     pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP])
         .with_flows(flows)
         .serves(SITES)
-        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
+        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret])
+        .direct(Direct {
+            from_anywhere: |_| {
+                [RTC_TCP, RTC_UDP]
+                    .map(|p| PortSpan::one(p.protocol, p.number))
+                    .to_vec()
+            },
+            // ICE connectivity checks towards clients' UDP candidates.
+            to_internet: Some(&[PortSpan {
+                protocol: Protocol::Udp,
+                first: 1024,
+                last: 65535,
+            }]),
+        });
 
     /// Its flows in and out.
     pub fn flows(_: &Topology) -> Vec<Flow> {

@@ -246,11 +246,7 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     if topology.has(Feature::Calls) {
         put(
             "turn_uris",
-            json!([
-                format!("turn:{}:3478?transport=udp", hosts.turn),
-                format!("turn:{}:3478?transport=tcp", hosts.turn),
-                format!("turns:{}:5349?transport=tcp", hosts.turn)
-            ]),
+            json!(crate::coturn::uris(&addr.turn(&topology.config))),
         );
         put("turn_shared_secret_path", json!(paths.turn_secret_file));
         put("turn_user_lifetime", json!("1h"));
