@@ -8,7 +8,7 @@ use mxstack_topology::Addressing;
 
 use mxstack_spec::SecretName;
 
-use crate::plan::{file, Out, Parts, Readiness, Service};
+use crate::parts::{file, Out, Parts, Readiness, Service};
 
 /// Adds coturn's config file and process.
 pub(crate) fn part(c: &Parts, out: &mut Out) {

@@ -18,132 +18,11 @@ use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
 use mxstack_topology::{Addressing, Topology, WorkerKind};
 
 use crate::addressing::LocalAddressing;
-use serde::Serialize;
 
 use crate::layout::StateLayout;
-use crate::runtime;
-
-/// How the supervisor knows a process is ready.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Readiness {
-    /// Something accepts TCP connections on the port.
-    Tcp { port: u16 },
-    /// `GET path` answers 200.
-    Http { port: u16, path: String },
-    /// A Redis-protocol server answers AUTH + PING (the password is read from the secrets).
-    Redis { port: u16 },
-    /// A one-shot task: ready when it exited 0.
-    Exited,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Service {
-    pub name: String,
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// Environment; values of secret entries are never printed (see `secret_env`).
-    #[serde(skip)]
-    pub env: Vec<(String, String)>,
-    /// Names of env entries that hold secrets.
-    pub secret_env: Vec<String>,
-    /// Written to the process's stdin (one-shot SQL, shell commands); may hold secrets.
-    #[serde(skip)]
-    pub stdin: Option<String>,
-    /// Run as this system user (PostgreSQL refuses to run as root).
-    pub run_as: Option<String>,
-    pub readiness: Readiness,
-    /// Services that must be ready first.
-    pub after: Vec<String>,
-    pub one_shot: bool,
-    /// The port a person would look at (shown by `status`).
-    pub port: Option<u16>,
-    /// Skip this one-shot when the path exists (e.g. initdb once).
-    pub skip_if_exists: Option<PathBuf>,
-    /// How long a SIGTERM may take before SIGKILL.
-    pub stop_grace_secs: u64,
-}
-
-impl Service {
-    /// A long-running process: no environment, waiting for nothing, 20 s to stop after SIGTERM.
-    pub fn process(
-        name: String,
-        program: PathBuf,
-        args: Vec<String>,
-        readiness: Readiness,
-    ) -> Service {
-        Service {
-            name,
-            program,
-            args,
-            env: vec![],
-            secret_env: vec![],
-            stdin: None,
-            run_as: None,
-            readiness,
-            after: vec![],
-            one_shot: false,
-            port: None,
-            skip_if_exists: None,
-            stop_grace_secs: 20,
-        }
-    }
-
-    /// A one-shot task: done (and ready) when it exits 0.
-    pub fn task(name: String, program: PathBuf, args: Vec<String>) -> Service {
-        Service {
-            one_shot: true,
-            ..Service::process(name, program, args, Readiness::Exited)
-        }
-    }
-
-    /// Started once these are ready.
-    pub fn after(mut self, after: Vec<String>) -> Service {
-        self.after = after;
-        self
-    }
-
-    /// Its environment, and which of its variables hold secrets (never printed).
-    pub fn env(mut self, env: Vec<(String, String)>, secret_env: Vec<String>) -> Service {
-        self.env = env;
-        self.secret_env = secret_env;
-        self
-    }
-
-    /// The port `status` shows.
-    pub fn shown_port(mut self, port: u16) -> Service {
-        self.port = Some(port);
-        self
-    }
-
-    /// Seconds between SIGTERM and SIGKILL.
-    pub fn grace(mut self, secs: u64) -> Service {
-        self.stop_grace_secs = secs;
-        self
-    }
-
-    pub fn stdin(mut self, stdin: String) -> Service {
-        self.stdin = Some(stdin);
-        self
-    }
-
-    pub fn run_as(mut self, user: &str) -> Service {
-        self.run_as = Some(user.into());
-        self
-    }
-
-    pub fn skip_if_exists(mut self, path: PathBuf) -> Service {
-        self.skip_if_exists = Some(path);
-        self
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct GeneratedFile {
-    pub path: PathBuf,
-    pub content: String,
-    pub mode: u32,
-}
+pub(crate) use crate::parts::{file, Out, Parts};
+pub use crate::parts::{GeneratedFile, Readiness, Service};
+pub use crate::programs::Programs;
 
 pub struct LocalPlan {
     pub topology: Topology,
@@ -155,68 +34,6 @@ pub struct LocalPlan {
     pub s3_endpoint: String,
     pub bucket: String,
     pub redis_password: String,
-}
-
-/// Programs the plan runs, found on this machine.
-#[derive(Debug, Clone)]
-pub struct Programs {
-    pub python: PathBuf,
-    pub weed: PathBuf,
-    pub pg_bin: PathBuf,
-    pub redis_server: PathBuf,
-    pub haproxy: PathBuf,
-    /// clamd (feature `antivirus`).
-    pub clamd: Option<PathBuf>,
-    /// coturn's server (feature `calls`).
-    pub turnserver: Option<PathBuf>,
-    /// This binary: it serves the content scanner (`mxstack serve content-scanner`).
-    pub mxstack: PathBuf,
-}
-
-impl Programs {
-    /// Finds the venv ([`runtime::find_venv`]) and the Debian packages' binaries for what
-    /// `config` enables; an error names the first missing piece and its fix (`mxstack setup`;
-    /// `mxstack doctor` lists all).
-    pub fn discover_for(config: &Config) -> Result<Programs, String> {
-        if let Some(p) = runtime::first_problem(config) {
-            return Err(p);
-        }
-        let (venv, _) = runtime::find_venv().ok_or("no venv")?;
-        let pg_bin = ["15", "16", "17"]
-            .iter()
-            .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
-            .find(|p| p.join("postgres").exists())
-            .ok_or("PostgreSQL server binaries not found: run `mxstack setup`")?;
-        let find = |name: &str| -> Result<PathBuf, String> {
-            runtime::find_program(name).ok_or(format!("`{name}` not found: run `mxstack setup`"))
-        };
-        Ok(Programs {
-            python: venv.join("bin/python"),
-            weed: venv.join("bin/weed"),
-            pg_bin,
-            redis_server: find("redis-server")?,
-            haproxy: find("haproxy")?,
-            clamd: runtime::find_program("clamd"),
-            turnserver: runtime::find_program("turnserver"),
-            mxstack: std::env::current_exe()
-                .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
-        })
-    }
-
-    /// The programs at Debian's paths and a venv at /venv, not looked up: for a plan that is
-    /// built to be read, never run (tests, comparisons between targets).
-    pub fn at_debian_paths() -> Programs {
-        Programs {
-            python: "/venv/bin/python".into(),
-            weed: "/venv/bin/weed".into(),
-            pg_bin: "/usr/lib/postgresql/15/bin".into(),
-            redis_server: "/usr/bin/redis-server".into(),
-            haproxy: "/usr/sbin/haproxy".into(),
-            clamd: Some("/usr/sbin/clamd".into()),
-            turnserver: Some("/usr/bin/turnserver".into()),
-            mxstack: "/usr/bin/mxstack".into(),
-        }
-    }
 }
 
 /// The config the local stack runs: the operator's config with `replicas` processes per worker
@@ -258,14 +75,6 @@ pub const SYNAPSE_MODULE_FILES: [(&str, &str); 2] = [
 /// Where `up` writes the Python modules Synapse imports (PYTHONPATH).
 pub fn synapse_python_dir(layout: &StateLayout) -> PathBuf {
     layout.root.join("python")
-}
-
-pub(crate) fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
-    GeneratedFile {
-        path,
-        content: content.into(),
-        mode,
-    }
 }
 
 impl LocalPlan {
@@ -393,25 +202,6 @@ fn ready_http(c: &reg::Component, port: u16) -> Readiness {
             .ready
             .into(),
     }
-}
-
-/// What every component's part of the plan reads.
-pub(crate) struct Parts<'a> {
-    pub config: &'a Config,
-    pub secrets: &'a Secrets,
-    pub layout: &'a StateLayout,
-    pub programs: &'a Programs,
-    pub t: &'a Topology,
-    pub addr: &'a LocalAddressing,
-    pub paths: SynapsePaths,
-    pub redis_password: &'a str,
-}
-
-/// What the components add: files to write, processes to run (in start order for equal rank).
-#[derive(Default)]
-pub(crate) struct Out {
-    pub files: Vec<GeneratedFile>,
-    pub services: Vec<Service>,
 }
 
 /// Synapse's config and secret files: the same files the Kubernetes ConfigMaps and Secrets hold.

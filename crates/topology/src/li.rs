@@ -21,6 +21,8 @@ pub const LI_ROLE: &str = "li_sync";
 pub const LI_DATABASE: &str = "synapse_li";
 /// The LI browsing stack's working copy, refreshed from the replica (never replicated into).
 pub const WORKING_COPY_DATABASE: &str = "synapse_li_work";
+/// Synapse LI's role on the LI PostgreSQL: owns the working copy, nothing else.
+pub const WORKING_COPY_ROLE: &str = "synapse_li";
 pub const PUBLICATION: &str = "mxstack_li";
 pub const SUBSCRIPTION: &str = "mxstack_li";
 /// Schema on main (replica identity function, event trigger) and on the replica (history).
@@ -87,7 +89,7 @@ pub fn li_sync_config_typed(t: &Topology, addr: &dyn Addressing, listen: &str) -
         status_interval_secs: 1,
         working_copy: Some(WorkingCopyConfig {
             dbname: WORKING_COPY_DATABASE.into(),
-            owner: crate::li_browsing::WORKING_COPY_ROLE.into(),
+            owner: WORKING_COPY_ROLE.into(),
         }),
         dump_interval_secs: None,
     }

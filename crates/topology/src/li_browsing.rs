@@ -16,10 +16,9 @@ use serde_json::{json, Map, Value};
 
 use crate::addressing::{Addressing, SynapsePaths};
 use crate::li::WORKING_COPY_DATABASE;
+pub use crate::li::WORKING_COPY_ROLE;
 use crate::Topology;
 
-/// Synapse LI's role on the LI PostgreSQL: owns the working copy, nothing else.
-pub const WORKING_COPY_ROLE: &str = "synapse_li";
 /// `application_name` of Synapse LI's connections (visible in pg_stat_activity).
 pub const APPLICATION_NAME: &str = "synapse-li";
 /// Connection pool of the single Synapse LI process.
