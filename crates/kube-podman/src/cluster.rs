@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::Error;
 
-/// A Deployment or StatefulSet.
+/// A Deployment, StatefulSet or Job (a Job's pod runs to completion).
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub kind: String,
@@ -109,7 +109,7 @@ impl Cluster {
                         })
                         .collect(),
                 }),
-                kind @ ("Deployment" | "StatefulSet") => {
+                kind @ ("Deployment" | "StatefulSet" | "Job") => {
                     let template = serde_json::from_value(o["spec"]["template"].clone()).map_err(
                         |source| Error::Parse {
                             what: format!("{kind} {name}"),
@@ -133,6 +133,7 @@ impl Cluster {
     /// The pods of the workloads `wanted` picks, addressed from `first` upwards.
     pub fn pods(&self, first: Ipv4Addr, wanted: impl Fn(&Workload) -> bool) -> Vec<Pod> {
         let mut next = u32::from(first);
+        // Jobs have no replicas field: one pod each.
         let mut pods = Vec::new();
         for w in self.workloads.iter().filter(|w| wanted(w)) {
             for ordinal in 0..w.replicas {

@@ -11,10 +11,13 @@
 //! pod into the files to write and the podman commands to run.
 
 pub mod cluster;
+pub mod cnpg_standin;
+pub mod run;
 pub mod translate;
 
 pub use cluster::{Cluster, Pod};
-pub use translate::{ContainerRun, PodRun, Probe, ProbeAction};
+pub use run::{Harness, RunError};
+pub use translate::{ContainerRun, Options, PodRun, Probe, ProbeAction};
 
 /// What the harness cannot do with a pod spec.
 #[derive(Debug, thiserror::Error)]

@@ -106,6 +106,10 @@ pub const POD_FIELDS: &[(&str, &str)] = &[
         "must be false: there is no API server",
     ),
     ("terminationGracePeriodSeconds", "--stop-timeout"),
+    (
+        "restartPolicy",
+        "Jobs: OnFailure retries the pod up to the Job's backoffLimit",
+    ),
     ("affinity", "ignored: one node"),
     ("nodeSelector", "ignored: one node"),
     ("tolerations", "ignored: one node"),
