@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod cnpg_standin;
+pub mod proof;
 pub mod run;
 pub mod translate;
 

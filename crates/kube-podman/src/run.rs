@@ -83,7 +83,13 @@ impl Harness {
             pods: vec![],
             network: false,
         };
-        // Leftovers of an earlier run of the same test (a crash, a kill) go first.
+        // Leftovers of an earlier run with the same prefix (a crash, a kill) go first.
+        let leftovers = h
+            .podman(&["pod", "ls", "--format={{.Name}}"])
+            .unwrap_or_default();
+        for pod in leftovers.lines().filter(|p| p.starts_with(&h.opts.prefix)) {
+            h.podman_quiet(&["pod", "rm", "-f", "--time=2", pod]);
+        }
         h.podman_quiet(&["network", "rm", "-f", &h.opts.network]);
         h.podman(&[
             "network",

@@ -310,7 +310,11 @@ fn volumes(
         name: name.into(),
     };
     for v in spec.volumes.iter().flatten() {
-        let dir = base.join("volumes").join(&v.name);
+        // A claim outlives its pods and may be shared: one directory per claim.
+        let dir = match &v.persistent_volume_claim {
+            Some(pvc) => opts.work.join("claims").join(&pvc.claim_name),
+            None => base.join("volumes").join(&v.name),
+        };
         dirs.insert(v.name.clone(), dir.clone());
         let files: Option<Files> = volume_source(c, v, &missing)?;
         match files {
