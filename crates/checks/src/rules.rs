@@ -111,6 +111,11 @@ pub static RULES: &[Rule] = &[
       "allow the port the pods declare (containerPort, by number or name), or declare it in their containers"),
     r("MX-OUT-015", "Service targetPort not declared by its pods", "003 verification: services without endpoints", Error,
       "declare the targetPort as a containerPort (same name or number, same protocol) in every pod the Service selects"),
+    // --- images pinned by digest (`render --pin LOCK`, crates/images)
+    r("MX-IMG-001", "image not pinned by digest", "issue 18: manifests name images by tag, nothing proves what runs", Warning,
+      "build it (`mxstack images build`, then push it and point images.<field> at it) or mirror it, and set images.<field> to REPO:TAG@sha256:DIGEST"),
+    r("MX-IMG-002", "image lock is stale", "issue 18: an image changed after it was locked", Error,
+      "run `mxstack images build` again (it rebuilds only what changed), push what it rebuilt, and render with the new images.lock"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {
