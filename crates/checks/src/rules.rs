@@ -58,7 +58,7 @@ pub static RULES: &[Rule] = &[
     r("MX-CFG-011", "single-writer stream sharded", "004 2.5", Error,
       "remove replicas from stream-writer: Synapse allows exactly one writer for typing, to_device, account_data, presence and push_rules"),
     r("MX-CFG-012", "Synapse image is not the supported version", "003 pinned Synapse version", Warning,
-      "use the image built from images/synapse/Dockerfile for Synapse 1.163.2"),
+      "use the image built from images/synapse/Containerfile for Synapse 1.163.2"),
     r("MX-CFG-013", "LI node label is not a Kubernetes label", "001 LI network isolation", Error,
       "write li.node_label as key=value, e.g. mxstack.io/role=li, and label (and taint) the LI nodes with it"),
     r("MX-CFG-014", "not a Synapse duration", "003 step 6 (hand-edited YAML)", Error,
