@@ -32,12 +32,18 @@ pub fn pin_config(config: &mut Config, lock: &Lock) -> Result<(), Vec<Finding>> 
         })
 }
 
-/// Every image the rendered objects' containers and init containers name.
+/// Every image the rendered objects name: their containers' and init containers' `image`, and
+/// `imageName` (CloudNativePG's Cluster).
 pub fn rendered_images(objects: &[serde_json::Value]) -> BTreeSet<String> {
     fn walk(v: &serde_json::Value, out: &mut BTreeSet<String>) {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
+                    if k == "imageName" {
+                        if let Some(i) = v.as_str() {
+                            out.insert(i.to_string());
+                        }
+                    }
                     if k == "containers" || k == "initContainers" {
                         for c in v.as_array().into_iter().flatten() {
                             if let Some(i) = c.get("image").and_then(|i| i.as_str()) {
@@ -133,10 +139,15 @@ pub fn build(a: BuildArgs) -> CmdResult {
     };
     let r = mxstack_images::build(&opts).map_err(|e| e.to_string())?;
     if a.json {
-        print_json(&json!({ "ok": true, "out": r.out, "lock": r.lock, "base": r.base,
-            "base_status": r.base_status, "images": r.images, "seconds": r.seconds }));
+        print_json(
+            &json!({ "ok": true, "out": r.out, "lock": r.lock, "base": r.base,
+            "base_status": r.base_status, "images": r.images, "seconds": r.seconds }),
+        );
     } else {
-        println!("{:<9} {:<7} {:>7} {:>9}  digest", "image", "status", "size", "archive");
+        println!(
+            "{:<9} {:<7} {:>7} {:>9}  digest",
+            "image", "status", "size", "archive"
+        );
         for i in &r.images {
             println!(
                 "{:<9} {:<7} {:>7} {:>9}  {}",
@@ -198,9 +209,11 @@ pub fn list(config_path: &Path, lock: Option<&Path>, json: bool) -> CmdResult {
                     .as_ref()
                     .map(|b| format!("mxstack builds {b}"))
                     .unwrap_or_else(|| "mirror".into()),
-                r.locked_digest
-                    .as_deref()
-                    .unwrap_or(if r.by_digest { "by digest" } else { "by tag" })
+                r.locked_digest.as_deref().unwrap_or(if r.by_digest {
+                    "by digest"
+                } else {
+                    "by tag"
+                })
             );
         }
     }
@@ -246,12 +259,15 @@ mod tests {
 
     #[test]
     fn images_are_found_in_containers_and_init_containers() {
-        let objects = vec![json!({"kind": "Deployment", "spec": {"template": {"spec": {
+        let objects = vec![
+            json!({"kind": "Deployment", "spec": {"template": {"spec": {
             "initContainers": [{"name": "a", "image": "x:1"}],
             "containers": [{"name": "b", "image": "y:2"}, {"name": "c", "image": "x:1"}]}}}}),
             json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {
-            "containers": [{"name": "d", "image": "z:3"}]}}}}}})];
+            "containers": [{"name": "d", "image": "z:3"}]}}}}}}),
+            json!({"kind": "Cluster", "spec": {"imageName": "pg:17"}}),
+        ];
         let got: Vec<String> = rendered_images(&objects).into_iter().collect();
-        assert_eq!(got, ["x:1", "y:2", "z:3"]);
+        assert_eq!(got, ["pg:17", "x:1", "y:2", "z:3"]);
     }
 }

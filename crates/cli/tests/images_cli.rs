@@ -55,8 +55,9 @@ fn render_pin_pins_locked_images_and_reports_the_rest() {
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(v["written"], true);
     let main = std::fs::read_to_string(out.join("20-main/synapse-main.yaml")).unwrap();
+    // (The YAML writer may fold a long scalar onto the next line.)
     let want = format!(
-        "image: ghcr.io/mxstack/synapse:1.163.2@{}",
+        "ghcr.io/mxstack/synapse:1.163.2@{}",
         lock.images["synapse"].digest
     );
     assert!(main.contains(&want), "{want}");
@@ -83,7 +84,7 @@ fn render_pin_pins_locked_images_and_reports_the_rest() {
         .contains("mxstack images push"));
     assert!(!img
         .iter()
-        .any(|f| f["message"].as_str().unwrap().contains("images.synapse")));
+        .any(|f| f["message"].as_str().unwrap().contains("images.synapse is")));
 }
 
 #[test]
@@ -156,7 +157,14 @@ fn images_build_without_podman_names_the_package() {
         err.contains("podman is not installed; install the Debian package: apt-get install podman"),
         "{err}"
     );
-    let o = mxstack(&["images", "build", "--only", "nginx", "--out", "/nonexistent"]);
+    let o = mxstack(&[
+        "images",
+        "build",
+        "--only",
+        "nginx",
+        "--out",
+        "/nonexistent",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown image \"nginx\""));
 }

@@ -106,9 +106,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
     tools::require(&[tools::PODMAN, tools::RUNC, tools::SKOPEO])?;
     let out = &opts.out;
     std::fs::create_dir_all(out.join("logs")).map_err(Error::io(out))?;
-    let out = out
-        .canonicalize()
-        .map_err(Error::io(out))?;
+    let out = out.canonicalize().map_err(Error::io(out))?;
     let tools = Tools::in_dir(&out)?;
     let lock_path = out.join(LOCK_FILE);
     let mut lock = Lock::load_or_default(&out)?;
@@ -190,7 +188,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         std::fs::rename(&tmp, &archive).map_err(Error::io(&archive))?;
         let digest = tools.archive_digest(&archive)?;
         let mut inspect = tools.command("podman");
-        inspect.args(["image", "inspect", "--format", "{{.Size}}", &def.local_reference()]);
+        inspect.args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Size}}",
+            &def.local_reference(),
+        ]);
         let size = tools
             .run(inspect, &format!("podman image inspect {}", def.name), None)?
             .trim()
@@ -304,9 +308,7 @@ fn ensure_base(
     };
     if !tools.image_exists(&entry.reference) {
         let mut cmd = tools.command("podman");
-        cmd.arg("import")
-            .arg(&archive)
-            .arg(&entry.reference);
+        cmd.arg("import").arg(&archive).arg(&entry.reference);
         tools.run(cmd, "podman import of the base", None)?;
     }
     lock.base = Some(entry.clone());
@@ -368,7 +370,10 @@ fn cargo_build(opts: &BuildOptions) -> Result<PathBuf, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     say(
         opts,
-        format!("mxstack: cargo build --release -p mxstack in {}", ws.display()),
+        format!(
+            "mxstack: cargo build --release -p mxstack in {}",
+            ws.display()
+        ),
     );
     let out = std::process::Command::new(&cargo)
         .args([
@@ -419,7 +424,10 @@ mod tests {
             ["synapse", "coturn"]
         );
         let e = select(Some(&["nginx".into()])).unwrap_err().to_string();
-        assert!(e.contains("unknown image \"nginx\"") && e.contains("synapse"), "{e}");
+        assert!(
+            e.contains("unknown image \"nginx\"") && e.contains("synapse"),
+            "{e}"
+        );
         assert_eq!(select(None).unwrap().len(), catalog::IMAGES.len());
     }
 
@@ -442,7 +450,10 @@ mod tests {
         let bin = d.path().join("fake-mxstack");
         std::fs::write(&bin, "binary").unwrap();
         let ctx = stage_context(catalog::find("mxstack").unwrap(), d.path(), Some(&bin)).unwrap();
-        assert_eq!(std::fs::read_to_string(ctx.join("mxstack")).unwrap(), "binary");
+        assert_eq!(
+            std::fs::read_to_string(ctx.join("mxstack")).unwrap(),
+            "binary"
+        );
     }
 
     #[test]

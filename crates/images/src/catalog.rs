@@ -153,7 +153,8 @@ pub static IMAGES: &[ImageDef] = &[
         upstream: None,
         user: "10001:10001",
         check: &["mxstack", "--version"],
-        contents: "the host-built mxstack binary (content scanner, li-sync, key vault, LI console, \
+        contents:
+            "the host-built mxstack binary (content scanner, li-sync, key vault, LI console, \
                    the LI Job and CronJob commands) on Debian's glibc",
     },
     ImageDef {
@@ -252,7 +253,11 @@ mod tests {
         rows.sort();
         assert_eq!(dirs, rows);
         for i in IMAGES {
-            assert!(repo().join(i.dir).join("Containerfile").is_file(), "{}", i.dir);
+            assert!(
+                repo().join(i.dir).join("Containerfile").is_file(),
+                "{}",
+                i.dir
+            );
             assert!(
                 !repo().join(i.dir).join("Dockerfile").exists(),
                 "{}: one Containerfile",

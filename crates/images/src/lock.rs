@@ -145,7 +145,8 @@ mod tests {
     fn save_and_load_round_trip() {
         let d = tempfile::tempdir().unwrap();
         let mut lock = Lock::default();
-        lock.images.insert("synapse".into(), sample_entry("synapse"));
+        lock.images
+            .insert("synapse".into(), sample_entry("synapse"));
         let p = d.path().join(LOCK_FILE);
         lock.save(&p).unwrap();
         assert_eq!(Lock::load(&p).unwrap(), lock);

@@ -55,7 +55,10 @@ impl<'a> Reference<'a> {
 
     /// The last path component of the repository (`synapse` for `ghcr.io/mxstack/synapse`).
     pub fn image_name(&self) -> &'a str {
-        self.repository.rsplit('/').next().unwrap_or(self.repository)
+        self.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(self.repository)
     }
 }
 
@@ -167,7 +170,10 @@ mod tests {
         assert_eq!(r.digest, Some("sha256:ab"));
         assert_eq!(r.image_name(), "synapse");
         let r = Reference::parse("registry.acme.eu:5000/haproxy");
-        assert_eq!((r.repository, r.tag), ("registry.acme.eu:5000/haproxy", None));
+        assert_eq!(
+            (r.repository, r.tag),
+            ("registry.acme.eu:5000/haproxy", None)
+        );
     }
 
     #[test]

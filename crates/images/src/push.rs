@@ -99,8 +99,11 @@ pub fn push(opts: &PushOptions) -> Result<Vec<Pushed>, Error> {
         if !opts.tls_verify && dest.starts_with("docker://") {
             cmd.arg("--dest-tls-verify=false");
         }
-        cmd.arg(format!("oci-archive:{}", opts.dir.join(&e.archive).display()))
-            .arg(&dest);
+        cmd.arg(format!(
+            "oci-archive:{}",
+            opts.dir.join(&e.archive).display()
+        ))
+        .arg(&dest);
         tools.run(cmd, &format!("skopeo copy of {name} to {dest}"), None)?;
         let got = std::fs::read_to_string(&digest_file)
             .map_err(Error::io(&digest_file))?

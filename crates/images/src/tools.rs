@@ -11,7 +11,8 @@ use crate::Error;
 /// The containers.conf every podman/skopeo call uses (CONTAINERS_CONF). crun, podman's default
 /// runtime, fails on hosts with hybrid cgroups; runc works. Container ulimits above the caller's
 /// own limits make runc fail with "setrlimit ... Operation not permitted".
-pub const CONTAINERS_CONF: &str = "# written by mxstack images: the runtime and limits its podman calls use
+pub const CONTAINERS_CONF: &str =
+    "# written by mxstack images: the runtime and limits its podman calls use
 [containers]
 default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]
 [engine]

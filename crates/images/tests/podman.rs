@@ -23,12 +23,7 @@ fn cache() -> PathBuf {
 }
 
 fn require_tools() {
-    for (p, pkg) in [
-        tools::PODMAN,
-        tools::RUNC,
-        tools::SKOPEO,
-        tools::MMDEBSTRAP,
-    ] {
+    for (p, pkg) in [tools::PODMAN, tools::RUNC, tools::SKOPEO, tools::MMDEBSTRAP] {
         assert!(
             tools::which(p).is_some(),
             "{p} is not installed: apt-get install {pkg} (scripts/setup.sh installs it)"
@@ -54,7 +49,14 @@ fn binary() -> PathBuf {
     let nested = target.join("images-test");
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--locked", "-p", "mxstack", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "mxstack",
+            "--target-dir",
+        ])
         .arg(&nested)
         .current_dir(ws)
         .status()
@@ -128,9 +130,7 @@ fn mxstack_image_builds_runs_read_only_as_10001_and_is_reused() {
     assert_eq!(first.images[0].digest, entry.digest);
     // The archive's manifest is the digest the lock records.
     assert_eq!(
-        tools
-            .archive_digest(&cache().join(&entry.archive))
-            .unwrap(),
+        tools.archive_digest(&cache().join(&entry.archive)).unwrap(),
         entry.digest
     );
     ensure_loaded(&tools, entry);
@@ -177,7 +177,15 @@ fn every_image_runs_its_check_as_its_pod_user_and_carries_no_compiler_or_cache()
         assert_eq!(id.trim(), uid, "{}", def.name);
         // Inspected as root, so nothing is hidden by permissions.
         let out = podman(&tools)
-            .args(["run", "--rm", "--read-only", "--network", "none", "--user", "0"])
+            .args([
+                "run",
+                "--rm",
+                "--read-only",
+                "--network",
+                "none",
+                "--user",
+                "0",
+            ])
             .args(["--entrypoint", "sh"])
             .arg(&entry.reference)
             .args([
@@ -230,7 +238,9 @@ fn push_keeps_the_digest_in_an_oci_layout_and_a_local_registry() {
     assert!(index.contains(&digest), "{index}");
 
     let Some(registry) = tools::which("docker-registry") else {
-        panic!("docker-registry is not installed: apt-get install docker-registry (scripts/setup.sh)");
+        panic!(
+            "docker-registry is not installed: apt-get install docker-registry (scripts/setup.sh)"
+        );
     };
     let conf = tmp.path().join("registry.yml");
     std::fs::write(
@@ -266,7 +276,13 @@ fn push_keeps_the_digest_in_an_oci_layout_and_a_local_registry() {
     assert_eq!(pushed[0].digest, digest);
     assert_eq!(
         pushed[0].config_value.as_deref(),
-        Some(format!("127.0.0.1:22050/mxstack/mxstack:{}@{digest}", env!("CARGO_PKG_VERSION")).as_str())
+        Some(
+            format!(
+                "127.0.0.1:22050/mxstack/mxstack:{}@{digest}",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str()
+        )
     );
     // The registry serves that digest under the tag.
     let tools = Tools::in_dir(&cache()).unwrap();
