@@ -58,7 +58,7 @@ pub static RULES: &[Rule] = &[
     r("MX-CFG-011", "single-writer stream sharded", "004 2.5", Error,
       "remove replicas from stream-writer: Synapse allows exactly one writer for typing, to_device, account_data, presence and push_rules"),
     r("MX-CFG-012", "Synapse image is not the supported version", "003 pinned Synapse version", Warning,
-      "use the image built from images/synapse/Dockerfile for Synapse 1.163.2"),
+      "use the image built from images/synapse/Containerfile for Synapse 1.163.2"),
     r("MX-CFG-013", "LI node label is not a Kubernetes label", "001 LI network isolation", Error,
       "write li.node_label as key=value, e.g. mxstack.io/role=li, and label (and taint) the LI nodes with it"),
     r("MX-CFG-014", "not a Synapse duration", "003 step 6 (hand-edited YAML)", Error,
@@ -113,6 +113,11 @@ pub static RULES: &[Rule] = &[
       "allow the port the pods declare (containerPort, by number or name), or declare it in their containers"),
     r("MX-OUT-015", "Service targetPort not declared by its pods", "003 verification: services without endpoints", Error,
       "declare the targetPort as a containerPort (same name or number, same protocol) in every pod the Service selects"),
+    // --- images pinned by digest (`render --pin LOCK`, crates/images)
+    r("MX-IMG-001", "image not pinned by digest", "issue 18: manifests name images by tag, nothing proves what runs", Warning,
+      "build it (`mxstack images build`, then push it and point images.<field> at it) or mirror it, and set images.<field> to REPO:TAG@sha256:DIGEST"),
+    r("MX-IMG-002", "image lock is stale", "issue 18: an image changed after it was locked", Error,
+      "run `mxstack images build` again (it rebuilds only what changed), push what it rebuilt, and render with the new images.lock"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 type CmdResult = Result<ExitCode, String>;
 
-fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
@@ -32,7 +32,7 @@ fn spec_finding(e: &SpecError) -> Finding {
         .fix(e.fix.clone())
 }
 
-fn report(findings: &[Finding], json: bool, extra: serde_json::Value) -> ExitCode {
+pub(crate) fn report(findings: &[Finding], json: bool, extra: serde_json::Value) -> ExitCode {
     let errors = findings.iter().filter(|f| f.is_error()).count();
     let warnings = findings.len() - errors;
     if json {
@@ -54,7 +54,7 @@ fn report(findings: &[Finding], json: bool, extra: serde_json::Value) -> ExitCod
     }
 }
 
-fn load_config(path: &Path) -> Result<(Config, YamlLocator), Box<Finding>> {
+pub(crate) fn load_config(path: &Path) -> Result<(Config, YamlLocator), Box<Finding>> {
     Config::load(path).map_err(|e| Box::new(spec_finding(&e)))
 }
 
@@ -301,15 +301,24 @@ pub fn plan(config_path: &Path, json: bool, network_markdown: bool) -> CmdResult
 }
 
 /// Loads, checks and renders; returns findings and the rendering (None when the config failed).
-fn check_and_render(
+/// Checks the config and renders it. With `pin` (a lock from `mxstack images build`), the
+/// config's images are pinned by digest first (crate images; the renderer never sees the lock):
+/// a stale lock refuses the render, and every rendered image left without a digest is a finding.
+pub(crate) fn check_and_render(
     config_path: &Path,
     secrets: &Secrets,
     secrets_known: bool,
+    pin: Option<&mxstack_images::Lock>,
 ) -> (Vec<Finding>, Option<mxstack_k8s::Rendered>) {
-    let (config, locator) = match load_config(config_path) {
+    let (mut config, locator) = match load_config(config_path) {
         Ok(c) => c,
         Err(f) => return (vec![*f], None),
     };
+    if let Some(lock) = pin {
+        if let Err(stale) = crate::images::pin_config(&mut config, lock) {
+            return (stale, None);
+        }
+    }
     let mut findings = mxstack_checks::config::check(&config, &locator);
     let t = Topology::build(&config);
     findings.extend(mxstack_checks::topology::check(
@@ -326,6 +335,9 @@ fn check_and_render(
         &objects,
         if secrets_known { Some(secrets) } else { None },
     ));
+    if let Some(lock) = pin {
+        findings.extend(crate::images::unpinned(&config, &objects, lock));
+    }
     (findings, Some(rendered))
 }
 
@@ -354,7 +366,7 @@ pub fn check(config_path: &Path, secrets_arg: Option<&Path>, json: bool) -> CmdR
         );
         (Secrets::generate_all().map_err(|e| e.to_string())?, false)
     };
-    let (more, rendered) = check_and_render(config_path, &secrets, known);
+    let (more, rendered) = check_and_render(config_path, &secrets, known, None);
     findings.extend(more);
     let objects = rendered.map(|r| r.objects.len()).unwrap_or(0);
     Ok(report(
@@ -374,7 +386,17 @@ impl SeverityExt for Finding {
     }
 }
 
-pub fn render(config_path: &Path, secrets_arg: Option<&Path>, out: &Path, json: bool) -> CmdResult {
+pub fn render(
+    config_path: &Path,
+    secrets_arg: Option<&Path>,
+    out: &Path,
+    pin: Option<&Path>,
+    json: bool,
+) -> CmdResult {
+    let lock = match pin {
+        Some(p) => Some(mxstack_images::Lock::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let sp = secrets_path(config_path, secrets_arg);
     let secrets = match Secrets::load(&sp)
         .and_then(|s| s.require_complete(&sp.display().to_string()).map(|_| s))
@@ -382,7 +404,7 @@ pub fn render(config_path: &Path, secrets_arg: Option<&Path>, out: &Path, json: 
         Ok(s) => s,
         Err(e) => return Ok(report(&[spec_finding(&e)], json, json!({}))),
     };
-    let (findings, rendered) = check_and_render(config_path, &secrets, true);
+    let (findings, rendered) = check_and_render(config_path, &secrets, true, lock.as_ref());
     if findings.iter().any(Finding::is_error) {
         if !json {
             eprintln!("render refused: nothing was written to {}", out.display());

@@ -2,6 +2,7 @@
 
 mod commands;
 mod escrow;
+mod images;
 mod li;
 mod li_console;
 mod local;
@@ -67,6 +68,10 @@ enum Command {
         /// Secrets file [default: secrets.yaml next to the config].
         #[arg(long)]
         secrets: Option<PathBuf>,
+        /// Name every image `mxstack images build` built by its digest from this images.lock
+        /// (refused if the lock is stale; images it lacks are reported).
+        #[arg(long, value_name = "LOCK")]
+        pin: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -191,6 +196,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Container images: build mxstack's (OCI archives + images.lock, no registry needed), list
+    /// every image a config's render references, push the built ones to a registry
+    /// (images/README.md).
+    Images {
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
     /// Run one of mxstack's services (what the pods and `mxstack up` start).
     Serve {
         #[command(subcommand)]
@@ -209,6 +221,56 @@ enum Command {
         base_port: u16,
         #[arg(long)]
         secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesAction {
+    /// Build the images (rebuilding only those whose inputs changed) into OCI archives and
+    /// DIR/images.lock. Needs podman, runc, skopeo and mmdebstrap (Debian packages).
+    Build {
+        #[arg(long, default_value = "mxstack-images")]
+        out: PathBuf,
+        /// Comma list of images [default: all: synapse, mxstack, haproxy, valkey, clamav, coturn].
+        #[arg(long)]
+        only: Option<String>,
+        /// The mxstack binary for the mxstack image [default: cargo build --release in the
+        /// checkout around the current directory].
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// CA bundle the builds trust for PyPI [default: SSL_CERT_FILE, else Debian's bundle].
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every image the config's render references (for mirroring): the images.<field> that sets
+    /// it, whether mxstack builds it, and its digest (with --lock) or tag.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        /// An images.lock to show digests from.
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the built images to a registry with skopeo, digests unchanged
+    /// (REGISTRY[/PATH]/NAME:TAG), and print the images: settings for mxstack.yaml.
+    Push {
+        /// REGISTRY[/PATH], or oci:DIR / dir:DIR for a local copy.
+        #[arg(long)]
+        registry: String,
+        /// The directory `images build` wrote.
+        #[arg(long, default_value = "mxstack-images")]
+        dir: PathBuf,
+        #[arg(long)]
+        only: Option<String>,
+        /// Push over plain HTTP / without verifying the registry's certificate (test registries).
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -473,8 +535,9 @@ fn main() -> ExitCode {
             config,
             out,
             secrets,
+            pin,
             json,
-        } => commands::render(&config, secrets.as_deref(), &out, json),
+        } => commands::render(&config, secrets.as_deref(), &out, pin.as_deref(), json),
         Command::Check {
             config,
             secrets,
@@ -550,6 +613,31 @@ fn main() -> ExitCode {
             &key_file,
             json,
         ),
+        Command::Images { action } => match action {
+            ImagesAction::Build {
+                out,
+                only,
+                binary,
+                ca_bundle,
+                json,
+            } => images::build(images::BuildArgs {
+                out,
+                only,
+                binary,
+                ca_bundle,
+                json,
+            }),
+            ImagesAction::List { config, lock, json } => {
+                images::list(&config, lock.as_deref(), json)
+            }
+            ImagesAction::Push {
+                registry,
+                dir,
+                only,
+                insecure,
+                json,
+            } => images::push(&dir, &registry, only.as_deref(), !insecure, json),
+        },
         Command::Serve {
             service: ServeService::ContentScanner { config, threads },
         } => mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS),

@@ -185,7 +185,7 @@ fn prove(scale: &str, features: &str) -> usize {
                 script.display(),
                 merged.display()
             ),
-            // The upload-scan module the Synapse image carries (images/synapse/Dockerfile).
+            // The upload-scan module the Synapse image carries (images/synapse/Containerfile).
             &[("PYTHONPATH", modules.to_str().unwrap())],
         );
         let stdout = String::from_utf8_lossy(&res.stdout);

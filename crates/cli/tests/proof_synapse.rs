@@ -112,7 +112,7 @@ fn prove(scale: &str, features: &str, edit: impl FnOnce(&mut String)) -> usize {
         list.display(),
         py = py.display()
     );
-    // The Synapse image carries python/mxstack_synapse (images/synapse/Dockerfile); here the
+    // The Synapse image carries python/mxstack_synapse (images/synapse/Containerfile); here the
     // source tree stands in for it, so the module's own parse_config runs too.
     let modules = workspace().join("python");
     let res = run_in_mounts(

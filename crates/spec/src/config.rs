@@ -654,7 +654,7 @@ fn default_relay_last() -> u16 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Images {
-    /// Synapse with synapse-s3-storage-provider baked in, built from images/synapse/Dockerfile.
+    /// Synapse with synapse-s3-storage-provider baked in, built from images/synapse/Containerfile.
     pub synapse: String,
     pub haproxy: String,
     pub valkey: String,
@@ -668,7 +668,7 @@ pub struct Images {
     pub clamav: String,
     /// Synapse Admin, the LI browsing stack's admin UI (static files served by the image's nginx).
     pub synapse_admin: String,
-    /// mxstack's own services (content scanner), built from images/mxstack/Dockerfile.
+    /// mxstack's own services (content scanner), built from images/mxstack/Containerfile.
     pub mxstack: String,
     /// kubectl, with which the LI working-copy CronJob restarts Synapse LI after each refresh.
     /// The default is the Kubernetes project's own image (registry.k8s.io); air-gapped sites
