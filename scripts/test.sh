@@ -16,7 +16,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
 echo "== end-to-end: mxstack up, a real Matrix client (matrix-nio) through the router"
-cargo build -p mxstack
+cargo build -p mxstack -p mxstack-kube-podman
 # Screenshots of the console pages (headless Chromium) and the evidence package they exported.
 export MXSTACK_E2E_ARTEFACTS="${MXSTACK_E2E_ARTEFACTS:-$here/target/e2e-artefacts}"
 MXSTACK_BIN="$CARGO_TARGET_DIR/debug/mxstack" "$MXSTACK_VENV/bin/python" -m pytest -v -rP -p no:cacheprovider tests/e2e

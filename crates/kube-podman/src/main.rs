@@ -9,15 +9,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use mxstack_kube_podman::proof::{Proof, ProofOptions};
+use mxstack_kube_podman::cnpg_standin;
+use mxstack_kube_podman::proof::{self, Proof, ProofOptions};
 use mxstack_spec::{Config, Secrets};
 use mxstack_topology::{antivirus, Topology};
 use serde_json::json;
 
 /// The application layer of the run-proof (issue 18), wave by wave.
 const WAVES: &[&[&str]] = &[
-    &["valkey", "clamav"],
-    &["valkey-master", "li-prepare-main"],
+    &["valkey", "clamav", "seaweedfs-master"],
+    &[
+        "valkey-master",
+        "seaweedfs-volume",
+        "seaweedfs-filer",
+        "li-prepare-main",
+    ],
+    &["seaweedfs-buckets"],
     &["synapse-main"],
     &[
         "synapse-synchrotron",
@@ -28,7 +35,13 @@ const WAVES: &[&[&str]] = &[
         "synapse-background",
         "synapse-stream-writer",
     ],
-    &["content-scanner", "synapse-router", "li-sync", "key-vault", "li-console"],
+    &[
+        "content-scanner",
+        "synapse-router",
+        "li-sync",
+        "key-vault",
+        "li-console",
+    ],
 ];
 
 #[derive(Parser)]
@@ -47,11 +60,13 @@ struct Args {
     /// Prefix of every podman object it makes.
     #[arg(long, default_value = "rp-")]
     prefix: String,
-    /// RENDERED=LOCAL: run LOCAL where the manifests name RENDERED (repeatable).
+    /// The lock `mxstack images build` wrote: each image the config names runs as the one
+    /// built here for the same `images.<field>`.
+    #[arg(long)]
+    lock: PathBuf,
+    /// RENDERED=LOCAL: also run LOCAL where the manifests name RENDERED (repeatable).
     #[arg(long = "image")]
     images: Vec<String>,
-    #[arg(long)]
-    postgres_image: String,
     /// Seconds one wave may take to become ready.
     #[arg(long, default_value_t = 300)]
     wave_limit: u64,
@@ -78,15 +93,19 @@ fn run(a: &Args) -> Result<(), String> {
         .into_iter()
         .map(|o| o.value)
         .collect();
-    let images: BTreeMap<String, String> = a
-        .images
-        .iter()
-        .map(|s| {
-            s.split_once('=')
-                .map(|(r, l)| (r.to_string(), l.to_string()))
-                .ok_or_else(|| format!("--image {s}: write RENDERED=LOCAL"))
-        })
-        .collect::<Result<_, _>>()?;
+    let lock = mxstack_images::Lock::load(&a.lock).map_err(|e| e.to_string())?;
+    let mut images = proof::images_from_lock(&config.images, &lock);
+    for s in &a.images {
+        let (r, l) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--image {s}: write RENDERED=LOCAL"))?;
+        images.insert(r.into(), l.into());
+    }
+    let base = lock
+        .base
+        .as_ref()
+        .ok_or("the lock names no base image: run `mxstack images build` first")?;
+    let postgres_image = cnpg_standin::image(&base.reference).map_err(|e| e.to_string())?;
     let o = ProofOptions {
         namespace: config.namespace.clone(),
         subnet: a.subnet,
@@ -94,7 +113,7 @@ fn run(a: &Args) -> Result<(), String> {
         work: a.work.clone(),
         prefix: a.prefix.clone(),
         images,
-        postgres_image: a.postgres_image.clone(),
+        postgres_image,
         waves: WAVES
             .iter()
             .map(|w| w.iter().map(|s| s.to_string()).collect())
@@ -123,7 +142,10 @@ fn run(a: &Args) -> Result<(), String> {
     let router = proof
         .ip("synapse-router-0")
         .map(|ip| format!("http://{ip}:{port}"));
-    println!("{}", json!({ "ready": true, "router": router, "pods": pods }));
+    println!(
+        "{}",
+        json!({ "ready": true, "router": router, "pods": pods })
+    );
     // Runs until whoever started it closes our standard input (or dies).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop(proof);

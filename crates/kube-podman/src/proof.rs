@@ -64,7 +64,11 @@ fn random_password() -> String {
 
 impl Proof {
     /// Starts everything `o.waves` names; `progress` hears each step.
-    pub fn up(objects: &[Value], o: &ProofOptions, progress: &dyn Fn(&str)) -> Result<Proof, ProofError> {
+    pub fn up(
+        objects: &[Value],
+        o: &ProofOptions,
+        progress: &dyn Fn(&str),
+    ) -> Result<Proof, ProofError> {
         let mut cluster = Cluster::from_objects(&o.namespace, objects)?;
         let wanted: Vec<&String> = o.waves.iter().flatten().collect();
         for w in &wanted {
@@ -83,6 +87,7 @@ impl Proof {
             work: o.work.clone(),
             prefix: o.prefix.clone(),
             images: o.images.clone(),
+            nofile: translate::hard_nofile(),
         };
         // The stand-ins first: their superuser Secrets are what CloudNativePG would create.
         let mut standins = Vec::new();
@@ -151,4 +156,19 @@ impl Proof {
     pub fn ip(&self, pod: &str) -> Option<Ipv4Addr> {
         self.pods.iter().find(|p| p.name == pod).map(|p| p.ip)
     }
+}
+
+/// Rendered image -> the image built here for the same `images.<field>` of the config.
+pub fn images_from_lock(
+    images: &mxstack_spec::Images,
+    lock: &mxstack_images::Lock,
+) -> BTreeMap<String, String> {
+    let fields = serde_json::to_value(images).expect("images serialise");
+    lock.images
+        .values()
+        .filter_map(|e| {
+            let rendered = fields[e.serves.as_str()].as_str()?;
+            Some((rendered.to_string(), e.reference.clone()))
+        })
+        .collect()
 }

@@ -47,10 +47,6 @@ pub enum RunError {
     RunsAsRoot { container: String, user: String },
 }
 
-/// The containers.conf every podman call uses: runc (crun fails on this kernel's cgroup
-/// layout) and ulimits within the current ones (see ../shared/FACTS.md, "Containers").
-const CONTAINERS_CONF: &str = "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n[engine]\nruntime = \"runc\"\n";
-
 pub struct Harness {
     pub opts: Options,
     gateway: Ipv4Addr,
@@ -71,8 +67,14 @@ impl Harness {
     /// Creates the network `opts.network` on `subnet` (a /24: `a.b.c.0`), its gateway `.1`.
     pub fn new(opts: Options, subnet: Ipv4Addr) -> Result<Harness, RunError> {
         std::fs::create_dir_all(&opts.work).map_err(io(&opts.work))?;
-        let conf = opts.work.join("containers.conf");
-        std::fs::write(&conf, CONTAINERS_CONF).map_err(io(&conf))?;
+        // The containers.conf `mxstack images` uses: runc and ulimits this machine allows.
+        let conf = mxstack_images::tools::Tools::in_dir(&opts.work)
+            .map_err(|e| RunError::Podman {
+                args: "(containers.conf)".into(),
+                stderr: e.to_string(),
+            })?
+            .conf()
+            .to_path_buf();
         let o = subnet.octets();
         let gateway = Ipv4Addr::new(o[0], o[1], o[2], 1);
         let mut h = Harness {
@@ -141,34 +143,33 @@ impl Harness {
     }
 
     /// Serves `records` (name -> addresses) on the gateway, port 53, for the pods' resolvers.
+    /// The records go on dnsmasq's command line: it drops its privileges before it would read a
+    /// hosts file, which then must be readable by nobody all the way up.
     pub fn serve_dns(&mut self, records: &BTreeMap<String, Vec<Ipv4Addr>>) -> Result<(), RunError> {
-        let hosts = self.opts.work.join("dns-hosts");
-        let mut text = String::new();
-        for (name, ips) in records {
-            for ip in ips {
-                text.push_str(&format!("{ip} {name}\n"));
-            }
-        }
-        std::fs::write(&hosts, text).map_err(io(&hosts))?;
         if let Some(mut old) = self.dnsmasq.take() {
             let _ = old.kill();
             let _ = old.wait();
         }
         let log = self.opts.work.join("dnsmasq.log");
         let log_file = std::fs::File::create(&log).map_err(io(&log))?;
+        let mut args: Vec<String> = [
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-dynamic",
+            "--port=53",
+            "--log-facility=-",
+            // Answers only what it holds; anything else is "no such name".
+            "--local=/",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--listen-address={}", self.gateway));
+        for (name, ips) in records {
+            args.extend(ips.iter().map(|ip| format!("--host-record={name},{ip}")));
+        }
         let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-dynamic",
-                "--port=53",
-                "--log-facility=-",
-                &format!("--listen-address={}", self.gateway),
-                &format!("--addn-hosts={}", hosts.display()),
-                // Answers only from the hosts file; anything else is "no such name".
-                "--local=/",
-            ])
+            .args(&args)
             .stdout(log_file.try_clone().map_err(io(&log))?)
             .stderr(log_file)
             .spawn()
@@ -379,8 +380,12 @@ impl Harness {
 
     /// Removes every pod it created, the network and the DNS server.
     pub fn stop(&mut self) {
-        for p in std::mem::take(&mut self.pods) {
-            self.podman_quiet(&["pod", "rm", "-f", "--time=5", &p]);
+        // One call for all: podman stops them in parallel.
+        let pods = std::mem::take(&mut self.pods);
+        if !pods.is_empty() {
+            let mut args = vec!["pod", "rm", "-f", "--time=5"];
+            args.extend(pods.iter().map(String::as_str));
+            self.podman_quiet(&args);
         }
         if let Some(mut d) = self.dnsmasq.take() {
             let _ = d.kill();

@@ -31,6 +31,9 @@ pub struct Options {
     pub prefix: String,
     /// Image as rendered -> image to run (built locally); an image not listed runs as written.
     pub images: BTreeMap<String, String>,
+    /// Open files each container may have: this machine's hard limit (a node usually gives
+    /// 1048576; runc cannot give more than the harness has).
+    pub nofile: u64,
 }
 
 /// A file or directory to make on the host before the pod starts.
@@ -360,6 +363,45 @@ fn volumes(
     Ok((dirs, paths))
 }
 
+/// A StatefulSet pod's own claims as tmpfs of the requested size: what a server sizes itself
+/// by (SeaweedFS counts its volume slots from the free space) is then the claim's, not this
+/// machine's disk. Written data lives in memory, which a proof's few files afford.
+fn claim_mounts(pod: &Pod) -> Result<BTreeMap<String, String>, Error> {
+    pod.workload
+        .claim_templates
+        .iter()
+        .map(|(name, size)| {
+            let bytes = quantity_bytes(size).ok_or_else(|| Error::Unmapped {
+                pod: pod.name.clone(),
+                field: format!("volumeClaimTemplates {name}: storage `{size}`"),
+            })?;
+            // U=true: owned by the container's user, which fsGroup's group ownership gives in
+            // a cluster (podman 4.3 ignores tmpfs-mode).
+            Ok((name.clone(), format!("tmpfs-size={bytes},U=true")))
+        })
+        .collect()
+}
+
+/// A Kubernetes storage quantity (`250Gi`, `10G`, `512Mi`) in bytes.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let m: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(m)
+}
+
 type Files = (
     BTreeMap<String, Vec<u8>>,
     Option<i32>,
@@ -498,6 +540,14 @@ fn container(
         format!("--pod={}{}", opts.prefix, pod.name),
         "--pull=never".into(),
         format!("--env-file={}", env_path.display()),
+        format!("--ulimit=nofile={0}:{0}", opts.nofile),
+        // An explicit --ulimit drops containers.conf's defaults, so nproc is given too: runc
+        // here refuses values near the harness's own hard limit; 16384 is plenty (it counts
+        // the threads of one user id across every container).
+        format!(
+            "--ulimit=nproc={0}:{0}",
+            hard_limit("Max processes").unwrap_or(1024).min(16384)
+        ),
     ];
     let (sec, non_root) = security(
         &pod.name,
@@ -511,7 +561,21 @@ fn container(
     if let Some(w) = &k.working_dir {
         args.push(format!("--workdir={w}"));
     }
+    let claims = claim_mounts(pod)?;
     for m in k.volume_mounts.iter().flatten() {
+        if let Some(opts) = claims.get(&m.name) {
+            if m.sub_path.is_some() {
+                return Err(Error::Unmapped {
+                    pod: pod.name.clone(),
+                    field: format!("subPath on claim {}", m.name),
+                });
+            }
+            args.push(format!(
+                "--mount=type=tmpfs,destination={},{opts}",
+                m.mount_path
+            ));
+            continue;
+        }
         let dir = dirs.get(&m.name).ok_or_else(|| Error::Missing {
             pod: pod.name.clone(),
             kind: "volume",
@@ -545,6 +609,34 @@ fn container(
     })
 }
 
+/// `podman pod create` for a pod: its address, host name and the cluster's DNS with the
+/// search path a pod of `namespace` gets.
+pub fn pod_create(
+    name: &str,
+    ip: Ipv4Addr,
+    hostname: &str,
+    namespace: &str,
+    opts: &Options,
+) -> Vec<String> {
+    let mut create = vec![
+        "pod".into(),
+        "create".into(),
+        format!("--name={name}"),
+        format!("--network={}", opts.network),
+        format!("--ip={ip}"),
+        format!("--hostname={hostname}"),
+        format!("--dns={}", opts.dns),
+    ];
+    for search in [
+        format!("{namespace}.svc.cluster.local"),
+        "svc.cluster.local".into(),
+        "cluster.local".into(),
+    ] {
+        create.push(format!("--dns-search={search}"));
+    }
+    create
+}
+
 /// One pod as podman commands and host files.
 pub fn pod(c: &Cluster, p: &Pod, opts: &Options) -> Result<PodRun, Error> {
     let spec = p.workload.template.spec.clone().unwrap_or_default();
@@ -557,19 +649,13 @@ pub fn pod(c: &Cluster, p: &Pod, opts: &Options) -> Result<PodRun, Error> {
         });
     }
     let (dirs, host_paths) = volumes(c, p, opts, &spec)?;
-    let domain = format!("{}.svc.cluster.local", c.namespace);
-    let mut create = vec![
-        "pod".into(),
-        "create".into(),
-        format!("--name={}{}", opts.prefix, p.name),
-        format!("--network={}", opts.network),
-        format!("--ip={}", p.ip),
-        format!("--hostname={}", p.name),
-        format!("--dns={}", opts.dns),
-    ];
-    for search in [domain.as_str(), "svc.cluster.local", "cluster.local"] {
-        create.push(format!("--dns-search={search}"));
-    }
+    let create = pod_create(
+        &format!("{}{}", opts.prefix, p.name),
+        p.ip,
+        &p.name,
+        &c.namespace,
+        opts,
+    );
     let run = |k: &Container| container(c, p, opts, &spec, k, &dirs);
     let init = spec
         .init_containers
@@ -588,9 +674,29 @@ pub fn pod(c: &Cluster, p: &Pod, opts: &Options) -> Result<PodRun, Error> {
     })
 }
 
+/// This process's hard limit of open files (what containers it starts may have at most).
+pub fn hard_nofile() -> u64 {
+    hard_limit("Max open files").unwrap_or(1024)
+}
+
+/// A hard limit of this process, by its name in /proc/self/limits (None: unlimited or unknown).
+fn hard_limit(name: &str) -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    let hard = line[name.len()..].split_whitespace().nth(1)?;
+    hard.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_quantities_in_bytes() {
+        assert_eq!(quantity_bytes("250Gi"), Some(250 << 30));
+        assert_eq!(quantity_bytes("10G"), Some(10_000_000_000));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+    }
 
     #[test]
     fn variables_expand_as_the_kubelet_does() {

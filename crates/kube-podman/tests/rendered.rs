@@ -50,6 +50,7 @@ fn options() -> Options {
         work: "/var/tmp/run-proof".into(),
         prefix: "rp-".into(),
         images: BTreeMap::new(),
+        nofile: 1024,
     }
 }
 

@@ -1,5 +1,8 @@
 //! The CloudNativePG stand-in bootstraps the rendered main cluster for real: the synapse role
-//! logs in with the password of the one Secret, and li_replicator has REPLICATION.
+//! logs in with the password of the one Secret, li_replicator has REPLICATION, and the
+//! database has the C collation Synapse requires.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -9,45 +12,30 @@ use std::time::Duration;
 use mxstack_kube_podman::cnpg_standin;
 use mxstack_kube_podman::translate::Options;
 use mxstack_kube_podman::{Cluster, Harness};
-use mxstack_spec::{Config, Feature, SecretName, Secrets, Tier};
-use mxstack_topology::Topology;
+use mxstack_spec::{Feature, SecretName};
 
 #[test]
 fn the_standin_bootstraps_main_pg_as_rendered() {
-    let base =
-        std::env::var("MXSTACK_TEST_BASE").unwrap_or("localhost/mxstack-base:bookworm".into());
-    let image = "localhost/mxstack-run-proof/postgres:15";
-    let st = Command::new("podman")
-        .args(["build", "--network=host", "-t", image, "--build-arg"])
-        .arg(format!("BASE={base}"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/images/postgres"))
-        .env("CONTAINERS_CONF", "/tmp/mx/rp/containers.conf")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let c = Config::new("run-proof.test", Tier::T100, [Feature::Li].into());
-    let secrets = Secrets::generate_all().unwrap();
-    let objects: Vec<_> = mxstack_k8s::render(&Topology::build(&c), &secrets)
-        .objects
-        .into_iter()
-        .map(|o| o.value)
-        .collect();
+    let lock = common::images(&["mxstack"]);
+    let image = cnpg_standin::image(&lock.base.unwrap().reference).unwrap();
+    let (_, objects, secrets) = common::rendered(&[Feature::Li]);
     let cluster = Cluster::from_objects("matrix", &objects).unwrap();
     let pg = cnpg_standin::clusters(&objects)
         .into_iter()
         .find(|c| c.name == "main-pg")
         .unwrap();
     let opts = Options {
-        network: "rp-smoke".into(),
+        network: "rps-net".into(),
         dns: Ipv4Addr::new(10, 89, 78, 1),
         host_ip: Ipv4Addr::new(10, 89, 78, 1),
-        work: "/var/tmp/rp-smoke".into(),
+        work: "/var/tmp/mxstack-run-proof-smoke".into(),
         prefix: "rps-".into(),
         images: BTreeMap::new(),
+        nofile: 1024,
     };
     let mut h = Harness::new(opts.clone(), Ipv4Addr::new(10, 89, 78, 0)).unwrap();
     let ip = Ipv4Addr::new(10, 89, 78, 5);
-    let run = pg.pod(&cluster, ip, image, "superuser-pw-for-test", &opts);
+    let run = pg.pod(&cluster, ip, &image, "superuser-pw-for-test", &opts);
     h.start(&run).unwrap();
     h.wait_ready(&run, Duration::from_secs(120)).unwrap();
     let psql = |user: &str, pw: &str, sql: &str| {
