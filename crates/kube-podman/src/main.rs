@@ -10,39 +10,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use mxstack_kube_podman::cnpg_standin;
-use mxstack_kube_podman::proof::{self, Proof, ProofOptions};
+use mxstack_kube_podman::proof::{self, Proof, ProofOptions, APPLICATION_WAVES};
 use mxstack_spec::{Config, Secrets};
 use mxstack_topology::{antivirus, Topology};
 use serde_json::json;
-
-/// The application layer of the run-proof (issue 18), wave by wave.
-const WAVES: &[&[&str]] = &[
-    &["valkey", "clamav", "seaweedfs-master"],
-    &[
-        "valkey-master",
-        "seaweedfs-volume",
-        "seaweedfs-filer",
-        "li-prepare-main",
-    ],
-    &["seaweedfs-buckets"],
-    &["synapse-main"],
-    &[
-        "synapse-synchrotron",
-        "synapse-generic",
-        "synapse-media",
-        "synapse-event-persister",
-        "synapse-pusher",
-        "synapse-background",
-        "synapse-stream-writer",
-    ],
-    &[
-        "content-scanner",
-        "synapse-router",
-        "li-sync",
-        "key-vault",
-        "li-console",
-    ],
-];
 
 #[derive(Parser)]
 struct Args {
@@ -114,7 +85,7 @@ fn run(a: &Args) -> Result<(), String> {
         prefix: a.prefix.clone(),
         images,
         postgres_image,
-        waves: WAVES
+        waves: APPLICATION_WAVES
             .iter()
             .map(|w| w.iter().map(|s| s.to_string()).collect())
             .collect(),

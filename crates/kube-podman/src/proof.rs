@@ -16,6 +16,35 @@ use crate::run::{Harness, RunError};
 use crate::translate::{self, Options, PodRun};
 use crate::Error;
 
+/// The application layer of the run-proof (issue 18), wave by wave.
+pub const APPLICATION_WAVES: &[&[&str]] = &[
+    &["valkey", "clamav", "seaweedfs-master"],
+    &[
+        "valkey-master",
+        "seaweedfs-volume",
+        "seaweedfs-filer",
+        "li-prepare-main",
+    ],
+    &["seaweedfs-buckets"],
+    &["synapse-main"],
+    &[
+        "synapse-synchrotron",
+        "synapse-generic",
+        "synapse-media",
+        "synapse-event-persister",
+        "synapse-pusher",
+        "synapse-background",
+        "synapse-stream-writer",
+    ],
+    &[
+        "content-scanner",
+        "synapse-router",
+        "li-sync",
+        "key-vault",
+        "li-console",
+    ],
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
     #[error(transparent)]

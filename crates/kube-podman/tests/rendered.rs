@@ -5,31 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use mxstack_kube_podman::proof::APPLICATION_WAVES;
 use mxstack_kube_podman::translate::{self, Options};
 use mxstack_kube_podman::{Cluster, Error};
 use mxstack_spec::{Config, Feature, Secrets, Tier};
 use mxstack_topology::Topology;
 use serde_json::Value;
-
-/// The workloads the run-proof runs (issue 18): the application layer.
-const APP: [&str; 16] = [
-    "synapse-main",
-    "synapse-synchrotron",
-    "synapse-generic",
-    "synapse-media",
-    "synapse-event-persister",
-    "synapse-pusher",
-    "synapse-background",
-    "synapse-stream-writer",
-    "synapse-router",
-    "content-scanner",
-    "clamav",
-    "li-sync",
-    "key-vault",
-    "li-console",
-    "synapse-li",
-    "valkey",
-];
 
 fn rendered() -> (Vec<Value>, Secrets) {
     let c = Config::new(
@@ -37,6 +18,9 @@ fn rendered() -> (Vec<Value>, Secrets) {
         Tier::T100,
         [Feature::Antivirus, Feature::Li].into(),
     );
+    // Air-gapped signatures, as the run-proof's site has them.
+    let mut c = c;
+    c.antivirus.signature_updates = false;
     let secrets = Secrets::generate_all().unwrap();
     let r = mxstack_k8s::render(&Topology::build(&c), &secrets);
     (r.objects.into_iter().map(|o| o.value).collect(), secrets)
@@ -57,13 +41,23 @@ fn options() -> Options {
 #[test]
 fn every_application_pod_translates_and_secrets_stay_off_command_lines() {
     let (objects, secrets) = rendered();
-    let cluster = Cluster::from_objects("matrix", &objects).unwrap();
+    let mut cluster = Cluster::from_objects("matrix", &objects).unwrap();
+    // The Secrets CloudNativePG creates (the stand-in does, in a proof).
+    for pg in mxstack_kube_podman::cnpg_standin::clusters(&objects) {
+        if let Some((name, data)) = pg.superuser_secret("superuser-password-of-the-test") {
+            cluster.secrets.insert(name, data);
+        }
+    }
+    let app: Vec<&str> = APPLICATION_WAVES
+        .iter()
+        .flat_map(|w| w.iter().copied())
+        .collect();
     let pods = cluster.pods(Ipv4Addr::new(10, 89, 7, 10), |w| {
-        APP.contains(&w.name.as_str())
+        app.contains(&w.name.as_str())
     });
     let names: Vec<&str> = pods.iter().map(|p| p.workload.name.as_str()).collect();
-    for app in APP {
-        assert!(names.contains(&app), "{app} is rendered");
+    for a in &app {
+        assert!(names.contains(a), "{a} is rendered");
     }
     cluster.check_service_ports(&pods).unwrap();
     let dns = cluster.dns(&pods);
