@@ -8,6 +8,7 @@ Writes bench/results/run_proof.json. Needs `mxstack images build` done (the lock
 /var/cache/mxstack/images) and the same runtime as the test command."""
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -53,6 +54,7 @@ def main():
            "runs": runs,
            "median_ready_s": statistics.median(r["ready_s"] for r in runs),
            "median_teardown_s": statistics.median(r["teardown_s"] for r in runs)}
+    shutil.rmtree(site, ignore_errors=True)
     (ROOT / "bench/results").mkdir(exist_ok=True)
     (ROOT / "bench/results/run_proof.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out))

@@ -114,6 +114,9 @@ impl Site {
 fn installed_binary() -> &'static Path {
     static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
     &BIN.get_or_init(|| {
+        // A static is never dropped, so its TempDir outlives the process: copies of earlier
+        // runs (over an hour old, so no run in progress) are removed here instead.
+        remove_stale_copies();
         let dir = tempfile::Builder::new()
             .prefix("mxstack-up-early-bin-")
             .tempdir_in("/var/tmp")
@@ -123,6 +126,26 @@ fn installed_binary() -> &'static Path {
         (dir, bin)
     })
     .1
+}
+
+fn remove_stale_copies() {
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in std::fs::read_dir("/var/tmp")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stale = e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("mxstack-up-early-bin-")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago);
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Runs `spawn` again while it fails with ETXTBSY: a test thread that forks while another has
