@@ -196,8 +196,17 @@ pub fn plan(config_path: &Path, json: bool, network_markdown: bool) -> CmdResult
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Only the kinds matter here, so throwaway secrets will do.
+    let secrets = Secrets::generate_all().map_err(|e| e.to_string())?;
+    let objects: Vec<serde_json::Value> = mxstack_k8s::render(&t, &secrets)
+        .objects
+        .into_iter()
+        .map(|o| o.value)
+        .collect();
+    let (operators, _) = mxstack_k8s::prerequisites::needed(&objects);
     if json {
         print_json(&json!({
+            "prerequisites": operators,
             "tier": t.sizing.tier.as_str(),
             "sizing": t.sizing,
             "workers": t.groups,
@@ -285,6 +294,18 @@ pub fn plan(config_path: &Path, json: bool, network_markdown: bool) -> CmdResult
         "Media storage: {}   Router replicas: {}",
         s.media_storage, s.haproxy_replicas
     );
+    println!("\nOperators the cluster must run first (minimum; validated against)");
+    for n in &operators {
+        let o = n.operator;
+        let kinds: Vec<&str> = n.kinds.iter().copied().collect();
+        println!(
+            "  {:<40} >= {:<5} ({})  for {}",
+            o.name,
+            o.minimum,
+            o.validated,
+            kinds.join(", ")
+        );
+    }
     println!("\nNetwork flows (everything else is denied)");
     for f in &flows {
         let ports: Vec<String> = f.ports.iter().map(u16::to_string).collect();

@@ -19,6 +19,7 @@ mod meta;
 mod monitoring;
 mod network;
 mod postgres;
+pub mod prerequisites;
 mod push;
 mod router;
 mod secrets;
