@@ -146,7 +146,7 @@ const fn kind(api_version: &'static str, kind: &'static str, operator: &'static 
 }
 
 /// API groups Kubernetes itself serves (everything else needs an operator or CRDs).
-const BUILT_IN: [&str; 7] = [
+pub const BUILT_IN: [&str; 7] = [
     "v1",
     "apps/v1",
     "batch/v1",

@@ -77,16 +77,6 @@ fn configs() -> Vec<mxstack_spec::Config> {
     vec![a, b, c, d]
 }
 
-const CORE_GROUPS: [&str; 7] = [
-    "v1",
-    "apps/v1",
-    "batch/v1",
-    "policy/v1",
-    "autoscaling/v2",
-    "networking.k8s.io/v1",
-    "rbac.authorization.k8s.io/v1",
-];
-
 /// Writes the objects as JSON files, split into core kinds and custom resources.
 fn write_objects(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut core, mut custom) = (Vec::new(), Vec::new());
@@ -100,7 +90,7 @@ fn write_objects(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
                 name(&o.value)
             ));
             std::fs::write(&p, serde_json::to_string_pretty(&o.value).unwrap()).unwrap();
-            if CORE_GROUPS.contains(&api) {
+            if mxstack_k8s::prerequisites::BUILT_IN.contains(&api) {
                 core.push(p);
             } else {
                 custom.push(p);

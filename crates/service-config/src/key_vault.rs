@@ -34,16 +34,8 @@ pub enum Database {
     Postgres(PgDatabase),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PgDatabase {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    /// Environment variable holding the password.
-    pub password_env: String,
-}
+/// The vault database.
+pub type PgDatabase = crate::PgConnection;
 
 /// age X25519 public keys (`age1...`) every stored key is encrypted to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,16 +48,8 @@ pub enum SyncMode {
     Dump,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Database {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    /// Environment variable holding the password.
-    pub password_env: String,
-}
+/// A database li-sync connects to.
+pub type Database = crate::PgConnection;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,3 +9,18 @@ pub mod content_scanner;
 pub mod key_vault;
 pub mod li_console;
 pub mod li_sync;
+
+use serde::{Deserialize, Serialize};
+
+/// A PostgreSQL database a service connects to; the password comes from the environment, never
+/// from the file. The key vault, li-sync and the LI console each name theirs with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgConnection {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+}
