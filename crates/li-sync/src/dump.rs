@@ -84,6 +84,33 @@ pub async fn run(
     }
 }
 
+/// Holds `name` for the rest of the snapshot (ACCESS SHARE, as pg_dump does), or says it is gone.
+/// Synapse drops scratch tables of its background updates (`_temp_populate_user_directory_*`)
+/// at any time: one listed when the snapshot began can be dropped before its copy, and the copy
+/// would then fail the whole dump.
+async fn lock_if_present(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<bool, ReplicaError> {
+    let t = qualified(name);
+    snapshot
+        .batch_execute(&format!(
+            "DO $mxstack$ BEGIN
+               IF pg_catalog.to_regclass({lit}) IS NOT NULL THEN
+                 LOCK TABLE {t} IN ACCESS SHARE MODE;
+               END IF;
+             EXCEPTION WHEN undefined_table THEN NULL;
+             END $mxstack$",
+            lit = literal(&t)
+        ))
+        .await?;
+    let present: bool = snapshot
+        .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&t])
+        .await?
+        .get(0);
+    Ok(present)
+}
+
 async fn dump(
     config: &LiSyncConfig,
     replica: &mut tokio_postgres::Client,
@@ -125,6 +152,13 @@ async fn dump(
         let columns = bulk::copied_columns(table);
         // Unlogged tables hold transient locks only and are never published.
         if columns.is_empty() || table.unlogged {
+            continue;
+        }
+        if !lock_if_present(&snapshot, name).await? {
+            progress(&format!(
+                "dump: [{}/{n}] {name}: dropped on main during the dump, skipped",
+                i + 1
+            ));
             continue;
         }
         let typed: Vec<String> = table
