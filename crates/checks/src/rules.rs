@@ -118,6 +118,25 @@ pub static RULES: &[Rule] = &[
       "build it (`mxstack images build`, then push it and point images.<field> at it) or mirror it, and set images.<field> to REPO:TAG@sha256:DIGEST"),
     r("MX-IMG-002", "image lock is stale", "issue 18: an image changed after it was locked", Error,
       "run `mxstack images build` again (it rebuilds only what changed), push what it rebuilt, and render with the new images.lock"),
+    // --- a live cluster (`check --cluster`, crates/deploy)
+    r("MX-CLU-001", "Kubernetes too old", "003 Prerequisites (cluster version)", Error,
+      "upgrade the cluster to Kubernetes 1.30 or later (the oldest CloudNativePG 1.26 supports)"),
+    r("MX-CLU-002", "operator missing: its custom kinds are not served", "003 Phase 1 (operators installed by hand before anything applies)", Error,
+      "install the operator named (version shown), or render with --with-operators and deploy that phase"),
+    r("MX-CLU-003", "operator older than mxstack needs", "003 Phase 1 (operator versions)", Error,
+      "upgrade the operator to the minimum shown (docs/DEPLOY.md: upgrading operators)"),
+    r("MX-CLU-004", "operator version unknown", "003 Phase 1 (operator versions)", Warning,
+      "make sure the operator's version is at least the minimum shown (`mxstack plan` lists them); a controller image pinned by digest alone hides its version"),
+    r("MX-CLU-005", "StorageClass missing", "001 5. Storage Class Configuration; 003 Step 4", Error,
+      "set storage_class in mxstack.yaml to a class `kubectl get storageclass` lists, or mark one as the default"),
+    r("MX-CLU-006", "no schedulable node for a node role", "001 6. Node Labeling Requirements", Error,
+      "label (and taint) the nodes of that role as shown"),
+    r("MX-CLU-007", "a dedicated node role's nodes are not tainted", "001 6. Node Labeling Requirements (taint)", Warning,
+      "taint the nodes as shown so only that role's pods run there"),
+    r("MX-CLU-008", "cert-manager without Gateway API support", "003 Phase 1 (cert-manager values)", Warning,
+      "run cert-manager with Gateway API support: Helm --set config.enableGatewayAPI=true (1.15+), or the flag --enable-gateway-api"),
+    r("MX-CLU-009", "NetworkPolicies not enforced", "003 Security Checklist 5. Verify NetworkPolicies; 004 3.5", Warning,
+      "run a CNI that enforces NetworkPolicies (Calico, Cilium, Antrea, ...); with Flannel add Calico for policy (Canal)"),
 ];
 
 pub fn rule(id: &str) -> &'static Rule {

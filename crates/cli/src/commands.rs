@@ -362,7 +362,21 @@ pub(crate) fn check_and_render(
     (findings, Some(rendered))
 }
 
-pub fn check(config_path: &Path, secrets_arg: Option<&Path>, json: bool) -> CmdResult {
+/// The complete secrets file for `config` (or the one given), as a finding when it is not.
+pub(crate) fn load_secrets(config: &Path, given: Option<&Path>) -> Result<Secrets, Box<Finding>> {
+    let sp = secrets_path(config, given);
+    Secrets::load(&sp)
+        .and_then(|s| s.require_complete(&sp.display().to_string()).map(|_| s))
+        .map_err(|e| Box::new(spec_finding(&e)))
+}
+
+pub fn check(
+    config_path: &Path,
+    secrets_arg: Option<&Path>,
+    cluster: bool,
+    kubeconfig: Option<&Path>,
+    json: bool,
+) -> CmdResult {
     let sp = secrets_path(config_path, secrets_arg);
     let mut findings = Vec::new();
     let (secrets, known) = if sp.exists() {
@@ -389,12 +403,24 @@ pub fn check(config_path: &Path, secrets_arg: Option<&Path>, json: bool) -> CmdR
     };
     let (more, rendered) = check_and_render(config_path, &secrets, known, None);
     findings.extend(more);
-    let objects = rendered.map(|r| r.objects.len()).unwrap_or(0);
-    Ok(report(
-        &findings,
-        json,
-        json!({ "objects_checked": objects, "rules": RULES.len() }),
-    ))
+    let objects = rendered.as_ref().map(|r| r.objects.len()).unwrap_or(0);
+    let mut extra = json!({ "objects_checked": objects, "rules": RULES.len() });
+    if cluster {
+        let Some(rendered) = rendered else {
+            eprintln!("the cluster was not checked: fix the config errors first");
+            return Ok(report(&findings, json, extra));
+        };
+        let (config, _) = load_config(config_path).map_err(|f| f.to_string())?;
+        let (more, seen) = crate::cluster::cluster_findings(
+            &rendered,
+            config.storage_class.as_deref(),
+            kubeconfig,
+        )?;
+        crate::cluster::print_cluster(&seen, json);
+        findings.extend(more);
+        extra["cluster"] = seen;
+    }
+    Ok(report(&findings, json, extra))
 }
 
 trait SeverityExt {
@@ -418,12 +444,9 @@ pub fn render(
         Some(p) => Some(mxstack_images::Lock::load(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let sp = secrets_path(config_path, secrets_arg);
-    let secrets = match Secrets::load(&sp)
-        .and_then(|s| s.require_complete(&sp.display().to_string()).map(|_| s))
-    {
+    let secrets = match load_secrets(config_path, secrets_arg) {
         Ok(s) => s,
-        Err(e) => return Ok(report(&[spec_finding(&e)], json, json!({}))),
+        Err(f) => return Ok(report(&[*f], json, json!({}))),
     };
     let (findings, rendered) = check_and_render(config_path, &secrets, true, lock.as_ref());
     if findings.iter().any(Finding::is_error) {

@@ -1,5 +1,6 @@
 //! `mxstack`: a thin command-line layer over the spec, topology, checks and target crates.
 
+mod cluster;
 mod commands;
 mod escrow;
 mod images;
@@ -75,12 +76,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the config and the rendered topology; exit 1 on any error.
+    /// Validate the config and the rendered topology; exit 1 on any error. With --cluster, also
+    /// the live cluster: Kubernetes version, operators and their CRDs, the StorageClass, nodes for
+    /// each node role, a CNI that enforces NetworkPolicies.
     Check {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         secrets: Option<PathBuf>,
+        /// Also check the cluster of the kubeconfig's current context (read-only).
+        #[arg(long)]
+        cluster: bool,
+        /// [default: KUBECONFIG, ~/.kube/config, or in-cluster]
+        #[arg(long, requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the rendered manifests to the cluster phase by phase (server-side apply, field
+    /// manager `mxstack`), waiting between phases for what the next needs: the database Ready,
+    /// certificates issued, workloads rolled out, jobs complete. Idempotent. Secrets are applied,
+    /// never printed. Exit 1 when a phase stops (it says which and how to resume).
+    Deploy {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// [default: KUBECONFIG, ~/.kube/config, or in-cluster]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Server-side dry run: change nothing, show each object's diff.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete this instance's objects that left the render (only objects with its ApplySet
+        /// label and mxstack's managed-by label; never the operators).
+        #[arg(long)]
+        prune: bool,
+        /// Take over fields another field manager owns instead of stopping on the conflict.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Longest wait for one object to become ready: seconds, or 90s, 10m, 1h.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+        /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -541,8 +579,37 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             secrets,
+            cluster,
+            kubeconfig,
             json,
-        } => commands::check(&config, secrets.as_deref(), json),
+        } => commands::check(
+            &config,
+            secrets.as_deref(),
+            cluster,
+            kubeconfig.as_deref(),
+            json,
+        ),
+        Command::Deploy {
+            config,
+            secrets,
+            kubeconfig,
+            dry_run,
+            prune,
+            force_conflicts,
+            timeout,
+            json,
+        } => cluster::parse_timeout(&timeout).and_then(|timeout| {
+            cluster::deploy(cluster::DeployArgs {
+                config: &config,
+                secrets: secrets.as_deref(),
+                kubeconfig: kubeconfig.as_deref(),
+                dry_run,
+                prune,
+                force_conflicts,
+                timeout,
+                json,
+            })
+        }),
         Command::Schema { markdown } => commands::schema(markdown),
         Command::Rules { json } => commands::rules(json),
         Command::Setup { home, json } => runtime::setup(home.as_deref(), json),
