@@ -438,6 +438,7 @@ pub fn render(
     secrets_arg: Option<&Path>,
     out: &Path,
     pin: Option<&Path>,
+    with_operators: bool,
     json: bool,
 ) -> CmdResult {
     let lock = match pin {
@@ -455,13 +456,26 @@ pub fn render(
         }
         return Ok(report(&findings, json, json!({ "written": false })));
     }
-    let rendered = rendered.expect("rendered when no errors");
+    let mut rendered = rendered.expect("rendered when no errors");
+    // 05-operators holds upstream's files, not rendered objects: the checks above never see them.
+    let operators = with_operators.then(|| {
+        let objects: Vec<serde_json::Value> =
+            rendered.objects.iter().map(|o| o.value.clone()).collect();
+        mxstack_k8s::operators::add_phase(&objects, &mut rendered.files)
+    });
     write_tree(out, &rendered.files).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     if json {
         let files: Vec<&String> = rendered.files.keys().collect();
-        print_json(
-            &json!({ "ok": true, "written": true, "out": out, "objects": rendered.objects.len(), "files": files, "findings": findings }),
-        );
+        let mut report = json!({ "ok": true, "written": true, "out": out, "objects": rendered.objects.len(), "files": files, "findings": findings });
+        if let Some(ops) = &operators {
+            report["operators"] = json!(ops);
+        }
+        print_json(&report);
+    } else if let Some(ops) = &operators {
+        for f in &findings {
+            eprintln!("{f}\n");
+        }
+        print_operators(out, rendered.objects.len(), rendered.files.len(), ops);
     } else {
         for f in &findings {
             eprintln!("{f}\n");
@@ -475,6 +489,46 @@ pub fn render(
         println!("apply with: kubectl apply -k {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text report of `render --with-operators`: what 05-operators holds on stdout, what must
+/// still be installed by hand on stderr, and the apply order.
+fn print_operators(
+    out: &Path,
+    objects: usize,
+    files: usize,
+    ops: &mxstack_k8s::operators::OperatorsPhase,
+) {
+    println!(
+        "wrote {objects} objects in {files} files to {}",
+        out.display()
+    );
+    println!(
+        "{}: the operators this config needs, from pinned upstream releases",
+        ops.phase
+    );
+    for w in &ops.written {
+        println!("  {} {}  {}", w.name, w.version, w.path);
+    }
+    if !ops.install_by_hand.is_empty() {
+        eprintln!(
+            "not vendored: install these by hand after {} and before the other phases:",
+            ops.phase
+        );
+        for b in &ops.install_by_hand {
+            eprintln!("  {} {}:\n    {}", b.name, b.version, b.command);
+        }
+    }
+    println!(
+        "apply with: kubectl apply --server-side -k {}, wait for the operators{}, then kubectl apply --server-side -k {}",
+        out.join(ops.phase).display(),
+        if ops.install_by_hand.is_empty() {
+            ""
+        } else {
+            " (and install the ones above)"
+        },
+        out.display()
+    );
 }
 
 const MARKER: &str = ".mxstack-rendered";

@@ -73,6 +73,10 @@ enum Command {
         /// (refused if the lock is stale; images it lacks are reported).
         #[arg(long, value_name = "LOCK")]
         pin: Option<PathBuf>,
+        /// Also write 05-operators: the operators the config needs, from the pinned upstream
+        /// release manifests built in (off: for clusters that manage their operators themselves).
+        #[arg(long)]
+        with_operators: bool,
         #[arg(long)]
         json: bool,
     },
@@ -574,8 +578,16 @@ fn main() -> ExitCode {
             out,
             secrets,
             pin,
+            with_operators,
             json,
-        } => commands::render(&config, secrets.as_deref(), &out, pin.as_deref(), json),
+        } => commands::render(
+            &config,
+            secrets.as_deref(),
+            &out,
+            pin.as_deref(),
+            with_operators,
+            json,
+        ),
         Command::Check {
             config,
             secrets,

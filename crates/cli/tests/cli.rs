@@ -597,3 +597,88 @@ fn serve_key_vault_runs_the_vault() {
     assert!(answer.contains("\"errcode\":\"UNAUTHORIZED\""), "{answer}");
     assert!(status.success(), "graceful stop: {status}");
 }
+
+#[test]
+fn render_with_operators_writes_the_phase_and_says_what_is_left() {
+    let (dir, cfg) = init_site("acme.test", "1k", "li,antivirus,calls,monitoring");
+    let (plain, with) = (dir.path().join("plain"), dir.path().join("with"));
+    let c = cfg.to_str().unwrap();
+    ok(&mxstack(&[
+        "render",
+        "--config",
+        c,
+        "--out",
+        plain.to_str().unwrap(),
+    ]));
+    assert!(!plain.join("05-operators").exists(), "off by default");
+    let out = mxstack(&[
+        "render",
+        "--config",
+        c,
+        "--out",
+        with.to_str().unwrap(),
+        "--with-operators",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let ops = &report["operators"];
+    let written: Vec<&str> = ops["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        written,
+        [
+            "CloudNativePG",
+            "Gateway API CRDs (standard channel)",
+            "prometheus-operator"
+        ]
+    );
+    let by_hand: Vec<&str> = ops["install_by_hand"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_hand,
+        [
+            "cert-manager",
+            "Envoy Gateway",
+            "Barman Cloud plugin for CloudNativePG"
+        ]
+    );
+    assert!(with
+        .join("05-operators/cloudnative-pg/1.30.0/releases/cnpg-1.30.0.yaml")
+        .exists());
+    let top = std::fs::read_to_string(with.join("kustomization.yaml")).unwrap();
+    assert!(
+        top.contains("- 00-namespace\n- 05-operators\n- 10-infrastructure\n"),
+        "{top}"
+    );
+    // The other phases are the same as without the flag (same secrets, same config).
+    for (rel, _) in objects(&plain) {
+        assert_eq!(
+            std::fs::read(plain.join(&rel)).unwrap(),
+            std::fs::read(with.join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    // The text output names what is left on stderr.
+    let out = mxstack(&[
+        "render",
+        "--config",
+        c,
+        "--out",
+        with.to_str().unwrap(),
+        "--with-operators",
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("install these by hand") && err.contains("--version v1.21.1"),
+        "{err}"
+    );
+}

@@ -18,6 +18,7 @@ mod media;
 mod meta;
 mod monitoring;
 mod network;
+pub mod operators;
 mod postgres;
 pub mod prerequisites;
 mod push;
@@ -170,7 +171,7 @@ pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
     assemble(out.objects)
 }
 
-fn kustomization(resources: &[String]) -> String {
+pub(crate) fn kustomization(resources: &[String]) -> String {
     let k = serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

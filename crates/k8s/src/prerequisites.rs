@@ -18,6 +18,10 @@ pub struct Operator {
     pub minimum_because: &'static str,
     /// The release whose CRDs the rendered objects are validated against in the tests.
     pub validated: &'static str,
+    /// The release mxstack pins: the one `render --with-operators` writes from
+    /// crates/k8s/vendor/operators/ (see [`crate::operators`]), or the one it tells to install by
+    /// hand where no release manifest is vendored. For Traefik, the Helm chart's version.
+    pub release: &'static str,
     /// The namespace it is usually installed in (the NetworkPolicies allow it there).
     pub namespace: Option<&'static str>,
     pub install: &'static str,
@@ -36,6 +40,7 @@ pub const CLOUDNATIVE_PG: Operator = Operator {
     minimum: "1.26",
     minimum_because: "the Barman Cloud plugin (`spec.plugins`, WAL archiving) needs 1.26; `Database` objects 1.25",
     validated: "1.30",
+    release: "1.30.0",
     namespace: Some("cnpg-system"),
     install: "https://cloudnative-pg.io/documentation/current/installation_upgrade/",
 };
@@ -44,6 +49,7 @@ pub const BARMAN_CLOUD_PLUGIN: Operator = Operator {
     minimum: "0.4",
     minimum_because: "`ObjectStore` (barmancloud.cnpg.io/v1), the first releases documented for CloudNativePG 1.26; installed in CloudNativePG's namespace, with cert-manager for its TLS; releases from 0.16 need CloudNativePG 1.30",
     validated: "0.14",
+    release: "0.14.0",
     namespace: Some("cnpg-system"),
     install: "https://cloudnative-pg.io/plugin-barman-cloud/docs/installation/",
 };
@@ -52,6 +58,7 @@ pub const CERT_MANAGER: Operator = Operator {
     minimum: "1.15",
     minimum_because: "ACME HTTP-01 through the Gateway API (`gatewayHTTPRoute` solver, beta from 1.15) needs cert-manager started with Gateway API support (Helm: config.enableGatewayAPI=true); Ingress mode needs only cert-manager.io/v1",
     validated: "1.21",
+    release: "1.21.1",
     namespace: Some("cert-manager"),
     install: "https://cert-manager.io/docs/installation/",
 };
@@ -59,7 +66,8 @@ pub const GATEWAY_API: Operator = Operator {
     name: "Gateway API CRDs (standard channel)",
     minimum: "1.0",
     minimum_because: "`Gateway` and `HTTPRoute` at gateway.networking.k8s.io/v1",
-    validated: "1.3 (main, 2026-06)",
+    validated: "main after 1.6 (2026-08)",
+    release: "1.6.1",
     namespace: None,
     install: "https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api",
 };
@@ -69,6 +77,7 @@ pub const ENVOY_GATEWAY: Operator = Operator {
     minimum_because:
         "`SecurityPolicy` with basic auth and client-CIDR authorization for the LI hosts",
     validated: "1.9",
+    release: "1.9.0",
     namespace: Some("envoy-gateway-system"),
     install: "https://gateway.envoyproxy.io/docs/install/",
 };
@@ -77,7 +86,8 @@ pub const TRAEFIK: Operator = Operator {
     minimum: "3.0",
     minimum_because:
         "`Middleware` at traefik.io/v1alpha1 (basic auth, IP allow-list) for the LI hosts",
-    validated: "3 (chart 41)",
+    validated: "3.7 (chart 41.3)",
+    release: "41.3.0",
     namespace: Some("traefik"),
     install: "https://doc.traefik.io/traefik/getting-started/install-traefik/",
 };
@@ -87,6 +97,7 @@ pub const PROMETHEUS_OPERATOR: Operator = Operator {
     minimum_because:
         "`ServiceMonitor`, `PodMonitor` and `PrometheusRule` at monitoring.coreos.com/v1",
     validated: "0.93",
+    release: "0.93.0",
     namespace: Some("monitoring"),
     install: "https://prometheus-operator.dev/docs/getting-started/installation/",
 };
@@ -95,6 +106,7 @@ pub const MINIO_OPERATOR: Operator = Operator {
     minimum: "5.0",
     minimum_because: "`Tenant` at minio.min.io/v2",
     validated: "7.1.1",
+    release: "7.1.1",
     namespace: Some("minio-operator"),
     install: "https://min.io/docs/minio/kubernetes/upstream/operations/installation.html",
 };
