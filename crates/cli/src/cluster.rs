@@ -48,6 +48,7 @@ pub struct DeployArgs<'a> {
     pub dry_run: bool,
     pub prune: bool,
     pub force_conflicts: bool,
+    pub with_operators: bool,
     pub timeout: Duration,
     pub json: bool,
 }
@@ -65,7 +66,24 @@ pub fn deploy(a: DeployArgs) -> CmdResult {
         return Ok(report(&findings, a.json, json!({ "applied": false })));
     }
     let rendered = rendered.expect("rendered when no errors");
-    let items = objects::items(&rendered);
+    let mut items = objects::items(&rendered);
+    if a.with_operators {
+        let (all, by_hand) = objects::with_operators(items)?;
+        items = all;
+        if !by_hand.is_empty() {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"event": "install_by_hand", "operators": by_hand})
+                );
+            } else {
+                eprintln!(
+                    "not vendored, install these first (`mxstack render --with-operators` prints the commands): {}",
+                    by_hand.join(", ")
+                );
+            }
+        }
+    }
     let (config, _) = crate::commands::load_config(a.config).map_err(|f| f.to_string())?;
     let opts = Options {
         dry_run: a.dry_run,

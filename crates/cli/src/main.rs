@@ -119,6 +119,11 @@ enum Command {
         /// Take over fields another field manager owns instead of stopping on the conflict.
         #[arg(long)]
         force_conflicts: bool,
+        /// Also apply the vendored operator releases the config needs (the 05-operators phase of
+        /// `render --with-operators`), after 00-namespace; never pruned. Operators that are not
+        /// vendored are named, to be installed first.
+        #[arg(long)]
+        with_operators: bool,
         /// Longest wait for one object to become ready: seconds, or 90s, 10m, 1h.
         #[arg(long, default_value = "10m")]
         timeout: String,
@@ -608,6 +613,7 @@ fn main() -> ExitCode {
             dry_run,
             prune,
             force_conflicts,
+            with_operators,
             timeout,
             json,
         } => cluster::parse_timeout(&timeout).and_then(|timeout| {
@@ -618,6 +624,7 @@ fn main() -> ExitCode {
                 dry_run,
                 prune,
                 force_conflicts,
+                with_operators,
                 timeout,
                 json,
             })

@@ -43,7 +43,7 @@ pub struct ApplyOptions {
 /// Applies `item` (field manager `mxstack`) and reports whether the server changed anything.
 pub async fn apply(cluster: &Cluster, item: &Item, opts: ApplyOptions) -> Result<Applied, Error> {
     let served = cluster.require(&item.api_version, &item.kind).await?;
-    let api = cluster.api(&served, item.namespace.as_deref());
+    let api = cluster.api_for(&served, item.namespace.as_deref());
     let id = item.id();
     let live = api
         .get_opt(&item.name)

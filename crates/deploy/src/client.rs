@@ -123,6 +123,13 @@ impl Cluster {
         }
     }
 
+    /// The API for one object: a namespaced object without a namespace goes where kubectl would
+    /// put it, `default` (upstream operator manifests rely on that).
+    pub fn api_for(&self, s: &Served, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ns = namespace.or(s.namespaced.then_some("default"));
+        self.api(s, ns)
+    }
+
     /// `e`, a failure of `verb` on `object` of kind `s`, as an [`Error`].
     pub fn error(&self, s: &Served, object: &str, verb: &str, e: kube::Error) -> Error {
         Error::from_kube(&self.server, object, verb, &s.resource_name(), e)

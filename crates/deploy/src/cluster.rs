@@ -92,7 +92,7 @@ pub async fn check(
         operators.push(seen);
     }
     if needed.iter().any(|n| n.kinds.contains("Gateway")) {
-        findings.extend(cert_manager_gateway_api(&deployments));
+        findings.extend(cert_manager_gateway_api(cluster, &deployments).await?);
     }
     findings.extend(storage(cluster, storage_class).await?);
     let nodes = list(cluster, "v1", "Node").await?;
@@ -248,26 +248,57 @@ async fn gateway_api_bundle(cluster: &Cluster) -> Result<Option<String>, Error> 
     }))
 }
 
-/// cert-manager must run with Gateway API support for the gatewayHTTPRoute solver.
-fn cert_manager_gateway_api(deployments: &[Value]) -> Option<Finding> {
-    let (_, repo) = CONTROLLER_IMAGES
+/// cert-manager must run with Gateway API support for the gatewayHTTPRoute solver: the flag
+/// `--enable-gateway-api`, or (Helm `config.enableGatewayAPI=true`) `enableGatewayAPI: true` in
+/// the ControllerConfiguration its `--config` file comes from.
+async fn cert_manager_gateway_api(
+    cluster: &Cluster,
+    deployments: &[Value],
+) -> Result<Option<Finding>, Error> {
+    let Some((_, repo)) = CONTROLLER_IMAGES
         .iter()
-        .find(|(o, _)| *o == &prerequisites::CERT_MANAGER)?;
-    let controller = deployments.iter().find(|d| {
+        .find(|(o, _)| *o == &prerequisites::CERT_MANAGER)
+    else {
+        return Ok(None);
+    };
+    let Some(controller) = deployments.iter().find(|d| {
         d["spec"]["template"]["spec"]["containers"]
             .as_array()
             .is_some_and(|cs| {
                 cs.iter()
                     .any(|c| c["image"].as_str().is_some_and(|i| i.contains(repo)))
             })
-    })?;
+    }) else {
+        return Ok(None);
+    };
     let text = controller["spec"]["template"]["spec"]["containers"].to_string();
-    (!text.contains("--enable-gateway-api")).then(|| {
-        Finding::new(
-            "MX-CLU-008",
-            "cert-manager runs without `--enable-gateway-api`: the gatewayHTTPRoute ACME solver will not issue the certificates",
-        )
-    })
+    if text.contains("--enable-gateway-api") {
+        return Ok(None);
+    }
+    if text.contains("--config=") {
+        let ns = controller["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("cert-manager");
+        let served = cluster.require("v1", "ConfigMap").await?;
+        let maps = cluster
+            .api(&served, Some(ns))
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| cluster.error(&served, "ConfigMap", "list", e))?;
+        let on = maps.items.iter().any(|m| {
+            serde_json::to_string(&m.data)
+                .unwrap_or_default()
+                .replace(' ', "")
+                .contains("enableGatewayAPI:true")
+        });
+        if on {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Finding::new(
+        "MX-CLU-008",
+        "cert-manager runs without Gateway API support (no `--enable-gateway-api`, no `enableGatewayAPI: true` in its config): the gatewayHTTPRoute ACME solver will not issue the certificates",
+    )))
 }
 
 async fn storage(cluster: &Cluster, wanted: Option<&str>) -> Result<Vec<Finding>, Error> {

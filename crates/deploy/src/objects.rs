@@ -67,6 +67,43 @@ pub fn items(rendered: &Rendered) -> Vec<Item> {
         .collect()
 }
 
+/// The operators' objects for `deploy --with-operators`: the vendored releases of the operators
+/// the render needs (05-operators), placed after 00-namespace; and the names of those it cannot
+/// apply (not vendored, or installed through upstream's own kustomization), which must be
+/// installed first as `render --with-operators` says.
+pub fn with_operators(items: Vec<Item>) -> Result<(Vec<Item>, Vec<String>), String> {
+    use mxstack_k8s::{operators, prerequisites};
+    let values: Vec<Value> = items.iter().map(|i| i.value.clone()).collect();
+    let (needed, _) = prerequisites::needed(&values);
+    let mut ops = Vec::new();
+    let mut by_hand = Vec::new();
+    for n in needed {
+        match operators::vendored(n.operator).filter(|v| !v.upstream_kustomization) {
+            Some(v) => {
+                for f in v.files {
+                    let docs: Vec<Value> = serde_saphyr::from_multiple(f.text)
+                        .map_err(|e| format!("{}/{}: {e}", v.root, f.path))?;
+                    ops.extend(
+                        docs.into_iter()
+                            .filter(|d| d.is_object())
+                            .map(|d| Item::new(UNTRACKED_PHASE, d)),
+                    );
+                }
+            }
+            None => by_hand.push(format!("{} {}", n.operator.name, n.operator.release)),
+        }
+    }
+    let split = items
+        .iter()
+        .position(|i| i.phase.as_str() > "00-namespace")
+        .unwrap_or(items.len());
+    let mut out = items;
+    let rest = out.split_off(split);
+    out.extend(ops);
+    out.extend(rest);
+    Ok((out, by_hand))
+}
+
 /// The items grouped by phase, phases in order.
 pub fn phases(items: &[Item]) -> Vec<(String, Vec<&Item>)> {
     let mut out: Vec<(String, Vec<&Item>)> = Vec::new();

@@ -151,7 +151,7 @@ pub async fn wait(
     progress: &mut dyn FnMut(&str, Duration),
 ) -> Result<Duration, Error> {
     let served = cluster.require(&item.api_version, &item.kind).await?;
-    let api = cluster.api(&served, item.namespace.as_deref());
+    let api = cluster.api_for(&served, item.namespace.as_deref());
     let start = Instant::now();
     let mut last_report: Option<(Instant, String)> = None;
     loop {
@@ -202,7 +202,7 @@ pub async fn events(cluster: &Cluster, item: &Item) -> Vec<String> {
     let Ok(Some(served)) = cluster.served("v1", "Event").await else {
         return Vec::new();
     };
-    let api = cluster.api(&served, item.namespace.as_deref());
+    let api = cluster.api_for(&served, item.namespace.as_deref());
     let fields = format!(
         "involvedObject.name={},involvedObject.kind={}",
         item.name, item.kind

@@ -230,6 +230,27 @@ fn old_or_unreadable_operator_versions_and_half_prepared_nodes_are_named() {
 }
 
 #[test]
+fn cert_manager_configured_by_helm_values_has_gateway_api_support() {
+    let server = ready_cluster("v1.33.1");
+    let cm = |on: bool| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cert-manager", "namespace": "cert-manager"},
+               "data": {"config.yaml": format!("apiVersion: controller.config.cert-manager.io/v1alpha1\nkind: ControllerConfiguration\nenableGatewayAPI: {on}\n")}})
+    };
+    server.seed(deployment(
+        "cert-manager",
+        "cert-manager",
+        "quay.io/jetstack/cert-manager-controller:v1.21.1",
+        &["--config=/var/cert-manager/config/config.yaml"],
+    ));
+    server.seed(cm(false));
+    let r = run(&server, &default_items(), None).expect("check");
+    assert_eq!(rules(&r), ["MX-CLU-008"]);
+    server.seed(cm(true));
+    let r = run(&server, &default_items(), None).expect("check");
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+}
+
+#[test]
 fn a_config_without_li_or_monitoring_needs_neither_their_nodes_nor_their_operator() {
     let server = ready_cluster("v1.33.1");
     let items = items(&config(Tier::T100, &[]), &secrets());

@@ -462,3 +462,78 @@ fn wrong_credentials_and_an_unreachable_cluster_are_one_clear_error() {
     assert!(matches!(e, Error::Unreachable { .. }), "{e}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[test]
+fn with_operators_the_vendored_releases_go_first_serve_their_kinds_and_are_never_tracked() {
+    // A cluster where only the operators that are not vendored were installed by hand.
+    let by_hand: Vec<_> = mxstack_kube_mock::mxstack_crds()
+        .into_iter()
+        .filter(|r| {
+            [
+                "barmancloud.cnpg.io",
+                "cert-manager.io",
+                "gateway.envoyproxy.io",
+            ]
+            .contains(&r.group.as_str())
+        })
+        .collect();
+    let server = MockApiServer::start("v1.33.1", &by_hand);
+    let rendered = items(&config(Tier::T100, &[Feature::Monitoring]), &secrets());
+    let (all, missing) =
+        mxstack_deploy::objects::with_operators(rendered.clone()).expect("vendored YAML parses");
+    assert!(
+        missing.iter().any(|m| m.starts_with("cert-manager")),
+        "{missing:?}"
+    );
+    let ops: Vec<&Item> = all.iter().filter(|i| i.phase == "05-operators").collect();
+    assert!(ops
+        .iter()
+        .any(|i| i.kind == "CustomResourceDefinition" && i.name == "clusters.postgresql.cnpg.io"));
+    assert!(ops
+        .iter()
+        .any(|i| i.kind == "Deployment" && i.namespace.as_deref() == Some("cnpg-system")));
+    let grouped = mxstack_deploy::objects::phases(&all);
+    let phases: Vec<&str> = grouped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        &phases[..3],
+        ["00-namespace", "05-operators", "10-infrastructure"]
+    );
+
+    let (r, _) = run(&server, &all, options());
+    r.expect("deploys: the vendored CRDs made their kinds served");
+    let crd = server
+        .get(
+            "CustomResourceDefinition",
+            None,
+            "clusters.postgresql.cnpg.io",
+        )
+        .expect("CRD applied");
+    assert!(
+        crd["metadata"]["labels"].get(LABEL_PART_OF).is_none(),
+        "operators are not in the ApplySet"
+    );
+    let db = server
+        .get(
+            "Cluster",
+            Some(HOME),
+            &first(&rendered, "Cluster", "10-infrastructure").name,
+        )
+        .unwrap();
+    assert_eq!(
+        db["metadata"]["labels"][LABEL_PART_OF],
+        json!(applyset_id(HOME))
+    );
+
+    // A later deploy without them prunes none of them.
+    let mut opts = options();
+    opts.prune = true;
+    let s = run(&server, &rendered, opts).0.expect("prune run");
+    assert_eq!(s.pruned, 0);
+    assert!(server
+        .get(
+            "CustomResourceDefinition",
+            None,
+            "clusters.postgresql.cnpg.io"
+        )
+        .is_some());
+}

@@ -208,6 +208,9 @@ pub(crate) fn apply(
     if dry_run {
         return (StatusCode::OK, o);
     }
+    if t.res.kind == "CustomResourceDefinition" {
+        serve_crd(i, &o);
+    }
     let stored = i.store.put(k, o, spec_changed);
     let code = if existing.is_some() {
         StatusCode::OK
@@ -277,4 +280,24 @@ pub(crate) fn selector(s: Option<&String>) -> Vec<(String, String)> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// An applied CRD's kinds are served from then on, as the API server does once it is Established.
+fn serve_crd(i: &mut Inner, crd: &Value) {
+    let spec = &crd["spec"];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    for v in spec["versions"].as_array().into_iter().flatten() {
+        if v["served"] != true {
+            continue;
+        }
+        let r = crate::Resource::new(
+            &format!("{}/{}", s(&spec["group"]), s(&v["name"])),
+            &s(&spec["names"]["kind"]),
+            &s(&spec["names"]["plural"]),
+            spec["scope"] == "Namespaced",
+        );
+        if !i.resources.contains(&r) {
+            i.resources.push(r);
+        }
+    }
 }
