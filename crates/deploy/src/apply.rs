@@ -1,6 +1,8 @@
 //! Server-side apply of one object, and what it changed.
 
-use kube::api::{Patch, PatchParams};
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -80,6 +82,48 @@ pub async fn apply(cluster: &Cluster, item: &Item, opts: ApplyOptions) -> Result
         diff,
         object,
     })
+}
+
+/// Deletes `item` (its pods with it), waits until it is gone, and applies it again. Under dry
+/// run only says what would happen.
+pub async fn replace(
+    cluster: &Cluster,
+    item: &Item,
+    opts: ApplyOptions,
+    timeout: Duration,
+) -> Result<Applied, Error> {
+    let served = cluster.require(&item.api_version, &item.kind).await?;
+    let api = cluster.api_for(&served, item.namespace.as_deref());
+    let id = item.id();
+    if opts.dry_run {
+        return Ok(Applied {
+            change: Change::Configured,
+            diff: vec!["(replaced: its template cannot change in place)".into()],
+            object: item.value.clone(),
+        });
+    }
+    api.delete(&item.name, &DeleteParams::background())
+        .await
+        .map_err(|e| cluster.error(&served, &id, "delete", e))?;
+    let start = Instant::now();
+    while api
+        .get_opt(&item.name)
+        .await
+        .map_err(|e| cluster.error(&served, &id, "get", e))?
+        .is_some()
+    {
+        if start.elapsed() > timeout {
+            return Err(Error::Failed {
+                object: id,
+                message: "deleted to be replaced, but still there".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut a = apply(cluster, item, opts).await?;
+    a.change = Change::Configured;
+    a.diff = vec!["(replaced: its template cannot change in place)".into()];
+    Ok(a)
 }
 
 /// An object without the server's bookkeeping and status: what an apply can change.

@@ -210,6 +210,16 @@ async fn apply_one(cluster: &Cluster, item: &Item, opts: Options) -> Result<appl
         force_conflicts: opts.force_conflicts,
     };
     match apply::apply(cluster, item, a).await {
+        // A Job's template cannot change; mxstack's Jobs are idempotent setup steps, so a new
+        // template (an upgrade's image) replaces the Job, as `kubectl replace --force` would.
+        Err(Error::Api { code: 422, message, .. }) if item.kind == "Job" && message.contains("field is immutable") => {
+            apply::replace(cluster, item, a, opts.wait.timeout).await
+        }
+        Err(Error::Api { code: 422, message, object, .. }) if item.kind == "StatefulSet" => Err(Error::Immutable {
+            object,
+            message,
+            fix: "a StatefulSet's volumeClaimTemplates cannot change in place: resize its PersistentVolumeClaims with `kubectl edit pvc`, then `kubectl delete statefulset NAME --cascade=orphan` and deploy again (docs/DEPLOY.md: changing volume sizes)".into(),
+        }),
         // Under dry run, what an earlier phase would create (a namespace, a CRD) is not there.
         Err(e) if opts.dry_run && (e.is_not_found() || matches!(e, Error::MissingKind { .. })) => {
             Ok(apply::Applied {

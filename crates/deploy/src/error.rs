@@ -24,6 +24,12 @@ pub enum Error {
     },
     #[error("{object}: {message}; fix: another tool manages these fields; stop managing them there, or re-run with --force-conflicts to take them over")]
     Conflict { object: String, message: String },
+    #[error("{object}: {message}; fix: {fix}")]
+    Immutable {
+        object: String,
+        message: String,
+        fix: String,
+    },
     #[error("{object}: the API server answered {code} {reason}: {message}")]
     Api {
         object: String,

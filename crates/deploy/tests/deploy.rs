@@ -537,3 +537,54 @@ fn with_operators_the_vendored_releases_go_first_serve_their_kinds_and_are_never
         )
         .is_some());
 }
+
+#[test]
+fn a_job_whose_template_changed_is_replaced_and_a_statefulsets_volumes_are_refused_with_the_fix() {
+    let server = server();
+    let items = items(&config(Tier::T100, &[Feature::Li]), &secrets());
+    run(&server, &items, options()).0.expect("deploy");
+    let job = first(&items, "Job", "10-infrastructure").clone();
+    let uid =
+        |s: &MockApiServer| s.get("Job", Some(HOME), &job.name).unwrap()["metadata"]["uid"].clone();
+    let before = uid(&server);
+
+    // An upgrade changes the Job's image: the API server refuses the template change.
+    let mut next = items.clone();
+    let j = next
+        .iter_mut()
+        .find(|i| i.kind == "Job" && i.name == job.name)
+        .unwrap();
+    j.value["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.test/mxstack/seaweedfs:next");
+    let (r, events) = run(&server, &next, options());
+    let s = r.expect("the Job is replaced");
+    assert_eq!(s.configured, 1, "{s:?}");
+    assert_ne!(uid(&server), before, "a new Job");
+    assert_eq!(
+        server.get("Job", Some(HOME), &job.name).unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["image"],
+        "registry.test/mxstack/seaweedfs:next"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Ready { object, .. } if *object == job.id())),
+        "the new Job was waited for"
+    );
+
+    // A StatefulSet's volume template cannot change: stop, with what to do.
+    let mut next2 = next.clone();
+    let sts = next2
+        .iter_mut()
+        .find(|i| i.kind == "StatefulSet" && i.value["spec"]["volumeClaimTemplates"].is_array())
+        .expect("a StatefulSet with volumes");
+    sts.value["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+        json!("999Gi");
+    let stopped = run(&server, &next2, options()).0.expect_err("refused");
+    let text = stopped.to_string();
+    assert!(matches!(stopped.error, Error::Immutable { .. }), "{text}");
+    assert!(
+        text.contains("--cascade=orphan") && text.contains("updates to statefulset spec"),
+        "{text}"
+    );
+}

@@ -194,6 +194,12 @@ pub(crate) fn apply(
     }
     o["metadata"]["managedFields"] =
         json!([{"manager": manager, "operation": "Apply", "apiVersion": t.res.api_version()}]);
+    if let Some(refusal) = existing
+        .as_ref()
+        .and_then(|old| immutable(t, &name, old, &o))
+    {
+        return status_value(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &refusal);
+    }
     if let Some(old) = &existing {
         if content(old) == content(&o) {
             return (StatusCode::OK, old.clone());
@@ -299,5 +305,19 @@ fn serve_crd(i: &mut Inner, crd: &Value) {
         if !i.resources.contains(&r) {
             i.resources.push(r);
         }
+    }
+}
+
+/// The API server's refusal of a change to a field that cannot change after creation.
+fn immutable(t: &Target, name: &str, old: &Value, new: &Value) -> Option<String> {
+    let changed = |p: &str| old.pointer(p) != new.pointer(p);
+    match t.res.kind.as_str() {
+        "Job" if changed("/spec/template") => Some(format!(
+            "Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"
+        )),
+        "StatefulSet" if changed("/spec/volumeClaimTemplates") || changed("/spec/selector") => Some(format!(
+            "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        )),
+        _ => None,
     }
 }
