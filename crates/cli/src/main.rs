@@ -8,6 +8,7 @@ mod li_console;
 mod local;
 mod runtime;
 mod schema_doc;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,6 +167,9 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Verify a running deployment (local or a cluster): every check PASS, WARN, FAIL or SKIP
+    /// with a fix; exit 1 on any FAIL (docs/VERIFY.md).
+    Verify(verify::Args),
     /// Manage users of the local stack.
     User {
         #[command(subcommand)]
@@ -600,6 +604,7 @@ fn main() -> ExitCode {
             password.as_deref(),
             json,
         ),
+        Command::Verify(args) => verify::verify(&args),
         Command::Escrow {
             homeserver,
             access_token_file,
