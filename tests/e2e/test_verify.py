@@ -7,8 +7,9 @@
   certificate passes; an expired one and one for another name fail with a message that says so.
 - A second, small stack of this module's own (base port 22000; features antivirus, li,
   monitoring), broken three ways. The supervisor restarts a process that exits (1 s backoff), so
-  "stopped" is SIGSTOP to the process's group (each process runs in a group of its own:
-  PostgreSQL's backends stop with their postmaster), and SIGCONT restores it: (a) a Synapse
+  "stopped" is SIGSTOP to the process's group (each process runs in a group of its own) and to
+  its direct children (PostgreSQL's backends call setsid(), so they leave the postmaster's group:
+  stopping the group alone left li-sync's connections answering), and SIGCONT restores it: (a) a Synapse
   worker, (b) clamd, (c) the LI replica's PostgreSQL. Each time verify exits 1 with the check
   that names the stopped component; afterwards it passes again.
 """
@@ -177,18 +178,41 @@ def small():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def children(pid):
+    """Direct children of pid (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
 class Stopped:
-    """SIGSTOP to a process's group for the block, SIGCONT after."""
+    """SIGSTOP for the block, SIGCONT after: the process's group, and its direct children (each
+    PostgreSQL backend calls setsid(), so it leaves its postmaster's group)."""
 
     def __init__(self, stack, name):
         self.pid, _, state = stack.pid(name)
         assert state == "ready" and self.pid, (name, state)
 
+    def signal(self, sig):
+        os.killpg(self.pid, sig)
+        for c in children(self.pid):
+            try:
+                os.kill(c, sig)
+            except ProcessLookupError:
+                pass
+
     def __enter__(self):
-        os.killpg(self.pid, signal.SIGSTOP)
+        self.signal(signal.SIGSTOP)
 
     def __exit__(self, *exc):
-        os.killpg(self.pid, signal.SIGCONT)
+        self.signal(signal.SIGCONT)
 
 
 def test_small_stack_passes_before_it_is_broken(small):
