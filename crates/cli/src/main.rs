@@ -9,6 +9,7 @@ mod li_console;
 mod local;
 mod runtime;
 mod schema_doc;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -213,6 +214,9 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Verify a running deployment (local or a cluster): every check PASS, WARN, FAIL or SKIP
+    /// with a fix; exit 1 on any FAIL (docs/VERIFY.md).
+    Verify(verify::Args),
     /// Manage users of the local stack.
     User {
         #[command(subcommand)]
@@ -686,6 +690,7 @@ fn main() -> ExitCode {
             password.as_deref(),
             json,
         ),
+        Command::Verify(args) => verify::verify(&args),
         Command::Escrow {
             homeserver,
             access_token_file,

@@ -67,6 +67,9 @@ pub struct LiStatus {
     /// The newest working-copy refresh.
     pub last_working_copy: Option<crate::bulk::RunStatus>,
     pub counts: Vec<TableCount>,
+    /// When this status was collected (Unix seconds): `mxstack verify` reads a stale one as a
+    /// replica (or main) that stopped answering.
+    pub collected_at_unix: f64,
 }
 
 impl LiStatus {
@@ -207,6 +210,10 @@ pub async fn collect(
             }
         }
     }
+    s.collected_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     Ok(s)
 }
 
