@@ -145,9 +145,19 @@ fn an_unreadable_kubeconfig_or_a_dead_cluster_is_exit_2_with_the_fix() {
     // An https API server: the client's TLS setup must work in the binary, whose crates enable
     // more than one rustls crypto provider (kube-rs would otherwise panic building its config).
     std::fs::write(&p, server_kubeconfig_https(port)).unwrap();
-    let out = mxstack(&["deploy", "--config", cfg, "--kubeconfig", p.to_str().unwrap()]);
+    let out = mxstack(&[
+        "deploy",
+        "--config",
+        cfg,
+        "--kubeconfig",
+        p.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("cannot reach the cluster") && !text(&out).contains("panicked"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot reach the cluster") && !text(&out).contains("panicked"),
+        "{}",
+        text(&out)
+    );
     let out = mxstack(&["deploy", "--config", cfg, "--timeout", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
