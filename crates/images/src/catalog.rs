@@ -155,7 +155,8 @@ pub static IMAGES: &[ImageDef] = &[
         check: &["mxstack", "--version"],
         contents:
             "the host-built mxstack binary (content scanner, li-sync, key vault, LI console, \
-                   the LI Job and CronJob commands) on Debian's glibc",
+                   the LI Job and CronJob commands) on Debian's glibc, with the CA certificates \
+                   its TLS client loads",
     },
     ImageDef {
         name: "haproxy",
