@@ -26,6 +26,8 @@ const CHECKS: &[(&[&str], Check)] = &[
     (&["MX-CFG-007", "MX-CFG-008", "MX-CFG-011"], overrides),
     (&["MX-CFG-014"], synapse_durations),
     (&["MX-CFG-010"], li_cidrs),
+    (&["MX-CFG-010"], calls_cidrs),
+    (&["MX-CFG-016"], turn_exceptions),
     (&["MX-CFG-013"], li_node_label),
     (&["MX-CFG-009"], li_restricted),
     (&["MX-CFG-015"], relay_ports),
@@ -306,6 +308,43 @@ fn li_cidrs(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         .collect()
 }
 
+/// coturn's extra denied networks and its exceptions (an exception may be a single address).
+fn calls_cidrs(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let calls = &config.calls;
+    let lists = [
+        ("calls.cluster_cidrs", &calls.cluster_cidrs),
+        ("calls.allowed_peer_ips", &calls.allowed_peer_ips),
+    ];
+    lists
+        .into_iter()
+        .flat_map(|(key, list)| {
+            list.iter()
+                .enumerate()
+                .filter(|(_, c)| !valid_cidr(c) && c.parse::<std::net::IpAddr>().is_err())
+                .map(move |(i, c)| {
+                    Finding::new("MX-CFG-010", format!("`{c}`"))
+                        .at(loc.locate(&format!("{key}[{i}]")))
+                })
+        })
+        .collect()
+}
+
+fn turn_exceptions(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Calls) {
+        return vec![];
+    }
+    config
+        .calls
+        .allowed_peer_ips
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Finding::new("MX-CFG-016", format!("coturn may relay to `{c}`"))
+                .at(loc.locate(&format!("calls.allowed_peer_ips[{i}]")))
+        })
+        .collect()
+}
+
 fn li_node_label(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     if !config.has(Feature::Li)
         || mxstack_topology::li_browsing::node_label(&config.li.node_label).is_some()
@@ -474,7 +513,7 @@ mod tests {
     const BROKEN: &str = include_str!("../tests/fixtures/broken-config.yaml");
 
     /// The rules BROKEN cannot break at once (another media backend, LI without networks).
-    const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n";
+    const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n  allowed_peer_ips: [bogus]\n  cluster_cidrs: [10.0.0.0/40]\n";
 
     fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
         run(yaml)
@@ -522,6 +561,9 @@ mod tests {
             [
                 ("MX-CFG-003", 1),
                 ("MX-CFG-005", 5),
+                ("MX-CFG-010", 10),
+                ("MX-CFG-010", 9),
+                ("MX-CFG-016", 9),
                 ("MX-CFG-009", 1),
                 ("MX-CFG-015", 7)
             ]

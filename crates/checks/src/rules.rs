@@ -65,6 +65,8 @@ pub static RULES: &[Rule] = &[
       "write a number with one of the suffixes s, m, h, d, w, y (e.g. 7d); without a suffix Synapse reads milliseconds"),
     r("MX-CFG-015", "TURN relay port range unusable", "004 6.4 (coturn behind a LoadBalancer)", Error,
       "set calls.relay_port_first <= calls.relay_port_last, both 1024 or above, at most 200 ports apart (a LoadBalancer lists each port)"),
+    r("MX-CFG-016", "TURN may relay to internal addresses", "004 6.4; issue 20: TURN as a door into the network", Warning,
+      "remove calls.allowed_peer_ips unless a media server inside the network must be reachable through TURN, and then list only its address"),
     // --- the derived topology
     r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
       "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),
@@ -135,6 +137,8 @@ pub static RULES: &[Rule] = &[
       "taint the nodes as shown so only that role's pods run there"),
     r("MX-CLU-008", "cert-manager without Gateway API support", "003 Phase 1 (cert-manager values)", Warning,
       "run cert-manager with Gateway API support: Helm --set config.enableGatewayAPI=true (1.15+), or the flag --enable-gateway-api"),
+    r("MX-CLU-010", "coturn could relay into the cluster's own network", "004 6.4; issue 20: TURN as a door into the pod and service networks", Error,
+      "add the network to calls.cluster_cidrs (coturn then denies relaying to it) and deploy again"),
     r("MX-CLU-009", "NetworkPolicies not enforced", "003 Security Checklist 5. Verify NetworkPolicies; 004 3.5", Warning,
       "run a CNI that enforces NetworkPolicies (Calico, Cilium, Antrea, ...); with Flannel add Calico for policy (Canal)"),
 ];

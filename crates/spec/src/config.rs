@@ -630,6 +630,17 @@ pub struct Calls {
     /// most 200 ports: 100 relayed two-party calls).
     #[serde(default = "default_relay_last")]
     pub relay_port_last: u16,
+    /// The cluster's pod and service networks (CIDRs). coturn refuses to relay to them, as to
+    /// every private, loopback and link-local range; list them when they lie outside those
+    /// (pods on public address space), or to be explicit. `check --cluster` compares them with
+    /// the nodes' pod CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_cidrs: Vec<String>,
+    /// Addresses (or CIDRs) coturn may relay to although a denied range covers them (coturn's
+    /// `allowed-peer-ip`), e.g. an internal media server. Each one is a hole in the wall that
+    /// keeps TURN from reaching inside the network: keep it empty unless you know why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_peer_ips: Vec<String>,
 }
 
 impl Default for Calls {
@@ -638,6 +649,8 @@ impl Default for Calls {
             external_ip: None,
             relay_port_first: default_relay_first(),
             relay_port_last: default_relay_last(),
+            cluster_cidrs: Vec::new(),
+            allowed_peer_ips: Vec::new(),
         }
     }
 }
