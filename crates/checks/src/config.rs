@@ -1,8 +1,8 @@
 //! Rules on the config as the operator wrote it; findings point at file:line:column.
 
 use mxstack_spec::{
-    placeholder_reason, Component, ComponentOverride, Config, Feature, MediaBackend, TlsIssuer,
-    YamlLocator, SYNAPSE_VERSION,
+    placeholder_reason, Component, ComponentOverride, Config, Feature, MediaBackend, PushAppKind,
+    TlsIssuer, YamlLocator, PUSH_NOTIFY_PATH, SYNAPSE_VERSION,
 };
 use mxstack_topology::sizing::{parse_cpu, parse_memory_mib};
 
@@ -29,6 +29,8 @@ const CHECKS: &[(&[&str], Check)] = &[
     (&["MX-CFG-013"], li_node_label),
     (&["MX-CFG-009"], li_restricted),
     (&["MX-CFG-015"], relay_ports),
+    (&["MX-CFG-001", "MX-CFG-020"], push_apps),
+    (&["MX-CFG-021", "MX-CFG-022"], push_gateway),
 ];
 
 pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
@@ -342,6 +344,202 @@ fn relay_ports(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         Finding::new("MX-CFG-015", format!("relay ports {first}-{last}"))
             .at(loc.locate("calls.relay_port_first")),
     ]
+}
+
+/// Matrix limits a pusher's app_id to 64 characters; Sygnal keys its apps by it.
+fn valid_app_id(s: &str) -> bool {
+    s.len() <= 64
+        && s.split('.').count() >= 2
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn push_apps(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Push) {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, app) in config.push.apps.iter().enumerate() {
+        let at = |field: &str| loc.locate(&format!("push.apps[{i}].{field}"));
+        if let Some(f) = placeholder(&format!("push.apps[{i}].id"), &app.id, loc) {
+            out.push(f);
+            continue;
+        }
+        if !valid_app_id(&app.id) {
+            out.push(
+                Finding::new(
+                    "MX-CFG-020",
+                    format!(
+                        "app id `{}` is not a reverse-DNS name of at most 64 characters",
+                        app.id
+                    ),
+                )
+                .at(at("id")),
+            );
+        }
+        if !seen.insert(app.id.as_str()) {
+            out.push(
+                Finding::new("MX-CFG-020", format!("app id `{}` is listed twice", app.id))
+                    .at(at("id")),
+            );
+        }
+        let (needed, unwanted): (&[(&str, &Option<String>)], &[(&str, bool)]) = match app.kind {
+            PushAppKind::Apns => (
+                &[
+                    ("topic", &app.topic),
+                    ("team_id", &app.team_id),
+                    ("key_id", &app.key_id),
+                ],
+                &[("project_id", app.project_id.is_some())],
+            ),
+            PushAppKind::Fcm => (
+                &[("project_id", &app.project_id)],
+                &[
+                    ("topic", app.topic.is_some()),
+                    ("team_id", app.team_id.is_some()),
+                    ("key_id", app.key_id.is_some()),
+                    ("platform", app.platform.is_some()),
+                ],
+            ),
+        };
+        for (field, value) in needed {
+            match value.as_deref() {
+                None | Some("") => out.push(
+                    Finding::new("MX-CFG-020", format!("app `{}` has no {field}", app.id))
+                        .at(loc.locate(&format!("push.apps[{i}]"))),
+                ),
+                Some(v) => out.extend(placeholder(&format!("push.apps[{i}].{field}"), v, loc)),
+            }
+        }
+        for (field, _) in unwanted.iter().filter(|(_, set)| *set) {
+            out.push(
+                Finding::new(
+                    "MX-CFG-020",
+                    format!("app `{}` ({:?}) does not use {field}", app.id, app.kind),
+                )
+                .at(at(field)),
+            );
+        }
+    }
+    out
+}
+
+/// Hosts Synapse's default `ip_range_blacklist` refuses unless `ip_range_whitelist` names them:
+/// literal private, loopback or link-local addresses and cluster-internal names.
+fn private_host(host: &str) -> Option<Option<std::net::IpAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip @ std::net::IpAddr::V4(v4)) => (v4.is_private()
+            || v4.is_loopback()
+            || v4.is_link_local()
+            || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        .then_some(Some(ip)),
+        Ok(ip @ std::net::IpAddr::V6(v6)) => (v6.is_loopback()
+            || (v6.segments()[0] & 0xfe00) == 0xfc00
+            || (v6.segments()[0] & 0xffc0) == 0xfe80)
+            .then_some(Some(ip)),
+        Err(_) => (!bare.contains('.')
+            || bare.ends_with(".svc")
+            || bare.ends_with(".cluster.local")
+            || bare.ends_with(".internal")
+            || bare == "localhost")
+            .then_some(None),
+    }
+}
+
+fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    let Some((net, prefix)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(prefix)) = (net.parse::<std::net::IpAddr>(), prefix.parse::<u32>()) else {
+        return false;
+    };
+    match (net, ip) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+fn push_gateway(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Push) {
+        return vec![];
+    }
+    let url = config.push_gateway_url();
+    let at = || {
+        if config.push.gateway_url.is_some() {
+            loc.locate("push.gateway_url")
+        } else {
+            loc.locate("push")
+        }
+    };
+    let mut out = Vec::new();
+    for (i, cidr) in config.push.gateway_ip_ranges.iter().enumerate() {
+        if !valid_cidr(cidr) {
+            out.push(
+                Finding::new("MX-CFG-021", format!("`{cidr}` is not a CIDR"))
+                    .at(loc.locate(&format!("push.gateway_ip_ranges[{i}]"))),
+            );
+        }
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return vec![Finding::new("MX-CFG-021", format!("`{url}` is not a URL")).at(at())];
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || path != PUSH_NOTIFY_PATH {
+        out.push(
+            Finding::new(
+                "MX-CFG-021",
+                format!("`{url}`: Synapse only sends to http(s)://HOST{PUSH_NOTIFY_PATH}"),
+            )
+            .at(at()),
+        );
+        return out;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    };
+    match private_host(host) {
+        Some(Some(ip))
+            if !config
+                .push
+                .gateway_ip_ranges
+                .iter()
+                .any(|c| cidr_contains(c, ip)) =>
+        {
+            out.push(
+                Finding::new(
+                    "MX-CFG-021",
+                    format!(
+                        "`{host}` is a private address that push.gateway_ip_ranges does not cover"
+                    ),
+                )
+                .at(at()),
+            )
+        }
+        Some(None) if config.push.gateway_ip_ranges.is_empty() => out.push(
+            Finding::new(
+                "MX-CFG-022",
+                format!(
+                    "`{host}` resolves to private addresses and push.gateway_ip_ranges is empty"
+                ),
+            )
+            .at(at()),
+        ),
+        _ => {}
+    }
+    out
 }
 
 pub fn valid_dns_name(s: &str) -> bool {
