@@ -674,6 +674,48 @@ mod tests {
     /// The rules BROKEN cannot break at once (another media backend, LI without networks).
     const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n";
 
+    /// Push (issue 20): apps without their fields, a gateway on a private address not allowed.
+    const BROKEN_PUSH: &str = "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\npush:\n  gateway_url: http://10.1.2.3:5000/_matrix/push/v1/notify\n  gateway_ip_ranges: [10.9.0.0/16, 10.0.0.0/33]\n  apps:\n    - {id: im.acme.ios, type: apns, topic: im.acme, key_id: K1}\n    - {id: im.acme.ios, type: fcm, project_id: p, topic: t}\n    - {id: noreversedns, type: fcm, project_id: p}\n";
+    /// The default in-cluster gateway without its addresses (a warning: init writes it).
+    const BROKEN_PUSH_TOO: &str =
+        "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\n";
+
+    #[test]
+    fn push_findings() {
+        assert_eq!(
+            rules_and_lines(BROKEN_PUSH),
+            [
+                ("MX-CFG-020", 10),
+                ("MX-CFG-020", 11),
+                ("MX-CFG-020", 11),
+                ("MX-CFG-020", 12),
+                ("MX-CFG-021", 8),
+                ("MX-CFG-021", 7),
+            ]
+        );
+        let f = run(BROKEN_PUSH_TOO);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, "MX-CFG-022");
+        assert!(!f[0].is_error());
+        // Each fixed: the address covered, a URL elsewhere refused for its path.
+        let ok = "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\npush:\n  gateway_url: http://127.0.0.1:8999/_matrix/push/v1/notify\n  gateway_ip_ranges: [127.0.0.1/32]\n  apps:\n    - {id: im.acme.ios, type: apns, topic: im.acme, team_id: T, key_id: K, platform: sandbox}\n";
+        let f = run(ok);
+        assert!(f.is_empty(), "{f:?}");
+        let f = run(&ok.replace("/_matrix/push/v1/notify", "/notify"));
+        assert_eq!(f[0].rule, "MX-CFG-021");
+        let f = run(&ok.replace("127.0.0.1/32", "127.0.0.2/32"));
+        assert_eq!(f[0].rule, "MX-CFG-021");
+        // A public gateway needs no range.
+        let public = ok
+            .replace("http://127.0.0.1:8999", "https://push.acme.test")
+            .replace("  gateway_ip_ranges: [127.0.0.1/32]\n", "");
+        let f = run(&public);
+        assert!(f.is_empty(), "{f:?}");
+        // Push off: nothing is checked.
+        let f = run(&BROKEN_PUSH.replace("[push]", "[]"));
+        assert!(f.is_empty(), "{f:?}");
+    }
+
     fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
         run(yaml)
             .iter()
@@ -730,7 +772,7 @@ mod tests {
     #[test]
     fn every_config_rule_has_a_check_and_each_check_reports_its_rules() {
         let mut reported = std::collections::BTreeSet::new();
-        for yaml in [BROKEN, BROKEN_TOO] {
+        for yaml in [BROKEN, BROKEN_TOO, BROKEN_PUSH, BROKEN_PUSH_TOO] {
             let (c, l) = Config::from_yaml("m.yaml", yaml).unwrap();
             for (ids, check) in CHECKS {
                 for f in check(&c, &l) {

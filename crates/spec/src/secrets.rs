@@ -489,6 +489,20 @@ pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn supplied_push_credentials_load_and_survive_a_rewrite() {
+        let mut s = Secrets::generate_all().unwrap();
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIGTAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+        s.supply("push_credential.im.acme.ios", pem);
+        let text = s.to_yaml();
+        let back = Secrets::from_yaml("s.yaml", &text).unwrap();
+        assert_eq!(back.supplied("push_credential.im.acme.ios"), Some(pem));
+        assert_eq!(back, s);
+        // Other unknown names stay refused.
+        assert!(Secrets::from_yaml("s.yaml", "push_credentials: x\n").is_err());
+    }
+
     use super::*;
 
     #[test]
