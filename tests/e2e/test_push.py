@@ -7,8 +7,9 @@ this test runs on 127.0.0.1: it is the endpoint, not a Sygnal imitation. It answ
 the test checks that against the spec's shape. A second receiver on another port stands for any
 URL outside the allowlist: it must get nothing.
 
-Its own small stack (feature push only, base port 22000): the gateway URL and its address range
-are part of the stack's config, and the shared stack's features have nothing to do with push.
+Its own small stack (feature push only, base port 21000; test_verify.py has 22000): the gateway
+URL and its address range are part of the stack's config, and the shared stack's features have
+nothing to do with push.
 """
 import json
 import os
@@ -26,15 +27,16 @@ import yaml
 
 from conftest import Stack, run
 
-BASE_PORT = int(os.environ.get("MXSTACK_PUSH_E2E_PORT", "22000"))
-GATEWAY_PORT = BASE_PORT + 590
-OTHER_PORT = BASE_PORT + 591
+BASE_PORT = int(os.environ.get("MXSTACK_PUSH_E2E_PORT", "21000"))
+GATEWAY_PORT = BASE_PORT + 390
+OTHER_PORT = BASE_PORT + 391
 NOTIFY = "/_matrix/push/v1/notify"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}{NOTIFY}"
 OTHER_URL = f"http://127.0.0.1:{OTHER_PORT}{NOTIFY}"
 APP_ID = "test.mxstack.e2e.android"
 # The issue's bar for a push after a message (docs/BENCHMARKS.md has the measured figure).
 BAR_SECONDS = 5.0
+SAMPLES = 10
 
 
 class Receiver:
@@ -183,20 +185,26 @@ def test_pusher_worker_posts_a_spec_shaped_notification_to_the_gateway(push_stac
     status, listed = call(push_stack, alice, "GET", "/_matrix/client/v3/pushers")
     assert [p["data"]["url"] for p in listed["pushers"]] == [GATEWAY_URL], listed
     # The pusher worker picks the new pusher up over replication; give it a moment, then measure
-    # one message's way from bob's send to the gateway.
+    # each message's way from bob's send request to the gateway's POST, one message at a time.
     time.sleep(1)
-    sent_at = time.monotonic()
-    event_id = send(push_stack, bob, room_id, "ping for the pusher")
-    got = gateway.wait_for(notification_for(event_id), timeout=30)
-    assert got is not None, f"no notification for {event_id}: {gateway.requests}"
-    latency = got["at"] - sent_at
-    print(f"push latency: {latency * 1000:.0f} ms (send request to gateway POST)")
-    assert latency < BAR_SECONDS, f"{latency:.2f} s"
+    latencies, got = [], None
+    for i in range(SAMPLES):
+        sent_at = time.monotonic()
+        event_id = send(push_stack, bob, room_id, "ping for the pusher" if i == 0 else f"ping {i}")
+        r = gateway.wait_for(notification_for(event_id), timeout=30)
+        assert r is not None, f"no notification for {event_id}: {gateway.requests}"
+        latencies.append(r["at"] - sent_at)
+        got = got or r
+    latencies.sort()
+    print(f"push latency over {SAMPLES} messages: p50 {latencies[SAMPLES // 2] * 1000:.0f} ms, "
+          f"max {latencies[-1] * 1000:.0f} ms (send request to the gateway's POST)")
+    # The issue's bar, a generous bound: the figures measured here are in docs/BENCHMARKS.md.
+    assert latencies[-1] < BAR_SECONDS, latencies
 
     # Matrix Push Gateway API v1: POST /_matrix/push/v1/notify {"notification": {...}}.
     assert got["path"] == NOTIFY and got["content_type"].startswith("application/json")
     n = got["body"]["notification"]
-    assert n["event_id"] == event_id and n["room_id"] == room_id
+    assert n["room_id"] == room_id
     assert n["type"] == "m.room.message" and n["sender"] == bob["user_id"]
     assert n["content"] == {"msgtype": "m.text", "body": "ping for the pusher"}
     assert n["room_name"] == "push test" and n["prio"] == "high"

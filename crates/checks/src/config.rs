@@ -357,6 +357,9 @@ fn valid_app_id(s: &str) -> bool {
         })
 }
 
+/// (field, value) of a push app's fields.
+type Fields<'a> = &'a [(&'a str, &'a Option<String>)];
+
 fn push_apps(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     if !config.has(Feature::Push) {
         return vec![];
@@ -387,7 +390,7 @@ fn push_apps(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
                     .at(at("id")),
             );
         }
-        let (needed, unwanted): (&[(&str, &Option<String>)], &[(&str, bool)]) = match app.kind {
+        let (needed, unwanted): (Fields, &[(&str, bool)]) = match app.kind {
             PushAppKind::Apns => (
                 &[
                     ("topic", &app.topic),
