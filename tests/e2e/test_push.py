@@ -7,7 +7,7 @@ this test runs on 127.0.0.1: it is the endpoint, not a Sygnal imitation. It answ
 the test checks that against the spec's shape. A second receiver on another port stands for any
 URL outside the allowlist: it must get nothing.
 
-Its own small stack (feature push only, base port 21000; test_verify.py has 22000): the gateway
+Its own small stack (feature push only, base port 22300; test_verify.py has 22000): the gateway
 URL and its address range are part of the stack's config, and the shared stack's features have
 nothing to do with push.
 """
@@ -27,9 +27,9 @@ import yaml
 
 from conftest import Stack, run
 
-BASE_PORT = int(os.environ.get("MXSTACK_PUSH_E2E_PORT", "21000"))
-GATEWAY_PORT = BASE_PORT + 390
-OTHER_PORT = BASE_PORT + 391
+BASE_PORT = int(os.environ.get("MXSTACK_PUSH_E2E_PORT", "22300"))
+GATEWAY_PORT = BASE_PORT + 100
+OTHER_PORT = BASE_PORT + 101
 NOTIFY = "/_matrix/push/v1/notify"
 GATEWAY_URL = f"http://127.0.0.1:{GATEWAY_PORT}{NOTIFY}"
 OTHER_URL = f"http://127.0.0.1:{OTHER_PORT}{NOTIFY}"
