@@ -114,6 +114,10 @@ const SYNAPSE_MODULE: &[(&str, &str)] = &[
         "python/mxstack_synapse/escrow.py",
         include_str!("../../../python/mxstack_synapse/escrow.py"),
     ),
+    (
+        "python/mxstack_synapse/push.py",
+        include_str!("../../../python/mxstack_synapse/push.py"),
+    ),
 ];
 
 /// Every image mxstack builds, in build order.
