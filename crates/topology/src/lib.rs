@@ -17,6 +17,7 @@ pub mod li_console;
 pub mod party;
 pub mod registry;
 pub mod routing;
+pub mod rtc_auth;
 pub mod sizing;
 pub mod synapse;
 pub mod valkey;
