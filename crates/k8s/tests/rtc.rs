@@ -42,7 +42,10 @@ fn well_known_synapse_and_element_announce_our_focus_and_nothing_of_element_io()
     assert_eq!(hs["rc_delayed_event_mgmt"]["burst_count"], 20);
     // Without federation, main serves the openid resource the authorization service asks.
     let names = &hs["listeners"][0]["resources"][0]["names"];
-    assert!(names.as_array().unwrap().contains(&json!("openid")), "{names}");
+    assert!(
+        names.as_array().unwrap().contains(&json!("openid")),
+        "{names}"
+    );
 
     // Every feature set and ingress mode: nothing anywhere points at Element's hosted calls.
     for c in matrix() {
@@ -67,20 +70,32 @@ fn without_calls_there_is_no_focus_no_service_and_no_call_settings() {
 }
 
 #[test]
-fn the_authorization_service_runs_from_our_image_with_the_livekit_keys_and_no_secret_in_its_config() {
+fn the_authorization_service_runs_from_our_image_with_the_livekit_keys_and_no_secret_in_its_config()
+{
     let (r, secrets) = render(&config(Tier::T1k, &[Feature::Calls, Feature::Monitoring]));
     let text = cm_data(&r, "rtc-auth-config", "rtc-auth.yaml");
     let cfg = mxstack_service_config::rtc_auth::RtcAuthConfig::from_yaml(text).unwrap();
     assert_eq!(cfg.server_name, "acme.test");
     assert_eq!(cfg.livekit_url, "wss://livekit.acme.test");
-    assert!(cfg.homeserver_url.starts_with("http://synapse-main."), "{}", cfg.homeserver_url);
-    assert!(cfg.livekit_api_url.as_deref().unwrap().starts_with("http://livekit."));
+    assert!(
+        cfg.homeserver_url.starts_with("http://synapse-main."),
+        "{}",
+        cfg.homeserver_url
+    );
+    assert!(cfg
+        .livekit_api_url
+        .as_deref()
+        .unwrap()
+        .starts_with("http://livekit."));
     assert!(!text.contains(secrets.get(SecretName::LivekitApiSecret)));
     let d = find(&r, "Deployment", "rtc-auth").unwrap();
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["command"][2], "rtc-auth");
     let key_ref = &c["env"][0]["valueFrom"]["secretKeyRef"];
-    assert_eq!((&key_ref["name"], &key_ref["key"]), (&json!("livekit-keys"), &json!("keys")));
+    assert_eq!(
+        (&key_ref["name"], &key_ref["key"]),
+        (&json!("livekit-keys"), &json!("keys"))
+    );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthz");
     assert!(find(&r, "ServiceMonitor", "rtc-auth").is_some());
 }
@@ -97,7 +112,11 @@ fn the_edge_routes_only_the_api_and_health_paths_in_both_modes() {
         .iter()
         .map(|r| r["matches"][0]["path"]["value"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["/sfu/get", "/get_token", "/healthz"], "never /metrics");
+    assert_eq!(
+        paths,
+        ["/sfu/get", "/get_token", "/healthz"],
+        "never /metrics"
+    );
     assert!(find(&r, "Certificate", "tls-livekit-jwt").is_some());
     c.ingress.mode = IngressMode::Ingress;
     let (r, _) = render(&c);
@@ -105,7 +124,10 @@ fn the_edge_routes_only_the_api_and_health_paths_in_both_modes() {
     let rule = &ing["spec"]["rules"][0];
     assert_eq!(rule["host"], "livekit-jwt.acme.test");
     assert_eq!(rule["http"]["paths"].as_array().unwrap().len(), 3);
-    assert_eq!(rule["http"]["paths"][0]["backend"]["service"]["name"], "rtc-auth");
+    assert_eq!(
+        rule["http"]["paths"][0]["backend"]["service"]["name"],
+        "rtc-auth"
+    );
 }
 
 #[test]
@@ -119,7 +141,10 @@ fn livekit_creates_no_rooms_by_itself_and_relays_through_our_coturn() {
     assert_eq!(turn.len(), 2);
     for t in turn {
         assert_eq!(t["host"], "turn.acme.test");
-        assert!(t["secret_file"].as_str().unwrap().starts_with("/etc/livekit-turn/"));
+        assert!(t["secret_file"]
+            .as_str()
+            .unwrap()
+            .starts_with("/etc/livekit-turn/"));
     }
     assert!(!text.contains(secrets.get(SecretName::TurnSharedSecret)));
 }

@@ -46,7 +46,16 @@ pub async fn create_room(
         .json(&create_room_body(room))
         .send()
         .await
-        .map_err(|e| CreateError::Unreachable(if e.is_timeout() { "timeout" } else { "request failed" }.into()))?;
+        .map_err(|e| {
+            CreateError::Unreachable(
+                if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "request failed"
+                }
+                .into(),
+            )
+        })?;
     if !resp.status().is_success() {
         return Err(CreateError::Refused(resp.status().as_u16()));
     }

@@ -223,10 +223,7 @@ async fn authenticate(s: &Service, t: &OpenIdToken) -> Result<String, Failure> {
                     Failure::new(
                         StatusCode::FORBIDDEN,
                         "M_FORBIDDEN",
-                        format!(
-                            "This service serves only users of {}",
-                            s.cfg.server_name
-                        ),
+                        format!("This service serves only users of {}", s.cfg.server_name),
                     )
                 }
                 Refusal::Unreachable(_) => {

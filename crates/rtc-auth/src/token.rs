@@ -147,12 +147,8 @@ pub fn verify(keys: &Keys, token: &str) -> Result<Claims, jsonwebtoken::errors::
     v.set_required_spec_claims(&["exp", "iss", "nbf"]);
     v.validate_nbf = true;
     v.leeway = 0;
-    jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(keys.secret.as_bytes()),
-        &v,
-    )
-    .map(|d| d.claims)
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(keys.secret.as_bytes()), &v)
+        .map(|d| d.claims)
 }
 
 /// SHA-256 of the JSON array of `parts`, unpadded standard base64: lk-jwt-service's derivation
@@ -193,7 +189,10 @@ mod tests {
         assert_eq!(Keys::parse("a: b\nc: d").unwrap_err(), KeysError::Shape);
         assert_eq!(Keys::parse("APIabc: ").unwrap_err(), KeysError::Empty);
         assert_eq!(Keys::parse("").unwrap_err(), KeysError::Shape);
-        assert!(!format!("{k:?}").contains("s3cr3t"), "Debug hides the secret");
+        assert!(
+            !format!("{k:?}").contains("s3cr3t"),
+            "Debug hides the secret"
+        );
     }
 
     #[test]
@@ -236,10 +235,7 @@ mod tests {
         assert!(verify(&other_key, &good).is_err(), "wrong issuer");
         let expired = join_token(&keys(), "id", "room", now - 7200, 3600);
         let e = verify(&keys(), &expired).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            &jsonwebtoken::errors::ErrorKind::ExpiredSignature
-        );
+        assert_eq!(e.kind(), &jsonwebtoken::errors::ErrorKind::ExpiredSignature);
         let future = join_token(&keys(), "id", "room", now + 600, 3600);
         assert!(verify(&keys(), &future).is_err(), "not yet valid");
     }

@@ -76,22 +76,36 @@ async fn a_foreign_server_is_refused_without_asking_anyone() {
         assert_eq!(v["errcode"], "M_FORBIDDEN");
     }
     let m = svc.metrics.render();
-    assert!(m.contains("mxstack_rtc_auth_refused_total{reason=\"foreign_server\"} 2"), "{m}");
-    assert!(m.contains("mxstack_rtc_auth_homeserver_errors_total 0"), "no network call: {m}");
+    assert!(
+        m.contains("mxstack_rtc_auth_refused_total{reason=\"foreign_server\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mxstack_rtc_auth_homeserver_errors_total 0"),
+        "no network call: {m}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_requests_and_delegation_are_refused_before_any_lookup() {
     let (url, svc) = start(format!("http://127.0.0.1:{}", dead_port().await), None).await;
     let cases = [
-        ("/sfu/get", json!({"openid_token": openid("acme.test")}), "M_BAD_JSON"),
+        (
+            "/sfu/get",
+            json!({"openid_token": openid("acme.test")}),
+            "M_BAD_JSON",
+        ),
         ("/sfu/get", json!({"room": "!r:acme.test"}), "M_BAD_JSON"),
         (
             "/sfu/get",
             json!({"room": "!r:acme.test", "openid_token": openid("acme.test"), "delay_id": "x", "delay_timeout": 1000}),
             "M_BAD_JSON",
         ),
-        ("/sfu/get", json!({"room": "!r", "surprise": 1}), "M_NOT_JSON"),
+        (
+            "/sfu/get",
+            json!({"room": "!r", "surprise": 1}),
+            "M_NOT_JSON",
+        ),
         (
             "/get_token",
             json!({"room_id": "!r:acme.test", "slot_id": "m.call#ROOM", "openid_token": openid("acme.test")}),
@@ -106,11 +120,18 @@ async fn malformed_requests_and_delegation_are_refused_before_any_lookup() {
     ];
     for (path, body, errcode) in cases {
         let (status, v) = post_json(&format!("{url}{path}"), body.clone()).await;
-        assert_eq!((status, v["errcode"].as_str()), (400, Some(errcode)), "{path} {body}");
+        assert_eq!(
+            (status, v["errcode"].as_str()),
+            (400, Some(errcode)),
+            "{path} {body}"
+        );
     }
     let m = svc.metrics.render();
     assert!(m.contains("reason=\"bad_request\"} 6"), "{m}");
-    assert!(m.contains("mxstack_rtc_auth_homeserver_errors_total 0"), "{m}");
+    assert!(
+        m.contains("mxstack_rtc_auth_homeserver_errors_total 0"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +154,14 @@ async fn an_unreachable_homeserver_is_a_gateway_error_not_a_token() {
 async fn health_cors_and_metrics() {
     let (url, _) = start("http://127.0.0.1:1".into(), None).await;
     let c = reqwest::Client::new();
-    assert_eq!(c.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let pre = c
         .request(reqwest::Method::OPTIONS, format!("{url}/get_token"))
         .send()
@@ -142,7 +170,11 @@ async fn health_cors_and_metrics() {
     assert_eq!(pre.status(), 200);
     assert_eq!(pre.headers()["access-control-allow-origin"], "*");
     let m = c.get(format!("{url}/metrics")).send().await.unwrap();
-    assert!(m.text().await.unwrap().contains("# TYPE mxstack_rtc_auth_tokens_issued_total counter"));
+    assert!(m
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE mxstack_rtc_auth_tokens_issued_total counter"));
 }
 
 /// What a stand-in for LiveKit's RoomService received.

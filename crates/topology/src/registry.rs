@@ -1033,13 +1033,12 @@ pub mod rtc_auth {
         gate: None,
         order: 9,
     }];
-    pub const COMPONENT: Component =
-        Component::ours(Party::RtcAuth, Some(Feature::Calls), &[HTTP])
-            .scraped(HTTP, "/metrics")
-            .healthy(HTTP, "/healthz", "/healthz")
-            .with_flows(flows)
-            .serves(SITES)
-            .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
+    pub const COMPONENT: Component = Component::ours(Party::RtcAuth, Some(Feature::Calls), &[HTTP])
+        .scraped(HTTP, "/metrics")
+        .healthy(HTTP, "/healthz", "/healthz")
+        .with_flows(flows)
+        .serves(SITES)
+        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
 
     /// Element Call asks it for tokens; it asks Synapse main who a token belongs to and has
     /// LiveKit create the call's room.
@@ -1065,7 +1064,12 @@ pub mod rtc_auth {
                 "LiveKit RoomService CreateRoom before a call's first token",
             ),
         ];
-        f.extend(prometheus(t, RtcAuth, HTTP, "MatrixRTC authorization service metrics"));
+        f.extend(prometheus(
+            t,
+            RtcAuth,
+            HTTP,
+            "MatrixRTC authorization service metrics",
+        ));
         f
     }
 }
