@@ -36,3 +36,62 @@ pub(crate) fn part(c: &Parts, out: &mut Out) {
         &[],
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use mxstack_spec::{Config, Feature, Secrets, Tier};
+    use mxstack_topology::rtc_auth;
+
+    use crate::layout::StateLayout;
+    use crate::parts::Readiness;
+    use crate::plan::LocalPlan;
+    use crate::programs::Programs;
+
+    #[test]
+    fn calls_run_rtc_auth_against_main_with_the_livekit_keys_as_a_secret_env() {
+        let config = Config::new("acme.test", Tier::T1k, [Feature::Calls].into());
+        let secrets = Secrets::generate_all().unwrap();
+        let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
+        let programs = Programs::at_debian_paths();
+        let plan = LocalPlan::build(&config, &secrets, &layout, 1, 20000, &programs);
+        let s = plan.service("rtc-auth").expect("rtc-auth runs with calls");
+        assert_eq!(s.args[..2], ["serve".to_string(), "rtc-auth".to_string()]);
+        let port = plan.addressing.rtc_auth().port;
+        assert!(
+            matches!(&s.readiness, Readiness::Http { port: p, path } if *p == port && path == "/healthz")
+        );
+        assert_eq!(s.secret_env, [rtc_auth::ENV_KEYS]);
+        assert_eq!(s.env[0].1, rtc_auth::livekit_keys(&secrets));
+        let file = plan
+            .files
+            .iter()
+            .find(|f| f.path == Path::new(&s.args[3]))
+            .expect("rtc-auth.yaml");
+        // The topology's config, with main's local HTTP address and no LiveKit API.
+        let expected = rtc_auth::config(
+            &plan.topology,
+            &plan.addressing,
+            &format!("127.0.0.1:{port}"),
+            None,
+        );
+        assert_eq!(expected.livekit_api_url, None, "no LiveKit runs locally");
+        let main = plan.topology.processes()[0].clone();
+        let main_port = mxstack_topology::Addressing::http(&plan.addressing, &main).port;
+        assert_eq!(
+            expected.homeserver_url,
+            format!("http://127.0.0.1:{main_port}")
+        );
+        assert_eq!(
+            file.content,
+            mxstack_topology::synapse::to_yaml(&serde_json::to_value(&expected).unwrap())
+        );
+        for (_, value) in secrets.values() {
+            assert!(!file.content.contains(value));
+        }
+        let without = Config::new("acme.test", Tier::T1k, [].into());
+        let plan = LocalPlan::build(&without, &secrets, &layout, 1, 20000, &programs);
+        assert!(plan.service("rtc-auth").is_none());
+    }
+}
