@@ -30,6 +30,8 @@ if [ ! -s "$DIR/admin-login.json" ]; then
   ( umask 077; "$mx" user add --config "$DIR/mxstack.yaml" --state "$STATE" "$ADMIN" --admin --json > "$DIR/admin-login.json.tmp" )
   mv "$DIR/admin-login.json.tmp" "$DIR/admin-login.json"
 fi
+# End to end, as a user would: a throwaway user, a room, media, EICAR, TURN, LI lag, metrics.
+"$mx" verify --config "$DIR/mxstack.yaml" --state "$STATE"
 url="$("$mx" status --config "$DIR/mxstack.yaml" --state "$STATE" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_url"])')"
 echo
 echo "The stack is running. Log in with any Matrix client (e.g. Element, or curl):"

@@ -15,6 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 # synapse.redaction_retention_period of the test stack: short, so main censors during the run.
 REDACTION_RETENTION = "30s"
+# The one address the test stack's coturn may relay to (calls.allowed_peer_ips).
+TURN_ALLOWED_PEER = "127.0.0.1"
 
 
 def pytest_configure(config):
@@ -140,6 +142,9 @@ def stack():
     config = base / "mxstack.yaml"
     c = yaml.safe_load(config.read_text())
     c.setdefault("synapse", {})["redaction_retention_period"] = REDACTION_RETENTION
+    # test_calls.py: one loopback peer coturn may relay to, so that a refusal of another one
+    # (127.0.0.2) is denied-peer-ip at work and not only coturn's own loopback block.
+    c.setdefault("calls", {})["allowed_peer_ips"] = [TURN_ALLOWED_PEER]
     config.write_text(yaml.safe_dump(c, sort_keys=False))
     port = os.environ.get("MXSTACK_E2E_PORT", "19000")
     # Two processes per scalable worker group, so sticky routing has a choice to make.

@@ -1,8 +1,8 @@
 //! Rules on the config as the operator wrote it; findings point at file:line:column.
 
 use mxstack_spec::{
-    placeholder_reason, Component, ComponentOverride, Config, Feature, MediaBackend, TlsIssuer,
-    YamlLocator, SYNAPSE_VERSION,
+    placeholder_reason, Component, ComponentOverride, Config, Feature, MediaBackend, PushAppKind,
+    TlsIssuer, YamlLocator, PUSH_NOTIFY_PATH, SYNAPSE_VERSION,
 };
 use mxstack_topology::sizing::{parse_cpu, parse_memory_mib};
 
@@ -26,9 +26,13 @@ const CHECKS: &[(&[&str], Check)] = &[
     (&["MX-CFG-007", "MX-CFG-008", "MX-CFG-011"], overrides),
     (&["MX-CFG-014"], synapse_durations),
     (&["MX-CFG-010"], li_cidrs),
+    (&["MX-CFG-010"], calls_cidrs),
+    (&["MX-CFG-016"], turn_exceptions),
     (&["MX-CFG-013"], li_node_label),
     (&["MX-CFG-009"], li_restricted),
     (&["MX-CFG-015"], relay_ports),
+    (&["MX-CFG-001", "MX-CFG-020"], push_apps),
+    (&["MX-CFG-021", "MX-CFG-022"], push_gateway),
 ];
 
 pub fn check(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
@@ -307,6 +311,43 @@ fn li_cidrs(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         .collect()
 }
 
+/// coturn's extra denied networks and its exceptions (an exception may be a single address).
+fn calls_cidrs(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    let calls = &config.calls;
+    let lists = [
+        ("calls.cluster_cidrs", &calls.cluster_cidrs),
+        ("calls.allowed_peer_ips", &calls.allowed_peer_ips),
+    ];
+    lists
+        .into_iter()
+        .flat_map(|(key, list)| {
+            list.iter()
+                .enumerate()
+                .filter(|(_, c)| !valid_cidr(c) && c.parse::<std::net::IpAddr>().is_err())
+                .map(move |(i, c)| {
+                    Finding::new("MX-CFG-010", format!("`{c}`"))
+                        .at(loc.locate(&format!("{key}[{i}]")))
+                })
+        })
+        .collect()
+}
+
+fn turn_exceptions(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Calls) {
+        return vec![];
+    }
+    config
+        .calls
+        .allowed_peer_ips
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Finding::new("MX-CFG-016", format!("coturn may relay to `{c}`"))
+                .at(loc.locate(&format!("calls.allowed_peer_ips[{i}]")))
+        })
+        .collect()
+}
+
 fn li_node_label(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
     if !config.has(Feature::Li)
         || mxstack_topology::li_browsing::node_label(&config.li.node_label).is_some()
@@ -343,6 +384,205 @@ fn relay_ports(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         Finding::new("MX-CFG-015", format!("relay ports {first}-{last}"))
             .at(loc.locate("calls.relay_port_first")),
     ]
+}
+
+/// Matrix limits a pusher's app_id to 64 characters; Sygnal keys its apps by it.
+fn valid_app_id(s: &str) -> bool {
+    s.len() <= 64
+        && s.split('.').count() >= 2
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// (field, value) of a push app's fields.
+type Fields<'a> = &'a [(&'a str, &'a Option<String>)];
+
+fn push_apps(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Push) {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, app) in config.push.apps.iter().enumerate() {
+        let at = |field: &str| loc.locate(&format!("push.apps[{i}].{field}"));
+        if let Some(f) = placeholder(&format!("push.apps[{i}].id"), &app.id, loc) {
+            out.push(f);
+            continue;
+        }
+        if !valid_app_id(&app.id) {
+            out.push(
+                Finding::new(
+                    "MX-CFG-020",
+                    format!(
+                        "app id `{}` is not a reverse-DNS name of at most 64 characters",
+                        app.id
+                    ),
+                )
+                .at(at("id")),
+            );
+        }
+        if !seen.insert(app.id.as_str()) {
+            out.push(
+                Finding::new("MX-CFG-020", format!("app id `{}` is listed twice", app.id))
+                    .at(at("id")),
+            );
+        }
+        let (needed, unwanted): (Fields, &[(&str, bool)]) = match app.kind {
+            PushAppKind::Apns => (
+                &[
+                    ("topic", &app.topic),
+                    ("team_id", &app.team_id),
+                    ("key_id", &app.key_id),
+                ],
+                &[("project_id", app.project_id.is_some())],
+            ),
+            PushAppKind::Fcm => (
+                &[("project_id", &app.project_id)],
+                &[
+                    ("topic", app.topic.is_some()),
+                    ("team_id", app.team_id.is_some()),
+                    ("key_id", app.key_id.is_some()),
+                    ("platform", app.platform.is_some()),
+                ],
+            ),
+        };
+        for (field, value) in needed {
+            match value.as_deref() {
+                None | Some("") => out.push(
+                    Finding::new("MX-CFG-020", format!("app `{}` has no {field}", app.id))
+                        .at(loc.locate(&format!("push.apps[{i}]"))),
+                ),
+                Some(v) => out.extend(placeholder(&format!("push.apps[{i}].{field}"), v, loc)),
+            }
+        }
+        for (field, _) in unwanted.iter().filter(|(_, set)| *set) {
+            out.push(
+                Finding::new(
+                    "MX-CFG-020",
+                    format!("app `{}` ({:?}) does not use {field}", app.id, app.kind),
+                )
+                .at(at(field)),
+            );
+        }
+    }
+    out
+}
+
+/// Hosts Synapse's default `ip_range_blacklist` refuses unless `ip_range_whitelist` names them:
+/// literal private, loopback or link-local addresses and cluster-internal names.
+fn private_host(host: &str) -> Option<Option<std::net::IpAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip @ std::net::IpAddr::V4(v4)) => (v4.is_private()
+            || v4.is_loopback()
+            || v4.is_link_local()
+            || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        .then_some(Some(ip)),
+        Ok(ip @ std::net::IpAddr::V6(v6)) => (v6.is_loopback()
+            || (v6.segments()[0] & 0xfe00) == 0xfc00
+            || (v6.segments()[0] & 0xffc0) == 0xfe80)
+            .then_some(Some(ip)),
+        Err(_) => (!bare.contains('.')
+            || bare.ends_with(".svc")
+            || bare.ends_with(".cluster.local")
+            || bare.ends_with(".internal")
+            || bare == "localhost")
+            .then_some(None),
+    }
+}
+
+fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    let Some((net, prefix)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(prefix)) = (net.parse::<std::net::IpAddr>(), prefix.parse::<u32>()) else {
+        return false;
+    };
+    match (net, ip) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+fn push_gateway(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
+    if !config.has(Feature::Push) {
+        return vec![];
+    }
+    let url = config.push_gateway_url();
+    let at = || {
+        if config.push.gateway_url.is_some() {
+            loc.locate("push.gateway_url")
+        } else {
+            loc.locate("push")
+        }
+    };
+    let mut out = Vec::new();
+    for (i, cidr) in config.push.gateway_ip_ranges.iter().enumerate() {
+        if !valid_cidr(cidr) {
+            out.push(
+                Finding::new("MX-CFG-021", format!("`{cidr}` is not a CIDR"))
+                    .at(loc.locate(&format!("push.gateway_ip_ranges[{i}]"))),
+            );
+        }
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return vec![Finding::new("MX-CFG-021", format!("`{url}` is not a URL")).at(at())];
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || path != PUSH_NOTIFY_PATH {
+        out.push(
+            Finding::new(
+                "MX-CFG-021",
+                format!("`{url}`: Synapse only sends to http(s)://HOST{PUSH_NOTIFY_PATH}"),
+            )
+            .at(at()),
+        );
+        return out;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    };
+    match private_host(host) {
+        Some(Some(ip))
+            if !config
+                .push
+                .gateway_ip_ranges
+                .iter()
+                .any(|c| cidr_contains(c, ip)) =>
+        {
+            out.push(
+                Finding::new(
+                    "MX-CFG-021",
+                    format!(
+                        "`{host}` is a private address that push.gateway_ip_ranges does not cover"
+                    ),
+                )
+                .at(at()),
+            )
+        }
+        Some(None) if config.push.gateway_ip_ranges.is_empty() => out.push(
+            Finding::new(
+                "MX-CFG-022",
+                format!(
+                    "`{host}` resolves to private addresses and push.gateway_ip_ranges is empty"
+                ),
+            )
+            .at(at()),
+        ),
+        _ => {}
+    }
+    out
 }
 
 pub fn valid_dns_name(s: &str) -> bool {
@@ -475,7 +715,49 @@ mod tests {
     const BROKEN: &str = include_str!("../tests/fixtures/broken-config.yaml");
 
     /// The rules BROKEN cannot break at once (another media backend, LI without networks).
-    const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n";
+    const BROKEN_TOO: &str = "domain: acme.test\nscale: 100\nfeatures: [li, calls]\nmedia:\n  backend: minio-legacy\ncalls:\n  relay_port_first: 50000\n  relay_port_last: 40000\n  allowed_peer_ips: [bogus]\n  cluster_cidrs: [10.0.0.0/40]\n";
+
+    /// Push (issue 20): apps without their fields, a gateway on a private address not allowed.
+    const BROKEN_PUSH: &str = "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\npush:\n  gateway_url: http://10.1.2.3:5000/_matrix/push/v1/notify\n  gateway_ip_ranges: [10.9.0.0/16, 10.0.0.0/33]\n  apps:\n    - {id: im.acme.ios, type: apns, topic: im.acme, key_id: K1}\n    - {id: im.acme.ios, type: fcm, project_id: p, topic: t}\n    - {id: noreversedns, type: fcm, project_id: p}\n";
+    /// The default in-cluster gateway without its addresses (a warning: init writes it).
+    const BROKEN_PUSH_TOO: &str =
+        "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\n";
+
+    #[test]
+    fn push_findings() {
+        assert_eq!(
+            rules_and_lines(BROKEN_PUSH),
+            [
+                ("MX-CFG-020", 10),
+                ("MX-CFG-020", 11),
+                ("MX-CFG-020", 11),
+                ("MX-CFG-020", 12),
+                ("MX-CFG-021", 8),
+                ("MX-CFG-021", 7),
+            ]
+        );
+        let f = run(BROKEN_PUSH_TOO);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, "MX-CFG-022");
+        assert!(!f[0].is_error());
+        // Each fixed: the address covered, a URL elsewhere refused for its path.
+        let ok = "domain: acme.test\nscale: 1k\nfeatures: [push]\ntls:\n  acme_email: ops@acme.test\npush:\n  gateway_url: http://127.0.0.1:8999/_matrix/push/v1/notify\n  gateway_ip_ranges: [127.0.0.1/32]\n  apps:\n    - {id: im.acme.ios, type: apns, topic: im.acme, team_id: T, key_id: K, platform: sandbox}\n";
+        let f = run(ok);
+        assert!(f.is_empty(), "{f:?}");
+        let f = run(&ok.replace("/_matrix/push/v1/notify", "/notify"));
+        assert_eq!(f[0].rule, "MX-CFG-021");
+        let f = run(&ok.replace("127.0.0.1/32", "127.0.0.2/32"));
+        assert_eq!(f[0].rule, "MX-CFG-021");
+        // A public gateway needs no range.
+        let public = ok
+            .replace("http://127.0.0.1:8999", "https://push.acme.test")
+            .replace("  gateway_ip_ranges: [127.0.0.1/32]\n", "");
+        let f = run(&public);
+        assert!(f.is_empty(), "{f:?}");
+        // Push off: nothing is checked.
+        let f = run(&BROKEN_PUSH.replace("[push]", "[]"));
+        assert!(f.is_empty(), "{f:?}");
+    }
 
     fn rules_and_lines(yaml: &str) -> Vec<(&'static str, usize)> {
         run(yaml)
@@ -523,6 +805,9 @@ mod tests {
             [
                 ("MX-CFG-003", 1),
                 ("MX-CFG-005", 5),
+                ("MX-CFG-010", 10),
+                ("MX-CFG-010", 9),
+                ("MX-CFG-016", 9),
                 ("MX-CFG-009", 1),
                 ("MX-CFG-015", 7)
             ]
@@ -533,7 +818,7 @@ mod tests {
     #[test]
     fn every_config_rule_has_a_check_and_each_check_reports_its_rules() {
         let mut reported = std::collections::BTreeSet::new();
-        for yaml in [BROKEN, BROKEN_TOO] {
+        for yaml in [BROKEN, BROKEN_TOO, BROKEN_PUSH, BROKEN_PUSH_TOO] {
             let (c, l) = Config::from_yaml("m.yaml", yaml).unwrap();
             for (ids, check) in CHECKS {
                 for f in check(&c, &l) {

@@ -71,7 +71,76 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     synapse_paths_mounted(objects, &mut out);
     li_isolation(objects, secrets, &mut out);
     escrow_chain(objects, &mut out);
+    push_credentials(objects, &mut out);
     out
+}
+
+/// Issue 20 (push): every credential file Sygnal's config names is a key of a Secret mounted at
+/// that directory in Sygnal's pods, with a value. Sygnal refuses to start otherwise.
+fn push_credentials(objects: &[Value], out: &mut Vec<Finding>) {
+    let Some(config) = objects
+        .iter()
+        .find(|o| kind(o) == "ConfigMap" && name(o) == "sygnal-config")
+        .and_then(|o| o.pointer("/data/sygnal.yaml")?.as_str())
+        .and_then(|t| serde_saphyr::from_str::<Value>(t).ok())
+    else {
+        return; // feature push is off
+    };
+    // (mount path, Secret) of Sygnal's pod.
+    let mounts: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| kind(o) == "Deployment" && name(o) == "sygnal")
+        .filter_map(pod_template)
+        .flat_map(|t| {
+            let volumes = t.pointer("/spec/volumes").and_then(Value::as_array);
+            let secret_of = |vol: &str| {
+                volumes?
+                    .iter()
+                    .find(|v| v["name"] == vol)?
+                    .pointer("/secret/secretName")?
+                    .as_str()
+                    .map(str::to_string)
+            };
+            t.pointer("/spec/containers/0/volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    Some((
+                        m["mountPath"].as_str()?.to_string(),
+                        secret_of(m["name"].as_str()?)?,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (app, entry) in config["apps"].as_object().into_iter().flatten() {
+        for field in ["keyfile", "certfile", "service_account_file"] {
+            let Some(path) = entry[field].as_str() else {
+                continue;
+            };
+            let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+            let present = mounts.iter().any(|(m, secret)| {
+                m == dir
+                    && objects.iter().any(|o| {
+                        kind(o) == "Secret"
+                            && name(o) == secret
+                            && o.pointer(&format!("/stringData/{file}"))
+                                .and_then(Value::as_str)
+                                .is_some_and(|v| !v.trim().is_empty())
+                    })
+            });
+            if !present {
+                out.push(
+                    Finding::new(
+                        "MX-OUT-020",
+                        format!("app `{app}`: {field} {path} is in no Secret mounted into Sygnal (secrets.yaml has no `push_credential.{app}`)"),
+                    )
+                    .on("ConfigMap/sygnal-config".to_string()),
+                );
+            }
+        }
+    }
 }
 
 /// Seed 004 2.8 and 4.3: the key vault, the Synapse module feeding it and the console reading it

@@ -65,6 +65,14 @@ pub static RULES: &[Rule] = &[
       "write a number with one of the suffixes s, m, h, d, w, y (e.g. 7d); without a suffix Synapse reads milliseconds"),
     r("MX-CFG-015", "TURN relay port range unusable", "004 6.4 (coturn behind a LoadBalancer)", Error,
       "set calls.relay_port_first <= calls.relay_port_last, both 1024 or above, at most 200 ports apart (a LoadBalancer lists each port)"),
+    r("MX-CFG-016", "TURN may relay to internal addresses", "004 6.4; issue 20: TURN as a door into the network", Warning,
+      "remove calls.allowed_peer_ips unless a media server inside the network must be reachable through TURN, and then list only its address"),
+    r("MX-CFG-020", "push app unusable", "issue 20 (push): Sygnal rendered with no apps", Error,
+      "give every push.apps entry a unique reverse-DNS id of at most 64 characters; apns needs topic, team_id and key_id, fcm needs project_id"),
+    r("MX-CFG-021", "push gateway URL unusable", "issue 20 (push): pushers send anywhere", Error,
+      "set push.gateway_url to an http(s) URL with the path /_matrix/push/v1/notify; a private IP address in it must be covered by push.gateway_ip_ranges (Synapse refuses private addresses otherwise)"),
+    r("MX-CFG-022", "push gateway's addresses not allowed", "issue 20 (push): Synapse blocks private addresses", Warning,
+      "list the addresses the gateway's host resolves to in push.gateway_ip_ranges (for the in-cluster Sygnal: your cluster's Service CIDR, e.g. 10.96.0.0/12); until then Synapse refuses to send any push"),
     // --- the derived topology
     r("MX-TOP-001", "database connection budget exceeded", "004 2.3", Error,
       "lower worker maxima or raise PostgreSQL max_connections so sum(cp_max) stays within 85%"),
@@ -113,6 +121,8 @@ pub static RULES: &[Rule] = &[
       "allow the port the pods declare (containerPort, by number or name), or declare it in their containers"),
     r("MX-OUT-015", "Service targetPort not declared by its pods", "003 verification: services without endpoints", Error,
       "declare the targetPort as a containerPort (same name or number, same protocol) in every pod the Service selects"),
+    r("MX-OUT-020", "push app credential missing", "issue 20 (push): credentials as Secrets", Error,
+      "put the app's APNs .p8 key or FCM service-account JSON into secrets.yaml as `push_credential.<app id>: |` (multi-line); it is rendered into the Secret sygnal-credentials only"),
     // --- images pinned by digest (`render --pin LOCK`, crates/images)
     r("MX-IMG-001", "image not pinned by digest", "issue 18: manifests name images by tag, nothing proves what runs", Warning,
       "build it (`mxstack images build`, then push it and point images.<field> at it) or mirror it, and set images.<field> to REPO:TAG@sha256:DIGEST"),
@@ -135,6 +145,8 @@ pub static RULES: &[Rule] = &[
       "taint the nodes as shown so only that role's pods run there"),
     r("MX-CLU-008", "cert-manager without Gateway API support", "003 Phase 1 (cert-manager values)", Warning,
       "run cert-manager with Gateway API support: Helm --set config.enableGatewayAPI=true (1.15+), or the flag --enable-gateway-api"),
+    r("MX-CLU-010", "coturn could relay into the cluster's own network", "004 6.4; issue 20: TURN as a door into the pod and service networks", Error,
+      "add the network to calls.cluster_cidrs (coturn then denies relaying to it) and deploy again"),
     r("MX-CLU-009", "NetworkPolicies not enforced", "003 Security Checklist 5. Verify NetworkPolicies; 004 3.5", Warning,
       "run a CNI that enforces NetworkPolicies (Calico, Cilium, Antrea, ...); with Flannel add Calico for policy (Canal)"),
 ];

@@ -317,6 +317,9 @@ fn coturn_runs_the_same_options_on_both_targets() {
         k, l,
         "coturn: Kubernetes arguments against the local turnserver.conf"
     );
-    assert_eq!(k["denied-peer-ip"].len(), 7);
+    assert_eq!(
+        k["denied-peer-ip"].len(),
+        mxstack_topology::coturn::DENIED_PEERS.len()
+    );
     assert!(k.contains_key("use-auth-secret") && k.contains_key("no-cli"));
 }

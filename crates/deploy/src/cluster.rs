@@ -99,6 +99,7 @@ pub async fn check(
     findings.extend(node_roles(items, &nodes));
     let daemonsets = list(cluster, "apps/v1", "DaemonSet").await?;
     findings.extend(cni(&daemonsets));
+    findings.extend(turn_into_cluster(cluster, items, &nodes).await?);
     Ok(Report {
         server: cluster.server.clone(),
         kubernetes,
@@ -471,6 +472,80 @@ fn cni(daemonsets: &[Value]) -> Option<Finding> {
         None => "no NetworkPolicy-enforcing CNI (Calico, Cilium, Antrea, kube-router, ...) was found among the DaemonSets: without one the rendered default-deny policies (LI isolation included) are silently ignored".to_string(),
     };
     Some(Finding::new("MX-CLU-009", m))
+}
+
+/// The `denied-peer-ip` ranges of the rendered coturn (its container arguments), as address pairs.
+fn denied_ranges(items: &[Item]) -> Vec<(std::net::IpAddr, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    for i in items.iter().filter(|i| i.kind == "Deployment") {
+        let containers = i.value["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for a in containers
+            .iter()
+            .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
+        {
+            let Some(r) = a.as_str().and_then(|a| a.strip_prefix("--denied-peer-ip=")) else {
+                continue;
+            };
+            let (first, last) = r.split_once('-').unwrap_or((r, r));
+            if let (Ok(f), Ok(l)) = (first.parse(), last.parse()) {
+                out.push((f, l));
+            }
+        }
+    }
+    out
+}
+
+/// Pod CIDRs (from the nodes) and service CIDRs (ServiceCIDR objects, Kubernetes 1.33+) that the
+/// rendered coturn would relay to.
+async fn turn_into_cluster(
+    cluster: &Cluster,
+    items: &[Item],
+    nodes: &[Value],
+) -> Result<Vec<Finding>, Error> {
+    let denied = denied_ranges(items);
+    if denied.is_empty() {
+        return Ok(Vec::new()); // no coturn in this render
+    }
+    let mut cidrs: BTreeSet<String> = BTreeSet::new();
+    for n in nodes {
+        cidrs.extend(
+            n["spec"]["podCIDRs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string)),
+        );
+        cidrs.extend(n["spec"]["podCIDR"].as_str().map(str::to_string));
+    }
+    if cluster
+        .served("networking.k8s.io/v1", "ServiceCIDR")
+        .await?
+        .is_some()
+    {
+        for s in list(cluster, "networking.k8s.io/v1", "ServiceCIDR").await? {
+            cidrs.extend(
+                s["spec"]["cidrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_string)),
+            );
+        }
+    }
+    let covered = |net: &ipnet::IpNet| {
+        let (a, b) = (net.network(), net.broadcast());
+        denied
+            .iter()
+            .any(|(f, l)| *f <= a && b <= *l && f.is_ipv4() == a.is_ipv4())
+    };
+    Ok(cidrs
+        .iter()
+        .filter_map(|c| c.parse::<ipnet::IpNet>().ok().filter(|n| !covered(n)).map(|_| c))
+        .map(|c| Finding::new("MX-CLU-010", format!("the cluster uses {c}, which coturn's denied-peer-ip ranges do not cover: a TURN client could relay into it")))
+        .collect())
 }
 
 #[cfg(test)]

@@ -274,3 +274,38 @@ fn a_missing_read_permission_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn a_pod_or_service_network_outside_coturns_denied_ranges_is_named() {
+    let server = ready_cluster("v1.33.1");
+    // Pods on RFC 1918 space are covered by the default ranges; a public pod range is not.
+    server.seed(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-2", "labels": {}},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "203.1.0.0/24"]}, "status": {}}));
+    let r = run(&server, &default_items(), None).expect("check");
+    let m: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "MX-CLU-010")
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(m.len(), 1, "{:#?}", r.findings);
+    assert!(m[0].contains("203.1.0.0/24"), "{m:?}");
+
+    // Listed in calls.cluster_cidrs, coturn denies it and the finding goes.
+    let mut c = config(
+        Tier::T1k,
+        &[
+            Feature::Li,
+            Feature::Antivirus,
+            Feature::Calls,
+            Feature::Monitoring,
+        ],
+    );
+    c.calls.cluster_cidrs = vec!["203.1.0.0/16".into()];
+    let r = run(&server, &items(&c, &secrets()), None).expect("check");
+    assert!(
+        r.findings.iter().all(|f| f.rule != "MX-CLU-010"),
+        "{:#?}",
+        r.findings
+    );
+}

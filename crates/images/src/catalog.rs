@@ -114,6 +114,10 @@ const SYNAPSE_MODULE: &[(&str, &str)] = &[
         "python/mxstack_synapse/escrow.py",
         include_str!("../../../python/mxstack_synapse/escrow.py"),
     ),
+    (
+        "python/mxstack_synapse/push.py",
+        include_str!("../../../python/mxstack_synapse/push.py"),
+    ),
 ];
 
 /// Every image mxstack builds, in build order.
@@ -155,7 +159,8 @@ pub static IMAGES: &[ImageDef] = &[
         check: &["mxstack", "--version"],
         contents:
             "the host-built mxstack binary (content scanner, li-sync, key vault, LI console, \
-                   the LI Job and CronJob commands) on Debian's glibc",
+                   the LI Job and CronJob commands) on Debian's glibc, with the CA certificates \
+                   its TLS client loads",
     },
     ImageDef {
         name: "haproxy",

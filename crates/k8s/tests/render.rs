@@ -1709,6 +1709,66 @@ fn port_rules_find_a_port_broken_in_the_real_render() {
 /// Issue 20 (coturn): the external IP and relay ports come from the config; without an
 /// external IP the node's address is used, never a lookup.
 #[test]
+fn coturn_denies_every_inside_range_and_the_cluster_networks() {
+    let args = |c: &mxstack_spec::Config| -> Vec<String> {
+        let (r, _) = render(c);
+        let d = find(&r, "Deployment", "coturn").expect("coturn").clone();
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut c = config(Tier::T100, &[Feature::Calls]);
+    let a = args(&c);
+    // Written out here, not read from the constant: the ranges that must never be relayed to.
+    for range in [
+        "10.0.0.0-10.255.255.255",
+        "172.16.0.0-172.31.255.255",
+        "192.168.0.0-192.168.255.255",
+        "127.0.0.0-127.255.255.255",
+        "169.254.0.0-169.254.255.255",
+        "100.64.0.0-100.127.255.255",
+        "::1",
+        "::ffff:0.0.0.0-::ffff:255.255.255.255",
+        "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ] {
+        assert!(
+            a.contains(&format!("--denied-peer-ip={range}")),
+            "{range} not denied: {a:?}"
+        );
+    }
+    assert!(
+        a.iter()
+            .filter(|x| x.contains("peer-ip="))
+            .all(|x| !x.contains('/')),
+        "coturn takes ranges, not CIDRs: {a:?}"
+    );
+    assert!(!a
+        .iter()
+        .any(|x| x.starts_with("--allowed-peer-ip") || x == "--allow-loopback-peers"));
+    for flag in ["--no-cli", "--no-multicast-peers"] {
+        assert!(a.contains(&flag.to_string()), "{flag}");
+    }
+    c.calls.cluster_cidrs = vec!["45.10.0.0/16".into()];
+    c.calls.allowed_peer_ips = vec!["10.1.2.3".into()];
+    let a = args(&c);
+    assert!(
+        a.contains(&"--denied-peer-ip=45.10.0.0-45.10.255.255".to_string()),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&"--allowed-peer-ip=10.1.2.3".to_string()),
+        "{a:?}"
+    );
+    assert!(!a.contains(&"--allow-loopback-peers".to_string()));
+    c.calls.allowed_peer_ips = vec!["127.0.0.1".into()];
+    assert!(args(&c).contains(&"--allow-loopback-peers".to_string()));
+}
+
+#[test]
 fn coturn_takes_its_external_ip_and_relay_ports_from_the_config() {
     let args_env = |r: &mxstack_k8s::Rendered| {
         let d = find(r, "Deployment", "coturn").expect("coturn");

@@ -66,10 +66,14 @@ pub const SYNAPSE_MODULE_SOURCE: &str = include_str!("../../../python/mxstack_sy
 /// The key escrow module (feature `li`), shipped the same way.
 pub const SYNAPSE_ESCROW_MODULE_SOURCE: &str =
     include_str!("../../../python/mxstack_synapse/escrow.py");
+/// The push gateway allowlist module (feature `push`), shipped the same way.
+pub const SYNAPSE_PUSH_MODULE_SOURCE: &str =
+    include_str!("../../../python/mxstack_synapse/push.py");
 /// Files of the `mxstack_synapse` package, relative to [`synapse_python_dir`].
-pub const SYNAPSE_MODULE_FILES: [(&str, &str); 2] = [
+pub const SYNAPSE_MODULE_FILES: [(&str, &str); 3] = [
     ("mxstack_synapse/__init__.py", SYNAPSE_MODULE_SOURCE),
     ("mxstack_synapse/escrow.py", SYNAPSE_ESCROW_MODULE_SOURCE),
+    ("mxstack_synapse/push.py", SYNAPSE_PUSH_MODULE_SOURCE),
 ];
 
 /// Where `up` writes the Python modules Synapse imports (PYTHONPATH).
@@ -597,8 +601,8 @@ fn synapse(c: &Parts, out: &mut Out) -> Vec<String> {
     );
     let synapse_secret_env: Vec<String> = synapse_env.iter().map(|(k, _)| k.clone()).collect();
     let mut synapse_env = synapse_env;
-    if t.has(Feature::Antivirus) || t.has(Feature::Li) {
-        // The upload and escrow modules; in Kubernetes they are baked into the Synapse image.
+    if t.has(Feature::Antivirus) || t.has(Feature::Li) || t.has(Feature::Push) {
+        // The upload, escrow and push modules; in Kubernetes they are baked into the Synapse image.
         synapse_env.push((
             "PYTHONPATH".into(),
             synapse_python_dir(layout).display().to_string(),

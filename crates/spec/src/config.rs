@@ -6,7 +6,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{SpecError, YamlLocator};
+use crate::{SpecError, YamlLocator, PUSH_CREDENTIAL_PREFIX};
 
 pub const SYNAPSE_VERSION: &str = "1.163.2";
 
@@ -46,6 +46,8 @@ pub struct Config {
     pub antivirus: Antivirus,
     #[serde(default)]
     pub calls: Calls,
+    #[serde(default, skip_serializing_if = "Push::is_empty")]
+    pub push: Push,
     #[serde(default)]
     pub images: Images,
     /// Per-component replica and resource overrides, keyed by component name.
@@ -635,6 +637,17 @@ pub struct Calls {
     /// most 200 ports: 100 relayed two-party calls).
     #[serde(default = "default_relay_last")]
     pub relay_port_last: u16,
+    /// The cluster's pod and service networks (CIDRs). coturn refuses to relay to them, as to
+    /// every private, loopback and link-local range; list them when they lie outside those
+    /// (pods on public address space), or to be explicit. `check --cluster` compares them with
+    /// the nodes' pod CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_cidrs: Vec<String>,
+    /// Addresses (or CIDRs) coturn may relay to although a denied range covers them (coturn's
+    /// `allowed-peer-ip`), e.g. an internal media server. Each one is a hole in the wall that
+    /// keeps TURN from reaching inside the network: keep it empty unless you know why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_peer_ips: Vec<String>,
 }
 
 impl Default for Calls {
@@ -643,6 +656,8 @@ impl Default for Calls {
             external_ip: None,
             relay_port_first: default_relay_first(),
             relay_port_last: default_relay_last(),
+            cluster_cidrs: Vec::new(),
+            allowed_peer_ips: Vec::new(),
         }
     }
 }
@@ -653,6 +668,109 @@ fn default_relay_first() -> u16 {
 
 fn default_relay_last() -> u16 {
     49183
+}
+
+/// Push notifications (feature `push`): the gateway Synapse's pushers may send to, and the mobile
+/// apps Sygnal relays for. docs/PUSH.md.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// The one push gateway URL pushers may use (`data.url` of `POST /pushers/set`); any other is
+    /// refused. Its path must be `/_matrix/push/v1/notify`. Unset: our own Sygnal inside the
+    /// cluster, `http://sygnal.<namespace>.svc.cluster.local:5000/_matrix/push/v1/notify` (build
+    /// your apps with this URL: only the homeserver ever calls it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
+    /// The addresses the gateway URL resolves to, as CIDRs, when they are private (Synapse
+    /// refuses private, loopback and link-local addresses for outbound requests): in Kubernetes
+    /// your cluster's Service CIDR (e.g. `10.96.0.0/12`), locally `127.0.0.1/32`. They become
+    /// Synapse's `ip_range_whitelist`, which federation shares: keep them narrow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_ip_ranges: Vec<String>,
+    /// One entry per mobile app Sygnal delivers to. Each app's credential (APNs `.p8` key or FCM
+    /// service-account JSON) goes into secrets.yaml as `push_credential.<id>`, never here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<PushApp>,
+}
+
+impl Push {
+    pub fn is_empty(&self) -> bool {
+        *self == Push::default()
+    }
+}
+
+/// The path every push gateway serves (Matrix Push Gateway API); Synapse refuses any other.
+pub const PUSH_NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
+
+impl Config {
+    /// The push gateway URL pushers may use: `push.gateway_url`, else our Sygnal's in-cluster URL.
+    pub fn push_gateway_url(&self) -> String {
+        self.push.gateway_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://sygnal.{}.svc.cluster.local:5000{PUSH_NOTIFY_PATH}",
+                self.namespace
+            )
+        })
+    }
+}
+
+/// One mobile app: its app id (what the app sends as `app_id` when it registers a pusher) and how
+/// Sygnal reaches its platform's push service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushApp {
+    /// The app id, reverse-DNS style (e.g. `im.acme.app.ios`), at most 64 characters.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: PushAppKind,
+    /// APNs: `production` or `sandbox` (development builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<ApnsPlatform>,
+    /// APNs: the app's bundle id, the topic of its notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// APNs: the Apple developer team id (10 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// APNs: the id of the `.p8` signing key (10 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// FCM: the Firebase project id (FCM HTTP v1 API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+}
+
+/// The push service an app is delivered through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PushAppKind {
+    /// Apple Push Notification service, token (`.p8` key) authentication.
+    Apns,
+    /// Firebase Cloud Messaging, HTTP v1 API with a service account.
+    Fcm,
+}
+
+/// Which APNs environment an app's device tokens belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApnsPlatform {
+    Production,
+    Sandbox,
+}
+
+impl PushApp {
+    /// The secrets.yaml name of this app's credential.
+    pub fn credential_key(&self) -> String {
+        format!("{PUSH_CREDENTIAL_PREFIX}{}", self.id)
+    }
+
+    /// The credential's file name where Sygnal reads it (`<id>.p8` or `<id>.json`).
+    pub fn credential_file(&self) -> String {
+        match self.kind {
+            PushAppKind::Apns => format!("{}.p8", self.id),
+            PushAppKind::Fcm => format!("{}.json", self.id),
+        }
+    }
 }
 
 /// Pinned container images. A tag of `latest` is refused.
@@ -770,6 +888,7 @@ impl Config {
             li: LawfulIntercept::default(),
             antivirus: Antivirus::default(),
             calls: Calls::default(),
+            push: Push::default(),
             images: Images::default(),
             overrides: BTreeMap::new(),
         }

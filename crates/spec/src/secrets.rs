@@ -206,6 +206,10 @@ impl SecretName {
 /// escrow module's key is `key_vault_store_api_key`).
 const RETIRED_SECRETS: [&str; 1] = ["key_vault_api_key"];
 
+/// secrets.yaml names of the credentials the operator supplies (not generated): a mobile app's APNs
+/// key or FCM service account is `push_credential.<app id>` (feature push, docs/PUSH.md).
+pub const PUSH_CREDENTIAL_PREFIX: &str = "push_credential.";
+
 /// The values of all secrets, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Secrets {
@@ -222,6 +226,20 @@ impl Secrets {
 
     pub fn contains(&self, name: SecretName) -> bool {
         self.values.contains_key(name.key())
+    }
+
+    /// A credential the operator put into secrets.yaml (`push_credential.<app id>`), if present.
+    pub fn supplied(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Adds or replaces an operator-supplied credential (tests and tools; `init` never does).
+    pub fn supply(&mut self, key: &str, value: &str) {
+        debug_assert!(key.starts_with(PUSH_CREDENTIAL_PREFIX));
+        self.values.insert(key.to_string(), value.to_string());
     }
 
     /// Fills in every missing secret; returns the names it generated. Existing values are kept.
@@ -256,7 +274,7 @@ impl Secrets {
         // Names of earlier versions that nothing reads any more: dropped, not refused.
         values.retain(|k, _| !RETIRED_SECRETS.contains(&k.as_str()));
         for (k, v) in &values {
-            if SecretName::from_key(k).is_none() {
+            if SecretName::from_key(k).is_none() && !k.starts_with(PUSH_CREDENTIAL_PREFIX) {
                 return Err(SpecError {
                     location: locator.locate(k),
                     message: format!("unknown secret `{k}`"),
@@ -332,6 +350,18 @@ impl Secrets {
                     v
                 ));
             }
+        }
+        // Supplied credentials (multi-line PEM/JSON): kept as they are, JSON-quoted (valid YAML).
+        for (k, v) in self
+            .values
+            .iter()
+            .filter(|(k, _)| k.starts_with(PUSH_CREDENTIAL_PREFIX))
+        {
+            out.push_str(&format!(
+                "# supplied by the operator (docs/PUSH.md)\n{}: {}\n",
+                serde_json::Value::String(k.clone()),
+                serde_json::Value::String(v.clone())
+            ));
         }
         out
     }
@@ -459,6 +489,20 @@ pub fn generate(shape: SecretShape) -> Result<String, getrandom::Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn supplied_push_credentials_load_and_survive_a_rewrite() {
+        let mut s = Secrets::generate_all().unwrap();
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIGTAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+        s.supply("push_credential.im.acme.ios", pem);
+        let text = s.to_yaml();
+        let back = Secrets::from_yaml("s.yaml", &text).unwrap();
+        assert_eq!(back.supplied("push_credential.im.acme.ios"), Some(pem));
+        assert_eq!(back, s);
+        // Other unknown names stay refused.
+        assert!(Secrets::from_yaml("s.yaml", "push_credentials: x\n").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,7 @@ pub mod li;
 pub mod li_browsing;
 pub mod li_console;
 pub mod party;
+pub mod push;
 pub mod registry;
 pub mod routing;
 pub mod rtc_auth;

@@ -228,6 +228,12 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
     if topology.has(Feature::Li) {
         modules.push(crate::escrow::synapse_module(addr));
     }
+    if topology.has(Feature::Push) {
+        modules.push(crate::push::synapse_module(c));
+        if let Some(ranges) = crate::push::ip_range_whitelist(c) {
+            put("ip_range_whitelist", ranges);
+        }
+    }
     if !modules.is_empty() {
         put("modules", json!(modules));
     }
