@@ -58,6 +58,7 @@ fn dns_names(config: &Config, loc: &YamlLocator) -> Vec<Finding> {
         ("element", &overrides.element, &hosts.element),
         ("turn", &overrides.turn, &hosts.turn),
         ("livekit", &overrides.livekit, &hosts.livekit),
+        ("livekit_jwt", &overrides.livekit_jwt, &hosts.livekit_jwt),
         ("matrix_li", &overrides.matrix_li, &hosts.matrix_li),
         ("element_li", &overrides.element_li, &hosts.element_li),
         ("admin_li", &overrides.admin_li, &hosts.admin_li),

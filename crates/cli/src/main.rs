@@ -337,6 +337,13 @@ enum ServeService {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// The MatrixRTC authorization service: exchanges our users' OpenID tokens for LiveKit
+    /// tokens, for Element Call (crates/rtc-auth/README.md).
+    RtcAuth {
+        /// Its config file (the LiveKit keys come from the environment variable it names).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// li-sync: keeps the LI replica's schema, subscription and history, copies media, serves
     /// /status and /metrics (crates/li-sync/README.md).
     LiSync {
@@ -732,6 +739,11 @@ fn main() -> ExitCode {
         Command::Serve {
             service: ServeService::ContentScanner { config, threads },
         } => mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS),
+        Command::Serve {
+            service: ServeService::RtcAuth { config },
+        } => mxstack_rtc_auth::run(&config)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
         Command::Serve {
             service: ServeService::LiSync { config },
         } => mxstack_li_sync::serve(&config).map(|()| ExitCode::SUCCESS),

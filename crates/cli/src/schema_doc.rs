@@ -141,7 +141,7 @@ pub fn markdown(schema: &Value) -> String {
     out.push_str(
         "\n`overrides` is a map from component (`synapse-main`, `synchrotron`, `generic`, `media-repository`, \
          `event-persister`, `federation-sender`, `pusher`, `background`, `stream-writer`, `haproxy`, `postgres`, `valkey`, \
-         `seaweedfs`, `element`, `coturn`, `livekit`, `sygnal`) to `{replicas, max_replicas, cpu, memory}`; only \
+         `seaweedfs`, `element`, `coturn`, `livekit`, `sygnal`, `content-scanner`, `clamav`, `rtc-auth`) to `{replicas, max_replicas, cpu, memory}`; only \
          `synchrotron` and `generic` accept `max_replicas` (they scale without restarting other processes).\n",
     );
     out

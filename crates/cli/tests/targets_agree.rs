@@ -251,6 +251,7 @@ fn our_services_run_the_same_configs_on_both_targets() {
         "li-sync.yaml",
         "key-vault.yaml",
         "li-console.yaml",
+        "rtc-auth.yaml",
     ] {
         let parse = |text: &str| -> Value { serde_saphyr::from_str(text).expect(key) };
         let k = parse(config_map_entry(&b.k8s, key));

@@ -36,7 +36,7 @@ impl KubernetesAddressing {
         }
     }
 
-    fn svc(&self, name: &str) -> String {
+    pub(crate) fn svc(&self, name: &str) -> String {
         format!("{name}.{}.svc.cluster.local", self.namespace)
     }
 

@@ -23,6 +23,8 @@ pub const TURN_TLS_SECRET: &str = "tls-turn";
 /// `nobody` in the coturn image.
 const COTURN_UID: i64 = 65534;
 const LIVEKIT_UID: i64 = 1000;
+/// Where LiveKit reads coturn's shared secret (`rtc.turn_servers[].secret_file`).
+const LIVEKIT_TURN_DIR: &str = "/etc/livekit-turn";
 
 fn load_balancer(
     ctx: &Ctx,
@@ -124,6 +126,18 @@ fn coturn(ctx: &Ctx, out: &mut Out) {
 fn livekit(ctx: &Ctx, out: &mut Out) {
     let file = "livekit.yaml";
     let sel = map(&[(LABEL_NAME, reg::livekit::COMPONENT.name())]);
+    let turn_host = ctx.cfg.hostnames().turn;
+    let turn_server = |port: u16, protocol: &str| {
+        json!({
+            "host": turn_host,
+            "port": port,
+            "protocol": protocol,
+            // coturn's REST shared secret, from the turn-auth Secret (never in this ConfigMap):
+            // LiveKit hands clients short-lived coturn credentials made with it.
+            "secret_file": format!("{LIVEKIT_TURN_DIR}/{TURN_SECRET_KEY}"),
+            "ttl": 3600,
+        })
+    };
     let config = json!({
         "port": reg::livekit::HTTP.number,
         "rtc": {
@@ -131,7 +145,17 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
             "udp_port": reg::livekit::RTC_UDP.number,
             // The node address is given on the command line; no STUN lookup on the internet.
             "use_external_ip": false,
+            // Clients that cannot reach the media ports relay through our coturn (TLS on 5349,
+            // UDP on 3478); LiveKit's embedded TURN stays off (docs/DECISIONS.md).
+            "turn_servers": [
+                turn_server(reg::coturn::TURNS.number, "tls"),
+                turn_server(reg::coturn::TURN.number, "udp"),
+            ],
         },
+        "turn": { "enabled": false },
+        // Only the MatrixRTC authorization service creates rooms (for our own users); a
+        // participant's token cannot (lk-jwt-service's setup).
+        "room": { "auto_create": false },
         "logging": { "level": "info", "json": true },
     });
     let text = to_yaml(&config);
@@ -196,6 +220,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         liveness_probe: Some(http_probe("/", "http", 10, 6)),
         volume_mounts: Some(vec![
             mount("config", "/etc/livekit"),
+            mount("turn", LIVEKIT_TURN_DIR),
             mount_rw("tmp", "/tmp"),
         ]),
         ..container(reg::livekit::COMPONENT.name(), &ctx.cfg.images.livekit)
@@ -204,6 +229,7 @@ fn livekit(ctx: &Ctx, out: &mut Out) {
         containers: vec![c],
         volumes: Some(vec![
             volume_config_map("config", "livekit-config"),
+            volume_secret("turn", TURN_AUTH, &[(TURN_SECRET_KEY, TURN_SECRET_KEY)]),
             volume_empty("tmp"),
         ]),
         security_context: Some(pod_security(LIVEKIT_UID)),

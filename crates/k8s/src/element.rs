@@ -31,11 +31,9 @@ pub fn well_known_client(ctx: &Ctx) -> Value {
     let hosts = ctx.cfg.hostnames();
     let mut v = json!({ "m.homeserver": { "base_url": format!("https://{}", hosts.matrix) } });
     if ctx.has(Feature::Calls) {
-        // MatrixRTC focus for Element Call (MSC4143).
-        v["org.matrix.msc4143.rtc_foci"] = json!([{
-            "type": "livekit",
-            "livekit_service_url": format!("https://{}", hosts.livekit),
-        }]);
+        // MatrixRTC focus for Element Call (MSC4143): our authorization service, which hands out
+        // tokens for our LiveKit.
+        v["org.matrix.msc4143.rtc_foci"] = json!([mxstack_topology::rtc_auth::focus(ctx.cfg)]);
     }
     v
 }
@@ -102,8 +100,13 @@ pub fn config_json(ctx: &Ctx) -> Value {
     // An empty object replaces Element's default Jitsi domain (meet.element.io).
     put("jitsi", json!({}));
     if ctx.has(Feature::Calls) {
-        // Element Call (embedded) uses the LiveKit focus from .well-known.
-        put("element_call", json!({ "use_exclusively": true }));
+        // Element Call for every call (no legacy 1:1 WebRTC, no Jitsi). Element Web serves the
+        // Element Call it bundles from its own origin (`/widgets/element-call/`) and takes the
+        // LiveKit focus from .well-known: no `url` here, so nothing points at call.element.io.
+        put(
+            "element_call",
+            json!({ "use_exclusively": true, "participant_limit": 8, "brand": "Element Call" }),
+        );
         put("features", json!({ "feature_group_calls": true }));
     } else {
         // Replaces Element's default call.element.io.

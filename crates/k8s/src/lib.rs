@@ -23,6 +23,7 @@ mod postgres;
 pub mod prerequisites;
 mod push;
 mod router;
+mod rtc_auth;
 mod secrets;
 mod synapse;
 mod valkey;
@@ -161,6 +162,7 @@ pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
     }
     if ctx.has(Feature::Calls) {
         calls::render(&ctx, &mut out);
+        rtc_auth::render(&ctx, &mut out);
     }
     if ctx.has(Feature::Push) {
         push::render(&ctx, &mut out);

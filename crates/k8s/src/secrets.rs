@@ -152,11 +152,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             "Opaque",
             &[(TURN_SECRET_KEY, s.get(SecretName::TurnSharedSecret))],
         );
-        let keys = format!(
-            "{}: {}",
-            s.get(SecretName::LivekitApiKey),
-            s.get(SecretName::LivekitApiSecret)
-        );
+        let keys = mxstack_topology::rtc_auth::livekit_keys(s);
         add(
             out,
             LIVEKIT_KEYS,

@@ -46,6 +46,11 @@ pub const LOCAL_RELAY_PORTS: u32 = 16;
 const RELAY: &str = "relay";
 
 impl LocalAddressing {
+    /// The MatrixRTC authorization service (feature `calls`; clients reach it directly).
+    pub fn rtc_auth(&self) -> HostPort {
+        self.at(Party::RtcAuth, &reg::rtc_auth::HTTP, 0)
+    }
+
     /// `valkey_instances`: how many Valkey servers (and Sentinels) run.
     pub fn new(
         base_port: u16,

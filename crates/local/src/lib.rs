@@ -11,6 +11,7 @@ mod parts;
 pub mod plan;
 pub mod preflight;
 mod programs;
+mod rtc_auth;
 pub mod runtime;
 pub mod status;
 pub mod supervisor;

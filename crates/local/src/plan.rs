@@ -128,6 +128,7 @@ impl LocalPlan {
         }
         if t.has(Feature::Calls) {
             crate::coturn::part(&c, &mut out);
+            crate::rtc_auth::part(&c, &mut out);
         }
         if t.has(Feature::Li) {
             li_services(
@@ -1068,7 +1069,7 @@ fn secret_env(secrets: &Secrets, pairs: &[(&str, SecretName)]) -> Vec<(String, S
 /// One of mxstack's own services, `mxstack serve <what> --config FILE`: every environment
 /// variable is a secret (never shown by `status` or in logs), ready when `GET /health` on its
 /// port answers.
-fn serve_service(
+pub(crate) fn serve_service(
     name: &str,
     what: &str,
     programs: &Programs,

@@ -9,6 +9,7 @@ pub mod content_scanner;
 pub mod key_vault;
 pub mod li_console;
 pub mod li_sync;
+pub mod rtc_auth;
 
 use serde::{Deserialize, Serialize};
 

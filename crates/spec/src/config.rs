@@ -237,6 +237,10 @@ pub struct Hostnames {
     /// LiveKit SFU signalling (default `livekit.<domain>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub livekit: Option<String>,
+    /// MatrixRTC authorization service, which hands out LiveKit tokens (default
+    /// `livekit-jwt.<domain>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livekit_jwt: Option<String>,
     /// Synapse LI client API (default `matrix-li.<domain>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix_li: Option<String>,
@@ -267,6 +271,7 @@ pub struct ResolvedHostnames {
     pub element: String,
     pub turn: String,
     pub livekit: String,
+    pub livekit_jwt: String,
     pub matrix_li: String,
     pub element_li: String,
     pub admin_li: String,
@@ -807,7 +812,7 @@ impl Default for Images {
             minio: "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z".into(),
             element: "docker.io/vectorim/element-web:v1.12.2".into(),
             coturn: "docker.io/coturn/coturn:4.7.0".into(),
-            livekit: "docker.io/livekit/livekit-server:v1.9.1".into(),
+            livekit: "docker.io/livekit/livekit-server:v1.13.5".into(),
             sygnal: "docker.io/matrixdotorg/sygnal:v0.17.0".into(),
             clamav: "docker.io/clamav/clamav:1.4.3".into(),
             synapse_admin: "docker.io/awesometechnologies/synapse-admin:0.11.4".into(),
@@ -842,6 +847,7 @@ pub enum Component {
     Sygnal,
     ContentScanner,
     Clamav,
+    RtcAuth,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -902,6 +908,7 @@ impl Config {
             element: or(&h.element, "chat"),
             turn: or(&h.turn, "turn"),
             livekit: or(&h.livekit, "livekit"),
+            livekit_jwt: or(&h.livekit_jwt, "livekit-jwt"),
             matrix_li: or(&h.matrix_li, "matrix-li"),
             element_li: or(&h.element_li, "chat-li"),
             admin_li: or(&h.admin_li, "admin-li"),

@@ -18,6 +18,7 @@ pub mod party;
 pub mod push;
 pub mod registry;
 pub mod routing;
+pub mod rtc_auth;
 pub mod sizing;
 pub mod synapse;
 pub mod valkey;

@@ -17,6 +17,8 @@ pub enum Party {
     Element,
     Coturn,
     Livekit,
+    /// The MatrixRTC authorization service (`mxstack serve rtc-auth`): LiveKit tokens for our users.
+    RtcAuth,
     Sygnal,
     ContentScanner,
     Clamav,
@@ -84,6 +86,7 @@ impl Party {
             Party::Element => "element",
             Party::Coturn => "coturn",
             Party::Livekit => "livekit",
+            Party::RtcAuth => "rtc-auth",
             Party::Sygnal => "sygnal",
             Party::ContentScanner => "content-scanner",
             Party::Clamav => "clamav",

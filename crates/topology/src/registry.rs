@@ -986,7 +986,12 @@ pub mod livekit {
     pub const COMPONENT: Component = Component::ours(Party::Livekit, Some(Feature::Calls), &[HTTP])
         .with_flows(flows)
         .serves(SITES)
-        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret])
+        // coturn's shared secret: LiveKit hands its clients coturn credentials made with it.
+        .reads(&[
+            SecretName::LivekitApiKey,
+            SecretName::LivekitApiSecret,
+            SecretName::TurnSharedSecret,
+        ])
         .direct(Direct {
             from_anywhere: |_| {
                 [RTC_TCP, RTC_UDP]
@@ -1009,6 +1014,63 @@ pub mod livekit {
             &[reg::livekit::HTTP.number],
             "LiveKit signalling (WebSocket)",
         )]
+    }
+}
+
+/// The MatrixRTC authorization service (`mxstack serve rtc-auth`): our users' OpenID tokens for
+/// LiveKit tokens (crates/rtc-auth).
+pub mod rtc_auth {
+    use super::*;
+    /// The API, /healthz and /metrics (lk-jwt-service's port).
+    pub const HTTP: Port = Port::tcp("http", 8080);
+    /// Only the API and its health check are public; /metrics stays inside.
+    pub const PUBLIC_PATHS: &[&str] = &["/sfu/get", "/get_token", "/healthz"];
+    pub const SITES: &[PublicSite] = &[PublicSite {
+        slug: "livekit-jwt",
+        host: |c| c.hostnames().livekit_jwt,
+        paths: PUBLIC_PATHS,
+        port: HTTP,
+        gate: None,
+        order: 9,
+    }];
+    pub const COMPONENT: Component = Component::ours(Party::RtcAuth, Some(Feature::Calls), &[HTTP])
+        .scraped(HTTP, "/metrics")
+        .healthy(HTTP, "/healthz", "/healthz")
+        .with_flows(flows)
+        .serves(SITES)
+        .reads(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret]);
+
+    /// Element Call asks it for tokens; it asks Synapse main who a token belongs to and has
+    /// LiveKit create the call's room.
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let mut f = vec![
+            tcp(
+                Edge,
+                RtcAuth,
+                &[HTTP.number],
+                "Element Call exchanges OpenID tokens for LiveKit tokens",
+            ),
+            tcp(
+                RtcAuth,
+                SynapseMain,
+                &[reg::synapse::HTTP.number],
+                "OpenID token check (federation openid/userinfo on main)",
+            ),
+            tcp(
+                RtcAuth,
+                Livekit,
+                &[reg::livekit::HTTP.number],
+                "LiveKit RoomService CreateRoom before a call's first token",
+            ),
+        ];
+        f.extend(prometheus(
+            t,
+            RtcAuth,
+            HTTP,
+            "MatrixRTC authorization service metrics",
+        ));
+        f
     }
 }
 
@@ -1138,7 +1200,7 @@ pub mod synapse_admin_li {
 }
 
 /// Every component, in the order the targets emit them (the monitoring objects follow it).
-pub const ALL: [&Component; 21] = [
+pub const ALL: [&Component; 22] = [
     &synapse::COMPONENT,
     &router::COMPONENT,
     &content_scanner::COMPONENT,
@@ -1160,6 +1222,7 @@ pub const ALL: [&Component; 21] = [
     &element_li::COMPONENT,
     &synapse_admin_li::COMPONENT,
     &SYNAPSE_MAIN,
+    &rtc_auth::COMPONENT,
 ];
 
 /// Synapse's secrets and the key vault's store key, which main's escrow module sends.
@@ -1289,6 +1352,7 @@ mod tests {
             ElementLi,
             SynapseAdminLi,
             LiConsole,
+            RtcAuth,
         ] {
             assert!(component(p).is_some(), "{p:?}");
         }

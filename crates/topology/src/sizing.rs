@@ -108,6 +108,7 @@ fn base_resources(c: Component) -> (u32, u32) {
         // clamd holds the whole signature set in memory and briefly twice during a reload (ClamAV
         // documents 3 GiB as the minimum).
         Clamav => (500, 3072),
+        RtcAuth => (50, 64),
     }
 }
 

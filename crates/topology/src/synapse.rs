@@ -68,6 +68,10 @@ fn http_resources(topology: &Topology, kind: Option<WorkerKind>) -> Value {
     }
     if topology.has(Feature::Federation) {
         names.push("federation");
+    } else if kind.is_none() && topology.has(Feature::Calls) {
+        // The MatrixRTC authorization service checks OpenID tokens at main's
+        // /_matrix/federation/v1/openid/userinfo (part of `federation` when that is on).
+        names.push("openid");
     }
     json!([{ "names": names, "compress": false }])
 }
@@ -257,6 +261,9 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         put("turn_shared_secret_path", json!(paths.turn_secret_file));
         put("turn_user_lifetime", json!("1h"));
         put("turn_allow_guests", json!(false));
+        for (k, v) in crate::rtc_auth::synapse_settings(c) {
+            put(k, v);
+        }
     }
     Value::Object(hs)
 }

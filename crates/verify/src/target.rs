@@ -64,6 +64,7 @@ impl Target {
             h.element,
             h.turn,
             h.livekit,
+            h.livekit_jwt,
             h.matrix_li,
             h.element_li,
             h.admin_li,
