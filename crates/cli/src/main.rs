@@ -60,6 +60,9 @@ enum Command {
         /// Print the network flows as the Markdown table of docs/NETWORK.md.
         #[arg(long)]
         network_markdown: bool,
+        /// Print the alerts (meaning, fix, expression) as docs/MONITORING.md.
+        #[arg(long)]
+        alerts_markdown: bool,
     },
     /// Write Kubernetes manifests into OUT as ordered phase folders with kustomizations.
     Render {
@@ -588,7 +591,8 @@ fn main() -> ExitCode {
             config,
             json,
             network_markdown,
-        } => commands::plan(&config, json, network_markdown),
+            alerts_markdown,
+        } => commands::plan(&config, json, network_markdown, alerts_markdown),
         Command::Render {
             config,
             out,

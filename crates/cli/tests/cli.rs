@@ -488,7 +488,7 @@ fn rules_are_listed_with_their_seed_defects() {
 }
 
 #[test]
-fn network_doc_is_current() {
+fn network_and_alert_docs_are_current() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     ok(&mxstack(&[
@@ -510,6 +510,14 @@ fn network_doc_is_current() {
     assert_eq!(
         doc, md,
         "docs/NETWORK.md is stale: run `mxstack plan --network-markdown` on an all-features 20k config"
+    );
+    let md = ok(&mxstack(&["plan", "--config", &cfg, "--alerts-markdown"]));
+    assert!(md.contains("| `SynapseDown` | critical |"), "{md}");
+    let doc = std::fs::read_to_string(workspace().join("docs/MONITORING.md"))
+        .expect("docs/MONITORING.md exists");
+    assert_eq!(
+        doc, md,
+        "docs/MONITORING.md is stale: run `mxstack plan --alerts-markdown` on an all-features 20k config"
     );
 }
 

@@ -8,6 +8,7 @@
 //! Rendering is a pure function: the same input gives byte-identical files.
 
 mod addressing;
+pub mod alerts;
 mod antivirus;
 mod calls;
 mod edge;

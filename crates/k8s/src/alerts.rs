@@ -1,0 +1,272 @@
+//! The alerts (feature `monitoring`), each with what to do about it and the unit test promtool
+//! runs for it (`crates/k8s/tests/alerts.rs`): series on which it fires, with the labels it
+//! fires with, and series of a healthy system, on which it stays silent. An alert cannot be
+//! declared without its test.
+//!
+//! Label conventions are prometheus-operator's: `namespace`, `service`, `pod` on every target.
+
+use mxstack_spec::{Config, Feature};
+use mxstack_topology::registry as reg;
+
+/// One input series of a promtool test: `metric{labels}` and its values (`0x30`, `0+1x30`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub series: String,
+    pub values: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub name: &'static str,
+    pub expr: String,
+    pub for_: &'static str,
+    pub severity: &'static str,
+    pub summary: &'static str,
+    /// What to do (the `description` annotation).
+    pub fix: &'static str,
+    /// Series on which it fires, 60 minutes of them at one sample a minute...
+    pub firing: Vec<Series>,
+    /// ...and the labels (besides `severity`) it then fires with.
+    pub fires_with: Vec<(&'static str, String)>,
+    /// Series of a healthy system: it stays silent.
+    pub healthy: Vec<Series>,
+}
+
+fn s(series: String, values: &'static str) -> Series {
+    Series { series, values }
+}
+
+struct A {
+    name: &'static str,
+    expr: String,
+    for_: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    fix: &'static str,
+}
+
+impl A {
+    fn test(
+        self,
+        firing: Vec<Series>,
+        fires_with: Vec<(&'static str, String)>,
+        healthy: Vec<Series>,
+    ) -> Alert {
+        Alert {
+            name: self.name,
+            expr: self.expr,
+            for_: self.for_,
+            severity: self.severity,
+            summary: self.summary,
+            fix: self.fix,
+            firing,
+            fires_with,
+            healthy,
+        }
+    }
+}
+
+fn a(
+    name: &'static str,
+    expr: String,
+    for_: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    fix: &'static str,
+) -> A {
+    A {
+        name,
+        expr,
+        for_,
+        severity,
+        summary,
+        fix,
+    }
+}
+
+/// Every alert of the config's features (with `monitoring`; the caller checks that).
+pub fn alerts(cfg: &Config) -> Vec<Alert> {
+    let ns = cfg.namespace.as_str();
+    let mut out = core(ns);
+    if cfg.has(Feature::Li) {
+        out.extend(li(ns));
+    }
+    if cfg.has(Feature::Antivirus) {
+        out.extend(antivirus(ns));
+    }
+    out
+}
+
+fn core(ns: &str) -> Vec<Alert> {
+    let metrics = crate::synapse::METRICS_SERVICE;
+    let main_pod = format!("{}-0", mxstack_topology::workers::MAIN_PROCESS);
+    let up = |pod: &str| format!("up{{namespace=\"{ns}\", service=\"{metrics}\", pod=\"{pod}\"}}");
+    let l = |k: &'static str, v: &str| (k, v.to_string());
+    let scanner = reg::content_scanner::COMPONENT.name();
+    vec![
+        a("SynapseDown",
+          format!("up{{namespace=\"{ns}\", service=\"{metrics}\"}} == 0"),
+          "5m", "critical",
+          "A Synapse process is not answering on its metrics port.",
+          "`kubectl -n NAMESPACE describe pod POD` and its logs: crash-looping (config, database), OOM-killed (raise its memory in overrides) or stuck in scheduling. Locally: `mxstack status`, `mxstack logs PROCESS`.")
+            .test(vec![s(up("synapse-generic-0"), "0x60")],
+                  vec![l("namespace", ns), l("service", metrics), l("pod", "synapse-generic-0")],
+                  vec![s(up("synapse-generic-0"), "1x60")]),
+        a("SynapseMainMissing",
+          format!("absent(up{{namespace=\"{ns}\", service=\"{metrics}\", pod=\"{main_pod}\"}} == 1)"),
+          "5m", "critical",
+          "The Synapse main process is down: replication and admin are unavailable.",
+          "Synapse main must run for workers to replicate: look at pod synapse-main-0's events and logs; a failed database migration or an unreachable PostgreSQL are the usual causes.")
+            .test(vec![s(up(&main_pod), "0x60")],
+                  vec![],
+                  vec![s(up(&main_pod), "1x60")]),
+        a("RouterBackendDown",
+          // The content-scanner backend has no fallback: ContentScannerDown covers it.
+          format!("max by (proxy) (haproxy_backend_active_servers{{namespace=\"{ns}\", proxy!~\"stats|matrix|{scanner}\"}}) == 0"),
+          "5m", "warning",
+          "An HAProxy backend has no healthy worker; its requests fall back to main.",
+          "The worker group named in `proxy` has no ready process: see SynapseDown for which pods, and the router's stats page.")
+            .test(vec![s(format!("haproxy_backend_active_servers{{namespace=\"{ns}\", proxy=\"synchrotron\"}}"), "0x60")],
+                  vec![l("proxy", "synchrotron")],
+                  vec![s(format!("haproxy_backend_active_servers{{namespace=\"{ns}\", proxy=\"synchrotron\"}}"), "2x60")]),
+        a("PostgresNotReady",
+          format!("max by (pod) (cnpg_collector_up{{namespace=\"{ns}\"}}) == 0"),
+          "5m", "critical",
+          "A PostgreSQL instance reports it is not up.",
+          "`kubectl cnpg status CLUSTER -n NAMESPACE` and the instance's log: storage full, a failed switchover, or a broken replica that needs re-cloning.")
+            .test(vec![s(format!("cnpg_collector_up{{namespace=\"{ns}\", pod=\"main-pg-1\"}}"), "0x60")],
+                  vec![l("pod", "main-pg-1")],
+                  vec![s(format!("cnpg_collector_up{{namespace=\"{ns}\", pod=\"main-pg-1\"}}"), "1x60")]),
+        a("PostgresReplicationLag",
+          format!("max by (pod) (cnpg_pg_replication_lag{{namespace=\"{ns}\"}}) > 60"),
+          "10m", "warning",
+          "A PostgreSQL standby is more than a minute behind the primary.",
+          "Check the standby's disk and CPU and the network between the instances; a standby that never catches up is re-cloned by deleting its PVC and pod (CloudNativePG recreates it).")
+            .test(vec![s(format!("cnpg_pg_replication_lag{{namespace=\"{ns}\", pod=\"main-pg-2\"}}"), "120x60")],
+                  vec![l("pod", "main-pg-2")],
+                  vec![s(format!("cnpg_pg_replication_lag{{namespace=\"{ns}\", pod=\"main-pg-2\"}}"), "1x60")]),
+        a("ValkeyNoMaster",
+          // `or vector(0)`: with no master at all, sum() has no series and `!= 1` would be silent.
+          format!("(sum(redis_instance_info{{namespace=\"{ns}\", role=\"master\"}}) or vector(0)) != 1"),
+          "2m", "critical",
+          "Valkey does not have exactly one master: Synapse replication is at risk.",
+          "Ask Sentinel: `valkey-cli -p 26379 sentinel get-master-addr-by-name mxstack`; with no quorum, check that the Sentinel pods run on different nodes and can reach each other.")
+            .test(vec![s(format!("redis_instance_info{{namespace=\"{ns}\", role=\"slave\", pod=\"valkey-1\"}}"), "1x60")],
+                  vec![],
+                  vec![s(format!("redis_instance_info{{namespace=\"{ns}\", role=\"master\", pod=\"valkey-0\"}}"), "1x60")]),
+    ]
+}
+
+/// The LI data path (li-sync's metrics, crates/li-sync/src/status.rs) and the LI console.
+fn li(ns: &str) -> Vec<Alert> {
+    let m = |metric: &str| format!("{metric}{{namespace=\"{ns}\"}}");
+    let sync = reg::li_sync::COMPONENT.name();
+    let up_sync = format!("up{{namespace=\"{ns}\", service=\"{sync}\"}}");
+    let status = "`mxstack li status` (or li-sync's /status) and li-sync's log say why; docs/LI.md, Operations.";
+    vec![
+        a("LiSyncDown",
+          // Also fires when li-sync is not scraped at all.
+          format!("absent({up_sync} == 1)"),
+          "5m", "critical",
+          "li-sync is down: the LI replica's schema, history and media copy are not kept.",
+          "Look at the li-sync pod's events and log; it needs main's and the LI replica's databases and both buckets.")
+            .test(vec![s(up_sync.clone(), "0x60")], vec![], vec![s(up_sync, "1x60")]),
+        a("LiDatabasesUnreachable",
+          format!("max({}) == 0", m("mxstack_li_up")),
+          "5m", "critical",
+          "li-sync cannot read main or the LI replica.",
+          status)
+            .test(vec![s(m("mxstack_li_up"), "0x60")], vec![], vec![s(m("mxstack_li_up"), "1x60")]),
+        a("LiReplicaLagging",
+          format!("max({}) > 5", m("mxstack_li_lag_seconds")),
+          "5m", "critical",
+          "The LI replica is more than 5 seconds behind main.",
+          status)
+            .test(vec![s(m("mxstack_li_lag_seconds"), "30x60")], vec![], vec![s(m("mxstack_li_lag_seconds"), "0x60")]),
+        a("LiSubscriptionDisabled",
+          // li-sync pauses it for a moment while new tables join and resumes it at its next
+          // schema check at the latest; minutes disabled means it cannot.
+          format!("min({}) == 0", m("mxstack_li_subscription_enabled")),
+          "5m", "critical",
+          "The LI subscription is disabled: nothing from main reaches the replica. `mxstack li status` and li-sync's log say why; `mxstack li upgrade-schema` resumes it.",
+          "`mxstack li status` names the cause; after a schema change on main, `mxstack li upgrade-schema` resumes it.")
+            .test(vec![s(m("mxstack_li_subscription_enabled"), "0x60")], vec![], vec![s(m("mxstack_li_subscription_enabled"), "1x60")]),
+        a("LiInitialCopyStalled",
+          format!("max({}) == 1", m("mxstack_li_initial_copy_stalled")),
+          "10m", "critical",
+          "Tables of the LI replica's initial copy are not being copied (no worker runs for them): `mxstack li status` names the cause.",
+          status)
+            .test(vec![s(m("mxstack_li_initial_copy_stalled"), "1x60")], vec![], vec![s(m("mxstack_li_initial_copy_stalled"), "0x60")]),
+        a("LiApplyErrors",
+          format!("sum(increase({}[10m])) > 0", m("mxstack_li_apply_errors_total")),
+          "1m", "critical",
+          "The LI subscription fails to apply changes from main.",
+          status)
+            .test(vec![s(m("mxstack_li_apply_errors_total"), "0+1x60")], vec![], vec![s(m("mxstack_li_apply_errors_total"), "3x60")]),
+        a("LiSlotRetainsTooMuchWal",
+          format!("max({}) > {}", m("mxstack_li_slot_retained_bytes"), 10u64 << 30),
+          "10m", "critical",
+          "Main keeps more than 10 GiB of WAL for the LI slot: its disk fills while the replica is behind.",
+          "Bring the LI replica back (LiReplicaLagging, LiSubscriptionDisabled); if it cannot catch up, drop and rebuild it (docs/LI.md) before main's disk fills.")
+            .test(vec![s(m("mxstack_li_slot_retained_bytes"), "20000000000x60")], vec![], vec![s(m("mxstack_li_slot_retained_bytes"), "1000000x60")]),
+        a("LiMediaBacklogNotShrinking",
+          format!("(max({b}) > 0) and (max(delta({b}[30m])) >= 0)", b = m("mxstack_li_media_backlog_objects")),
+          "30m", "warning",
+          "Media objects wait to be copied to the LI bucket and the backlog has not shrunk in 30 minutes.",
+          status)
+            .test(vec![s(m("mxstack_li_media_backlog_objects"), "5+1x60")], vec![], vec![s(m("mxstack_li_media_backlog_objects"), "0x60")]),
+        a("LiMediaCopyErrors",
+          format!("sum(increase({}[30m])) > 0", m("mxstack_li_media_copy_errors_total")),
+          "15m", "warning",
+          "li-sync fails to copy or verify media objects into the LI bucket.",
+          "li-sync's log names the objects; check the LI bucket's credentials and free space.")
+            .test(vec![s(m("mxstack_li_media_copy_errors_total"), "0+1x60")], vec![], vec![s(m("mxstack_li_media_copy_errors_total"), "2x60")]),
+        a("LiConsoleAuditWriteFailures",
+          format!("sum(increase({}[10m])) > 0", m("mxstack_li_console_audit_write_failures_total")),
+          "1m", "critical",
+          "The LI console cannot write its audit log: it refuses to show anything until it can.",
+          "Check the console's database (the LI replica's `li_console` database): reachable, disk not full; the console's log names the error.")
+            .test(vec![s(m("mxstack_li_console_audit_write_failures_total"), "0+1x60")], vec![], vec![s(m("mxstack_li_console_audit_write_failures_total"), "0x60")]),
+        a("LiConsoleLoginsRefused",
+          format!("sum(increase({}[15m])) > 20", m("mxstack_li_console_logins_refused_total")),
+          "1m", "warning",
+          "More than 20 refused logins at the LI console in 15 minutes (guessing, or a locked-out colleague).",
+          "The console's audit log lists the accounts and addresses; lock or reset accounts with `mxstack li console`.")
+            .test(vec![s(m("mxstack_li_console_logins_refused_total"), "0+5x60")], vec![], vec![s(m("mxstack_li_console_logins_refused_total"), "0+1x60")]),
+        a("LiTablesWithoutReplicaIdentity",
+          format!("max({}) > 0", m("mxstack_li_tables_without_identity")),
+          "5m", "critical",
+          "Tables on main have no usable replica identity: UPDATE and DELETE on them fail on main.",
+          "`mxstack li status` lists them; li-sync sets REPLICA IDENTITY FULL at its next schema check, or run `mxstack li upgrade-schema`.")
+            .test(vec![s(m("mxstack_li_tables_without_identity"), "2x60")], vec![], vec![s(m("mxstack_li_tables_without_identity"), "0x60")]),
+    ]
+}
+
+fn antivirus(ns: &str) -> Vec<Alert> {
+    let scanner = reg::content_scanner::COMPONENT.name();
+    let up = format!("up{{namespace=\"{ns}\", service=\"{scanner}\"}}");
+    let errors = format!("mxstack_scanner_clamd_errors_total{{namespace=\"{ns}\"}}");
+    let infected =
+        format!("mxstack_scanner_verdicts_total{{namespace=\"{ns}\", verdict=\"infected\"}}");
+    vec![
+        a("ContentScannerDown",
+          // Also fires when no scanner pod is scraped at all.
+          format!("absent({up} == 1)"),
+          "5m", "critical",
+          "No content scanner answers: media downloads and uploads fail (fail closed).",
+          "Look at the content-scanner pods' events and logs (docs/ANTIVIRUS.md); media stays unavailable until one is ready.")
+            .test(vec![s(up.clone(), "0x60")], vec![], vec![s(up, "1x60")]),
+        a("ClamdUnavailable",
+          format!("sum(rate({errors}[5m])) > 0"),
+          "10m", "critical",
+          "The content scanner cannot get verdicts from clamd: media requests get 503.",
+          "Check the clamav pods (their signature database must load: freshclam's log) and that the scanner reaches clamd on 3310.")
+            .test(vec![s(errors.clone(), "0+1x60")], vec![], vec![s(errors, "4x60")]),
+        a("MalwareRefused",
+          format!("sum(increase({infected}[15m])) > 0"),
+          "1m", "warning",
+          "The content scanner refused infected media.",
+          "Nothing is broken: the scanner's log names the media and the uploader; follow your malware-handling procedure.")
+            .test(vec![s(infected.clone(), "0+1x60")], vec![], vec![s(infected, "0x60")]),
+    ]
+}
