@@ -88,6 +88,17 @@ fn a(
 pub fn alerts(cfg: &Config) -> Vec<Alert> {
     let ns = cfg.namespace.as_str();
     let mut out = core(ns);
+    out.extend(synapse(ns));
+    if cfg.has(Feature::Federation) {
+        out.extend(federation(ns));
+    }
+    if cfg.has(Feature::Push) {
+        out.extend(push(ns));
+    }
+    out.extend(router(ns));
+    out.extend(postgres(ns));
+    out.extend(valkey(ns));
+    out.extend(certificates(ns));
     if cfg.has(Feature::Li) {
         out.extend(li(ns));
     }
@@ -268,5 +279,133 @@ fn antivirus(ns: &str) -> Vec<Alert> {
           "The content scanner refused infected media.",
           "Nothing is broken: the scanner's log names the media and the uploader; follow your malware-handling procedure.")
             .test(vec![s(infected.clone(), "0+1x60")], vec![], vec![s(infected, "0x60")]),
+    ]
+}
+
+/// Synapse beyond up/down (metric names from Synapse 1.163's source).
+fn synapse(ns: &str) -> Vec<Alert> {
+    let status = |pod: &str| {
+        format!("synapse_background_update_status{{namespace=\"{ns}\", pod=\"{pod}\", database_name=\"master\"}}")
+    };
+    let l = |k: &'static str, v: &str| (k, v.to_string());
+    vec![
+        a("SynapseBackgroundUpdateAborted",
+          format!("min by (pod) (synapse_background_update_status{{namespace=\"{ns}\"}}) < 0"),
+          "5m", "critical",
+          "Synapse aborted a background database update: features that depend on it stay unavailable.",
+          "Synapse main's log names the update and its error (often a database constraint or disk space); fix the cause and restart main, which resumes the update.")
+            .test(vec![s(status("synapse-main-0"), "-1x60")], vec![l("pod", "synapse-main-0")], vec![s(status("synapse-main-0"), "3x60")]),
+    ]
+}
+
+fn federation(ns: &str) -> Vec<Alert> {
+    let pending = |pod: &str| {
+        format!("synapse_federation_transaction_queue_pending_pdus{{namespace=\"{ns}\", pod=\"{pod}\"}}")
+    };
+    vec![
+        a("SynapseFederationQueueGrowing",
+          format!("max by (pod) (synapse_federation_transaction_queue_pending_pdus{{namespace=\"{ns}\"}}) > 1000"),
+          "15m", "warning",
+          "More than 1000 events wait to be sent to other servers.",
+          "Usually one unreachable or slow remote server: the federation sender's log names the destinations it backs off from. If every destination is slow, check the sender's CPU and egress.")
+            .test(vec![s(pending("synapse-federation-sender-0"), "5000x60")],
+                  vec![("pod", "synapse-federation-sender-0".to_string())],
+                  vec![s(pending("synapse-federation-sender-0"), "10x60")]),
+    ]
+}
+
+fn push(ns: &str) -> Vec<Alert> {
+    let failed = format!("synapse_http_httppusher_http_pushes_failed_total{{namespace=\"{ns}\"}}");
+    vec![
+        a("SynapsePushesFailing",
+          format!("sum(rate({failed}[10m])) > 0.1"),
+          "15m", "warning",
+          "Push notifications to the push gateway keep failing: phones are not notified.",
+          "The pusher worker's log names the gateway's answer; check Sygnal (its log, its APNs/FCM credentials: docs/PUSH.md) and that the pusher can reach it.")
+            .test(vec![s(failed.clone(), "0+10x60")], vec![], vec![s(failed, "0x60")]),
+    ]
+}
+
+/// The router (HAProxy's own exporter).
+fn router(ns: &str) -> Vec<Alert> {
+    let resp = |code: &str| {
+        format!("haproxy_backend_http_responses_total{{namespace=\"{ns}\", proxy=\"synchrotron\", code=\"{code}\"}}")
+    };
+    let queue =
+        format!("haproxy_backend_current_queue{{namespace=\"{ns}\", proxy=\"synchrotron\"}}");
+    vec![
+        a("RouterErrorRate",
+          format!("sum by (proxy) (rate(haproxy_backend_http_responses_total{{namespace=\"{ns}\", code=\"5xx\"}}[5m])) / sum by (proxy) (rate(haproxy_backend_http_responses_total{{namespace=\"{ns}\"}}[5m])) > 0.05"),
+          "10m", "warning",
+          "More than 5% of a worker group's responses are server errors.",
+          "The group named in `proxy`: its workers' logs show the errors (database timeouts, a failing dependency); SynapseDown and PostgresNotReady point at the usual causes.")
+            .test(vec![s(resp("5xx"), "0+10x60"), s(resp("2xx"), "0+10x60")],
+                  vec![("proxy", "synchrotron".to_string())],
+                  vec![s(resp("5xx"), "0x60"), s(resp("2xx"), "0+100x60")]),
+        a("RouterQueueing",
+          format!("max by (proxy) (haproxy_backend_current_queue{{namespace=\"{ns}\"}}) > 10"),
+          "5m", "warning",
+          "Requests queue in the router because a worker group is at its connection limit.",
+          "The group named in `proxy` is saturated: add replicas (overrides) or check why its workers answer slowly (database, CPU).")
+            .test(vec![s(queue.clone(), "50x60")], vec![("proxy", "synchrotron".to_string())], vec![s(queue, "0x60")]),
+    ]
+}
+
+/// PostgreSQL (CloudNativePG's default monitoring queries, release 1.30).
+fn postgres(ns: &str) -> Vec<Alert> {
+    let failed =
+        format!("cnpg_pg_stat_archiver_failed_count{{namespace=\"{ns}\", pod=\"main-pg-1\"}}");
+    let backends = format!("cnpg_backends_total{{namespace=\"{ns}\", pod=\"main-pg-1\", datname=\"synapse\", state=\"idle\"}}");
+    let max = format!("cnpg_pg_settings_setting{{namespace=\"{ns}\", pod=\"main-pg-1\", name=\"max_connections\"}}");
+    let pod = || vec![("pod", "main-pg-1".to_string())];
+    vec![
+        a("PostgresWalArchivingFailing",
+          format!("sum by (pod) (increase(cnpg_pg_stat_archiver_failed_count{{namespace=\"{ns}\"}}[10m])) > 0"),
+          "15m", "critical",
+          "WAL archiving to the backup bucket keeps failing: point-in-time recovery is falling behind and WAL piles up on disk.",
+          "The instance's log and the ObjectStore's credentials and endpoint (Barman Cloud plugin); the bucket must exist and be writable.")
+            .test(vec![s(failed.clone(), "0+1x60")], pod(), vec![s(failed, "3x60")]),
+        a("PostgresConnectionsNearMax",
+          format!("sum by (pod) (cnpg_backends_total{{namespace=\"{ns}\"}}) / on (pod) max by (pod) (cnpg_pg_settings_setting{{namespace=\"{ns}\", name=\"max_connections\"}}) > 0.85"),
+          "5m", "warning",
+          "A PostgreSQL instance uses more than 85% of max_connections (the connection budget's runtime twin).",
+          "More processes than the budget planned (`mxstack plan` shows it), or connections leaking: raise postgres max_connections or lower worker replicas; `mxstack check` recomputes the budget.")
+            .test(vec![s(backends.clone(), "90x60"), s(max.clone(), "100x60")], pod(), vec![s(backends, "10x60"), s(max, "100x60")]),
+    ]
+}
+
+/// Valkey (redis_exporter's metrics).
+fn valkey(ns: &str) -> Vec<Alert> {
+    let used = format!("redis_memory_used_bytes{{namespace=\"{ns}\", pod=\"valkey-0\"}}");
+    let max = format!("redis_memory_max_bytes{{namespace=\"{ns}\", pod=\"valkey-0\"}}");
+    vec![
+        a("ValkeyMemoryNearMax",
+          format!("max by (pod) (redis_memory_used_bytes{{namespace=\"{ns}\"}} / (redis_memory_max_bytes{{namespace=\"{ns}\"}} > 0)) > 0.9"),
+          "10m", "warning",
+          "A Valkey instance uses more than 90% of its maxmemory: it starts evicting Synapse's replication data.",
+          "Raise Valkey's memory (overrides) or find what grows (`valkey-cli info memory`, `--bigkeys`).")
+            .test(vec![s(used.clone(), "950x60"), s(max.clone(), "1000x60")],
+                  vec![("pod", "valkey-0".to_string())],
+                  vec![s(used, "100x60"), s(max, "1000x60")]),
+    ]
+}
+
+/// TLS certificates (cert-manager's metrics; its own ServiceMonitor must be on: Helm
+/// `prometheus.servicemonitor.enabled=true`). Scraped from cert-manager's namespace, the
+/// certificate's own namespace label arrives as `exported_namespace`.
+fn certificates(ns: &str) -> Vec<Alert> {
+    let exp = |name: &str| {
+        format!("certmanager_certificate_expiration_timestamp_seconds{{exported_namespace=\"{ns}\", name=\"{name}\"}}")
+    };
+    vec![
+        a("CertificateExpiringSoon",
+          format!("min by (name) (certmanager_certificate_expiration_timestamp_seconds{{exported_namespace=\"{ns}\"}} - time()) < 14 * 86400"),
+          "1h", "warning",
+          "A TLS certificate of the deployment expires in less than 14 days: cert-manager has not renewed it.",
+          "`kubectl describe certificate NAME -n NAMESPACE` and cert-manager's log: the ACME challenge failing (DNS, the HTTP-01 route) is the usual cause.")
+            // At the test's evaluation time (1h) a day left fires; decades left stay silent.
+            .test(vec![s(exp("tls-matrix"), "90000x60")],
+                  vec![("name", "tls-matrix".to_string())],
+                  vec![s(exp("tls-matrix"), "2000000000x60")]),
     ]
 }
