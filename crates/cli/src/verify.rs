@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mxstack_local::plan::local_config;
-use mxstack_local::{LocalAddressing, StackStatus, StateLayout};
+use mxstack_local::{StackStatus, StateLayout};
 use mxstack_spec::{Config, SecretName, Secrets};
 use mxstack_topology::registry::{self as reg, Scrape};
-use mxstack_topology::{coturn, Addressing, Topology};
+use mxstack_topology::{coturn, Addressing};
 use mxstack_verify::{Endpoint, LocalEndpoints, Secret, Target};
 
 type CmdResult = Result<ExitCode, String>;
@@ -134,18 +133,8 @@ fn local_target(
         .iter()
         .filter(|n| n.starts_with("synapse-synchrotron-"))
         .count() as u32;
-    let t = if replicas == 0 {
-        Topology::single_process(config)
-    } else {
-        Topology::build(&local_config(config, replicas))
-    };
+    let (t, addr) = mxstack_local::plan::local_topology(config, &layout, replicas, base_port);
     let processes = t.processes();
-    let addr = LocalAddressing::new(
-        base_port,
-        layout.synapse_root(),
-        processes.iter().map(|p| p.name.clone()).collect(),
-        t.sizing.redis.instances,
-    );
     let url = |hp: mxstack_topology::HostPort, path: &str| {
         format!("http://{}:{}{path}", hp.host, hp.port)
     };

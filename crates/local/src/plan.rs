@@ -60,6 +60,30 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
     c
 }
 
+/// The topology `up --replicas N` runs and the addresses it allocates from `base_port`: one
+/// place, so that what runs and what reads its addresses (`mxstack verify`) cannot disagree.
+pub fn local_topology(
+    config: &Config,
+    layout: &StateLayout,
+    replicas: u32,
+    base_port: u16,
+) -> (Topology, LocalAddressing) {
+    // 0 replicas: Synapse as one process, every route falling back to main.
+    let t = if replicas == 0 {
+        Topology::single_process(config)
+    } else {
+        Topology::build(&local_config(config, replicas))
+    };
+    let processes = t.processes();
+    let addr = LocalAddressing::new(
+        base_port,
+        layout.synapse_root(),
+        processes.iter().map(|p| p.name.clone()).collect(),
+        t.sizing.redis.instances,
+    );
+    (t, addr)
+}
+
 /// The Synapse upload-scan module, shipped inside this binary so a local stack needs nothing
 /// from the source tree.
 pub const SYNAPSE_MODULE_SOURCE: &str = include_str!("../../../python/mxstack_synapse/__init__.py");
@@ -90,19 +114,7 @@ impl LocalPlan {
         base_port: u16,
         programs: &Programs,
     ) -> LocalPlan {
-        // 0 replicas: Synapse as one process, every route falling back to main.
-        let t = if replicas == 0 {
-            Topology::single_process(config)
-        } else {
-            Topology::build(&local_config(config, replicas))
-        };
-        let processes = t.processes();
-        let addr = LocalAddressing::new(
-            base_port,
-            layout.synapse_root(),
-            processes.iter().map(|p| p.name.clone()).collect(),
-            t.sizing.redis.instances,
-        );
+        let (t, addr) = local_topology(config, layout, replicas, base_port);
         let paths = addr.synapse_paths();
         let redis_password = secrets.get(SecretName::RedisPassword).to_string();
         let c = Parts {
