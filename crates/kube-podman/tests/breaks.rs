@@ -51,6 +51,7 @@ fn break_key_vault_config(objects: &mut [Value]) {
 fn an_unreadable_config_mount_fails_the_proof_and_the_rendered_one_passes() {
     let lock = common::images(&["mxstack"]);
     let (c, mut objects, _) = common::rendered(&[Feature::Li]);
+    let _work = common::RemoveOnDrop(options(&lock, &c, 93).work);
     {
         let proof = Proof::up(&objects, &options(&lock, &c, 93), &|s| eprintln!("{s}"));
         assert!(proof.is_ok(), "the rendered key vault: {:?}", proof.err());

@@ -33,6 +33,7 @@ fn the_standin_bootstraps_main_pg_as_rendered() {
         images: BTreeMap::new(),
         nofile: 1024,
     };
+    let _work = common::RemoveOnDrop(opts.work.clone());
     let mut h = Harness::new(opts.clone(), Ipv4Addr::new(10, 89, 78, 0)).unwrap();
     let ip = Ipv4Addr::new(10, 89, 78, 5);
     let run = pg.pod(&cluster, ip, &image, "superuser-pw-for-test", &opts);

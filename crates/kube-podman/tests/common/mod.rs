@@ -62,3 +62,13 @@ pub fn rendered(features: &[Feature]) -> (Config, Vec<Value>, Secrets) {
         .collect();
     (c, objects, secrets)
 }
+
+/// Removes a test's work directory (rendered files, secrets among them) when the test ends,
+/// passed or failed.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
