@@ -115,10 +115,10 @@ fn installed_binary() -> &'static Path {
     static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
     &BIN.get_or_init(|| {
         // A static is never dropped, so its TempDir outlives the process: copies of earlier
-        // runs (over an hour old, so no run in progress) are removed here instead.
+        // runs (their test process gone) are removed here instead.
         remove_stale_copies();
         let dir = tempfile::Builder::new()
-            .prefix("mxstack-up-early-bin-")
+            .prefix(&format!("mxstack-up-early-bin-{}-", std::process::id()))
             .tempdir_in("/var/tmp")
             .unwrap();
         let bin = dir.path().join("mxstack");
@@ -128,6 +128,9 @@ fn installed_binary() -> &'static Path {
     .1
 }
 
+/// Removes the copies of test processes that have ended (`mxstack-up-early-bin-<pid>-...`
+/// whose pid no longer runs); a copy without a pid in its name is from before this scheme and
+/// goes once it is an hour old (a run of that older code may still use it).
 fn remove_stale_copies() {
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for e in std::fs::read_dir("/var/tmp")
@@ -135,14 +138,19 @@ fn remove_stale_copies() {
         .flatten()
         .flatten()
     {
-        let stale = e
-            .file_name()
-            .to_string_lossy()
-            .starts_with("mxstack-up-early-bin-")
-            && e.metadata()
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("mxstack-up-early-bin-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let gone = match pid {
+            Some(p) => !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            None => e
+                .metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| t < hour_ago);
-        if stale {
+                .is_ok_and(|t| t < hour_ago),
+        };
+        if gone {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
