@@ -2,9 +2,6 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-
 use crate::http;
 
 #[derive(Debug, serde::Serialize)]
@@ -30,22 +27,9 @@ pub fn register(
         .json()
         .and_then(|v| v["nonce"].as_str().map(str::to_owned))
         .ok_or("Synapse gave no registration nonce")?;
-    let mut mac =
-        Hmac::<Sha1>::new_from_slice(shared_secret.as_bytes()).expect("hmac accepts any key");
-    mac.update(nonce.as_bytes());
-    mac.update(b"\x00");
-    mac.update(name.as_bytes());
-    mac.update(b"\x00");
-    mac.update(password.as_bytes());
-    mac.update(b"\x00");
-    mac.update(if admin {
-        b"admin".as_slice()
-    } else {
-        b"notadmin".as_slice()
-    });
     let body = serde_json::json!({
         "nonce": nonce, "username": name, "password": password, "admin": admin,
-        "mac": hex::encode(mac.finalize().into_bytes()),
+        "mac": mxstack_topology::synapse::registration_mac(shared_secret, &nonce, name, password, admin),
     });
     let r = http::request(router_port, "POST", path, Some(&body), t)
         .map_err(|e| format!("cannot reach Synapse: {e}"))?;

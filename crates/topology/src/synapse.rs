@@ -313,3 +313,27 @@ pub fn log_yaml() -> Value {
 pub fn to_yaml(v: &Value) -> String {
     serde_saphyr::to_string(v).expect("json values serialize to yaml")
 }
+
+/// Synapse's shared-secret registration MAC (`/_synapse/admin/v1/register`): hex HMAC-SHA1 over
+/// nonce, user, password and the admin flag, NUL-separated. `mxstack user add` and
+/// `mxstack verify` both register with it.
+pub fn registration_mac(
+    secret: &str,
+    nonce: &str,
+    user: &str,
+    password: &str,
+    admin: bool,
+) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key");
+    for part in [nonce, user, password] {
+        mac.update(part.as_bytes());
+        mac.update(b"\x00");
+    }
+    mac.update(if admin {
+        b"admin".as_slice()
+    } else {
+        b"notadmin".as_slice()
+    });
+    hex::encode(mac.finalize().into_bytes())
+}

@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha1::Sha1;
 
 use crate::http::{Body, Http, Reply};
 use crate::secret::Secret;
@@ -46,26 +44,7 @@ pub fn escape(segment: &str) -> String {
         .collect()
 }
 
-/// Synapse's registration MAC: HMAC-SHA1 over nonce, user, password and admin flag.
-pub fn registration_mac(
-    secret: &str,
-    nonce: &str,
-    user: &str,
-    password: &str,
-    admin: bool,
-) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("any key");
-    for part in [nonce, user, password] {
-        mac.update(part.as_bytes());
-        mac.update(b"\x00");
-    }
-    mac.update(if admin {
-        b"admin".as_slice()
-    } else {
-        b"notadmin".as_slice()
-    });
-    hex::encode(mac.finalize().into_bytes())
-}
+pub use mxstack_topology::synapse::registration_mac;
 
 fn expect_ok(r: Reply, what: &str) -> Result<Value, String> {
     if r.status == 200 {
@@ -351,6 +330,8 @@ mod tests {
 
     #[test]
     fn the_registration_mac_is_synapses_hmac_sha1() {
+        use hmac::{Hmac, Mac};
+        use sha1::Sha1;
         // Synapse's documented example shape: hex of HMAC-SHA1(secret, nonce\0user\0password\0admin).
         let a = registration_mac("s", "n", "u", "p", true);
         let b = registration_mac("s", "n", "u", "p", false);
