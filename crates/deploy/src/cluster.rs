@@ -205,24 +205,42 @@ fn operator_findings(seen: &Seen, op: &Operator) -> Vec<Finding> {
     }
 }
 
-/// The tag of the first container image of a Deployment whose repository ends with the
-/// operator's controller image.
-fn controller_version(op: &Operator, deployments: &[Value]) -> Option<String> {
-    let (_, repo) = CONTROLLER_IMAGES.iter().find(|(o, _)| *o == op)?;
+/// Every (Deployment, container image) whose image repository is the operator's controller
+/// image (any registry in front of it; a tag, a digest or both after it).
+fn controller_images<'a>(
+    op: &Operator,
+    deployments: &'a [Value],
+) -> impl Iterator<Item = (&'a Value, &'a str)> {
+    let repo = CONTROLLER_IMAGES
+        .iter()
+        .find(|(o, _)| *o == op)
+        .map(|(_, r)| *r);
     deployments
         .iter()
         .flat_map(|d| {
             d["spec"]["template"]["spec"]["containers"]
                 .as_array()
-                .cloned()
-                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .filter_map(move |c| c["image"].as_str().map(|i| (d, i)))
         })
-        .filter_map(|c| c["image"].as_str().map(str::to_string))
-        .find_map(|image| {
-            let image = image.split('@').next().unwrap_or_default();
-            let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))?;
-            (name == *repo || name.ends_with(&format!("/{repo}"))).then(|| tag.to_string())
+        .filter(move |(_, image)| {
+            let name = image.split('@').next().unwrap_or_default();
+            let name = match name.rsplit_once(':') {
+                Some((n, tag)) if !tag.contains('/') => n,
+                _ => name,
+            };
+            repo.is_some_and(|r| name == r || name.ends_with(&format!("/{r}")))
         })
+}
+
+/// The tag of the operator's controller image; None when only digests name it.
+fn controller_version(op: &Operator, deployments: &[Value]) -> Option<String> {
+    controller_images(op, deployments).find_map(|(_, image)| {
+        let image = image.split('@').next().unwrap_or_default();
+        let (_, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))?;
+        Some(tag.to_string())
+    })
 }
 
 /// The Gateway API bundle version its CRDs carry.
@@ -256,20 +274,8 @@ async fn cert_manager_gateway_api(
     cluster: &Cluster,
     deployments: &[Value],
 ) -> Result<Option<Finding>, Error> {
-    let Some((_, repo)) = CONTROLLER_IMAGES
-        .iter()
-        .find(|(o, _)| *o == &prerequisites::CERT_MANAGER)
+    let Some((controller, _)) = controller_images(&prerequisites::CERT_MANAGER, deployments).next()
     else {
-        return Ok(None);
-    };
-    let Some(controller) = deployments.iter().find(|d| {
-        d["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["image"].as_str().is_some_and(|i| i.contains(repo)))
-            })
-    }) else {
         return Ok(None);
     };
     let text = controller["spec"]["template"]["spec"]["containers"].to_string();
