@@ -147,28 +147,22 @@ pub fn deploy(a: DeployArgs) -> CmdResult {
 
 fn summary_text(s: &mxstack_deploy::Summary) -> String {
     let verb = if s.dry_run { "would be " } else { "" };
-    if !s.changed() {
-        let mut t = format!(
+    let mut t = if s.changed() {
+        format!(
+            "{} {verb}created, {} {verb}configured, {} unchanged, {} {verb}pruned in {} phases ({:.1}s)",
+            s.created,
+            s.configured,
+            s.unchanged,
+            s.pruned,
+            s.phases.len(),
+            s.elapsed_s
+        )
+    } else {
+        format!(
             "nothing changed: all {} objects are as rendered ({:.1}s)",
             s.unchanged, s.elapsed_s
-        );
-        if s.leftovers > 0 {
-            t.push_str(&format!(
-                "; {} objects left the render and are kept (--prune deletes them)",
-                s.leftovers
-            ));
-        }
-        return t;
-    }
-    let mut t = format!(
-        "{} {verb}created, {} {verb}configured, {} unchanged, {} {verb}pruned in {} phases ({:.1}s)",
-        s.created,
-        s.configured,
-        s.unchanged,
-        s.pruned,
-        s.phases.len(),
-        s.elapsed_s
-    );
+        )
+    };
     if s.leftovers > 0 {
         t.push_str(&format!(
             "; {} objects left the render and are kept (--prune deletes them)",
