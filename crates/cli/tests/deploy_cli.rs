@@ -121,51 +121,27 @@ fn an_unreadable_kubeconfig_or_a_dead_cluster_is_exit_2_with_the_fix() {
         .port();
     let p = dir.path().join("dead");
     let server = MockApiServer::start("v1.33.1", &[]);
-    std::fs::write(
-        &p,
-        server
-            .kubeconfig("t")
-            .replace(&server.url(), &format!("http://127.0.0.1:{port}")),
-    )
-    .unwrap();
+    // Plain http, then https: the client's TLS setup must work in the binary, whose crates
+    // enable more than one rustls crypto provider (kube-rs would otherwise panic building it).
+    let kubeconfig = server.kubeconfig("t");
+    for scheme in ["http", "https"] {
+        let dead = kubeconfig.replace(&server.url(), &format!("{scheme}://127.0.0.1:{port}"));
+        std::fs::write(&p, dead).unwrap();
+        let out = mxstack(&[
+            "deploy",
+            "--config",
+            cfg,
+            "--kubeconfig",
+            p.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{scheme}: {}", text(&out));
+        assert!(
+            text(&out).contains("cannot reach the cluster") && !text(&out).contains("panicked"),
+            "{scheme}: {}",
+            text(&out)
+        );
+    }
     drop(server);
-    let out = mxstack(&[
-        "deploy",
-        "--config",
-        cfg,
-        "--kubeconfig",
-        p.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("cannot reach the cluster"),
-        "{}",
-        text(&out)
-    );
-    // An https API server: the client's TLS setup must work in the binary, whose crates enable
-    // more than one rustls crypto provider (kube-rs would otherwise panic building its config).
-    std::fs::write(&p, server_kubeconfig_https(port)).unwrap();
-    let out = mxstack(&[
-        "deploy",
-        "--config",
-        cfg,
-        "--kubeconfig",
-        p.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("cannot reach the cluster") && !text(&out).contains("panicked"),
-        "{}",
-        text(&out)
-    );
     let out = mxstack(&["deploy", "--config", cfg, "--timeout", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-}
-
-fn server_kubeconfig_https(port: u16) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n\
-         users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
-         current-context: c\n"
-    )
 }
