@@ -36,6 +36,7 @@ import os
 from collections.abc import Mapping
 
 import nacl.public
+from twisted.internet.error import ConnectionRefusedError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -46,6 +47,13 @@ from synapse.http.servlet import parse_json_object_from_request
 from synapse.logging.context import make_deferred_yieldable, run_in_background
 from synapse.module_api import ModuleApi
 from synapse.util.async_helpers import timeout_deferred
+
+try:  # Synapse 1.163's Clock.sleep takes a Duration; earlier ones seconds as a float
+    from synapse.util.duration import Duration
+
+    _RETRY_DELAY = Duration(seconds=1)
+except ImportError:
+    _RETRY_DELAY = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +256,20 @@ class KeyEscrow:
         return ssss_decrypt(ssss_key, BACKUP_SECRET, enc)
 
     async def _forward(self, payload: dict) -> dict:
+        # One retry, a second later, when the vault refused the key (401/403) or the connection:
+        # `mxstack rotate` rewrites the key file and restarts the vault (docs/ROTATION.md), and in
+        # both cases nothing was stored, so a retry cannot append a second version. A timeout or
+        # a 5xx may have stored it: not retried.
+        try:
+            return await self._forward_once(payload)
+        except _Retryable:
+            await self._clock.sleep(_RETRY_DELAY)
+        try:
+            return await self._forward_once(payload)
+        except _Retryable as e:
+            raise e.error
+
+    async def _forward_once(self, payload: dict) -> dict:
         url = self._config["vault_url"] + "/v1/keys"
         headers = {"Authorization": ["Bearer " + self._api_key()]}
         try:
@@ -258,7 +280,21 @@ class KeyEscrow:
         except HttpResponseException as e:
             logger.warning("key vault refused the key: HTTP %s", e.code)
             reason = "the key vault refused the API key" if e.code in (401, 403) else "HTTP %s" % e.code
-            raise SynapseError(502, "Key vault error: " + reason, Codes.UNKNOWN)
-        except Exception as e:  # connection refused, timeout, bad JSON
+            error = SynapseError(502, "Key vault error: " + reason, Codes.UNKNOWN)
+            if e.code in (401, 403):
+                raise _Retryable(error)
+            raise error
+        except ConnectionRefusedError as e:
+            logger.warning("key vault refused the connection (%s)", type(e).__name__)
+            raise _Retryable(SynapseError(502, "Key vault unreachable", Codes.UNKNOWN))
+        except Exception as e:  # timeout, bad JSON
             logger.warning("key vault unreachable (%s)", type(e).__name__)
             raise SynapseError(502, "Key vault unreachable", Codes.UNKNOWN)
+
+
+class _Retryable(Exception):
+    """A vault answer after which nothing was stored: `error` if the retry fails too."""
+
+    def __init__(self, error: SynapseError):
+        super().__init__(str(error))
+        self.error = error

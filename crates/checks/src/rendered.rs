@@ -72,7 +72,44 @@ pub fn check(objects: &[Value], secrets: Option<&Secrets>) -> Vec<Finding> {
     li_isolation(objects, secrets, &mut out);
     escrow_chain(objects, &mut out);
     push_credentials(objects, &mut out);
+    monitoring_metrics(objects, &mut out);
     out
+}
+
+/// Issue 21: every alert and dashboard query names only metrics that an exporter of this
+/// render exposes: a component's ServiceMonitor or PodMonitor is rendered, or the platform's.
+fn monitoring_metrics(objects: &[Value], out: &mut Vec<Finding>) {
+    let monitors: Vec<&str> = objects
+        .iter()
+        .filter(|o| matches!(kind(o), "ServiceMonitor" | "PodMonitor"))
+        .map(name)
+        .collect();
+    let scraped = |c: &mxstack_topology::registry::Component| {
+        monitors.contains(&mxstack_monitoring::monitor_name(c))
+    };
+    let exposed =
+        mxstack_monitoring::catalog::exposed(|e| mxstack_monitoring::exporter_present(e, &scraped));
+    let mut exprs: Vec<(String, String, String)> = Vec::new();
+    for o in objects.iter().filter(|o| kind(o) == "PrometheusRule") {
+        for rule in o
+            .pointer("/spec/groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        {
+            let what = format!("alert {}", rule["alert"].as_str().unwrap_or("?"));
+            if let Some(e) = rule["expr"].as_str() {
+                exprs.push((format!("PrometheusRule/{}", name(o)), what, e.to_string()));
+            }
+        }
+    }
+    exprs.extend(mxstack_monitoring::dashboards::rendered_queries(objects));
+    for (on, what, expr) in &exprs {
+        for e in mxstack_monitoring::check([(what.clone(), expr.as_str())], &exposed) {
+            out.push(Finding::new("MX-OUT-021", e.to_string()).on(on.clone()));
+        }
+    }
 }
 
 /// Issue 20 (push): every credential file Sygnal's config names is a key of a Secret mounted at

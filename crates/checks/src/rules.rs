@@ -123,6 +123,8 @@ pub static RULES: &[Rule] = &[
       "declare the targetPort as a containerPort (same name or number, same protocol) in every pod the Service selects"),
     r("MX-OUT-020", "push app credential missing", "issue 20 (push): credentials as Secrets", Error,
       "put the app's APNs .p8 key or FCM service-account JSON into secrets.yaml as `push_credential.<app id>: |` (multi-line); it is rendered into the Secret sygnal-credentials only"),
+    r("MX-OUT-021", "alert or dashboard on a metric no rendered exporter exposes", "issue 21 (monitoring): an alert that can never fire", Error,
+      "use a metric of an exporter the deployment renders (crates/monitoring/src/catalog.rs lists them), or turn on the feature that renders its exporter"),
     // --- images pinned by digest (`render --pin LOCK`, crates/images)
     r("MX-IMG-001", "image not pinned by digest", "issue 18: manifests name images by tag, nothing proves what runs", Warning,
       "build it (`mxstack images build`, then push it and point images.<field> at it) or mirror it, and set images.<field> to REPO:TAG@sha256:DIGEST"),

@@ -48,6 +48,7 @@ pub struct DeployArgs<'a> {
     pub dry_run: bool,
     pub prune: bool,
     pub force_conflicts: bool,
+    pub coordinated: bool,
     pub with_operators: bool,
     pub timeout: Duration,
     pub json: bool,
@@ -89,6 +90,7 @@ pub fn deploy(a: DeployArgs) -> CmdResult {
         dry_run: a.dry_run,
         prune: a.prune,
         force_conflicts: a.force_conflicts,
+        coordinated: a.coordinated,
         wait: WaitOptions {
             timeout: a.timeout,
             poll: Duration::from_secs(2),
@@ -218,6 +220,12 @@ fn show(e: &Event, json: bool) {
             "  {:<11}{object} (left the render; --prune deletes it)",
             "kept"
         ),
+        Event::Coordinated { reason } => {
+            eprintln!("coordinated restart of Synapse: {reason}")
+        }
+        Event::ScaledToZero { object, elapsed_s } => {
+            eprintln!("  {:<11}{object} ({elapsed_s:.1}s)", "stopped")
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub struct LiTarget {
 }
 
 impl LiTarget {
-    fn load(&self) -> Result<LiSyncConfig, String> {
+    pub(crate) fn load(&self) -> Result<LiSyncConfig, String> {
         if let Some(path) = &self.li_sync_config {
             return LiSyncConfig::load(path).map_err(|e| e.0);
         }
@@ -68,6 +68,13 @@ pub fn problems(s: &LiStatus) -> Vec<String> {
     if s.mode == "logical" {
         if !s.subscribed {
             p.push("no subscription yet (li-sync creates it after copying the schema)".into());
+        } else if s.slot_missing {
+            p.push(
+                "main has no replication slot for the subscription: main was restored from a \
+                 backup (slots are in none); with nothing writing to main, run `mxstack li \
+                 reattach` (docs/BACKUP.md)"
+                    .into(),
+            );
         } else if !s.subscription_enabled {
             p.push(
                 "the subscription is disabled: nothing from main reaches the replica; li-sync \
@@ -221,6 +228,28 @@ pub fn status(t: &LiTarget, json: bool) -> CmdResult {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `mxstack li reattach`: the subscription attached again to a restored main.
+pub fn reattach(t: &LiTarget, json: bool) -> CmdResult {
+    let config = t.load()?;
+    let r = mxstack_li_sync::reattach(&config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match r {
+        None => println!("no subscription on the LI side: nothing to re-attach (li-sync subscribes when it starts)"),
+        Some(r) => println!(
+            "subscription {} resumes from {} (slot {}); {} rows copied from main, {} rows the LI side had and main no longer has kept in history (REMOVED)",
+            r.subscription,
+            r.slot_lsn,
+            if r.replaced_slot { "replaced" } else { "created" },
+            r.figures.rows_copied,
+            r.figures.history_rows
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn upgrade_schema(t: &LiTarget, json: bool) -> CmdResult {

@@ -9,9 +9,9 @@ use mxstack_local::plan::Programs;
 use mxstack_local::preflight;
 use mxstack_local::status::alive;
 use mxstack_local::supervisor::{self, Supervisor};
-use mxstack_local::{LocalPlan, ProcessState, StackStatus, StateLayout};
+use mxstack_local::{LocalPlan, ProcessState, Shape, StackStatus, StateLayout};
 use mxstack_spec::{Config, SecretName, Secrets};
-use serde_json::json;
+use serde_json::{json, Value};
 
 type CmdResult = Result<ExitCode, String>;
 
@@ -37,7 +37,7 @@ impl Target {
         }
     }
 
-    fn load(&self) -> Result<(Config, Secrets), String> {
+    pub fn load(&self) -> Result<(Config, Secrets), String> {
         let (config, locator) = Config::load(&self.config).map_err(|e| e.to_string())?;
         let errors: Vec<String> = mxstack_checks::config::check(&config, &locator)
             .into_iter()
@@ -57,7 +57,12 @@ impl Target {
         Ok((config, secrets))
     }
 
-    fn running_supervisor(&self) -> Option<u32> {
+    /// The pid of this stack's supervisor, when it runs.
+    pub fn running_supervisor_pid(&self) -> Option<u32> {
+        self.running_supervisor()
+    }
+
+    pub fn running_supervisor(&self) -> Option<u32> {
         let pid: u32 = std::fs::read_to_string(self.layout.supervisor_pid())
             .ok()?
             .trim()
@@ -71,15 +76,42 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
+/// The shape `up --replicas R --base-port P` runs: the recorded one when it was started the
+/// same way (so a stack `mxstack scale` changed comes back as it was), otherwise a new one.
+pub fn shape_for(t: &Target, base_port: u16, replicas: u32) -> Shape {
+    t.layout
+        .shape()
+        .filter(|s| s.base_port == base_port && s.replicas == replicas)
+        .unwrap_or_else(|| Shape::new(base_port, replicas))
+}
+
 pub fn supervise(t: &Target, replicas: u32, base_port: u16) -> CmdResult {
     let (config, secrets) = t.load()?;
-    let programs = Programs::discover_for(&config)?;
-    let plan = LocalPlan::build(&config, &secrets, &t.layout, replicas, base_port, &programs);
+    let programs = Programs::for_stack(&config, &t.layout)?;
+    let mut shape = shape_for(t, base_port, replicas);
+    let plan = LocalPlan::build(&config, &secrets, &t.layout, &shape, &programs);
     supervisor::install_signal_handlers();
     std::fs::create_dir_all(&t.layout.root).map_err(|e| e.to_string())?;
     std::fs::write(t.layout.supervisor_pid(), std::process::id().to_string())
         .map_err(|e| e.to_string())?;
-    let mut sup = Supervisor::new(&plan, &t.layout)?;
+    shape.order = plan.addressing.process_order.clone();
+    shape
+        .save(&t.layout.up_args_file())
+        .map_err(|e| e.to_string())?;
+    // A control `Reload` (`mxstack rotate`, `upgrade`, `scale`) builds the plan again from the
+    // files on disk: the shape, and Synapse's pinned version.
+    let rebuild = move || -> Result<LocalPlan, String> {
+        let (config, secrets) = t.load()?;
+        let programs = Programs::for_stack(&config, &t.layout)?;
+        let shape = t
+            .layout
+            .shape()
+            .ok_or("the stack's shape (up-args.json) is unreadable")?;
+        Ok(LocalPlan::build(
+            &config, &secrets, &t.layout, &shape, &programs,
+        ))
+    };
+    let mut sup = Supervisor::new(plan, &t.layout)?.with_rebuild(Box::new(rebuild));
     let result = sup.prepare().and_then(|_| sup.start_all());
     let code = match result {
         Ok(()) => {
@@ -96,27 +128,36 @@ pub fn supervise(t: &Target, replicas: u32, base_port: u16) -> CmdResult {
     Ok(code)
 }
 
-pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: bool) -> CmdResult {
+/// `announce`: print the outcome on stdout (off when `restore` starts the stack and reports).
+pub fn up(
+    t: &Target,
+    replicas: u32,
+    base_port: u16,
+    foreground: bool,
+    json: bool,
+    announce: bool,
+) -> CmdResult {
     let (config, secrets) = t.load()?;
     if let Some(pid) = t.running_supervisor() {
         if let Some(s) = StackStatus::load(&t.layout.status_file()) {
             if s.phase == "ready" {
-                if json {
+                if announce && json {
                     print_json(
                         &json!({ "already_running": true, "supervisor_pid": pid, "client_url": s.client_url }),
                     );
-                } else {
+                } else if announce {
                     println!("already running (supervisor pid {pid}): {}", s.client_url);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        return wait_ready(t, Watched::Attached(pid), json);
+        return wait_ready(t, Watched::Attached(pid), json, announce);
     }
     // Before anything starts: the runtime, every port of the block, the state directory. A
     // stack that cannot start says so at once and leaves nothing behind.
-    let checked = preflight::programs(&config).and_then(|programs| {
-        let plan = LocalPlan::build(&config, &secrets, &t.layout, replicas, base_port, &programs);
+    let checked = preflight::programs(&config, &t.layout).and_then(|programs| {
+        let shape = shape_for(t, base_port, replicas);
+        let plan = LocalPlan::build(&config, &secrets, &t.layout, &shape, &programs);
         preflight::check(&plan, &t.layout.root)
     });
     if let Err(e) = checked {
@@ -159,7 +200,7 @@ pub fn up(t: &Target, replicas: u32, base_port: u16, foreground: bool, json: boo
             .spawn()
             .map_err(|e| format!("cannot start the supervisor: {e}"))?
     };
-    wait_ready(t, Watched::Child(child), json)
+    wait_ready(t, Watched::Child(child), json, announce)
 }
 
 /// `up` failed: the cause on stderr (and as JSON), exit status 1.
@@ -200,7 +241,7 @@ impl Watched {
 }
 
 /// Follows status.json until the stack is ready or failed, printing progress to stderr.
-fn wait_ready(t: &Target, mut sup: Watched, json: bool) -> CmdResult {
+fn wait_ready(t: &Target, mut sup: Watched, json: bool, announce: bool) -> CmdResult {
     let start = Instant::now();
     let pid = sup.pid();
     let mut shown: std::collections::BTreeMap<String, ProcessState> = Default::default();
@@ -228,11 +269,11 @@ fn wait_ready(t: &Target, mut sup: Watched, json: bool) -> CmdResult {
             }
             match s.phase.as_str() {
                 "ready" => {
-                    if json {
+                    if announce && json {
                         print_json(
                             &json!({ "ready": true, "supervisor_pid": pid, "client_url": s.client_url, "seconds": start.elapsed().as_secs() }),
                         );
-                    } else {
+                    } else if announce {
                         println!("ready in {}s: {}", start.elapsed().as_secs(), s.client_url);
                         println!(
                             "create a user: mxstack user add --config {} alice --admin",
@@ -332,10 +373,14 @@ pub fn status(t: &Target, json: bool) -> CmdResult {
         return Ok(ExitCode::from(3));
     };
     let live = running.is_some();
+    let alerts = live.then(|| firing_alerts(&s)).flatten();
     if json {
         let mut v = serde_json::to_value(&s).expect("status");
         v["running"] = json!(live);
         v["state_dir"] = json!(t.layout.root);
+        if let Some(a) = &alerts {
+            v["alerts"] = json!(a);
+        }
         print_json(&v);
     } else {
         println!(
@@ -360,12 +405,70 @@ pub fn status(t: &Target, json: bool) -> CmdResult {
                 port
             );
         }
+        if let Some(a) = &alerts {
+            print_alerts(a);
+        }
     }
     Ok(if live {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The alerts the local Prometheus has pending or firing (feature `monitoring`): None when it
+/// does not run or does not answer.
+fn firing_alerts(s: &StackStatus) -> Option<Vec<Value>> {
+    let port = s.processes.iter().find(|p| p.name == "prometheus")?.port?;
+    let r =
+        mxstack_local::http::request(port, "GET", "/api/v1/alerts", None, Duration::from_secs(5))
+            .ok()?;
+    let alerts = r.json()?["data"]["alerts"].as_array()?.clone();
+    Some(
+        alerts
+            .into_iter()
+            .map(|a| {
+                let mut labels = a["labels"].clone();
+                let name = labels["alertname"].take();
+                let severity = labels["severity"].take();
+                let labels: serde_json::Map<String, Value> = labels
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, v)| !v.is_null() && k.as_str() != "namespace")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                json!({"alert": name, "state": a["state"], "severity": severity,
+                       "labels": labels, "since": a["activeAt"],
+                       "summary": a["annotations"]["summary"]})
+            })
+            .collect(),
+    )
+}
+
+fn print_alerts(alerts: &[Value]) {
+    if alerts.is_empty() {
+        println!("alerts: none firing (Prometheus port shown above)");
+        return;
+    }
+    println!("alerts:");
+    for a in alerts {
+        let labels: Vec<String> = a["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        println!(
+            "  {:<8} {:<9} {} {{{}}} since {}: {}",
+            a["state"].as_str().unwrap_or_default(),
+            a["severity"].as_str().unwrap_or_default(),
+            a["alert"].as_str().unwrap_or_default(),
+            labels.join(", "),
+            a["since"].as_str().unwrap_or_default(),
+            a["summary"].as_str().unwrap_or_default()
+        );
+    }
 }
 
 pub fn logs(t: &Target, process: Option<&str>, follow: bool) -> CmdResult {
@@ -434,22 +537,7 @@ pub fn logs(t: &Target, process: Option<&str>, follow: bool) -> CmdResult {
 }
 
 pub fn down(t: &Target, purge: bool) -> CmdResult {
-    if let Some(pid) = t.running_supervisor() {
-        eprintln!("stopping (supervisor pid {pid}) ...");
-        // SAFETY: asking our own supervisor process to shut down.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        if alive(pid) {
-            return Err(format!(
-                "the supervisor (pid {pid}) did not stop within 180s; see {}",
-                t.layout.supervisor_log().display()
-            ));
-        }
+    if stop(t)? {
         println!("stopped");
     } else {
         println!("not running");
@@ -460,6 +548,30 @@ pub fn down(t: &Target, purge: bool) -> CmdResult {
         println!("deleted {}", t.layout.root.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the stack's supervisor (which stops every process in reverse order) and waits for it;
+/// false when none was running.
+pub fn stop(t: &Target) -> Result<bool, String> {
+    let Some(pid) = t.running_supervisor() else {
+        return Ok(false);
+    };
+    eprintln!("stopping (supervisor pid {pid}) ...");
+    // SAFETY: asking our own supervisor process to shut down.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    if alive(pid) {
+        return Err(format!(
+            "the supervisor (pid {pid}) did not stop within 180s; see {}",
+            t.layout.supervisor_log().display()
+        ));
+    }
+    Ok(true)
 }
 
 pub fn user_add(

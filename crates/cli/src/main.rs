@@ -1,20 +1,28 @@
 //! `mxstack`: a thin command-line layer over the spec, topology, checks and target crates.
 
+mod backup;
 mod cluster;
 mod commands;
 mod escrow;
 mod images;
 mod li;
 mod li_console;
+mod loadtest;
 mod local;
+mod rotate;
 mod runtime;
+mod scale;
 mod schema_doc;
+mod upgrade;
+mod upgrade_k8s;
 mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+type CmdResult = Result<ExitCode, String>;
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +71,11 @@ enum Command {
         /// Print the alerts (meaning, fix, expression) as docs/MONITORING.md.
         #[arg(long)]
         alerts_markdown: bool,
+        /// Instead of the sizing: what moving a running deployment from this config to
+        /// --config takes (live, rolling restart, coordinated restart of every Synapse process,
+        /// new nodes), in the order to carry them out (docs/SCALING.md).
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
     /// Write Kubernetes manifests into OUT as ordered phase folders with kustomizations.
     Render {
@@ -123,6 +136,11 @@ enum Command {
         /// Take over fields another field manager owns instead of stopping on the conflict.
         #[arg(long)]
         force_conflicts: bool,
+        /// Stop every Synapse process before any starts, main first: for a Synapse release that
+        /// changes the database schema (`mxstack upgrade --kubernetes` says when). Done without
+        /// asking when the stream writers or sharded instances change (docs/SCALING.md).
+        #[arg(long)]
+        coordinated: bool,
         /// Also apply the vendored operator releases the config needs (the 05-operators phase of
         /// `render --with-operators`), after 00-namespace; never pruned. Operators that are not
         /// vendored are named, to be installed first.
@@ -217,9 +235,150 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Upgrade the local stack's Synapse: installs VERSION beside the current one, proves every
+    /// process's config loads in it, checks the database's schema against it and prints the plan;
+    /// with --apply stops the stack, lets main migrate once before any worker starts, starts it
+    /// again and waits for LI to absorb the new schema. Exit 1 when refused (docs/UPGRADE.md)
+    Upgrade {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// The Synapse version, e.g. 1.163.2.
+        #[arg(long)]
+        synapse: String,
+        /// Carry the plan out (without it, only the plan is printed). With --kubernetes: set
+        /// images.synapse in mxstack.yaml; `render` and `deploy` (with `--coordinated` when the
+        /// plan says so) then roll it out.
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+        /// Plan for a Kubernetes deployment: from the version images.synapse names, rolling or
+        /// coordinated (docs/UPGRADE.md).
+        #[arg(long)]
+        kubernetes: bool,
+        /// Locally: stop every Synapse process before any starts on the new version even when
+        /// a rolling restart would do (what a schema change gets anyway).
+        #[arg(long, conflicts_with = "kubernetes")]
+        coordinated: bool,
+    },
+    /// Change the worker layout of the running local stack, e.g. `synchrotron=2
+    /// event-persister=2` (groups: synchrotron, generic, media-repository, event-persister,
+    /// federation-sender, pusher; 1 to 8 processes each). More or fewer synchrotrons or generic
+    /// workers is live: only they start or stop, the router reloads in place. A change of the
+    /// stream writers or sharded instances is a coordinated restart: every Synapse process stops
+    /// before any starts with the new lists; refused unless every Synapse process is ready. The
+    /// shape is kept across `down`/`up` with the same --replicas. An interrupted scale re-run
+    /// finishes (docs/SCALING.md).
+    Scale {
+        /// GROUP=N changes.
+        changes: Vec<String>,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace secrets without losing a request: the new value is accepted before the old one
+    /// is dropped wherever the component allows it (docs/ROTATION.md). Locally it is applied to
+    /// the running stack (phases stage, accept, switch, retire; an interrupted run re-run resumes
+    /// at the recorded phase). With --kubernetes it replaces the value in secrets.yaml; `render`
+    /// and `deploy` then roll exactly the workloads that read it. Where a component accepts two
+    /// values (SeaweedFS: the S3 keys, LiveKit: its keys, the key vault: its API keys) that takes
+    /// three deploys: NAME --kubernetes (the new value accepted), --kubernetes --switch (the
+    /// readers use it), --kubernetes --retire (the old one refused).
+    ///
+    /// Rotatable: synapse_db_password, redis_password, macaroon_secret_key (logs out guests
+    /// only), form_secret, registration_shared_secret, worker_replication_secret,
+    /// turn_shared_secret, content_scanner_request_secret; the S3 keys (s3_*, li_s3_*,
+    /// li_browsing_s3_*: SeaweedFS holds both pairs, no restart), the key vault API keys (the
+    /// vault accepts both while Synapse and the LI console switch), the LI passwords
+    /// (li_replication_password also moves li-sync's subscription; li_gate_password: investigators
+    /// type the new one) and the LiveKit keys. An access key and its secret key (and the LiveKit
+    /// key and secret) always rotate together. Never: synapse_signing_key,
+    /// key_vault_age_identity, li_console_signing_key (the command says why).
+    Rotate {
+        /// secrets.yaml names of the secrets to rotate.
+        names: Vec<String>,
+        /// Every rotatable secret, with one rolling restart.
+        #[arg(long, conflicts_with = "names")]
+        all_rotatable: bool,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Change secrets.yaml for a Kubernetes deployment instead of the local stack.
+        #[arg(long)]
+        kubernetes: bool,
+        /// With --kubernetes, the second step of a rotation whose accepting side holds two
+        /// values (SeaweedFS, LiveKit, the key vault), after the deploy that made it accept the
+        /// new one: the readers switch to it on the next deploy.
+        #[arg(long, requires = "kubernetes", conflicts_with_all = ["names", "all_rotatable", "retire"])]
+        switch: bool,
+        /// With --kubernetes, the third step, after the readers' deploy: the old values are
+        /// dropped; the next deploy rolls the accepting side alone.
+        #[arg(long, requires = "kubernetes", conflicts_with_all = ["names", "all_rotatable"])]
+        retire: bool,
+    },
+    /// PostgreSQL backups of the local stack (barman-cloud into the backup bucket, the layout
+    /// CloudNativePG's Barman Cloud plugin writes) and the offline export of secrets.yaml
+    /// (docs/BACKUP.md).
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+    /// Restore the local stack's PostgreSQL to a point in time: the target is checked against
+    /// every archive before anything stops; the stack is stopped, the data directories moved
+    /// aside (never deleted), the newest base backup before the target restored, the archived
+    /// WAL replayed to the target (the LI cluster: to the end of its archive), the LI
+    /// subscription re-attached to main, and the stack started again. With --kubernetes, print
+    /// the CloudNativePG recovery Clusters instead (docs/BACKUP.md).
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// `latest` (everything archived) or an RFC 3339 time, e.g. 2026-05-01T12:00:00Z.
+        #[arg(long)]
+        to: String,
+        /// Print the CloudNativePG recovery (a new Cluster bootstrapped from the Barman Cloud
+        /// plugin's ObjectStore, its ScheduledBackup, the switch-over Service) as YAML.
+        #[arg(long)]
+        kubernetes: bool,
+        /// The recovered cluster's name (CloudNativePG recovers into a new cluster).
+        #[arg(long, default_value = "main-pg-restore", requires = "kubernetes")]
+        name: String,
+        /// The recovered LI cluster's name (feature li).
+        #[arg(long, default_value = "li-pg-restore", requires = "kubernetes")]
+        li_name: String,
+        /// Restore `main` or `li` only [default: every cluster]. The LI cluster is always
+        /// restored to the end of its archive.
+        #[arg(long, conflicts_with = "kubernetes")]
+        cluster: Option<String>,
+        #[arg(long, conflicts_with = "kubernetes")]
+        json: bool,
+    },
     /// Verify a running deployment (local or a cluster): every check PASS, WARN, FAIL or SKIP
     /// with a fix; exit 1 on any FAIL (docs/VERIFY.md).
     Verify(verify::Args),
+    /// Load a deployment as the seed sizes its tier (CCU with /sync long-polls, messages,
+    /// uploads, typing, receipts) and say whether the tier's promise holds: p99 delivery and
+    /// error rate within the SLO, nothing acknowledged lost. Exit 0 pass, 1 fail, 2 bad input,
+    /// 3 generator-limited (docs/LOADTEST.md).
+    Loadtest(loadtest::Args),
     /// Manage users of the local stack.
     User {
         #[command(subcommand)]
@@ -275,6 +434,57 @@ enum Command {
         base_port: u16,
         #[arg(long)]
         secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupAction {
+    /// Take a base backup of the running local PostgreSQL clusters now (barman-cloud-backup):
+    /// main, and with feature li the LI cluster, each to its own archive.
+    Now {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// `main` or `li` [default: every cluster].
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List each cluster's base backups and its oldest restorable time.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// `main` or `li` [default: every cluster].
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encrypt secrets.yaml (Synapse's signing key and every generated secret) with age to one or
+    /// more recipients, for offline storage. Decrypt with `age -d -i KEY FILE`.
+    ExportSecrets {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// An age public key (age1...); repeat for several.
+        #[arg(long, required = true)]
+        recipient: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing --out file.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -516,6 +726,17 @@ enum LiAction {
         #[arg(long)]
         json: bool,
     },
+    /// After a restore of main (or of the LI cluster): attach the subscription to main again.
+    /// Run it while nothing writes to main (`mxstack restore` does, with the stack down; on
+    /// Kubernetes with Synapse scaled to 0). The slot is created anew, main's present state is
+    /// absorbed (rows the LI side has and main no longer has are kept in history as REMOVED),
+    /// the subscription resumes from the new slot (docs/BACKUP.md).
+    Reattach {
+        #[command(flatten)]
+        source: LiSource,
+        #[arg(long)]
+        json: bool,
+    },
     /// Prepare main for logical replication as its superuser (replica identities, event trigger,
     /// read-only replication role grants, publication). Idempotent; the Kubernetes Job runs it.
     /// The superuser comes from MXSTACK_LI_MAIN_ADMIN_USER / MXSTACK_LI_MAIN_ADMIN_PASSWORD.
@@ -570,8 +791,17 @@ enum UserAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> CmdResult {
+    match command {
         Command::Init {
             domain,
             scale,
@@ -592,6 +822,14 @@ fn main() -> ExitCode {
             json,
             network_markdown,
             alerts_markdown,
+            from: Some(from),
+        } if !network_markdown && !alerts_markdown => commands::change_plan(&from, &config, json),
+        Command::Plan {
+            config,
+            json,
+            network_markdown,
+            alerts_markdown,
+            ..
         } => commands::plan(&config, json, network_markdown, alerts_markdown),
         Command::Render {
             config,
@@ -628,6 +866,7 @@ fn main() -> ExitCode {
             dry_run,
             prune,
             force_conflicts,
+            coordinated,
             with_operators,
             timeout,
             json,
@@ -639,6 +878,7 @@ fn main() -> ExitCode {
                 dry_run,
                 prune,
                 force_conflicts,
+                coordinated,
                 with_operators,
                 timeout,
                 json,
@@ -662,6 +902,7 @@ fn main() -> ExitCode {
             base_port,
             foreground,
             json,
+            true,
         ),
         Command::Status {
             config,
@@ -683,6 +924,23 @@ fn main() -> ExitCode {
             state,
             purge,
         } => local::down(&local::Target::new(&config, state.as_deref(), None), purge),
+        Command::Upgrade {
+            config,
+            state,
+            secrets,
+            synapse,
+            apply,
+            coordinated,
+            json,
+            kubernetes,
+        } => {
+            let t = local::Target::new(&config, state.as_deref(), secrets.as_deref());
+            if kubernetes {
+                upgrade_k8s::upgrade_kubernetes(&t, &synapse, apply, json)
+            } else {
+                upgrade::upgrade(&t, &synapse, apply, coordinated, json)
+            }
+        }
         Command::User {
             action:
                 UserAction::Add {
@@ -701,7 +959,59 @@ fn main() -> ExitCode {
             password.as_deref(),
             json,
         ),
+        Command::Scale {
+            changes,
+            config,
+            state,
+            secrets,
+            dry_run,
+            json,
+        } => scale::scale(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            &changes,
+            dry_run,
+            json,
+        ),
+        Command::Rotate {
+            names,
+            all_rotatable,
+            config,
+            state,
+            secrets,
+            kubernetes,
+            switch,
+            retire,
+        } => {
+            let t = local::Target::new(&config, state.as_deref(), secrets.as_deref());
+            if switch {
+                rotate::switch_kubernetes(&t)
+            } else if retire {
+                rotate::retire_kubernetes(&t)
+            } else {
+                rotate::rotate(&t, &names, all_rotatable, kubernetes)
+            }
+        }
+        Command::Backup { action } => backup_command(action),
+        Command::Restore {
+            config,
+            state,
+            secrets,
+            to,
+            kubernetes,
+            name,
+            li_name,
+            cluster,
+            json,
+        } => {
+            let t = local::Target::new(&config, state.as_deref(), secrets.as_deref());
+            if kubernetes {
+                backup::kubernetes(&t, &to, &name, &li_name)
+            } else {
+                backup::restore(&t, &to, cluster.as_deref(), json)
+            }
+        }
         Command::Verify(args) => verify::verify(&args),
+        Command::Loadtest(args) => loadtest::loadtest(args),
         Command::Escrow {
             homeserver,
             access_token_file,
@@ -715,85 +1025,9 @@ fn main() -> ExitCode {
             &key_file,
             json,
         ),
-        Command::Images { action } => match action {
-            ImagesAction::Build {
-                out,
-                only,
-                binary,
-                ca_bundle,
-                json,
-            } => images::build(images::BuildArgs {
-                out,
-                only,
-                binary,
-                ca_bundle,
-                json,
-            }),
-            ImagesAction::List { config, lock, json } => {
-                images::list(&config, lock.as_deref(), json)
-            }
-            ImagesAction::Push {
-                registry,
-                dir,
-                only,
-                insecure,
-                json,
-            } => images::push(&dir, &registry, only.as_deref(), !insecure, json),
-        },
-        Command::Serve {
-            service: ServeService::ContentScanner { config, threads },
-        } => mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS),
-        Command::Serve {
-            service: ServeService::RtcAuth { config },
-        } => mxstack_rtc_auth::run(&config)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| e.to_string()),
-        Command::Serve {
-            service: ServeService::LiSync { config },
-        } => mxstack_li_sync::serve(&config).map(|()| ExitCode::SUCCESS),
-        Command::Serve {
-            service: ServeService::KeyVault { config },
-        } => mxstack_key_vault::run(&config).map(|()| ExitCode::SUCCESS),
-        Command::Serve {
-            service: ServeService::LiConsole { config },
-        } => mxstack_li_console::run(&config).map(|()| ExitCode::SUCCESS),
-        Command::Li { action } => match action {
-            LiAction::Status { source, json } => li::status(&source.target(), json),
-            LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
-            LiAction::Dump { source, json } => li::dump(&source.target(), json),
-            LiAction::RefreshWorkingCopy { source, json } => {
-                li::refresh_working_copy(&source.target(), json)
-            }
-            LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
-            LiAction::VaultKeygen { json } => li::vault_keygen(json),
-            LiAction::Console {
-                action:
-                    ConsoleAction::AddUser {
-                        source,
-                        username,
-                        role,
-                        password_stdin,
-                        json,
-                    },
-            } => li_console::add_user(&source.source(), &username, &role, password_stdin, json),
-            LiAction::Audit {
-                action:
-                    AuditAction::Verify {
-                        source,
-                        expect_head,
-                        json,
-                    },
-            } => li_console::audit_verify(&source.source(), expect_head.as_deref(), json),
-            LiAction::Export {
-                action:
-                    ExportAction::Verify {
-                        file,
-                        public_key,
-                        config,
-                        json,
-                    },
-            } => li_console::export_verify(&file, public_key.as_deref(), config.as_deref(), json),
-        },
+        Command::Images { action } => images_command(action),
+        Command::Serve { service } => serve_command(service),
+        Command::Li { action } => li_command(action),
         Command::Supervise {
             config,
             state,
@@ -805,12 +1039,133 @@ fn main() -> ExitCode {
             replicas,
             base_port,
         ),
-    };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
+    }
+}
+
+fn backup_command(action: BackupAction) -> CmdResult {
+    match action {
+        BackupAction::Now {
+            config,
+            state,
+            secrets,
+            cluster,
+            json,
+        } => backup::now(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            cluster.as_deref(),
+            json,
+        ),
+        BackupAction::List {
+            config,
+            state,
+            secrets,
+            cluster,
+            json,
+        } => backup::list(
+            &local::Target::new(&config, state.as_deref(), secrets.as_deref()),
+            cluster.as_deref(),
+            json,
+        ),
+        BackupAction::ExportSecrets {
+            config,
+            secrets,
+            recipient,
+            out,
+            force,
+            json,
+        } => backup::export_secrets(
+            &local::Target::new(&config, None, secrets.as_deref()),
+            &recipient,
+            &out,
+            force,
+            json,
+        ),
+    }
+}
+
+fn images_command(action: ImagesAction) -> CmdResult {
+    match action {
+        ImagesAction::Build {
+            out,
+            only,
+            binary,
+            ca_bundle,
+            json,
+        } => images::build(images::BuildArgs {
+            out,
+            only,
+            binary,
+            ca_bundle,
+            json,
+        }),
+        ImagesAction::List { config, lock, json } => images::list(&config, lock.as_deref(), json),
+        ImagesAction::Push {
+            registry,
+            dir,
+            only,
+            insecure,
+            json,
+        } => images::push(&dir, &registry, only.as_deref(), !insecure, json),
+    }
+}
+
+fn serve_command(service: ServeService) -> CmdResult {
+    match service {
+        ServeService::ContentScanner { config, threads } => {
+            mxstack_content_scanner::run(&config, threads).map(|()| ExitCode::SUCCESS)
         }
+        ServeService::RtcAuth { config } => mxstack_rtc_auth::run(&config)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        ServeService::LiSync { config } => {
+            mxstack_li_sync::serve(&config).map(|()| ExitCode::SUCCESS)
+        }
+        ServeService::KeyVault { config } => {
+            mxstack_key_vault::run(&config).map(|()| ExitCode::SUCCESS)
+        }
+        ServeService::LiConsole { config } => {
+            mxstack_li_console::run(&config).map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn li_command(action: LiAction) -> CmdResult {
+    match action {
+        LiAction::Status { source, json } => li::status(&source.target(), json),
+        LiAction::UpgradeSchema { source, json } => li::upgrade_schema(&source.target(), json),
+        LiAction::Reattach { source, json } => li::reattach(&source.target(), json),
+        LiAction::Dump { source, json } => li::dump(&source.target(), json),
+        LiAction::RefreshWorkingCopy { source, json } => {
+            li::refresh_working_copy(&source.target(), json)
+        }
+        LiAction::PrepareMain { li_sync_config } => li::prepare_main(&li_sync_config),
+        LiAction::VaultKeygen { json } => li::vault_keygen(json),
+        LiAction::Console {
+            action:
+                ConsoleAction::AddUser {
+                    source,
+                    username,
+                    role,
+                    password_stdin,
+                    json,
+                },
+        } => li_console::add_user(&source.source(), &username, &role, password_stdin, json),
+        LiAction::Audit {
+            action:
+                AuditAction::Verify {
+                    source,
+                    expect_head,
+                    json,
+                },
+        } => li_console::audit_verify(&source.source(), expect_head.as_deref(), json),
+        LiAction::Export {
+            action:
+                ExportAction::Verify {
+                    file,
+                    public_key,
+                    config,
+                    json,
+                },
+        } => li_console::export_verify(&file, public_key.as_deref(), config.as_deref(), json),
     }
 }

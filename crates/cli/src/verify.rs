@@ -121,19 +121,11 @@ fn local_target(
     let status = StackStatus::load(&layout.status_file())
         .filter(|s| s.phase == "ready")
         .ok_or_else(|| format!("no running local stack for {} (start it with `mxstack up`, or give --url for a deployment elsewhere)", path.display()))?;
-    let base_port: u16 = status
-        .client_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or("bad client URL in the stack's status")?;
+    let shape = layout.shape().ok_or(
+        "no record of how the stack was started (up-args.json): start it with `mxstack up`",
+    )?;
     let names: Vec<&str> = status.processes.iter().map(|p| p.name.as_str()).collect();
-    // `up --replicas N`: N processes per scalable group (0: Synapse as one process).
-    let replicas = names
-        .iter()
-        .filter(|n| n.starts_with("synapse-synchrotron-"))
-        .count() as u32;
-    let (t, addr) = mxstack_local::plan::local_topology(config, &layout, replicas, base_port);
+    let (t, addr) = mxstack_local::plan::local_topology(config, &layout, &shape);
     let processes = t.processes();
     let url = |hp: mxstack_topology::HostPort, path: &str| {
         format!("http://{}:{}{path}", hp.host, hp.port)
@@ -165,6 +157,12 @@ fn local_target(
         local.scanner_ready = Some(Endpoint {
             name: "content-scanner".into(),
             url: url(addr.content_scanner(), ready),
+        });
+    }
+    if names.contains(&"prometheus") {
+        local.prometheus = Some(Endpoint {
+            name: "prometheus".into(),
+            url: url(addr.prometheus(), ""),
         });
     }
     if names.contains(&"li-sync") {

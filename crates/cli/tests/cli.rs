@@ -690,3 +690,126 @@ fn render_with_operators_writes_the_phase_and_says_what_is_left() {
         "{err}"
     );
 }
+
+#[test]
+fn plan_from_an_old_config_lists_what_a_tier_change_takes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |scale: &str| {
+        let d = dir.path().join(scale);
+        ok(&mxstack(&[
+            "init",
+            "--domain",
+            "acme.test",
+            "--scale",
+            scale,
+            "--dir",
+            d.to_str().unwrap(),
+        ]));
+        d.join("mxstack.yaml").display().to_string()
+    };
+    let (small, large) = (init("1k"), init("5k"));
+    let out = ok(&mxstack(&[
+        "plan", "--from", &small, "--config", &large, "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let effects: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["effect"].as_str().unwrap())
+        .collect();
+    assert_eq!(effects.first(), Some(&"nodes"), "{out}");
+    assert_eq!(effects.last(), Some(&"coordinated_restart"), "{out}");
+    assert!(out.contains("PostgreSQL max_connections"), "{out}");
+    let same = ok(&mxstack(&["plan", "--from", &small, "--config", &small]));
+    assert_eq!(same.trim(), "nothing changes");
+}
+
+#[test]
+fn rotate_for_kubernetes_takes_three_steps_where_two_values_are_accepted() {
+    let (dir, cfg) = init_site("acme.test", "1k", "li,calls");
+    let c = cfg.to_str().unwrap();
+    let secrets = dir.path().join("secrets.yaml");
+    let old = std::fs::read_to_string(&secrets).unwrap();
+    let read = || std::fs::read_to_string(&secrets).unwrap();
+    let render = |step: &str| {
+        let out = dir.path().join(step);
+        ok(&mxstack(&[
+            "render",
+            "--config",
+            c,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+    };
+    let mut printed = ok(&mxstack(&[
+        "rotate",
+        "li_s3_secret_key",
+        "livekit_api_key",
+        "key_vault_store_api_key",
+        "li_db_password",
+        "--kubernetes",
+        "--config",
+        c,
+    ]));
+    // 1: pairs rotate together; what SeaweedFS, LiveKit and the vault accept waits as next.
+    for staged in [
+        "next.li_s3_access_key:",
+        "next.li_s3_secret_key:",
+        "next.livekit_api_key:",
+        "next.livekit_api_secret:",
+        "next.key_vault_store_api_key:",
+    ] {
+        assert!(read().contains(staged), "{staged} missing");
+    }
+    // Nothing accepts two LI database passwords: replaced at once.
+    assert!(!read().contains("next.li_db_password") && !read().contains("previous.li_db_password"));
+    assert!(
+        printed.contains("--switch") && printed.contains("--retire"),
+        "{printed}"
+    );
+    render("one");
+    // A new rotation waits for this one; retire waits for the switch.
+    assert!(
+        !mxstack(&["rotate", "form_secret", "--kubernetes", "--config", c])
+            .status
+            .success()
+    );
+    assert!(
+        !mxstack(&["rotate", "--kubernetes", "--retire", "--config", c])
+            .status
+            .success()
+    );
+    // 2: the readers switch.
+    printed += &ok(&mxstack(&[
+        "rotate",
+        "--kubernetes",
+        "--switch",
+        "--config",
+        c,
+    ]));
+    assert!(!read().contains("next.") && read().contains("previous.li_s3_access_key:"));
+    render("two");
+    // 3: the old values go.
+    printed += &ok(&mxstack(&[
+        "rotate",
+        "--kubernetes",
+        "--retire",
+        "--config",
+        c,
+    ]));
+    assert!(
+        printed.contains("seaweedfs") && printed.contains("livekit"),
+        "{printed}"
+    );
+    assert!(!read().contains("previous."));
+    render("three");
+    for line in old.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((_, v)) = line.split_once(": ") {
+            assert!(
+                !printed.contains(v.trim_matches('"')),
+                "a value was printed"
+            );
+        }
+    }
+}

@@ -12,7 +12,6 @@ use std::path::Path;
 use mxstack_local::plan::Programs;
 use mxstack_local::{LocalPlan, StateLayout};
 use mxstack_spec::{Config, Feature, Secrets, Tier};
-use mxstack_topology::Topology;
 use serde_json::Value;
 
 fn config() -> Config {
@@ -38,23 +37,18 @@ struct Both {
 fn both() -> Both {
     let c = config();
     let secrets = Secrets::generate_all().unwrap();
-    // The same model on both sides: the local stack's replica counts (what `up --replicas 1`
-    // runs) rendered for Kubernetes too, so only the target differs.
-    let same = mxstack_local::plan::local_config(&c, 1);
-    let k8s = mxstack_k8s::render(&Topology::build(&same), &secrets)
+    // The same model on both sides: the local stack's topology (what `up --replicas 1` runs,
+    // its pools sized for `mxstack scale`) rendered for Kubernetes too, so only the target
+    // differs.
+    let layout = StateLayout::for_config(Path::new("/srv/site/mxstack.yaml"), None);
+    let shape = mxstack_local::Shape::new(20000, 1);
+    let (same, _) = mxstack_local::plan::local_topology(&c, &layout, &shape);
+    let k8s = mxstack_k8s::render(&same, &secrets)
         .objects
         .into_iter()
         .map(|o| o.value)
         .collect();
-    let layout = StateLayout::for_config(Path::new("/srv/site/mxstack.yaml"), None);
-    let local = LocalPlan::build(
-        &c,
-        &secrets,
-        &layout,
-        1,
-        20000,
-        &Programs::at_debian_paths(),
-    );
+    let local = LocalPlan::build(&c, &secrets, &layout, &shape, &Programs::at_debian_paths());
     Both { k8s, local }
 }
 

@@ -39,8 +39,15 @@ impl Metrics {
             .fetch_add((seconds * 1e6) as u64, Relaxed);
     }
 
-    pub fn render(&self, cache_entries: usize) -> String {
+    /// `clamd_up`: whether clamd answered a PING just now (the alert ClamdUnavailable must not
+    /// wait for a scan to fail).
+    pub fn render(&self, cache_entries: usize, clamd_up: bool) -> String {
         let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP mxstack_scanner_clamd_up Whether clamd answered PING at this scrape.\n# TYPE mxstack_scanner_clamd_up gauge\nmxstack_scanner_clamd_up {}",
+            u8::from(clamd_up)
+        );
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };

@@ -879,9 +879,13 @@ async fn ready(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
+    // Bounded well below a scrape timeout: a hung clamd reads as down, not as a failed scrape.
+    let clamd_up = tokio::time::timeout(std::time::Duration::from_secs(2), s.clamd.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(s.cache.len()),
+        s.metrics.render(s.cache.len(), clamd_up),
     )
         .into_response()
 }

@@ -8,13 +8,16 @@ use crate::apply::{self, ApplyOptions, Change};
 use crate::objects::{phases, Item};
 use crate::prune::{self, Leftover, Record};
 use crate::wait::{self, WaitOptions};
-use crate::{Cluster, Error};
+use crate::{coordinate, Cluster, Error};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub dry_run: bool,
     pub prune: bool,
     pub force_conflicts: bool,
+    /// Stop every Synapse process before any starts (`crate::coordinate`), even when the
+    /// agreed lists stay the same (a release that changes the database schema).
+    pub coordinated: bool,
     pub wait: WaitOptions,
 }
 
@@ -51,6 +54,15 @@ pub enum Event {
     /// Belongs to the instance, left the render, kept because --prune was not given.
     Leftover {
         object: String,
+    },
+    /// This deploy restarts Synapse coordinated (`crate::coordinate`), and why.
+    Coordinated {
+        reason: String,
+    },
+    /// A Synapse workload was applied at 0 replicas and its pods are gone.
+    ScaledToZero {
+        object: String,
+        elapsed_s: f64,
     },
 }
 
@@ -110,7 +122,30 @@ pub async fn deploy(
     };
     let wanted = Record::of(items, home);
     let mut previous: Option<Record> = None;
+    let coordinated = if opts.coordinated {
+        Some("asked for (--coordinated)".to_string())
+    } else {
+        coordinate::reason(cluster, items, home)
+            .await
+            .map_err(|e| Stopped {
+                phase: "coordinate".into(),
+                object: None,
+                done: Vec::new(),
+                error: e,
+            })?
+    };
+    if let Some(reason) = &coordinated {
+        on(Event::Coordinated {
+            reason: reason.clone(),
+        });
+    }
     for (phase, objects) in phases(items) {
+        let synapse = objects.iter().any(|i| coordinate::is_synapse_workload(i));
+        let objects = if coordinated.is_some() && synapse {
+            coordinated_order(objects)
+        } else {
+            objects
+        };
         let stop = |object: Option<String>, done: &[String], error: Error| Stopped {
             phase: phase.clone(),
             object,
@@ -121,6 +156,11 @@ pub async fn deploy(
             phase: phase.clone(),
             objects: objects.len(),
         });
+        if coordinated.is_some() && synapse && !opts.dry_run {
+            scale_to_zero(cluster, &objects, &id, opts, on)
+                .await
+                .map_err(|(o, e)| stop(Some(o), &summary.phases, e))?;
+        }
         let mut applied = Vec::new();
         for item in objects {
             // The namespace must exist before the parent can record anything in it.
@@ -143,6 +183,16 @@ pub async fn deploy(
                 change: a.change,
                 diff: if opts.dry_run { a.diff } else { Vec::new() },
             });
+            // Coordinated: main starts (and migrates) before any worker is applied.
+            if coordinated.is_some()
+                && !opts.dry_run
+                && item.name == coordinate::SYNAPSE_MAIN
+                && coordinate::is_synapse_workload(&item)
+            {
+                wait_ready(cluster, &item, &phase, opts.wait, on)
+                    .await
+                    .map_err(|e| stop(Some(item.id()), &summary.phases, e))?;
+            }
             applied.push(item);
         }
         if !opts.dry_run {
@@ -150,14 +200,9 @@ pub async fn deploy(
                 .iter()
                 .filter(|i| wait::waited(&i.api_version, &i.kind))
             {
-                let waited = wait_one(cluster, item, &phase, opts.wait, on)
+                wait_ready(cluster, item, &phase, opts.wait, on)
                     .await
                     .map_err(|e| stop(Some(item.id()), &summary.phases, e))?;
-                on(Event::Ready {
-                    phase: phase.clone(),
-                    object: item.id(),
-                    elapsed_s: secs(waited),
-                });
             }
         }
         summary.phases.push(phase.clone());
@@ -204,6 +249,48 @@ async fn track(
     Ok(old)
 }
 
+/// A phase's objects for a coordinated restart: everything else first (ConfigMaps, Services),
+/// then Synapse main, then the workers.
+fn coordinated_order(objects: Vec<&Item>) -> Vec<&Item> {
+    let rank = |i: &Item| match (coordinate::is_synapse_workload(i), i.name.as_str()) {
+        (false, _) => 0,
+        (true, coordinate::SYNAPSE_MAIN) => 1,
+        (true, _) => 2,
+    };
+    let mut objects = objects;
+    objects.sort_by_key(|i| rank(i));
+    objects
+}
+
+/// Applies every Synapse workload of the phase at 0 replicas (with its new template) and waits
+/// until its pods are gone: no old process runs beside a new one.
+async fn scale_to_zero(
+    cluster: &Cluster,
+    objects: &[&Item],
+    id: &str,
+    opts: Options,
+    on: &mut dyn FnMut(Event),
+) -> Result<(), (String, Error)> {
+    let workloads: Vec<Item> = objects
+        .iter()
+        .filter(|i| coordinate::is_synapse_workload(i))
+        .map(|i| prune::labelled(&coordinate::at_zero(i), id))
+        .collect();
+    for w in &workloads {
+        apply_one(cluster, w, opts).await.map_err(|e| (w.id(), e))?;
+    }
+    for w in &workloads {
+        let took = coordinate::wait_stopped(cluster, w, opts.wait.timeout, opts.wait.poll)
+            .await
+            .map_err(|e| (w.id(), e))?;
+        on(Event::ScaledToZero {
+            object: w.id(),
+            elapsed_s: secs(took),
+        });
+    }
+    Ok(())
+}
+
 async fn apply_one(cluster: &Cluster, item: &Item, opts: Options) -> Result<apply::Applied, Error> {
     let a = ApplyOptions {
         dry_run: opts.dry_run,
@@ -232,13 +319,14 @@ async fn apply_one(cluster: &Cluster, item: &Item, opts: Options) -> Result<appl
     }
 }
 
-async fn wait_one(
+/// Waits until `item` is ready, reporting progress, then `Ready`.
+async fn wait_ready(
     cluster: &Cluster,
     item: &Item,
     phase: &str,
     opts: WaitOptions,
     on: &mut dyn FnMut(Event),
-) -> Result<Duration, Error> {
+) -> Result<(), Error> {
     let mut progress = |state: &str, elapsed: Duration| {
         on(Event::Waiting {
             phase: phase.to_string(),
@@ -247,7 +335,13 @@ async fn wait_one(
             elapsed_s: secs(elapsed),
         })
     };
-    wait::wait(cluster, item, opts, &mut progress).await
+    let waited = wait::wait(cluster, item, opts, &mut progress).await?;
+    on(Event::Ready {
+        phase: phase.to_string(),
+        object: item.id(),
+        elapsed_s: secs(waited),
+    });
+    Ok(())
 }
 
 /// Prune (or list) what left the render, then record exactly what the instance uses now.

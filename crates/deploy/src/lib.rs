@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod client;
 pub mod cluster;
+pub mod coordinate;
 pub mod deploy;
 mod error;
 pub mod objects;

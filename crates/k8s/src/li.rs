@@ -24,10 +24,9 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMapProjection, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection,
-    Toleration, Volume, VolumeProjection,
+    Affinity, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    ServiceAccount, Volume,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,7 +44,7 @@ use serde_json::{json, Value};
 
 use crate::edge::GATE_USER_HEADER;
 use crate::meta::*;
-use crate::postgres::{postgres_storage, superuser_secret};
+use crate::postgres::{postgres_storage, superuser_secret, Backups};
 use crate::secrets::*;
 use crate::{Ctx, Out, Phase};
 
@@ -129,16 +128,8 @@ pub const WAIT_SYNAPSE_LI: &str = "wait-synapse-li";
 /// How long the job waits for the restarted Synapse LI (its startup probe allows 10 minutes
 /// for migrating a freshly refreshed copy).
 pub const SYNAPSE_LI_ROLLOUT_TIMEOUT: &str = "10m";
-/// The projected volume with the working-copy job's API token, mounted only into kubectl.
-const API_ACCESS_VOLUME: &str = "kube-api-access";
-/// Where client-go's in-cluster config reads the token and the cluster's CA.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// The CA bundle of the API server, which Kubernetes publishes in every namespace.
-const KUBE_ROOT_CA: &str = "kube-root-ca.crt";
 /// kubectl's HOME (its discovery cache); the root filesystem is read-only.
 const KUBECTL_HOME: &str = "/home/kubectl";
-/// Lifetime of the job's API token; the kubelet renews it well before it expires.
-const API_TOKEN_SECONDS: i64 = 600;
 /// One process for a handful of investigators.
 const SYNAPSE_LI_RESOURCES: Resources = Resources {
     cpu_millis: 1000,
@@ -158,26 +149,6 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
 
 // ---------------------------------------------------------------------------------------------
 // Placement
-
-/// `li.node_label` as (key, value). The config check MX-CFG-013 refuses a malformed label before
-/// anything is rendered; a label without `=` is taken as a key with an empty value.
-pub fn li_node_label(ctx: &Ctx) -> (String, String) {
-    let label = &ctx.cfg.li.node_label;
-    let (key, value) = label.split_once('=').unwrap_or((label, ""));
-    (key.to_string(), value.to_string())
-}
-
-/// Tolerates the LI nodes' taint (`key=value:NoSchedule`), which keeps everything else off them.
-pub fn li_tolerations(ctx: &Ctx) -> Vec<Toleration> {
-    let (key, value) = li_node_label(ctx);
-    vec![Toleration {
-        key: Some(key),
-        operator: Some("Equal".into()),
-        value: Some(value),
-        effect: Some("NoSchedule".into()),
-        ..Default::default()
-    }]
-}
 
 /// Puts a pod on the LI nodes (and only there).
 fn on_li_nodes(ctx: &Ctx, pod: &mut PodSpec) {
@@ -321,8 +292,24 @@ fn li_postgres_cluster(ctx: &Ctx) -> Value {
                 "nodeSelector": { key: value },
                 "tolerations": tolerations,
             },
+            // Continuous WAL archiving and base backups to the LI backup bucket, with the LI
+            // backup identity: main's credentials cannot touch them (topology::backup).
+            "plugins": Backups::li(ctx).archiver(),
         }
     })
+}
+
+/// The objects of the LI cluster's recovery as `name`: always to the end of its archive (the
+/// most evidence it holds, whatever time main is restored to; `mxstack li reattach` then keeps
+/// what main no longer has in history), its ScheduledBackup, and the switch-over Service
+/// `li-pg-rw`.
+pub(crate) fn recovery(ctx: &Ctx, name: &str) -> Vec<Value> {
+    let b = Backups::li(ctx);
+    vec![
+        b.recover(li_postgres_cluster(ctx), name, None),
+        b.scheduled_backup(ctx, name),
+        b.switch_over_service(ctx, name),
+    ]
 }
 
 /// The browsing stack's working copy, owned by Synapse LI's role. It exists for good: the
@@ -348,10 +335,17 @@ fn working_copy_database(ctx: &Ctx) -> Value {
 }
 
 fn li_postgres(ctx: &Ctx, out: &mut Out) {
+    let b = Backups::li(ctx);
     out.add(
         Phase::Infrastructure,
         FILE_LI_POSTGRES,
         li_postgres_cluster(ctx),
+    );
+    out.add(Phase::Infrastructure, FILE_LI_POSTGRES, b.object_store(ctx));
+    out.add(
+        Phase::Infrastructure,
+        FILE_LI_POSTGRES,
+        b.scheduled_backup(ctx, b.cluster),
     );
     out.add(
         Phase::Infrastructure,
@@ -630,6 +624,17 @@ fn key_vault(ctx: &Ctx, out: &mut Out) {
                 KEY_VAULT_RETRIEVAL,
                 KEY_VAULT_RETRIEVAL_API_KEY,
             ),
+            // Present only while a rotation runs (docs/ROTATION.md).
+            env_secret_optional(
+                &escrow::other_env(escrow::ENV_STORE_API_KEY),
+                KEY_VAULT_API_KEY,
+                KEY_VAULT_OTHER_STORE_API_KEY,
+            ),
+            env_secret_optional(
+                &escrow::other_env(escrow::ENV_RETRIEVAL_API_KEY),
+                KEY_VAULT_RETRIEVAL,
+                KEY_VAULT_OTHER_RETRIEVAL_API_KEY,
+            ),
         ]),
         ports: Some(vec![container_port_of(reg::key_vault::HTTP)]),
         resources: Some(resources(&KEY_VAULT_RESOURCES)),
@@ -875,39 +880,6 @@ fn kubectl_container(ctx: &Ctx, name: &str, args: &[&str]) -> Container {
             mount_rw("kubectl-home", KUBECTL_HOME),
         ]),
         ..container(name, &ctx.cfg.images.kubectl)
-    }
-}
-
-/// The job's API token and the cluster's CA, as the automatic mount would provide them.
-fn api_access_volume() -> Volume {
-    Volume {
-        name: API_ACCESS_VOLUME.into(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o440),
-            sources: Some(vec![
-                VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        path: "token".into(),
-                        expiration_seconds: Some(API_TOKEN_SECONDS),
-                        audience: None,
-                    }),
-                    ..Default::default()
-                },
-                VolumeProjection {
-                    config_map: Some(ConfigMapProjection {
-                        name: KUBE_ROOT_CA.into(),
-                        items: Some(vec![KeyToPath {
-                            key: "ca.crt".into(),
-                            path: "ca.crt".into(),
-                            ..Default::default()
-                        }]),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                },
-            ]),
-        }),
-        ..Default::default()
     }
 }
 

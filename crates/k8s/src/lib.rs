@@ -8,13 +8,14 @@
 //! Rendering is a pure function: the same input gives byte-identical files.
 
 mod addressing;
-pub mod alerts;
+
 mod antivirus;
 mod calls;
 mod edge;
 mod element;
 mod htpasswd;
 mod li;
+mod logs;
 mod media;
 mod meta;
 mod monitoring;
@@ -23,6 +24,7 @@ pub mod operators;
 mod postgres;
 pub mod prerequisites;
 mod push;
+pub mod rollout;
 mod router;
 mod rtc_auth;
 mod secrets;
@@ -109,7 +111,19 @@ pub(crate) struct Ctx<'a> {
     pub paths: SynapsePaths,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(topology: &'a Topology, secrets: &'a Secrets) -> Ctx<'a> {
+        let addr = KubernetesAddressing::new(&topology.config);
+        let paths = addr.synapse_paths();
+        Ctx {
+            t: topology,
+            cfg: &topology.config,
+            secrets,
+            addr,
+            paths,
+        }
+    }
+
     pub fn ns(&self) -> &str {
         &self.cfg.namespace
     }
@@ -136,15 +150,7 @@ impl Out {
 }
 
 pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
-    let addr = KubernetesAddressing::new(&topology.config);
-    let paths = addr.synapse_paths();
-    let ctx = Ctx {
-        t: topology,
-        cfg: &topology.config,
-        secrets,
-        addr,
-        paths,
-    };
+    let ctx = Ctx::new(topology, secrets);
     let mut out = Out::default();
     network::render(&ctx, &mut out);
     secrets::render(&ctx, &mut out);
@@ -170,8 +176,38 @@ pub fn render(topology: &Topology, secrets: &Secrets) -> Rendered {
     }
     if ctx.has(Feature::Monitoring) {
         monitoring::render(&ctx, &mut out);
+        logs::render(&ctx, &mut out);
     }
+    rollout::annotate(&mut out.objects, secrets);
     assemble(out.objects)
+}
+
+/// The CloudNativePG recovery of main as cluster `name` (to `target_time`, RFC 3339, or the end
+/// of the archive): the Cluster with `bootstrap.recovery` from the Barman Cloud plugin's
+/// ObjectStore, its ScheduledBackup, and the Service that switches `main-pg-rw` over to it.
+pub fn postgres_recovery(
+    topology: &Topology,
+    secrets: &Secrets,
+    name: &str,
+    target_time: Option<&str>,
+) -> Vec<serde_json::Value> {
+    let ctx = Ctx::new(topology, secrets);
+    postgres::recovery(&ctx, name, target_time)
+}
+
+/// The CloudNativePG recovery of the LI cluster as `name` (feature li): always to the end of
+/// its archive, whatever main's target (docs/BACKUP.md), its ScheduledBackup and the Service
+/// that switches `li-pg-rw` over to it. Empty without feature li.
+pub fn li_postgres_recovery(
+    topology: &Topology,
+    secrets: &Secrets,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    let ctx = Ctx::new(topology, secrets);
+    if !ctx.has(mxstack_spec::Feature::Li) {
+        return Vec::new();
+    }
+    li::recovery(&ctx, name)
 }
 
 pub(crate) fn kustomization(resources: &[String]) -> String {

@@ -7,7 +7,7 @@
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use mxstack_spec::{Component, Feature, MediaBackend};
+use mxstack_spec::{Component, MediaBackend};
 use mxstack_topology::registry as reg;
 use serde_json::{json, Value};
 
@@ -268,12 +268,16 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
             "-s3".into(),
             format!("-s3.port={}", reg::seaweedfs::S3.number),
             format!("-s3.config=/etc/seaweedfs/{SEAWEEDFS_S3_CONFIG_KEY}"),
+            format!("-metricsPort={}", reg::seaweedfs::METRICS.number),
         ],
         &ports,
     );
-    c.ports.get_or_insert_with(Vec::new).push(container_port(
-        "s3",
-        reg::seaweedfs::S3.number,
+    let container_ports = c.ports.get_or_insert_with(Vec::new);
+    container_ports.push(container_port("s3", reg::seaweedfs::S3.number, "TCP"));
+    // Scraped by the PodMonitor (feature monitoring); only the filers have it.
+    container_ports.push(container_port(
+        reg::seaweedfs::METRICS.name,
+        reg::seaweedfs::METRICS.number,
         "TCP",
     ));
     c.readiness_probe = Some(tcp_probe("s3", 5, 3));
@@ -307,13 +311,9 @@ fn seaweedfs(ctx: &Ctx, out: &mut Out) {
     out.add(Phase::Infrastructure, FILE, bucket_job(ctx, &peers, ns));
 }
 
-/// The buckets to create: media, backups, and with feature li the LI media bucket.
+/// The buckets to create: media, backups, and with feature li the LI media and backup buckets.
 pub fn buckets(ctx: &Ctx) -> Vec<String> {
-    let mut b = vec![ctx.cfg.media.bucket.clone(), ctx.cfg.backup.bucket.clone()];
-    if ctx.has(Feature::Li) {
-        b.push(ctx.cfg.li.media_bucket(&ctx.cfg.media));
-    }
-    b
+    ctx.cfg.buckets()
 }
 
 /// Creates the buckets once the cluster answers; safe to run again.
@@ -326,6 +326,12 @@ fn bucket_job(ctx: &Ctx, peers: &str, _ns: &str) -> Job {
         script.push_str(&format!(
             // A whole name: `synapse-media` must not match `synapse-media-li`.
             "if grep -qE '(^|[[:space:]]){b}([[:space:]]|$)' /tmp/buckets; then echo 'bucket {b} exists'; else echo 's3.bucket.create -name {b}' | weed shell -master=\"$M\"; fi\n"
+        ));
+    }
+    // Idempotent: enabling versioning twice is a no-op.
+    for b in ctx.cfg.versioned_buckets() {
+        script.push_str(&format!(
+            "echo 's3.bucket.versioning -name {b} -enable' | weed shell -master=\"$M\"\n"
         ));
     }
     let sel = selector("bucket-setup");

@@ -2,14 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container,
+    ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccountTokenProjection, ServicePort, ServiceSpec,
+    TCPSocketAction, Toleration, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPort;
@@ -148,6 +151,19 @@ pub fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
         }),
         ..Default::default()
     }
+}
+
+/// A variable from a Secret key that may be absent (then the variable is unset).
+pub fn env_secret_optional(name: &str, secret: &str, key: &str) -> EnvVar {
+    let mut v = env_secret(name, secret, key);
+    if let Some(r) = v
+        .value_from
+        .as_mut()
+        .and_then(|f| f.secret_key_ref.as_mut())
+    {
+        r.optional = Some(true);
+    }
+    v
 }
 
 pub fn env_field(name: &str, path: &str) -> EnvVar {
@@ -480,6 +496,20 @@ impl Workload {
         }
     }
 
+    /// One pod per eligible node (`replicas` does not apply).
+    pub fn daemon_set(&self, ctx: &Ctx) -> DaemonSet {
+        DaemonSet {
+            metadata: meta(ctx, &self.name, &self.app),
+            spec: Some(DaemonSetSpec {
+                selector: label_selector(&self.selector),
+                template: self.template(),
+                revision_history_limit: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// At most one pod down at a time during voluntary disruptions (drains, upgrades).
     pub fn pdb(&self, ctx: &Ctx) -> PodDisruptionBudget {
         PodDisruptionBudget {
@@ -603,6 +633,73 @@ pub fn port_range(protocol: &str, from: u16, to: u16) -> NetworkPolicyPort {
         protocol: Some(protocol.into()),
         port: Some(IntOrString::Int(i32::from(from))),
         end_port: Some(i32::from(to)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement and API access, for the LI workloads and the pods that must follow them there (the
+// log collector)
+
+/// A projected volume with a pod's API token, mounted only into the containers that call the API.
+pub const API_ACCESS_VOLUME: &str = "kube-api-access";
+/// Where client-go's in-cluster config reads the token and the cluster's CA.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The CA bundle of the API server, which Kubernetes publishes in every namespace.
+const KUBE_ROOT_CA: &str = "kube-root-ca.crt";
+/// Lifetime of a projected API token; the kubelet renews it well before it expires.
+const API_TOKEN_SECONDS: i64 = 600;
+
+/// `li.node_label` as (key, value). The config check MX-CFG-013 refuses a malformed label before
+/// anything is rendered; a label without `=` is taken as a key with an empty value.
+pub fn li_node_label(ctx: &Ctx) -> (String, String) {
+    let label = &ctx.cfg.li.node_label;
+    let (key, value) = label.split_once('=').unwrap_or((label, ""));
+    (key.to_string(), value.to_string())
+}
+
+/// Tolerates the LI nodes' taint (`key=value:NoSchedule`), which keeps everything else off them.
+pub fn li_tolerations(ctx: &Ctx) -> Vec<Toleration> {
+    let (key, value) = li_node_label(ctx);
+    vec![Toleration {
+        key: Some(key),
+        operator: Some("Equal".into()),
+        value: Some(value),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]
+}
+
+/// A pod's API token and the cluster's CA, as the automatic mount would provide them (pods keep
+/// `automountServiceAccountToken: false` and mount this where it is needed, visibly).
+pub fn api_access_volume() -> Volume {
+    Volume {
+        name: API_ACCESS_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(API_TOKEN_SECONDS),
+                        audience: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: KUBE_ROOT_CA.into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
     }
 }
 

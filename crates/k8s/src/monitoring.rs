@@ -1,6 +1,6 @@
 //! Prometheus Operator objects (feature `monitoring`): what to scrape and a few alerts that matter.
 
-use mxstack_topology::registry::{self as reg, Scrape, Selector};
+use mxstack_topology::registry::{self as reg, Scrape};
 use serde_json::{json, Value};
 
 use crate::meta::*;
@@ -32,23 +32,11 @@ fn pod_monitor(ctx: &Ctx, name: &str, selector: Labels, port: &str) -> Value {
 }
 
 fn prometheus_rule(ctx: &Ctx) -> Value {
-    let rules: Vec<Value> = crate::alerts::alerts(ctx.cfg)
-        .into_iter()
-        .map(|a| {
-            json!({
-                "alert": a.name,
-                "expr": a.expr,
-                "for": a.for_,
-                "labels": { "severity": a.severity },
-                "annotations": { "summary": a.summary, "description": a.fix },
-            })
-        })
-        .collect();
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": meta_json(ctx, "mxstack", "monitoring"),
-        "spec": { "groups": [{ "name": "mxstack", "rules": rules }] },
+        "spec": { "groups": [mxstack_monitoring::rule_group(ctx.cfg)] },
     })
 }
 
@@ -63,17 +51,32 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             Some(Scrape::Service { port, path }) => {
                 service_monitor(ctx, c.name(), c.name(), port.name, path)
             }
-            Some(Scrape::Pod { port }) => {
-                // A CloudNativePG cluster's monitor is named after the cluster.
-                let name = match c.selector {
-                    Selector::CnpgCluster(cluster) => cluster,
-                    _ => c.name(),
-                };
-                pod_monitor(ctx, name, selector_of(c), port)
-            }
+            Some(Scrape::Pod { port }) => pod_monitor(
+                ctx,
+                mxstack_monitoring::monitor_name(c),
+                selector_of(c),
+                port,
+            ),
             None => continue,
         };
         out.add(Phase::Monitoring, FILE, monitor);
     }
     out.add(Phase::Monitoring, FILE, prometheus_rule(ctx));
+    for d in mxstack_monitoring::dashboards::dashboards(ctx.t) {
+        out.add(Phase::Monitoring, "dashboards.yaml", dashboard(ctx, &d));
+    }
+}
+
+/// A dashboard as a ConfigMap for the Grafana sidecar (kube-prometheus-stack's
+/// `grafana.sidecar.dashboards`, which must search this namespace: docs/MONITORING.md).
+fn dashboard(ctx: &Ctx, d: &mxstack_monitoring::dashboards::Dashboard) -> Value {
+    use mxstack_monitoring::dashboards::{grafana_json, SIDECAR_LABEL};
+    let mut meta = meta_json(ctx, d.uid, "monitoring");
+    meta["labels"][SIDECAR_LABEL] = json!("1");
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": { format!("{}.json", d.uid): grafana_json(d).to_string() },
+    })
 }

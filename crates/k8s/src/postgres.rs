@@ -10,13 +10,16 @@ use serde_json::{json, Map, Value};
 
 use crate::meta::{config_map, map, meta_json};
 use crate::secrets::{
-    DB_CREDENTIALS, LI_REPLICATION_CREDENTIALS, S3_ACCESS_KEY_ID, S3_CREDENTIALS, S3_SECRET_KEY,
+    DB_CREDENTIALS, LI_BACKUP_S3_CREDENTIALS, LI_REPLICATION_CREDENTIALS, S3_ACCESS_KEY_ID,
+    S3_CREDENTIALS, S3_SECRET_KEY,
 };
 use crate::{Ctx, Out, Phase};
 
 const FILE: &str = "postgres.yaml";
 pub const BARMAN_PLUGIN: &str = "barman-cloud.cloudnative-pg.io";
 pub const OBJECT_STORE: &str = "main-pg-backups";
+/// The LI cluster's ObjectStore (its own bucket and S3 identity).
+pub const LI_OBJECT_STORE: &str = "li-pg-backups";
 /// Label CloudNativePG puts on every instance pod of a cluster.
 /// ConfigMap with the SQL that prepares main for the LI replica (`topology::li::main_setup_sql`),
 /// run once by CloudNativePG when the cluster is created.
@@ -43,9 +46,14 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             ),
         );
     }
+    let b = Backups::main(ctx);
     out.add(Phase::Infrastructure, FILE, cluster(ctx));
-    out.add(Phase::Infrastructure, FILE, object_store(ctx));
-    out.add(Phase::Infrastructure, FILE, scheduled_backup(ctx));
+    out.add(Phase::Infrastructure, FILE, b.object_store(ctx));
+    out.add(
+        Phase::Infrastructure,
+        FILE,
+        b.scheduled_backup(ctx, b.cluster),
+    );
 }
 
 /// A CloudNativePG `storage` / `walStorage` stanza.
@@ -113,11 +121,7 @@ fn cluster(ctx: &Ctx) -> Value {
             },
             // Metrics are scraped with a PodMonitor in 60-monitoring: monitoring.enablePodMonitor is
             // deprecated in CloudNativePG.
-            "plugins": [{
-                "name": BARMAN_PLUGIN,
-                "isWALArchiver": true,
-                "parameters": { "barmanObjectName": OBJECT_STORE },
-            }],
+            "plugins": Backups::main(ctx).archiver(),
         }
     });
     if ctx.has(Feature::Li) {
@@ -162,40 +166,143 @@ fn prepare_for_li(c: &mut Value) {
     });
 }
 
-fn object_store(ctx: &Ctx) -> Value {
-    let b = &ctx.cfg.backup;
-    json!({
-        "apiVersion": "barmancloud.cnpg.io/v1",
-        "kind": "ObjectStore",
-        "metadata": meta_json(ctx, OBJECT_STORE, "postgres"),
-        "spec": {
-            "configuration": {
-                "destinationPath": format!("s3://{}/{}", b.bucket, reg::postgres::CLUSTER),
-                "endpointURL": ctx.addr.s3_endpoint(),
-                "s3Credentials": {
-                    "accessKeyId": { "name": S3_CREDENTIALS, "key": S3_ACCESS_KEY_ID },
-                    "secretAccessKey": { "name": S3_CREDENTIALS, "key": S3_SECRET_KEY },
-                },
-                "wal": { "compression": "gzip", "maxParallel": 2 },
-                "data": { "compression": "gzip", "jobs": 2 },
-            },
-            "retentionPolicy": b.retention,
-        }
-    })
+/// A cluster's backups: the ObjectStore its Barman Cloud plugin archives to, and where that
+/// writes. Main and LI each have their own (bucket and S3 identity: `topology::backup`).
+pub(crate) struct Backups {
+    pub cluster: &'static str,
+    pub object_store: &'static str,
+    pub bucket: String,
+    /// The Secret with the S3 key pair the plugin writes with.
+    pub credentials: &'static str,
+    /// `app.kubernetes.io/name` of its objects.
+    pub app: &'static str,
 }
 
-fn scheduled_backup(ctx: &Ctx) -> Value {
-    json!({
-        "apiVersion": "postgresql.cnpg.io/v1",
-        "kind": "ScheduledBackup",
-        "metadata": meta_json(ctx, &format!("{}-base", reg::postgres::CLUSTER), "postgres"),
-        "spec": {
-            "schedule": ctx.cfg.backup.schedule,
-            "immediate": true,
-            "backupOwnerReference": "self",
-            "cluster": { "name": reg::postgres::CLUSTER },
-            "method": "plugin",
-            "pluginConfiguration": { "name": BARMAN_PLUGIN },
+impl Backups {
+    pub(crate) fn main(ctx: &Ctx) -> Backups {
+        Backups {
+            cluster: reg::postgres::CLUSTER,
+            object_store: OBJECT_STORE,
+            bucket: ctx.cfg.backup.bucket.clone(),
+            credentials: S3_CREDENTIALS,
+            app: "postgres",
         }
-    })
+    }
+
+    /// The LI cluster's: its own bucket, written only by the LI backup identity.
+    pub(crate) fn li(ctx: &Ctx) -> Backups {
+        Backups {
+            cluster: reg::li_postgres::CLUSTER,
+            object_store: LI_OBJECT_STORE,
+            bucket: ctx.cfg.backup.li_bucket_name(),
+            credentials: LI_BACKUP_S3_CREDENTIALS,
+            app: crate::li::LI_POSTGRES_APP,
+        }
+    }
+
+    /// The `plugins` entry that makes the Barman Cloud plugin the cluster's WAL archiver.
+    pub(crate) fn archiver(&self) -> Value {
+        json!([{
+            "name": BARMAN_PLUGIN,
+            "isWALArchiver": true,
+            "parameters": { "barmanObjectName": self.object_store },
+        }])
+    }
+
+    pub(crate) fn object_store(&self, ctx: &Ctx) -> Value {
+        let b = &ctx.cfg.backup;
+        json!({
+            "apiVersion": "barmancloud.cnpg.io/v1",
+            "kind": "ObjectStore",
+            "metadata": meta_json(ctx, self.object_store, self.app),
+            "spec": {
+                "configuration": {
+                    "destinationPath": format!("s3://{}/{}", self.bucket, self.cluster),
+                    "endpointURL": ctx.addr.s3_endpoint(),
+                    "s3Credentials": {
+                        "accessKeyId": { "name": self.credentials, "key": S3_ACCESS_KEY_ID },
+                        "secretAccessKey": { "name": self.credentials, "key": S3_SECRET_KEY },
+                    },
+                    "wal": { "compression": "gzip", "maxParallel": 2 },
+                    "data": { "compression": "gzip", "jobs": 2 },
+                },
+                "retentionPolicy": b.retention,
+            }
+        })
+    }
+
+    /// The ScheduledBackup of `cluster` (this cluster, or one recovered from it).
+    pub(crate) fn scheduled_backup(&self, ctx: &Ctx, cluster: &str) -> Value {
+        json!({
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "ScheduledBackup",
+            "metadata": meta_json(ctx, &format!("{cluster}-base"), self.app),
+            "spec": {
+                "schedule": ctx.cfg.backup.schedule,
+                "immediate": true,
+                "backupOwnerReference": "self",
+                "cluster": { "name": cluster },
+                "method": "plugin",
+                "pluginConfiguration": { "name": BARMAN_PLUGIN },
+            }
+        })
+    }
+
+    /// `cluster` bootstrapped as `name` from this archive, up to `target_time` or its end; the
+    /// recovered cluster archives under its own server name in the same ObjectStore, so the
+    /// archive it was restored from is never written to.
+    pub(crate) fn recover(&self, mut c: Value, name: &str, target_time: Option<&str>) -> Value {
+        c["metadata"]["name"] = json!(name);
+        let initdb = c["spec"]["bootstrap"]["initdb"].clone();
+        // The role and database exist in the backup; `secret` keeps the owner's password managed
+        // from the same Secret as before.
+        let mut recovery = json!({
+            "source": RECOVERY_SOURCE,
+            "database": initdb["database"],
+            "owner": initdb["owner"],
+            "secret": initdb["secret"],
+        });
+        if let Some(t) = target_time {
+            recovery["recoveryTarget"] = json!({ "targetTime": t });
+        }
+        c["spec"]["bootstrap"] = json!({ "recovery": recovery });
+        c["spec"]["externalClusters"] = json!([{
+            "name": RECOVERY_SOURCE,
+            "plugin": {
+                "name": BARMAN_PLUGIN,
+                "parameters": { "barmanObjectName": self.object_store, "serverName": self.cluster },
+            },
+        }]);
+        c["spec"]["plugins"][0]["parameters"]["serverName"] = json!(name);
+        c
+    }
+
+    /// The Service that switches clients over to the recovered cluster once the old Cluster
+    /// is deleted (CloudNativePG deletes its `-rw` Service with it): the same name, selecting
+    /// the recovered cluster's primary, so no component's address changes.
+    pub(crate) fn switch_over_service(&self, ctx: &Ctx, recovered: &str) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta_json(ctx, &format!("{}-rw", self.cluster), self.app),
+            "spec": {
+                "selector": { "cnpg.io/cluster": recovered, "cnpg.io/instanceRole": "primary" },
+                "ports": [{ "name": "postgres", "port": 5432, "targetPort": 5432, "protocol": "TCP" }],
+            }
+        })
+    }
+}
+
+/// The `externalClusters` entry a recovery reads main's archive through.
+pub const RECOVERY_SOURCE: &str = "origin";
+
+/// The objects of main's recovery: the recovered Cluster (to `target_time`, or the end of the
+/// archive), its ScheduledBackup and the switch-over Service (applied last).
+pub(crate) fn recovery(ctx: &Ctx, name: &str, target_time: Option<&str>) -> Vec<Value> {
+    let b = Backups::main(ctx);
+    vec![
+        b.recover(cluster(ctx), name, target_time),
+        b.scheduled_backup(ctx, name),
+        b.switch_over_service(ctx, name),
+    ]
 }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use mxstack_spec::{Component, Feature};
-use mxstack_topology::haproxy::{self, Resolution, ROUTES_MAP, ROUTES_READONLY_MAP};
+use mxstack_topology::haproxy::{self, Resolution};
 use mxstack_topology::registry as reg;
 
 use crate::meta::*;
@@ -19,11 +19,8 @@ pub fn selector() -> Labels {
 
 pub fn render(ctx: &Ctx, out: &mut Out) {
     let files = haproxy::router(ctx.t, &ctx.addr, Resolution::Dns, CONFIG_DIR);
-    let hash = config_hash(&[
-        &files.haproxy_cfg,
-        &files.routes_map,
-        &files.routes_readonly_map,
-    ]);
+    let contents: Vec<&str> = files.files().iter().map(|(_, c)| *c).collect();
+    let hash = config_hash(&contents);
     out.add(
         Phase::Main,
         FILE,
@@ -31,11 +28,7 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
             ctx,
             reg::router::COMPONENT.name(),
             reg::router::COMPONENT.name(),
-            map(&[
-                ("haproxy.cfg", &files.haproxy_cfg),
-                (ROUTES_MAP, &files.routes_map),
-                (ROUTES_READONLY_MAP, &files.routes_readonly_map),
-            ]),
+            map(&files.files()),
         ),
     );
     let sel = selector();

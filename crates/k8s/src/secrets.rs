@@ -3,6 +3,7 @@
 
 use mxstack_spec::{Feature, MediaBackend, SecretName};
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
+use mxstack_topology::backup;
 use mxstack_topology::li::{LI_ROLE, REPLICATION_ROLE};
 use mxstack_topology::li_browsing::WORKING_COPY_ROLE;
 use mxstack_topology::li_console::CONSOLE_DB_ROLE;
@@ -42,6 +43,10 @@ pub const KEY_VAULT_STORE_API_KEY: &str = "store_api_key";
 /// The key vault's retrieval API key: the vault checks it, the LI console sends it.
 pub const KEY_VAULT_RETRIEVAL: &str = "key-vault-retrieval-api-key";
 pub const KEY_VAULT_RETRIEVAL_API_KEY: &str = "retrieval_api_key";
+/// The second key of each the vault accepts while `mxstack rotate` replaces it (only the vault
+/// reads these keys; the escrow module and the console read the current one).
+pub const KEY_VAULT_OTHER_STORE_API_KEY: &str = "other_store_api_key";
+pub const KEY_VAULT_OTHER_RETRIEVAL_API_KEY: &str = "other_retrieval_api_key";
 /// li_replicator's password: CloudNativePG sets it on main (managed role) and li-sync reads it.
 pub const LI_REPLICATION_CREDENTIALS: &str = "li-replication-credentials";
 /// li_sync's password: the LI cluster's initdb owner and managed role, read by li-sync and the LI
@@ -51,6 +56,9 @@ pub const LI_DB_CREDENTIALS: &str = "li-db-credentials";
 pub const LI_WORKING_COPY_CREDENTIALS: &str = "li-working-copy-credentials";
 /// li-sync's S3 identity: read main's bucket, write the LI bucket.
 pub const LI_SYNC_S3_CREDENTIALS: &str = "li-sync-s3-credentials";
+/// The LI PostgreSQL's backup identity: read, list and write the LI backup bucket, nothing else
+/// (the LI cluster's ObjectStore reads it; `topology::backup` says why it is its own).
+pub const LI_BACKUP_S3_CREDENTIALS: &str = "li-pg-backup-s3-credentials";
 /// Synapse LI's S3 identity: read the LI bucket. The LI console reads LI media with it too.
 pub const SYNAPSE_LI_S3_CREDENTIALS: &str = "synapse-li-s3-credentials";
 /// li_console's password: the LI cluster's managed role (read only), read by the LI console.
@@ -112,10 +120,11 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
     );
     match ctx.cfg.media.backend {
         MediaBackend::Seaweedfs => {
+            // With feature li, main's identity reaches its own buckets only (topology::backup).
             let mut list = vec![json!({
-                "name": "mxstack",
-                "credentials": [{ "accessKey": access, "secretKey": secret_key }],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+                "name": backup::MAIN_IDENTITY,
+                "credentials": mxstack_topology::seaweedfs::credentials(s, SecretName::S3AccessKey, SecretName::S3SecretKey),
+                "actions": backup::main_identity_actions(ctx.cfg)
             })];
             if ctx.has(Feature::Li) {
                 list.extend(li_s3_identities(ctx));
@@ -162,26 +171,26 @@ pub fn render(ctx: &Ctx, out: &mut Out) {
         );
     }
     if ctx.has(Feature::Li) {
-        add(
-            out,
-            KEY_VAULT_API_KEY,
-            "key-vault",
-            "Opaque",
-            &[(
+        for (name, key, other, secret) in [
+            (
+                KEY_VAULT_API_KEY,
                 KEY_VAULT_STORE_API_KEY,
-                s.get(SecretName::KeyVaultStoreApiKey),
-            )],
-        );
-        add(
-            out,
-            KEY_VAULT_RETRIEVAL,
-            "key-vault",
-            "Opaque",
-            &[(
+                KEY_VAULT_OTHER_STORE_API_KEY,
+                SecretName::KeyVaultStoreApiKey,
+            ),
+            (
+                KEY_VAULT_RETRIEVAL,
                 KEY_VAULT_RETRIEVAL_API_KEY,
-                s.get(SecretName::KeyVaultRetrievalApiKey),
-            )],
-        );
+                KEY_VAULT_OTHER_RETRIEVAL_API_KEY,
+                SecretName::KeyVaultRetrievalApiKey,
+            ),
+        ] {
+            // While a rotation runs, the second key the vault accepts (optional in its env).
+            let accepted = s.accepted(secret);
+            let mut data = vec![(key, accepted[0])];
+            data.extend(accepted.get(1).map(|v| (other, *v)));
+            add(out, name, "key-vault", "Opaque", &data);
+        }
         li_secrets(ctx, out);
     }
 }
@@ -241,6 +250,12 @@ fn li_secrets(ctx: &Ctx, out: &mut Out) {
             reg::synapse_li::COMPONENT.name(),
             SecretName::LiBrowsingS3AccessKey,
             SecretName::LiBrowsingS3SecretKey,
+        ),
+        (
+            LI_BACKUP_S3_CREDENTIALS,
+            crate::li::LI_POSTGRES_APP,
+            SecretName::LiBackupS3AccessKey,
+            SecretName::LiBackupS3SecretKey,
         ),
     ] {
         out.add(
@@ -317,21 +332,20 @@ fn li_s3_identities(ctx: &Ctx) -> Vec<serde_json::Value> {
     vec![
         json!({
             "name": reg::li_sync::COMPONENT.name(),
-            "credentials": [{
-                "accessKey": s.get(SecretName::LiS3AccessKey),
-                "secretKey": s.get(SecretName::LiS3SecretKey),
-            }],
+            "credentials": mxstack_topology::seaweedfs::credentials(s, SecretName::LiS3AccessKey, SecretName::LiS3SecretKey),
             "actions": [
                 format!("Read:{main}"), format!("List:{main}"),
                 format!("Read:{li}"), format!("List:{li}"), format!("Write:{li}"),
             ]
         }),
         json!({
+            "name": backup::LI_BACKUP_IDENTITY,
+            "credentials": mxstack_topology::seaweedfs::credentials(s, SecretName::LiBackupS3AccessKey, SecretName::LiBackupS3SecretKey),
+            "actions": backup::li_backup_identity_actions(ctx.cfg)
+        }),
+        json!({
             "name": reg::synapse_li::COMPONENT.name(),
-            "credentials": [{
-                "accessKey": s.get(SecretName::LiBrowsingS3AccessKey),
-                "secretKey": s.get(SecretName::LiBrowsingS3SecretKey),
-            }],
+            "credentials": mxstack_topology::seaweedfs::credentials(s, SecretName::LiBrowsingS3AccessKey, SecretName::LiBrowsingS3SecretKey),
             "actions": [format!("Read:{li}"), format!("List:{li}")]
         }),
     ]

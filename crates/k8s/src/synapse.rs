@@ -22,8 +22,7 @@ use crate::secrets::*;
 use crate::{Ctx, Out, Phase};
 
 pub const CONFIG: &str = "synapse-config";
-/// Service selecting every Synapse pod's metrics port (monitoring only).
-pub const METRICS_SERVICE: &str = "synapse-metrics";
+pub use mxstack_topology::registry::synapse::METRICS_SERVICE;
 /// uid/gid of the synapse user in the Synapse image.
 pub const SYNAPSE_UID: i64 = 991;
 /// Autoscalers add workers above this CPU utilisation.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use mxstack_k8s::alerts::{alerts, Alert, Series};
+use mxstack_monitoring::alerts::{alerts, Alert, Series};
 use mxstack_spec::{Feature, Tier};
 use serde_json::{json, Value};
 
@@ -132,4 +132,104 @@ fn a_broken_alert_fails_its_unit_test() {
         !out.status.success(),
         "promtool passed a test that must fail"
     );
+}
+
+fn out_021(objects: &[Value]) -> Vec<String> {
+    mxstack_checks::rendered::check(objects, None)
+        .into_iter()
+        .filter(|f| f.rule == "MX-OUT-021")
+        .map(|f| f.message)
+        .collect()
+}
+
+#[test]
+fn an_alert_or_panel_on_a_metric_no_rendered_exporter_exposes_is_refused() {
+    let (r, _) = render(&config(Tier::T1k, &Feature::ALL));
+    let mut objects: Vec<Value> = r.objects.iter().map(|o| o.value.clone()).collect();
+    assert_eq!(
+        out_021(&objects),
+        Vec::<String>::new(),
+        "the shipped render is clean"
+    );
+
+    // A typo in an alert.
+    let rule = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .unwrap();
+    rule["spec"]["groups"][0]["rules"][0]["expr"] = json!("synapse_http_requests_totl > 1");
+    let found = out_021(&objects);
+    assert!(
+        found.len() == 1 && found[0].contains("synapse_http_requests_totl"),
+        "{found:?}"
+    );
+
+    // Without Valkey's PodMonitor, its exporter is not rendered: every Valkey alert and panel
+    // names a metric nobody exposes.
+    let (r, _) = render(&config(Tier::T1k, &Feature::ALL));
+    let objects: Vec<Value> = r
+        .objects
+        .iter()
+        .map(|o| o.value.clone())
+        .filter(|o| !(o["kind"] == "PodMonitor" && o["metadata"]["name"] == "valkey"))
+        .collect();
+    let found = out_021(&objects);
+    assert!(
+        found.iter().any(|m| m.contains("alert ValkeyNoMaster")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|m| m.contains("dashboard Valkey panel Memory used")),
+        "{found:#?}"
+    );
+    assert!(found.iter().all(|m| m.contains("redis_")), "{found:#?}");
+}
+
+#[test]
+fn dashboards_are_configmaps_for_the_grafana_sidecar_generated_per_worker_group() {
+    let c = config(Tier::T10k, &Feature::ALL);
+    let (r, _) = render(&c);
+    let maps: Vec<&Value> = objects(&r, "ConfigMap")
+        .filter(|o| o["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .collect();
+    let names: BTreeSet<&str> = maps
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    for d in [
+        "mxstack-synapse",
+        "mxstack-postgres",
+        "mxstack-valkey",
+        "mxstack-router",
+        "mxstack-media",
+        "mxstack-li",
+    ] {
+        assert!(names.contains(d), "{d} missing: {names:?}");
+    }
+    let synapse = maps
+        .iter()
+        .find(|o| o["metadata"]["name"] == "mxstack-synapse")
+        .unwrap();
+    let json: Value =
+        serde_json::from_str(synapse["data"]["mxstack-synapse.json"].as_str().unwrap()).unwrap();
+    let rows: Vec<&str> = json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    let t = mxstack_topology::Topology::build(&c);
+    for g in &t.groups {
+        assert!(
+            rows.contains(&g.name.as_str()),
+            "no row for {}: {rows:?}",
+            g.name
+        );
+    }
+    // Without li there is no LI dashboard.
+    let (r, _) = render(&config(Tier::T1k, &[Feature::Monitoring]));
+    assert!(objects(&r, "ConfigMap").all(|o| o["metadata"]["name"] != "mxstack-li"));
 }

@@ -24,6 +24,9 @@ const LI_APPS: [&str; 8] = [
     "synapse-admin-li",
 ];
 
+/// The log collector (feature `monitoring`), whose API access tests/logs.rs checks.
+const ALLOY: &str = "alloy";
+
 fn li_config(tier: Tier) -> Config {
     let mut c = config(tier, &[Feature::Li, Feature::Monitoring]);
     c.li.allowed_cidrs = vec!["198.51.100.0/24".into(), "2001:db8::/64".into()];
@@ -81,7 +84,11 @@ fn referenced_secrets(template: &Value) -> Vec<(String, Option<String>)> {
         .chain(spec["initContainers"].as_array().into_iter().flatten());
     for c in containers {
         for e in c["env"].as_array().into_iter().flatten() {
-            if let Some(k) = e.pointer("/valueFrom/secretKeyRef") {
+            // An optional key (the key vault's second key during a rotation) may be absent.
+            if let Some(k) = e
+                .pointer("/valueFrom/secretKeyRef")
+                .filter(|k| k["optional"] != true)
+            {
                 out.push((
                     k["name"].as_str().unwrap().to_string(),
                     k["key"].as_str().map(String::from),
@@ -606,7 +613,8 @@ fn the_working_copy_job_may_restart_synapse_li_and_nothing_else() {
         // One Role in the whole render: get/patch (rollout restart) and list/watch (rollout
         // status, by field selector metadata.name) on Deployment synapse-li, nothing else; no
         // ReplicaSets or Pods (kubectl reads a Deployment's rollout from its own status).
-        let roles: Vec<&Value> = objects(&r, "Role").collect();
+        // (The log collector's Role, pods and their logs, is held to its own in tests/logs.rs.)
+        let roles: Vec<&Value> = objects(&r, "Role").filter(|x| name(x) != ALLOY).collect();
         assert_eq!(roles.len(), 1);
         assert!(objects(&r, "ClusterRole").next().is_none());
         assert!(objects(&r, "ClusterRoleBinding").next().is_none());
@@ -624,7 +632,9 @@ fn the_working_copy_job_may_restart_synapse_li_and_nothing_else() {
         assert_eq!(rule.as_object().unwrap().len(), 4, "{rule}");
 
         // The binding ties exactly that Role to exactly the job's ServiceAccount.
-        let bindings: Vec<&Value> = objects(&r, "RoleBinding").collect();
+        let bindings: Vec<&Value> = objects(&r, "RoleBinding")
+            .filter(|x| name(x) != ALLOY)
+            .collect();
         assert_eq!(bindings.len(), 1);
         let b = bindings[0];
         assert_eq!(b["metadata"]["namespace"], ns);
@@ -640,10 +650,12 @@ fn the_working_copy_job_may_restart_synapse_li_and_nothing_else() {
         let t = cron_template(find(&r, "CronJob", "li-working-copy").unwrap());
         assert_eq!(t["spec"]["serviceAccountName"], sa["metadata"]["name"]);
     }
-    // Without li there is no API access at all.
-    let (r, _) = render(&config(Tier::T1k, &[Feature::Monitoring]));
-    for k in ["ServiceAccount", "Role", "RoleBinding"] {
-        assert!(objects(&r, k).next().is_none(), "{k}");
+    // Without li there is no API access at all, but the log collector's with monitoring.
+    for (features, holders) in [(vec![], vec![]), (vec![Feature::Monitoring], vec![ALLOY])] {
+        let (r, _) = render(&config(Tier::T1k, &features));
+        for k in ["ServiceAccount", "Role", "RoleBinding"] {
+            assert_eq!(objects(&r, k).map(name).collect::<Vec<_>>(), holders, "{k}");
+        }
     }
 }
 
@@ -661,7 +673,9 @@ fn no_other_pod_mounts_a_service_account_token() {
                 holders.push(format!("{k}/{n}"));
             }
         }
-        assert_eq!(holders, ["CronJob/li-working-copy"]);
+        // The working-copy job, and the log collector (monitoring), which lists pods and reads
+        // their logs (tests/logs.rs).
+        assert_eq!(holders, ["CronJob/li-working-copy", "DaemonSet/alloy"]);
     }
 }
 
@@ -2159,4 +2173,138 @@ fn the_li_console_has_its_own_li_host_behind_the_allowed_networks() {
     let route = find(&r, "HTTPRoute", "console-li").unwrap();
     assert_eq!(route["spec"]["hostnames"], json!(["evidence.acme.test"]));
     assert!(find(&r, "SecurityPolicy", "console-li").is_some());
+}
+
+/// The LI cluster's backups (issue 22): its own Barman Cloud ObjectStore, bucket and S3
+/// identity, the same plugin archiving and ScheduledBackup as main; main's identity cannot reach
+/// the LI backups, and the LI backup identity reaches nothing else.
+#[test]
+fn the_li_cluster_is_archived_to_its_own_bucket_with_its_own_identity() {
+    let c = li_config(Tier::T1k);
+    let (r, secrets) = render(&c);
+    let li = &find(&r, "Cluster", "li-pg").unwrap()["spec"];
+    assert_eq!(
+        li["plugins"],
+        json!([{ "name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true,
+                 "parameters": { "barmanObjectName": "li-pg-backups" } }])
+    );
+    let store = &find(&r, "ObjectStore", "li-pg-backups").unwrap()["spec"]["configuration"];
+    assert_eq!(store["destinationPath"], "s3://pg-backups-li/li-pg");
+    assert_eq!(
+        store["s3Credentials"]["accessKeyId"]["name"],
+        "li-pg-backup-s3-credentials"
+    );
+    assert_eq!(
+        store["s3Credentials"]["secretAccessKey"]["name"],
+        "li-pg-backup-s3-credentials"
+    );
+    let main_store = &find(&r, "ObjectStore", "main-pg-backups").unwrap()["spec"]["configuration"];
+    assert_eq!(
+        main_store["s3Credentials"]["accessKeyId"]["name"],
+        "s3-credentials"
+    );
+    let sb = &find(&r, "ScheduledBackup", "li-pg-base").unwrap()["spec"];
+    assert_eq!(sb["cluster"]["name"], "li-pg");
+    assert_eq!(sb["method"], "plugin");
+    assert_eq!(sb["schedule"], c.backup.schedule.as_str());
+    assert!(find(&r, "ScheduledBackup", "main-pg-base").is_some());
+    let creds = find(&r, "Secret", "li-pg-backup-s3-credentials").unwrap();
+    assert_eq!(
+        creds["stringData"]["ACCESS_KEY_ID"],
+        secrets.get(SecretName::LiBackupS3AccessKey)
+    );
+
+    let s3 = find(&r, "Secret", "seaweedfs-s3-config").unwrap();
+    let ids: Value = serde_json::from_str(s3["stringData"]["s3.json"].as_str().unwrap()).unwrap();
+    let actions = |name: &str| -> Vec<String> {
+        let i = ids["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        i["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        actions("li-pg-backup"),
+        [
+            "Read:pg-backups-li",
+            "List:pg-backups-li",
+            "Write:pg-backups-li"
+        ]
+    );
+    let main = actions("mxstack");
+    // Bucket-scoped: no global action, nothing on an LI bucket.
+    assert!(main.iter().all(|a| a.contains(':')), "{main:?}");
+    assert!(
+        main.contains(&"Admin:synapse-media".to_string()),
+        "{main:?}"
+    );
+    assert!(main.contains(&"Write:pg-backups".to_string()), "{main:?}");
+    assert!(!main.iter().any(|a| a.ends_with("-li")), "{main:?}");
+
+    let job = find(&r, "Job", "seaweedfs-buckets").unwrap();
+    let script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+        .as_str()
+        .unwrap();
+    assert!(
+        script.contains("s3.bucket.create -name pg-backups-li"),
+        "{script}"
+    );
+    // Barman's retention deletes: the backup buckets are not versioned.
+    assert!(!script.contains("versioning -name pg-backups"), "{script}");
+}
+
+/// `mxstack restore --kubernetes` with feature li: the LI cluster recovered from its own
+/// archive, to its end (never a time: the LI side keeps the most evidence there), archiving
+/// under its new name in the same ObjectStore, and `li-pg-rw` switched over to it.
+#[test]
+fn the_li_recovery_reads_the_li_archive_to_its_end() {
+    let c = li_config(Tier::T1k);
+    let secrets = mxstack_spec::Secrets::generate_all().unwrap();
+    let t = Topology::build(&c);
+    let objects = mxstack_k8s::li_postgres_recovery(&t, &secrets, "li-pg-restore");
+    assert_eq!(objects.len(), 3);
+    let cluster = &objects[0];
+    assert_eq!(cluster["metadata"]["name"], "li-pg-restore");
+    let recovery = &cluster["spec"]["bootstrap"]["recovery"];
+    assert_eq!(
+        recovery,
+        &json!({ "source": "origin", "database": "synapse_li", "owner": "li_sync",
+                 "secret": { "name": "li-db-credentials" } })
+    );
+    assert_eq!(
+        cluster["spec"]["externalClusters"][0]["plugin"]["parameters"],
+        json!({ "barmanObjectName": "li-pg-backups", "serverName": "li-pg" })
+    );
+    assert_eq!(
+        cluster["spec"]["plugins"][0]["parameters"],
+        json!({ "barmanObjectName": "li-pg-backups", "serverName": "li-pg-restore" })
+    );
+    // Still on the LI nodes, with the same managed roles.
+    assert!(cluster["spec"]["affinity"]["nodeSelector"].is_object());
+    assert_eq!(
+        cluster["spec"]["managed"]["roles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(objects[1]["kind"], "ScheduledBackup");
+    assert_eq!(objects[1]["spec"]["cluster"]["name"], "li-pg-restore");
+    let svc = &objects[2];
+    assert_eq!(svc["metadata"]["name"], "li-pg-rw");
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({ "cnpg.io/cluster": "li-pg-restore", "cnpg.io/instanceRole": "primary" })
+    );
+    // Without feature li there is nothing to recover.
+    let plain = config(Tier::T1k, &[]);
+    let t = Topology::build(&plain);
+    assert!(mxstack_k8s::li_postgres_recovery(&t, &secrets, "li-pg-restore").is_empty());
 }

@@ -276,7 +276,12 @@ fn every_referenced_secret_and_config_map_key_exists() {
                 .chain(spec["initContainers"].as_array().into_iter().flatten());
             for ctr in containers {
                 for e in ctr["env"].as_array().into_iter().flatten() {
-                    if let Some(sk) = e.pointer("/valueFrom/secretKeyRef") {
+                    // An optional key (the key vault's second key, present only while a
+                    // rotation runs) may be absent.
+                    if let Some(sk) = e
+                        .pointer("/valueFrom/secretKeyRef")
+                        .filter(|sk| sk["optional"] != true)
+                    {
                         let (sn, key) = (sk["name"].as_str().unwrap(), sk["key"].as_str().unwrap());
                         assert!(
                             has_secret(sn, Some(key)),

@@ -249,3 +249,60 @@ fn crd_validation_refuses_unknown_fields() {
     assert!(!ok, "a misspelt field passed:\n{text}");
     assert!(text.contains("localeCtype"), "{text}");
 }
+
+/// `mxstack restore --kubernetes`: the recovered Clusters (main's, and LI's with feature li) and
+/// their ScheduledBackups pass the CRDs, the switch-over Services pass strict Kubernetes
+/// validation, for every config (LI included), to a time and to the end of the archive.
+#[test]
+fn the_postgres_recovery_passes_the_crds_and_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, mut custom) = (Vec::new(), Vec::new());
+    for (i, c) in configs().iter().enumerate() {
+        let secrets = mxstack_spec::Secrets::generate_all().unwrap();
+        let t = mxstack_topology::Topology::build(c);
+        for (j, target) in [Some("2026-05-01T12:00:00Z"), None].iter().enumerate() {
+            let objects = mxstack_k8s::postgres_recovery(&t, &secrets, "main-pg-restore", *target);
+            let cluster = &objects[0];
+            let recovery = &cluster["spec"]["bootstrap"]["recovery"];
+            assert_eq!(recovery["source"], "origin");
+            assert_eq!(
+                recovery["recoveryTarget"]["targetTime"].as_str(),
+                *target,
+                "{recovery}"
+            );
+            assert_eq!(
+                cluster["spec"]["externalClusters"][0]["plugin"]["parameters"]["serverName"],
+                "main-pg"
+            );
+            assert_eq!(
+                cluster["spec"]["plugins"][0]["parameters"]["serverName"],
+                "main-pg-restore"
+            );
+            // With feature li, the LI cluster's recovery (to the end of its archive) too.
+            let li = mxstack_k8s::li_postgres_recovery(&t, &secrets, "li-pg-restore");
+            assert_eq!(li.is_empty(), !c.features.contains(&Feature::Li));
+            for (k, o) in objects.iter().chain(&li).enumerate() {
+                let p = dir.path().join(format!("{i}-{j}-{k}.json"));
+                std::fs::write(&p, serde_json::to_string_pretty(o).unwrap()).unwrap();
+                if o["apiVersion"] == "v1" {
+                    core.push(p);
+                } else {
+                    custom.push(p);
+                }
+            }
+        }
+    }
+    let (ok, text) = validate_custom(&custom);
+    assert!(ok, "{text}");
+    let out = Command::new(tool("kubernetes-validate"))
+        .args(["-k", KUBERNETES_VERSION, "--strict", "--quiet"])
+        .args(&core)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -10,11 +10,25 @@ use std::path::Path;
 
 pub use mxstack_service_config::key_vault::{Database, PgDatabase, Recipients, VaultConfig};
 
-/// The two API keys, read from the environment at start.
+/// The two API keys, read from the environment at start, and the keys a rotation is retiring.
 pub struct ApiKeys {
     pub store: String,
     pub retrieval: String,
+    /// `<store_api_key_env>_OTHER`, set while `mxstack rotate` replaces the store key (the key
+    /// being retired, or on Kubernetes first the one being introduced): the vault accepts both
+    /// until the escrow module has switched (docs/ROTATION.md).
+    pub store_other: Option<String>,
+    /// `<retrieval_api_key_env>_OTHER`, likewise while the LI console switches.
+    pub retrieval_other: Option<String>,
 }
+
+/// The variable holding the second accepted key, beside the variable `var` of the current key.
+pub fn other_env(var: &str) -> String {
+    format!("{var}{OTHER_SUFFIX}")
+}
+
+/// Suffix of [`other_env`].
+pub const OTHER_SUFFIX: &str = "_OTHER";
 
 /// Shortest API key accepted (bytes).
 pub const MIN_API_KEY_LEN: usize = 16;
@@ -82,9 +96,19 @@ impl VaultConfigExt for VaultConfig {
             }
             Ok(v)
         };
+        // A retiring key is optional; when set it must be a usable key too.
+        let other = |var: &str| -> Result<Option<String>, String> {
+            let name = other_env(var);
+            match std::env::var(&name) {
+                Ok(v) if !v.trim().is_empty() => get(&name).map(Some),
+                _ => Ok(None),
+            }
+        };
         let keys = ApiKeys {
             store: get(&self.store_api_key_env)?,
             retrieval: get(&self.retrieval_api_key_env)?,
+            store_other: other(&self.store_api_key_env)?,
+            retrieval_other: other(&self.retrieval_api_key_env)?,
         };
         if keys.store == keys.retrieval {
             return Err(format!(

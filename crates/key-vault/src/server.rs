@@ -44,9 +44,10 @@ pub struct Counters {
 pub struct Vault {
     store: Store,
     recipients: Vec<age::x25519::Recipient>,
-    /// SHA-256 of each API key: compared in constant time at a fixed length.
-    store_key: [u8; 32],
-    retrieval_key: [u8; 32],
+    /// SHA-256 of each API key accepted (the current one, and the one a rotation is
+    /// retiring): compared in constant time at a fixed length.
+    store_key: Vec<[u8; 32]>,
+    retrieval_key: Vec<[u8; 32]>,
     /// The LI console's key: retrievals need a claim it signed (`crate::warrant`).
     warrant_signer: Option<ed25519_dalek::VerifyingKey>,
     pub counters: Counters,
@@ -57,8 +58,8 @@ impl Vault {
         Vault {
             store,
             recipients,
-            store_key: Sha256::digest(keys.store.as_bytes()).into(),
-            retrieval_key: Sha256::digest(keys.retrieval.as_bytes()).into(),
+            store_key: accepted(&keys.store, keys.store_other.as_deref()),
+            retrieval_key: accepted(&keys.retrieval, keys.retrieval_other.as_deref()),
             warrant_signer: None,
             counters: Counters::default(),
         }
@@ -91,8 +92,18 @@ fn error(status: StatusCode, errcode: &str, message: &str) -> Response {
     r
 }
 
-/// `Authorization: Bearer <key>` matches `expected` (constant time over the SHA-256s).
-fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
+/// The SHA-256s of the keys a route accepts: the current key and, during a rotation, the
+/// previous one.
+fn accepted(current: &str, previous: Option<&str>) -> Vec<[u8; 32]> {
+    std::iter::once(current)
+        .chain(previous)
+        .map(|k| Sha256::digest(k.as_bytes()).into())
+        .collect()
+}
+
+/// `Authorization: Bearer <key>` matches one of `expected` (constant time over the SHA-256s,
+/// every one compared: which key matched does not show in the timing).
+fn authorized(headers: &HeaderMap, expected: &[[u8; 32]]) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -106,7 +117,10 @@ fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
         return false;
     };
     let got: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    bool::from(got.ct_eq(expected))
+    expected
+        .iter()
+        .fold(subtle::Choice::from(0), |ok, e| ok | got.ct_eq(e))
+        .into()
 }
 
 /// Matrix user ID syntax: `@localpart:server_name`, at most 255 bytes; the localpart in the
@@ -521,6 +535,26 @@ async fn metrics(State(vault): State<Arc<Vault>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_current_and_the_previous_key_only() {
+        let both = accepted("Zx8vQ2mN7pL4kR9tW3yB6cF1", Some("Qm9vb1kR2f7w8xZp3LmN5tYc"));
+        assert!(authorized(&bearer("Zx8vQ2mN7pL4kR9tW3yB6cF1"), &both));
+        assert!(authorized(&bearer("Qm9vb1kR2f7w8xZp3LmN5tYc"), &both));
+        assert!(!authorized(&bearer("Nw7pQ2mX9vL4kR8tB3yC6fH1"), &both));
+        let retired = accepted("Zx8vQ2mN7pL4kR9tW3yB6cF1", None);
+        assert!(!authorized(&bearer("Qm9vb1kR2f7w8xZp3LmN5tYc"), &retired));
+        assert!(!authorized(&HeaderMap::new(), &retired));
+    }
 
     #[test]
     fn user_ids() {

@@ -193,6 +193,22 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     out + rest
 }
 
+/// A variable from an optional Secret key that is not there: Kubernetes leaves it unset (the
+/// key vault's second key outside a rotation).
+fn absent_optional(c: &Cluster, e: &EnvVar) -> bool {
+    let Some(r) = e
+        .value_from
+        .as_ref()
+        .and_then(|f| f.secret_key_ref.as_ref())
+    else {
+        return false;
+    };
+    r.optional == Some(true)
+        && c.secrets
+            .get(&r.name)
+            .is_none_or(|s| !s.contains_key(&r.key))
+}
+
 fn env_value(c: &Cluster, pod: &Pod, opts: &Options, e: &EnvVar) -> Result<String, Error> {
     let missing = |kind, name: &str| Error::Missing {
         pod: pod.name.clone(),
@@ -522,7 +538,7 @@ fn container(
     let name = format!("{}{}-{}", opts.prefix, pod.name, k.name);
     let mut vars = BTreeMap::new();
     let mut env = String::new();
-    for e in k.env.iter().flatten() {
+    for e in k.env.iter().flatten().filter(|e| !absent_optional(c, e)) {
         let v = expand(&env_value(c, pod, opts, e)?, &vars);
         if v.contains('\n') {
             return Err(Error::Unmapped {

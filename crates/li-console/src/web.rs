@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
+use mxstack_service_config::li_console::AUDIT_ANCHOR_KEY;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -86,7 +87,7 @@ impl Console {
                     .or_default() += 1;
                 println!(
                     "{}",
-                    json!({"audit_seq": entry.seq, "audit_hash": entry.hash, "action": action})
+                    json!({"audit_seq": entry.seq, AUDIT_ANCHOR_KEY: entry.hash, "action": action})
                 );
                 Ok(())
             }

@@ -15,6 +15,9 @@ use crate::schema::{ident, qualified, Table};
 pub enum Job {
     Dump,
     WorkingCopy,
+    /// `mxstack li reattach`: no run record; its lock keeps schema passes out (see
+    /// [`crate::replica::sync_schema`]).
+    Reattach,
 }
 
 impl Job {
@@ -22,17 +25,19 @@ impl Job {
         match self {
             Job::Dump => "dump",
             Job::WorkingCopy => "working-copy",
+            Job::Reattach => "reattach",
         }
     }
 
     /// Session advisory lock key ("mxLI" and the job): released by PostgreSQL when the holder's
     /// connection ends, so a crashed job never leaves a stale lock behind (the seed's lock file
     /// had to be removed by hand).
-    fn lock_key(self) -> i64 {
+    pub(crate) fn lock_key(self) -> i64 {
         0x6d78_4c49_0000
             + match self {
                 Job::Dump => 1,
                 Job::WorkingCopy => 2,
+                Job::Reattach => 3,
             }
     }
 }

@@ -67,6 +67,9 @@ async fn replica_loop(config: Arc<LiSyncConfig>, shared: Arc<Shared>) {
                     r.new_tables.len(),
                     r.statements.len()
                 );
+                if r.connection_updated {
+                    eprintln!("li-sync: the subscription connects with the current li_replicator password");
+                }
             }
             let mut since_schema_check = Duration::ZERO;
             let tick = Duration::from_secs(config.status_interval_secs.max(1));

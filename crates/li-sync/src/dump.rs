@@ -142,9 +142,36 @@ async fn dump(
     let tx = replica.transaction().await?;
     tx.batch_execute(&format!("SET LOCAL {BULK_SETTING} = 'on'"))
         .await?;
+    let mut f = absorb_tables(&snapshot, &tx, &main_schema, "dump", progress).await?;
+    f.main_lsn = Some(main_lsn);
+    let sequences_set = bulk::set_sequences(&tx, &sequences, true).await?;
+    bulk::finish_run(&tx, run_id, &f).await?;
+    tx.commit().await?;
+    snapshot.commit().await?;
+    Ok(DumpReport {
+        run_id,
+        figures: f,
+        schema_statements: d.statements.len(),
+        sequences_set,
+        seconds: 0.0,
+    })
+}
+
+/// Makes every table of `main_schema` on the replica equal main's table in `snapshot`, in the
+/// replica's transaction `tx` (with [`BULK_SETTING`] on): main's rows are loaded into a
+/// temporary table, every row of the replica main does not have is kept in
+/// `mxstack_li.row_history` as `REMOVED`, and the table is replaced only if it differs. Dump
+/// mode runs it on every sync; `reattach` once after a restore, so the rows a rewound main no
+/// longer has stay on the LI side.
+pub(crate) async fn absorb_tables(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    main_schema: &Schema,
+    job: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<RunFigures, ReplicaError> {
     let mut f = RunFigures {
         tables: main_schema.tables.values().filter(|t| !t.unlogged).count() as i32,
-        main_lsn: Some(main_lsn),
         ..RunFigures::default()
     };
     let n = main_schema.tables.len();
@@ -154,9 +181,9 @@ async fn dump(
         if columns.is_empty() || table.unlogged {
             continue;
         }
-        if !lock_if_present(&snapshot, name).await? {
+        if !lock_if_present(snapshot, name).await? {
             progress(&format!(
-                "dump: [{}/{n}] {name}: dropped on main during the dump, skipped",
+                "{job}: [{}/{n}] {name}: dropped on main during the dump, skipped",
                 i + 1
             ));
             continue;
@@ -174,7 +201,7 @@ async fn dump(
         ))
         .await?;
         let (rows, bytes) =
-            bulk::copy_table(&snapshot, name, &columns, &tx, "pg_temp.mxstack_incoming").await?;
+            bulk::copy_table(snapshot, name, &columns, tx, "pg_temp.mxstack_incoming").await?;
         f.rows_copied += rows as i64;
         f.bytes_copied += bytes as i64;
         let cols = columns.join(", ");
@@ -222,7 +249,7 @@ async fn dump(
             f.history_rows += removed as i64;
         }
         progress(&format!(
-            "dump: [{}/{n}] {name}: {rows} rows{}{}",
+            "{job}: [{}/{n}] {name}: {rows} rows{}{}",
             i + 1,
             if changed { ", replaced" } else { ", unchanged" },
             if removed > 0 && keep {
@@ -232,15 +259,5 @@ async fn dump(
             }
         ));
     }
-    let sequences_set = bulk::set_sequences(&tx, &sequences, true).await?;
-    bulk::finish_run(&tx, run_id, &f).await?;
-    tx.commit().await?;
-    snapshot.commit().await?;
-    Ok(DumpReport {
-        run_id,
-        figures: f,
-        schema_statements: d.statements.len(),
-        sequences_set,
-        seconds: 0.0,
-    })
+    Ok(f)
 }

@@ -15,6 +15,7 @@ pub mod bulk;
 pub mod config;
 pub mod dump;
 pub mod media;
+pub mod reattach;
 pub mod working_copy;
 
 pub use config::LiSyncConfig;
@@ -82,6 +83,16 @@ pub fn dump(config: &LiSyncConfig) -> Result<dump::DumpReport, String> {
 pub fn refresh_working_copy(config: &LiSyncConfig) -> Result<working_copy::RefreshReport, String> {
     runtime()?.block_on(async {
         working_copy::refresh(config, &|line| eprintln!("{line}"))
+            .await
+            .map_err(|e| e.0)
+    })
+}
+
+/// `mxstack li reattach` (and `mxstack restore`): the subscription attached again to a restored
+/// main, the LI side's rows kept (progress lines on stderr). `None`: no subscription to attach.
+pub fn reattach(config: &LiSyncConfig) -> Result<Option<reattach::ReattachReport>, String> {
+    runtime()?.block_on(async {
+        reattach::reattach(config, &|line| eprintln!("{line}"))
             .await
             .map_err(|e| e.0)
     })

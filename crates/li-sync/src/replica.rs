@@ -150,6 +150,8 @@ pub struct UpgradeReport {
     pub history_triggers_added: i32,
     pub refreshed: bool,
     pub not_applied: Vec<String>,
+    /// The subscription was moved to the current li_replicator password (after a rotation).
+    pub connection_updated: bool,
 }
 
 /// Run the main-side setup (replica identities, event trigger, role grants, publication) as a
@@ -220,7 +222,35 @@ async fn subscription_enabled(replica: &Client, name: &str) -> Result<Option<boo
 /// finds it paused, its own pause or one an earlier run left behind (an error, a crash, a
 /// timeout), resumes it before returning, error or not: nothing but this function disables it,
 /// so a disabled subscription never outlives one call.
+///
+/// A pass holds the re-attach lock shared for its whole length and does not run while
+/// `mxstack li reattach` holds it: a pass would resume the subscription the re-attach keeps
+/// disabled until its origin is moved (and the new slot would then skip main's transactions).
 pub async fn sync_schema(
+    main: &Client,
+    replica: &mut Client,
+    locker: &mut Client,
+    config: &LiSyncConfig,
+    main_password: &str,
+) -> Result<UpgradeReport, ReplicaError> {
+    let key = crate::bulk::Job::Reattach.lock_key();
+    let free: bool = replica
+        .query_one("SELECT pg_catalog.pg_try_advisory_lock_shared($1)", &[&key])
+        .await?
+        .get(0);
+    if !free {
+        return Err(ReplicaError(
+            "a re-attach (`mxstack li reattach`) is running: the schema pass waits for it".into(),
+        ));
+    }
+    let r = sync_schema_unlocked(main, replica, locker, config, main_password).await;
+    replica
+        .execute("SELECT pg_catalog.pg_advisory_unlock_shared($1)", &[&key])
+        .await?;
+    r
+}
+
+async fn sync_schema_unlocked(
     main: &Client,
     replica: &mut Client,
     locker: &mut Client,
@@ -247,6 +277,7 @@ pub async fn sync_schema(
         create_subscription(replica, config, main_password).await?;
         return Ok(report);
     };
+    report.connection_updated = update_connection(replica, config, main_password).await?;
     // Left disabled by an earlier run: resumed below like our own pause.
     let mut paused = !enabled;
     let mut outcome = Ok(0);
@@ -276,7 +307,7 @@ pub async fn sync_schema(
 
 /// The additive schema difference, main's foreign keys and the history triggers; returns how
 /// many tables got history triggers.
-async fn apply_schema(
+pub(crate) async fn apply_schema(
     main: &Client,
     replica: &mut Client,
     d: &SchemaDiff,
@@ -292,16 +323,63 @@ async fn apply_schema(
         .get(0))
 }
 
+/// The subscription's connection to main, with `main_password`.
+fn conninfo(config: &LiSyncConfig, main_password: &str) -> String {
+    let sub = &config.subscription;
+    format!(
+        "host={} port={} dbname={} user={} password={} application_name={}",
+        sub.main_host, sub.main_port, config.main.dbname, config.main.user, main_password, sub.name
+    )
+}
+
+/// After `mxstack rotate li_replication_password` (docs/ROTATION.md) the subscription must
+/// connect with the password li-sync now holds: PostgreSQL keeps the conninfo it was created
+/// with. `ALTER SUBSCRIPTION ... CONNECTION` restarts the apply worker, which resumes from the
+/// slot's confirmed position, so nothing is lost; done only when the conninfo differs, since
+/// each change restarts the worker. Returns whether it changed.
+async fn update_connection(
+    replica: &Client,
+    config: &LiSyncConfig,
+    main_password: &str,
+) -> Result<bool, ReplicaError> {
+    let sub = &config.subscription;
+    let current: Option<String> = replica
+        .query_opt(
+            &format!(
+                "SELECT s.subconninfo FROM pg_catalog.pg_subscription s WHERE {THIS_SUBSCRIPTION}"
+            ),
+            &[&sub.name],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let wanted = conninfo(config, main_password);
+    if current.is_none() || current.as_deref() == Some(wanted.as_str()) {
+        return Ok(false);
+    }
+    replica
+        .batch_execute(&format!(
+            "ALTER SUBSCRIPTION {} CONNECTION {}",
+            ident(&sub.name),
+            literal(&wanted),
+        ))
+        .await
+        .map_err(|e| {
+            ReplicaError(format!(
+                "ALTER SUBSCRIPTION {} CONNECTION failed: {}",
+                sub.name,
+                ReplicaError::from(e)
+            ))
+        })?;
+    Ok(true)
+}
+
 async fn create_subscription(
     replica: &Client,
     config: &LiSyncConfig,
     main_password: &str,
 ) -> Result<(), ReplicaError> {
     let sub = &config.subscription;
-    let conninfo = format!(
-        "host={} port={} dbname={} user={} password={} application_name={}",
-        sub.main_host, sub.main_port, config.main.dbname, config.main.user, main_password, sub.name
-    );
+    let conninfo = conninfo(config, main_password);
     // Not in a transaction block: it creates the slot on main.
     replica
         .batch_execute(&format!(
@@ -387,6 +465,28 @@ async fn resume(
     Ok(true)
 }
 
+/// After a re-attach: tables main publishes that the replica has but the subscription does not
+/// list join it without a copy (their rows were absorbed from the slot's snapshot, and nothing
+/// has written to main since). Returns their names.
+pub(crate) async fn join_unsubscribed(
+    main: &Client,
+    replica: &Client,
+    name: &str,
+) -> Result<Vec<String>, ReplicaError> {
+    let published = published_tables(main).await?;
+    let present = replica_tables(replica).await?;
+    let subscribed = subscribed_tables(replica).await?;
+    let joining: Vec<String> = published
+        .iter()
+        .filter(|t| present.contains(*t) && !subscribed.contains(*t))
+        .cloned()
+        .collect();
+    if !joining.is_empty() {
+        refresh(replica, name, false).await?;
+    }
+    Ok(joining)
+}
+
 fn list(tables: &[&String]) -> String {
     const SHOWN: usize = 5;
     let mut s = tables
@@ -409,7 +509,11 @@ fn list(tables: &[&String]) -> String {
 /// worker applies changes of its own table alone (and stops at a relation the replica lacks),
 /// and one in the middle of a long COPY notices DISABLE only when the COPY ends, hours later on
 /// a large database.
-async fn set_enabled(replica: &Client, name: &str, enabled: bool) -> Result<(), ReplicaError> {
+pub(crate) async fn set_enabled(
+    replica: &Client,
+    name: &str,
+    enabled: bool,
+) -> Result<(), ReplicaError> {
     replica
         .batch_execute(&format!(
             "ALTER SUBSCRIPTION {} {}",
@@ -560,7 +664,11 @@ pub async fn record_foreign_keys(
     tx.execute(&format!("DELETE FROM {LI_SCHEMA}.foreign_keys"), &[])
         .await?;
     for r in &rows {
-        let (table, name, def): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let (table, name): (String, String) = (r.get(0), r.get(1));
+        // NULL: dropped on main after the query's snapshot; nothing to record.
+        let Some(def) = r.get::<_, Option<String>>(2) else {
+            continue;
+        };
         tx.execute(
             &format!(
                 "INSERT INTO {LI_SCHEMA}.foreign_keys (table_name, name, def) VALUES ($1, $2, $3)"

@@ -179,10 +179,12 @@ impl Schema {
             .await?
         {
             let table: String = row.get(0);
-            if let Some(t) = schema.tables.get_mut(&table) {
+            // Like pg_get_indexdef below, NULL if the constraint vanished while this ran.
+            let def: Option<String> = row.get(2);
+            if let (Some(t), Some(def)) = (schema.tables.get_mut(&table), def) {
                 t.constraints.push(NamedDef {
                     name: row.get(1),
-                    def: row.get(2),
+                    def,
                 });
             }
         }
@@ -203,10 +205,13 @@ impl Schema {
             .await?
         {
             let table: String = row.get(0);
-            if let Some(t) = schema.tables.get_mut(&table) {
+            // NULL when the index was dropped after this query's snapshot (pg_get_indexdef
+            // reads the latest catalog; Synapse's background updates drop indexes): skip it.
+            let def: Option<String> = row.get(2);
+            if let (Some(t), Some(def)) = (schema.tables.get_mut(&table), def) {
                 t.indexes.push(NamedDef {
                     name: row.get(1),
-                    def: row.get(2),
+                    def,
                 });
             }
         }

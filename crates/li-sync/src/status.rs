@@ -50,6 +50,9 @@ pub struct LiStatus {
     /// WAL main keeps for the slot (what an outage of the replica costs on main's disk).
     pub slot_retained_bytes: Option<i64>,
     pub slot_active: bool,
+    /// Subscribed, but main has no slot of that name: main was restored from a backup (slots
+    /// are in none) and `mxstack li reattach` has not run.
+    pub slot_missing: bool,
     pub apply_errors: i64,
     pub sync_errors: i64,
     /// Tables still in their initial copy.
@@ -150,7 +153,7 @@ pub async fn collect(
             .map(|r| r.get(0))
             .collect();
     }
-    if let Some(row) = main
+    let slot = main
         .query_opt(
             "SELECT sl.active,
                     pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.confirmed_flush_lsn)::bigint,
@@ -160,8 +163,9 @@ pub async fn collect(
                FROM pg_catalog.pg_replication_slots sl WHERE sl.slot_name = $1",
             &[sub],
         )
-        .await?
-    {
+        .await?;
+    s.slot_missing = s.subscribed && slot.is_none();
+    if let Some(row) = slot {
         s.slot_active = row.get(0);
         s.lag_bytes = row.get(1);
         s.slot_retained_bytes = row.get(2);

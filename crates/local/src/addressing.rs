@@ -3,7 +3,9 @@
 //!
 //! Ports are handed out in the registry's order (`mxstack_topology::registry::ALL`), each
 //! component taking one port per declared port and instance, after the router, which takes the
-//! base port (the URL `up` prints) and the next. Nothing here numbers a slot by hand: a
+//! base port (the URL `up` prints) and the next. Monitoring's ports follow, and Synapse's
+//! processes come last, in the order the stack's shape records (`crate::shape`), so that
+//! adding a process moves no port. Nothing here numbers a slot by hand: a
 //! component added to the registry gets its ports by being there. Ports the local stack does not
 //! run (operator-side, exporters, gRPC that SeaweedFS derives itself) take none.
 
@@ -28,13 +30,16 @@ pub struct LocalAddressing {
     slots: BTreeMap<Slot, u16>,
 }
 
-/// Ports of a component the local stack listens on (SeaweedFS derives gRPC ports as port +
-/// 10000 itself; CloudNativePG's status and metrics ports and Valkey's exporter are Kubernetes
-/// sidecars; coturn has no certificate for TLS on one machine).
+/// Ports of a component the local stack listens on (CloudNativePG's status and metrics ports
+/// and Valkey's exporter are Kubernetes sidecars; coturn has no certificate for TLS on one
+/// machine). Exporters' ports come last (see `new`). SeaweedFS's gRPC ports are allocated like
+/// the others and passed to it: its default, port + 10000, lands in the kernel's ephemeral
+/// range (32768–60999), where an outgoing connection of anything on the machine may hold it,
+/// and SeaweedFS then exits 255 at start (CI lost `test_scale`'s stack to that).
 fn local_ports(c: &'static Component) -> impl Iterator<Item = &'static Port> {
     c.ports.iter().filter(move |p| {
-        !(p.name.ends_with("-grpc")
-            || (c.id == Party::Valkey && **p == reg::valkey::EXPORTER)
+        !((c.id == Party::Valkey && **p == reg::valkey::EXPORTER)
+            || (c.id == Party::Seaweedfs && **p == reg::seaweedfs::METRICS)
             || (matches!(c.id, Party::Postgres | Party::LiPostgres) && **p != reg::cnpg::POSTGRES)
             || **p == reg::coturn::TURNS)
     })
@@ -44,6 +49,10 @@ fn local_ports(c: &'static Component) -> impl Iterator<Item = &'static Port> {
 /// its listener.
 pub const LOCAL_RELAY_PORTS: u32 = 16;
 const RELAY: &str = "relay";
+/// The S3 gateway's own gRPC listener (not a registry port: nothing else connects to it).
+const S3_GRPC: &str = "s3-grpc";
+const PROMETHEUS: &str = "prometheus";
+const ALERTMANAGER: &str = "alertmanager";
 
 impl LocalAddressing {
     /// The MatrixRTC authorization service (feature `calls`; clients reach it directly).
@@ -66,11 +75,18 @@ impl LocalAddressing {
                 Party::SynapseMain | Party::ElementLi | Party::SynapseAdminLi => 0,
                 // Kubernetes-only parts: LiveKit, push and the web UIs run from their images.
                 Party::Minio | Party::Element | Party::Livekit | Party::Sygnal => 0,
+                // The log pipeline is Kubernetes' (locally, logs are files in state/logs).
+                Party::Loki | Party::Alloy => 0,
                 _ => 1,
             }
         };
-        let order = std::iter::once(&reg::router::COMPONENT)
-            .chain(reg::ALL.into_iter().filter(|c| c.id != Party::Router));
+        // Synapse's processes come last of all (below): `mxstack scale` adds one by appending
+        // its ports, and no other component's port moves.
+        let order = std::iter::once(&reg::router::COMPONENT).chain(
+            reg::ALL
+                .into_iter()
+                .filter(|c| !matches!(c.id, Party::Router | Party::Synapse)),
+        );
         let mut slots = BTreeMap::new();
         let mut next = base_port;
         for c in order {
@@ -80,6 +96,10 @@ impl LocalAddressing {
                     next += 1;
                 }
             }
+            if c.id == Party::Seaweedfs && instances(c) > 0 {
+                slots.insert((Party::Seaweedfs, S3_GRPC, 0), next);
+                next += 1;
+            }
             if c.id == Party::Coturn {
                 for j in 0..LOCAL_RELAY_PORTS {
                     slots.insert((Party::Coturn, RELAY, j), next);
@@ -87,11 +107,56 @@ impl LocalAddressing {
                 }
             }
         }
+        // Monitoring's ports come last, so that adding them moved no other port: Valkey's and
+        // PostgreSQL's exporters (sidecars on Kubernetes), Prometheus and Alertmanager.
+        let mut monitoring = |party: Party, port: &'static str, instance: u32| {
+            slots.insert((party, port, instance), next);
+            next += 1;
+        };
+        for i in 0..valkey_instances {
+            monitoring(Party::Valkey, reg::valkey::EXPORTER.name, i);
+        }
+        monitoring(Party::Postgres, reg::cnpg::METRICS.name, 0);
+        monitoring(Party::LiPostgres, reg::cnpg::METRICS.name, 0);
+        monitoring(Party::Seaweedfs, reg::seaweedfs::METRICS.name, 0);
+        monitoring(Party::Monitoring, PROMETHEUS, 0);
+        monitoring(Party::Monitoring, ALERTMANAGER, 0);
+        for i in 0..instances(&reg::synapse::COMPONENT) {
+            for p in local_ports(&reg::synapse::COMPONENT) {
+                slots.insert((Party::Synapse, p.name, i), next);
+                next += 1;
+            }
+        }
         LocalAddressing {
             base_port,
             state_dir,
             process_order,
             slots,
+        }
+    }
+
+    /// The local port of `party`'s port `name`, instance `instance`, if it runs here.
+    pub fn port_of(&self, party: Party, name: &str, instance: u32) -> Option<u16> {
+        self.slots
+            .iter()
+            .find(|((p, n, i), _)| *p == party && *n == name && *i == instance)
+            .map(|(_, port)| *port)
+    }
+
+    /// The local Prometheus (feature `monitoring`).
+    pub fn prometheus(&self) -> HostPort {
+        self.at_name(Party::Monitoring, PROMETHEUS)
+    }
+
+    /// The local Alertmanager (feature `monitoring`).
+    pub fn alertmanager(&self) -> HostPort {
+        self.at_name(Party::Monitoring, ALERTMANAGER)
+    }
+
+    fn at_name(&self, party: Party, name: &str) -> HostPort {
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: self.port_of(party, name, 0).expect("allocated in new()"),
         }
     }
 
@@ -115,12 +180,9 @@ impl LocalAddressing {
         self.at(Party::Synapse, port, index)
     }
 
-    /// Every port the stack may listen on, with SeaweedFS's gRPC ports: `up` checks them all
-    /// before it starts anything.
+    /// Every port the stack may listen on: `up` checks them all before it starts anything.
     pub fn ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = self.slots.values().copied().collect();
-        let (master, volume, filer) = self.seaweedfs_ports();
-        ports.extend([master + 10000, volume + 10000, filer + 10000]);
         ports.sort_unstable();
         ports
     }
@@ -140,7 +202,18 @@ impl LocalAddressing {
         self.at(Party::LiConsole, &reg::li_console::METRICS, 0)
     }
 
-    /// SeaweedFS master, volume and filer ports (each also uses port + 10000 for gRPC).
+    /// SeaweedFS's gRPC ports: master, volume, filer and the S3 gateway.
+    pub fn seaweedfs_grpc_ports(&self) -> [u16; 4] {
+        let p = |port: &Port| self.at(Party::Seaweedfs, port, 0).port;
+        [
+            p(&reg::seaweedfs::MASTER_GRPC),
+            p(&reg::seaweedfs::VOLUME_GRPC),
+            p(&reg::seaweedfs::FILER_GRPC),
+            self.slots[&(Party::Seaweedfs, S3_GRPC, 0)],
+        ]
+    }
+
+    /// SeaweedFS master, volume and filer ports.
     pub fn seaweedfs_ports(&self) -> (u16, u16, u16) {
         let p = |port: &Port| self.at(Party::Seaweedfs, port, 0).port;
         (

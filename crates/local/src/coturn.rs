@@ -25,7 +25,15 @@ pub(crate) fn part(c: &Parts, out: &mut Out) {
         text += &match s {
             Setting::Flag(k) => k.to_string(),
             Setting::Value(k, v) => format!("{k}={v}"),
-            Setting::Secret(k) => format!("{k}={}", c.secrets.get(SecretName::TurnSharedSecret)),
+            Setting::Secret(k) => {
+                // During a rotation coturn accepts the old secret too (it checks every
+                // static-auth-secret line), so credentials Synapse handed out stay valid.
+                let mut line = format!("{k}={}", c.secrets.get(SecretName::TurnSharedSecret));
+                if let Some(old) = c.secrets.previous(SecretName::TurnSharedSecret) {
+                    line += &format!("\n{k}={old}");
+                }
+                line
+            }
         };
         text.push('\n');
     }

@@ -58,6 +58,17 @@ impl StateLayout {
     pub fn supervisor_log(&self) -> PathBuf {
         self.logs().join("supervisor.log")
     }
+    /// How the stack was last started (`--replicas`, `--base-port`): `mxstack restore` starts
+    /// it again the same way.
+    pub fn up_args_file(&self) -> PathBuf {
+        self.root.join("up-args.json")
+    }
+
+    /// The stack's shape as `up` was given it: (`--base-port`, `--replicas`). The one record
+    /// of it: restore, rotate, upgrade and verify rebuild the plan from it.
+    pub fn shape(&self) -> Option<crate::Shape> {
+        crate::Shape::load(&self.up_args_file()).ok().flatten()
+    }
     pub fn ports_file(&self) -> PathBuf {
         self.root.join("ports.json")
     }

@@ -53,6 +53,9 @@ pub struct Service {
     pub skip_if_exists: Option<PathBuf>,
     /// How long a SIGTERM may take before SIGKILL.
     pub stop_grace_secs: u64,
+    /// The signal that makes it re-read its files without a restart (HAProxy's master
+    /// SIGUSR2, Prometheus' SIGHUP): sent when `mxstack scale` changes what it lists.
+    pub reload_signal: Option<i32>,
 }
 
 impl Service {
@@ -77,6 +80,7 @@ impl Service {
             port: None,
             skip_if_exists: None,
             stop_grace_secs: 20,
+            reload_signal: None,
         }
     }
 
@@ -98,6 +102,12 @@ impl Service {
     pub fn env(mut self, env: Vec<(String, String)>, secret_env: Vec<String>) -> Service {
         self.env = env;
         self.secret_env = secret_env;
+        self
+    }
+
+    /// Re-reads its files on this signal.
+    pub fn reloads_on(mut self, signal: i32) -> Service {
+        self.reload_signal = Some(signal);
         self
     }
 
@@ -134,6 +144,11 @@ pub struct GeneratedFile {
     pub path: PathBuf,
     pub content: String,
     pub mode: u32,
+    /// The user that must own it (a file PostgreSQL's own processes read), else the supervisor's.
+    pub owner: Option<&'static str>,
+    /// Read again at each use (the escrow module's API key, barman's S3 credentials), not at
+    /// start: rewriting it switches its readers, so a rotation restarts none of them for it.
+    pub per_use: bool,
 }
 
 pub(crate) fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> GeneratedFile {
@@ -141,6 +156,20 @@ pub(crate) fn file(path: PathBuf, content: impl Into<String>, mode: u32) -> Gene
         path,
         content: content.into(),
         mode,
+        owner: None,
+        per_use: false,
+    }
+}
+
+impl GeneratedFile {
+    pub(crate) fn owned_by(mut self, user: &'static str) -> GeneratedFile {
+        self.owner = Some(user);
+        self
+    }
+
+    pub(crate) fn read_per_use(mut self) -> GeneratedFile {
+        self.per_use = true;
+        self
     }
 }
 

@@ -6,7 +6,7 @@ use mxstack_topology::registry as reg;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mxstack_spec::{Component, ComponentOverride, Config, Feature, SecretName, Secrets};
+use mxstack_spec::{ComponentOverride, Config, Feature, SecretName, Secrets};
 use mxstack_topology::addressing::SynapsePaths;
 use mxstack_topology::addressing::SYNAPSE_SECRET_FILES;
 use mxstack_topology::antivirus;
@@ -18,11 +18,13 @@ use mxstack_topology::synapse::{self, DATABASE_NAME, DATABASE_USER};
 use mxstack_topology::{Addressing, Topology, WorkerKind};
 
 use crate::addressing::LocalAddressing;
+use crate::backup;
 
 use crate::layout::StateLayout;
 pub(crate) use crate::parts::{file, Out, Parts};
 pub use crate::parts::{GeneratedFile, Readiness, Service};
 pub use crate::programs::Programs;
+use crate::shape::Shape;
 
 pub struct LocalPlan {
     pub topology: Topology,
@@ -34,20 +36,17 @@ pub struct LocalPlan {
     pub s3_endpoint: String,
     pub bucket: String,
     pub redis_password: String,
+    /// The Redis password a rotation is retiring (Valkey accepts both until it ends).
+    pub redis_password_previous: Option<String>,
 }
 
-/// The config the local stack runs: the operator's config with `replicas` processes per worker
-/// scalable group (single writers and the background worker stay single), so instance_map and stream_writers list what really runs.
-pub fn local_config(config: &Config, replicas: u32) -> Config {
+/// The config the local stack runs: the operator's config with the shape's processes per
+/// scalable worker group (single writers and the background worker stay single), so
+/// instance_map and stream_writers list what really runs.
+pub fn local_config(config: &Config, shape: &Shape) -> Config {
     let mut c = config.clone();
-    for (component, autoscalable) in [
-        (Component::Synchrotron, true),
-        (Component::Generic, true),
-        (Component::MediaRepository, false),
-        (Component::EventPersister, false),
-        (Component::FederationSender, false),
-        (Component::Pusher, false),
-    ] {
+    for (component, autoscalable) in crate::shape::SCALABLE {
+        let replicas = shape.replicas_of(component);
         c.overrides.insert(
             component,
             ComponentOverride {
@@ -60,25 +59,43 @@ pub fn local_config(config: &Config, replicas: u32) -> Config {
     c
 }
 
-/// The topology `up --replicas N` runs and the addresses it allocates from `base_port`: one
-/// place, so that what runs and what reads its addresses (`mxstack verify`) cannot disagree.
+/// Connection pools sized for every process `mxstack scale` may add to a live-scalable group, as
+/// Kubernetes sizes them for the autoscaler's maximum: adding a synchrotron or generic worker
+/// changes no running process's pool, so it needs no restart.
+fn with_headroom(mut t: Topology) -> Topology {
+    let groups: Vec<_> = t
+        .groups
+        .iter()
+        .cloned()
+        .map(|mut g| {
+            if g.kind.autoscalable() {
+                g.max_replicas = g.max_replicas.max(crate::shape::MAX_LOCAL_PROCESSES);
+            }
+            g
+        })
+        .collect();
+    t.budget = mxstack_topology::budget::ConnectionBudget::compute(&t.sizing, &groups);
+    t
+}
+
+/// The topology the stack of `shape` runs and the addresses it allocates: one place, so that
+/// what runs and what reads its addresses (`mxstack verify`) cannot disagree.
 pub fn local_topology(
     config: &Config,
     layout: &StateLayout,
-    replicas: u32,
-    base_port: u16,
+    shape: &Shape,
 ) -> (Topology, LocalAddressing) {
     // 0 replicas: Synapse as one process, every route falling back to main.
-    let t = if replicas == 0 {
+    let t = if shape.replicas == 0 {
         Topology::single_process(config)
     } else {
-        Topology::build(&local_config(config, replicas))
+        with_headroom(Topology::build(&local_config(config, shape)))
     };
-    let processes = t.processes();
+    let names: Vec<String> = t.processes().iter().map(|p| p.name.clone()).collect();
     let addr = LocalAddressing::new(
-        base_port,
+        shape.base_port,
         layout.synapse_root(),
-        processes.iter().map(|p| p.name.clone()).collect(),
+        shape.allocation_order(&names),
         t.sizing.redis.instances,
     );
     (t, addr)
@@ -110,11 +127,10 @@ impl LocalPlan {
         config: &Config,
         secrets: &Secrets,
         layout: &StateLayout,
-        replicas: u32,
-        base_port: u16,
+        shape: &Shape,
         programs: &Programs,
     ) -> LocalPlan {
-        let (t, addr) = local_topology(config, layout, replicas, base_port);
+        let (t, addr) = local_topology(config, layout, shape);
         let paths = addr.synapse_paths();
         let redis_password = secrets.get(SecretName::RedisPassword).to_string();
         let c = Parts {
@@ -154,6 +170,9 @@ impl LocalPlan {
             );
         }
         let router_port = router(&c, &mut out, router_after);
+        if t.has(Feature::Monitoring) {
+            crate::monitoring::part(&c, &mut out);
+        }
         let pg = addr.postgres();
         let Out { files, services } = out;
         LocalPlan {
@@ -167,11 +186,56 @@ impl LocalPlan {
             s3_endpoint: addr.s3_endpoint(),
             bucket: config.media.bucket.clone(),
             redis_password,
+            redis_password_previous: secrets
+                .previous(SecretName::RedisPassword)
+                .map(str::to_owned),
             topology: t,
             addressing: addr,
             services,
             files,
         }
+    }
+
+    /// The services that read `value` (a secret's value): through their environment or stdin,
+    /// or through a generated file their arguments name, directly or by a path another such
+    /// file names (homeserver.yaml names the macaroon key's file). What is really handed to a
+    /// process, so a rotation restarts exactly those.
+    pub fn readers_of(&self, value: &str) -> Vec<&Service> {
+        let mut holding: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| !f.per_use && f.content.contains(value))
+            .map(|f| f.path.display().to_string())
+            .collect();
+        loop {
+            let more: Vec<String> = self
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .filter(|p| !holding.contains(p))
+                .filter(|p| {
+                    let f = self
+                        .files
+                        .iter()
+                        .find(|f| f.path.display().to_string() == *p);
+                    f.is_some_and(|f| holding.iter().any(|h| f.content.contains(h.as_str())))
+                })
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            holding.extend(more);
+        }
+        self.start_order()
+            .into_iter()
+            .filter(|s| {
+                s.env.iter().any(|(_, v)| v.contains(value))
+                    || s.stdin.as_ref().is_some_and(|i| i.contains(value))
+                    || s.args
+                        .iter()
+                        .any(|a| holding.iter().any(|h| a.contains(h.as_str())))
+            })
+            .collect()
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -268,11 +332,14 @@ fn synapse_config(c: &Parts, out: &mut Out) {
     }
     if t.has(Feature::Li) {
         // The escrow module's store API key for the key vault (main reads it per request).
-        out.files.push(file(
-            paths.key_vault_store_api_key_file.clone(),
-            secrets.get(SecretName::KeyVaultStoreApiKey),
-            0o600,
-        ));
+        out.files.push(
+            file(
+                paths.key_vault_store_api_key_file.clone(),
+                secrets.get(SecretName::KeyVaultStoreApiKey),
+                0o600,
+            )
+            .read_per_use(),
+        );
     }
 }
 
@@ -284,18 +351,10 @@ fn haproxy_config(c: &Parts, out: &mut Out) {
     // --- HAProxy: router and Valkey master endpoint, literal addresses instead of DNS.
     let hdir = layout.haproxy_dir();
     let router = haproxy::router(t, *addr, Resolution::Static, &hdir.display().to_string());
-    out.files
-        .push(file(hdir.join("haproxy.cfg"), router.haproxy_cfg, 0o644));
-    out.files.push(file(
-        hdir.join(haproxy::ROUTES_MAP),
-        router.routes_map,
-        0o644,
-    ));
-    out.files.push(file(
-        hdir.join(haproxy::ROUTES_READONLY_MAP),
-        router.routes_readonly_map,
-        0o644,
-    ));
+    for (name, content) in router.files() {
+        out.files
+            .push(file(hdir.join(name), content.to_string(), 0o644));
+    }
     out.files.push(file(
         hdir.join("valkey-master.cfg"),
         haproxy::redis_master(t, *addr, Resolution::Static),
@@ -424,29 +483,16 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
         ..
     } = c;
     // --- SeaweedFS S3 identity (the one set of S3 credentials, as in Kubernetes).
+    // With feature li, main's identity reaches its own buckets only (topology::backup). Each
+    // identity lists the credentials SeaweedFS accepts (two while a rotation switches).
+    let creds = |key, secret| mxstack_topology::seaweedfs::credentials(secrets, key, secret);
     let mut identities = vec![serde_json::json!({
-        "name": "mxstack",
-        "credentials": [{ "accessKey": secrets.get(SecretName::S3AccessKey), "secretKey": secrets.get(SecretName::S3SecretKey) }],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        "name": mxstack_topology::backup::MAIN_IDENTITY,
+        "credentials": creds(SecretName::S3AccessKey, SecretName::S3SecretKey),
+        "actions": mxstack_topology::backup::main_identity_actions(config)
     })];
-    let li_bucket = config.li.media_bucket(&config.media);
     if t.has(Feature::Li) {
-        // li-sync reads main's bucket and writes the LI bucket; it can delete nothing.
-        let main_bucket = &config.media.bucket;
-        identities.push(serde_json::json!({
-            "name": "li-sync",
-            "credentials": [{ "accessKey": secrets.get(SecretName::LiS3AccessKey), "secretKey": secrets.get(SecretName::LiS3SecretKey) }],
-            "actions": [
-                format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
-                format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
-            ]
-        }));
-        // Synapse LI reads the LI bucket, nothing else.
-        identities.push(serde_json::json!({
-            "name": "synapse-li",
-            "credentials": [{ "accessKey": secrets.get(SecretName::LiBrowsingS3AccessKey), "secretKey": secrets.get(SecretName::LiBrowsingS3SecretKey) }],
-            "actions": [format!("Read:{li_bucket}"), format!("List:{li_bucket}")]
-        }));
+        identities.extend(li_s3_identities(config, secrets));
     }
     let s3_config = serde_json::json!({ "identities": identities });
     out.files.push(file(
@@ -456,6 +502,7 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
     ));
 
     let (m_port, v_port, f_port) = addr.seaweedfs_ports();
+    let [m_grpc, v_grpc, f_grpc, s3_grpc] = addr.seaweedfs_grpc_ports();
     let s3_port: u16 = addr
         .s3_endpoint()
         .rsplit(':')
@@ -477,17 +524,30 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
                 "-ip=127.0.0.1".into(),
                 "-ip.bind=127.0.0.1".into(),
                 format!("-master.port={m_port}"),
+                format!("-master.port.grpc={m_grpc}"),
                 format!("-volume.port={v_port}"),
+                format!("-volume.port.grpc={v_grpc}"),
                 "-volume.max=100".into(),
                 "-master.volumeSizeLimitMB=128".into(),
                 "-filer".into(),
                 format!("-filer.port={f_port}"),
+                format!("-filer.port.grpc={f_grpc}"),
                 "-s3".into(),
                 format!("-s3.port={s3_port}"),
+                format!("-s3.port.grpc={s3_grpc}"),
                 format!("-s3.config={}", sw.join("s3.json").display()),
                 "-s3.iam=false".into(),
                 "-s3.port.iceberg=0".into(),
                 "-s3.port.lance=0".into(),
+                format!(
+                    "-metricsPort={}",
+                    addr.port_of(
+                        mxstack_topology::party::Party::Seaweedfs,
+                        reg::seaweedfs::METRICS.name,
+                        0
+                    )
+                    .expect("allocated")
+                ),
             ],
             Readiness::Tcp { port: s3_port },
         )
@@ -496,19 +556,19 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
     );
     // Idempotent: list the buckets, create only the missing ones (`weed shell` fails on "exists").
     let weed_shell = format!(
-        "'{}' shell -master=127.0.0.1:{m_port} -filer=127.0.0.1:{f_port}",
+        "'{}' shell -master=127.0.0.1:{m_port}.{m_grpc} -filer=127.0.0.1:{f_port}.{f_grpc}",
         programs.weed.display()
     );
     let script = format!(
         "set -e\nlist=$(printf 's3.bucket.list\\nexit\\n' | {weed_shell})\nfor b in {}; do\n  echo \"$list\" | grep -qw \"$b\" || printf 's3.bucket.create -name %s\\nexit\\n' \"$b\" | {weed_shell}\ndone\n",
-        {
-            let mut buckets = vec![config.media.bucket.clone(), config.backup.bucket.clone()];
-            if t.has(Feature::Li) {
-                buckets.push(li_bucket.clone());
-            }
-            buckets.join(" ")
-        }
+        config.buckets().join(" ")
     );
+    // Versioning on the media buckets, as in Kubernetes (idempotent).
+    let script = config.versioned_buckets().iter().fold(script, |s, b| {
+        format!(
+            "{s}printf 's3.bucket.versioning -name %s -enable\\nexit\\n' '{b}' | {weed_shell}\n"
+        )
+    });
     out.services.push(
         Service::task(
             "seaweedfs-buckets".into(),
@@ -519,6 +579,37 @@ fn seaweedfs(c: &Parts, out: &mut Out) {
     );
 }
 
+/// The LI data path's SeaweedFS identities (as `k8s::secrets` renders them): li-sync, Synapse LI
+/// and the LI backups' archiver.
+fn li_s3_identities(config: &Config, secrets: &Secrets) -> Vec<serde_json::Value> {
+    let creds = |key, secret| mxstack_topology::seaweedfs::credentials(secrets, key, secret);
+    let li_bucket = config.li.media_bucket(&config.media);
+    let main_bucket = &config.media.bucket;
+    vec![
+        // li-sync reads main's bucket and writes the LI bucket; it can delete nothing.
+        serde_json::json!({
+            "name": "li-sync",
+            "credentials": creds(SecretName::LiS3AccessKey, SecretName::LiS3SecretKey),
+            "actions": [
+                format!("Read:{main_bucket}"), format!("List:{main_bucket}"),
+                format!("Read:{li_bucket}"), format!("List:{li_bucket}"), format!("Write:{li_bucket}")
+            ]
+        }),
+        // Synapse LI reads the LI bucket, nothing else.
+        serde_json::json!({
+            "name": "synapse-li",
+            "credentials": creds(SecretName::LiBrowsingS3AccessKey, SecretName::LiBrowsingS3SecretKey),
+            "actions": [format!("Read:{li_bucket}"), format!("List:{li_bucket}")]
+        }),
+        // The LI PostgreSQL's archiver writes the LI backup bucket, nothing else.
+        serde_json::json!({
+            "name": mxstack_topology::backup::LI_BACKUP_IDENTITY,
+            "credentials": creds(SecretName::LiBackupS3AccessKey, SecretName::LiBackupS3SecretKey),
+            "actions": mxstack_topology::backup::li_backup_identity_actions(config)
+        }),
+    ]
+}
+
 /// PostgreSQL: a cluster of our own under the state directory. Returns Synapse's passfile.
 fn postgres(c: &Parts, out: &mut Out) -> PathBuf {
     let Parts {
@@ -527,10 +618,12 @@ fn postgres(c: &Parts, out: &mut Out) -> PathBuf {
         layout,
         programs,
         secrets,
+        config,
         ..
     } = c;
     // --- PostgreSQL: a cluster of our own under the state directory.
     let pg = addr.postgres();
+    let archive = backup::Cluster::Main.archive(config, addr, &programs.barman_bin);
     let pgpass = layout.root.join("pgpass");
     out.files.push(file(
         pgpass.clone(),
@@ -543,6 +636,18 @@ fn postgres(c: &Parts, out: &mut Out) -> PathBuf {
         0o600,
     ));
 
+    // barman-cloud (boto3) reads the S3 credentials from this file at each WAL archived: a
+    // rotation rewrites it and PostgreSQL, which keeps running, archives with the new key.
+    let s3_credentials_file = layout.root.join("postgres/s3-credentials");
+    out.files.push(
+        file(
+            s3_credentials_file.clone(),
+            backup::credentials_file(backup::Cluster::Main, secrets),
+            0o600,
+        )
+        .owned_by("postgres")
+        .read_per_use(),
+    );
     let pg_data = layout.postgres_data();
     let pwfile = layout.root.join("postgres/initdb-password");
     out.services
@@ -557,21 +662,34 @@ fn postgres(c: &Parts, out: &mut Out) -> PathBuf {
             .collect::<String>(),
         0o600,
     ));
-    out.services.push(postgres_server(
-        "postgres",
-        programs,
-        layout,
-        &pg_data,
-        pg.port,
-        &[
-            "listen_addresses=127.0.0.1".into(),
-            format!("max_connections={}", t.budget.max_connections),
-            "wal_level=logical".into(),
-            "shared_buffers=256MB".into(),
-            "synchronous_commit=on".into(),
-        ],
-        "postgres-init",
-    ));
+    out.services.push(
+        postgres_server(
+            "postgres",
+            programs,
+            layout,
+            &pg_data,
+            pg.port,
+            &[
+                "listen_addresses=127.0.0.1".into(),
+                format!("max_connections={}", t.budget.max_connections),
+                "wal_level=logical".into(),
+                "shared_buffers=256MB".into(),
+                "synchronous_commit=on".into(),
+                // Continuous archiving to the backup bucket, as CloudNativePG's Barman Cloud plugin
+                // does (docs/BACKUP.md); the credentials are in the environment, never here.
+                // Barman lists backup times in the server's zone without naming it: UTC.
+                "timezone=UTC".into(),
+                "archive_mode=on".into(),
+                format!("archive_command={}", archive.archive_command()),
+                format!("archive_timeout={}", backup::ARCHIVE_TIMEOUT_SECS),
+            ],
+            "postgres-init",
+        )
+        .env(
+            backup::credentials_file_env(config, &s3_credentials_file),
+            vec![],
+        ),
+    );
     out.services.push(psql_as_postgres(
         "postgres-setup",
         programs,
@@ -803,13 +921,18 @@ fn router(c: &Parts, out: &mut Out, after: Vec<String>) -> u16 {
         Service::process(
             "router".into(),
             programs.haproxy.clone(),
+            // Master-worker: on SIGUSR2 the master starts a worker with the new files, which
+            // takes the listening sockets over (`expose-fd listeners`), so no connection is
+            // refused while `mxstack scale` adds a backend server.
             vec![
+                "-W".into(),
                 "-db".into(),
                 "-f".into(),
-                hdir.join("haproxy.cfg").display().to_string(),
+                hdir.join(haproxy::CONFIG_FILE).display().to_string(),
             ],
             ready_http(&reg::router::COMPONENT, addr.router_stats().port),
         )
+        .reloads_on(libc::SIGUSR2)
         .after(after)
         .shown_port(router_port),
     );
@@ -863,21 +986,18 @@ fn li_services(
         &data,
         &layout.root.join("postgres/initdb-password"),
     ));
-    services.push(postgres_server(
-        "postgres-li",
-        programs,
-        layout,
-        &data,
-        li_pg.port,
-        &[
-            "listen_addresses=127.0.0.1".into(),
-            "max_connections=50".into(),
-            "shared_buffers=128MB".into(),
-            // Quick retries after the replica was down or a table was missing.
-            "wal_retrieve_retry_interval=1s".into(),
-        ],
-        "postgres-li-init",
-    ));
+    // As main's: read at each WAL archived, so a rotation of its keys restarts nothing.
+    let credentials = layout.root.join("postgres/li-s3-credentials");
+    files.push(
+        file(
+            credentials.clone(),
+            backup::credentials_file(backup::Cluster::Li, secrets),
+            0o600,
+        )
+        .owned_by("postgres")
+        .read_per_use(),
+    );
+    services.push(li_postgres_server(t, addr, layout, programs, &credentials));
     // li-sync owns the LI cluster (CREATE SUBSCRIPTION needs a superuser on PostgreSQL 15).
     services.push(psql_as_postgres(
         "postgres-li-setup",
@@ -946,6 +1066,39 @@ fn li_services(
     services.push(li_console_service(
         t, addr, layout, programs, secrets, files,
     ));
+}
+
+/// The LI cluster's PostgreSQL, archiving continuously to the LI backup bucket with the LI
+/// backup identity, which alone can write there (docs/BACKUP.md); the credentials are in a file
+/// barman-cloud reads at each run, never in an argument.
+fn li_postgres_server(
+    t: &Topology,
+    addr: &LocalAddressing,
+    layout: &StateLayout,
+    programs: &Programs,
+    credentials: &Path,
+) -> Service {
+    let archive = backup::Cluster::Li.archive(&t.config, addr, &programs.barman_bin);
+    postgres_server(
+        "postgres-li",
+        programs,
+        layout,
+        &layout.li_postgres_data(),
+        addr.li_postgres().port,
+        &[
+            "listen_addresses=127.0.0.1".into(),
+            "max_connections=50".into(),
+            "shared_buffers=128MB".into(),
+            // Quick retries after the replica was down or a table was missing.
+            "wal_retrieve_retry_interval=1s".into(),
+            "timezone=UTC".into(),
+            "archive_mode=on".into(),
+            format!("archive_command={}", archive.archive_command()),
+            format!("archive_timeout={}", backup::ARCHIVE_TIMEOUT_SECS),
+        ],
+        "postgres-li-init",
+    )
+    .env(backup::credentials_file_env(&t.config, credentials), vec![])
 }
 
 /// The LI console (`mxstack serve li-console`): SQLite in the state directory, reads the replica
@@ -1049,7 +1202,7 @@ fn key_vault_service(
         )),
         0o644,
     ));
-    let env = secret_env(
+    let mut env = secret_env(
         secrets,
         &[
             (escrow::ENV_STORE_API_KEY, SecretName::KeyVaultStoreApiKey),
@@ -1059,6 +1212,18 @@ fn key_vault_service(
             ),
         ],
     );
+    // While a rotation replaces a key, the vault accepts the previous one as well.
+    for (var, name) in [
+        (escrow::ENV_STORE_API_KEY, SecretName::KeyVaultStoreApiKey),
+        (
+            escrow::ENV_RETRIEVAL_API_KEY,
+            SecretName::KeyVaultRetrievalApiKey,
+        ),
+    ] {
+        if let Some(v) = secrets.previous(name) {
+            env.push((escrow::other_env(var), v.to_string()));
+        }
+    }
     serve_service(
         reg::key_vault::COMPONENT.name(),
         "key-vault",
@@ -1305,7 +1470,7 @@ mod tests {
         let secrets = Secrets::generate_all().unwrap();
         let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
         let programs = Programs::at_debian_paths();
-        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let plan = LocalPlan::build(&config, &secrets, &layout, &Shape::new(20000, 0), &programs);
         let v = plan
             .service(reg::key_vault::COMPONENT.name())
             .expect("key-vault service");
@@ -1352,7 +1517,7 @@ mod tests {
         }
         // Without li: no vault.
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
-        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let plan = LocalPlan::build(&config, &secrets, &layout, &Shape::new(20000, 0), &programs);
         assert!(plan.service(reg::key_vault::COMPONENT.name()).is_none());
     }
 
@@ -1366,7 +1531,7 @@ mod tests {
         let secrets = Secrets::generate_all().unwrap();
         let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
         let programs = Programs::at_debian_paths();
-        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let plan = LocalPlan::build(&config, &secrets, &layout, &Shape::new(20000, 0), &programs);
         let c = plan
             .service(reg::li_console::COMPONENT.name())
             .expect("li-console service");
@@ -1430,7 +1595,7 @@ mod tests {
             "{sql}"
         );
         let config = Config::new("acme.test", mxstack_spec::Tier::T10k, [].into());
-        let plan = LocalPlan::build(&config, &secrets, &layout, 0, 20000, &programs);
+        let plan = LocalPlan::build(&config, &secrets, &layout, &Shape::new(20000, 0), &programs);
         assert!(plan.service(reg::li_console::COMPONENT.name()).is_none());
     }
 }

@@ -36,8 +36,11 @@ pub enum PreflightError {
 }
 
 /// The programs `up` runs for `config`: the first check, since the plan needs them.
-pub fn programs(config: &mxstack_spec::Config) -> Result<Programs, PreflightError> {
-    Programs::discover_for(config).map_err(PreflightError::Runtime)
+pub fn programs(
+    config: &mxstack_spec::Config,
+    layout: &crate::StateLayout,
+) -> Result<Programs, PreflightError> {
+    Programs::for_stack(config, layout).map_err(PreflightError::Runtime)
 }
 
 /// The checks on a built plan: its ports, then its state directory.

@@ -18,6 +18,10 @@ pub struct Programs {
     pub clamd: Option<PathBuf>,
     /// coturn's server (feature `calls`).
     pub turnserver: Option<PathBuf>,
+    /// Prometheus, Alertmanager and the exporters (feature `monitoring`).
+    pub monitoring: Option<MonitoringPrograms>,
+    /// barman-cloud's directory (Debian's barman-cli-cloud): WAL archiving, backups, restore.
+    pub barman_bin: PathBuf,
     /// This binary: it serves the content scanner (`mxstack serve content-scanner`).
     pub mxstack: PathBuf,
 }
@@ -47,9 +51,24 @@ impl Programs {
             haproxy: find("haproxy")?,
             clamd: runtime::find_program("clamd"),
             turnserver: runtime::find_program("turnserver"),
+            monitoring: MonitoringPrograms::find(),
+            barman_bin: find("barman-cloud-wal-archive")?
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
             mxstack: std::env::current_exe()
                 .map_err(|e| format!("cannot find the mxstack binary: {e}"))?,
         })
+    }
+
+    /// [`Programs::discover_for`], with Synapse from the venv `mxstack upgrade` pinned the stack
+    /// in `layout` to, if any.
+    pub fn for_stack(config: &Config, layout: &crate::StateLayout) -> Result<Programs, String> {
+        let mut p = Programs::discover_for(config)?;
+        if let Some(venv) = crate::synapse_version::pinned(layout) {
+            p.python = venv.join("bin/python");
+        }
+        Ok(p)
     }
 
     /// The programs at Debian's paths and a venv at /venv, not looked up: for a plan that is
@@ -63,7 +82,35 @@ impl Programs {
             haproxy: "/usr/sbin/haproxy".into(),
             clamd: Some("/usr/sbin/clamd".into()),
             turnserver: Some("/usr/bin/turnserver".into()),
+            monitoring: Some(MonitoringPrograms {
+                prometheus: "/usr/bin/prometheus".into(),
+                alertmanager: "/usr/bin/prometheus-alertmanager".into(),
+                postgres_exporter: "/usr/bin/prometheus-postgres-exporter".into(),
+                redis_exporter: "/usr/bin/prometheus-redis-exporter".into(),
+            }),
+            barman_bin: "/usr/bin".into(),
             mxstack: "/usr/bin/mxstack".into(),
         }
+    }
+}
+
+/// Debian's Prometheus, Alertmanager and exporters.
+#[derive(Debug, Clone)]
+pub struct MonitoringPrograms {
+    pub prometheus: PathBuf,
+    pub alertmanager: PathBuf,
+    pub postgres_exporter: PathBuf,
+    pub redis_exporter: PathBuf,
+}
+
+impl MonitoringPrograms {
+    /// All four, or None (then `doctor` names what is missing).
+    fn find() -> Option<MonitoringPrograms> {
+        Some(MonitoringPrograms {
+            prometheus: runtime::find_program("prometheus")?,
+            alertmanager: runtime::find_program("prometheus-alertmanager")?,
+            postgres_exporter: runtime::find_program("prometheus-postgres-exporter")?,
+            redis_exporter: runtime::find_program("prometheus-redis-exporter")?,
+        })
     }
 }

@@ -55,7 +55,13 @@ mod tests {
         let secrets = Secrets::generate_all().unwrap();
         let layout = StateLayout::for_config(Path::new("/srv/mx/mxstack.yaml"), None);
         let programs = Programs::at_debian_paths();
-        let plan = LocalPlan::build(&config, &secrets, &layout, 1, 20000, &programs);
+        let plan = LocalPlan::build(
+            &config,
+            &secrets,
+            &layout,
+            &crate::Shape::new(20000, 1),
+            &programs,
+        );
         let s = plan.service("rtc-auth").expect("rtc-auth runs with calls");
         assert_eq!(s.args[..2], ["serve".to_string(), "rtc-auth".to_string()]);
         let port = plan.addressing.rtc_auth().port;
@@ -91,7 +97,13 @@ mod tests {
             assert!(!file.content.contains(value));
         }
         let without = Config::new("acme.test", Tier::T1k, [].into());
-        let plan = LocalPlan::build(&without, &secrets, &layout, 1, 20000, &programs);
+        let plan = LocalPlan::build(
+            &without,
+            &secrets,
+            &layout,
+            &crate::Shape::new(20000, 1),
+            &programs,
+        );
         assert!(plan.service("rtc-auth").is_none());
     }
 }

@@ -31,6 +31,20 @@ pub struct ProcessStatus {
     pub last_exit: Option<String>,
 }
 
+impl ProcessStatus {
+    /// A process not started yet, shown on `port`.
+    pub fn waiting(name: &str, port: Option<u16>) -> ProcessStatus {
+        ProcessStatus {
+            name: name.to_string(),
+            pid: None,
+            state: ProcessState::Waiting,
+            restarts: 0,
+            port,
+            last_exit: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackStatus {
     pub supervisor_pid: u32,

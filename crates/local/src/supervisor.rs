@@ -9,26 +9,38 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::control::{self, Action, Outcome};
 use crate::layout::StateLayout;
-use crate::plan::{LocalPlan, Readiness, Service};
+use crate::plan::{GeneratedFile, LocalPlan, Readiness, Service};
 use crate::runtime::user_ids;
 use crate::status::{ProcessState, ProcessStatus, StackStatus};
 
+#[path = "reshape.rs"]
+mod reshape;
+
 static STOP: AtomicBool = AtomicBool::new(false);
+static CONTROL: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// SIGTERM and SIGINT ask for an orderly shutdown.
+extern "C" fn on_hup(_: libc::c_int) {
+    CONTROL.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT ask for an orderly shutdown; SIGHUP says a control request is waiting
+/// (`crate::control`).
 pub fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handlers only store to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
     }
 }
 
@@ -45,8 +57,13 @@ struct Running {
     started: Instant,
 }
 
+/// Builds the plan again from the config and secrets.yaml on disk (a control `Reload`).
+pub type Rebuild<'a> = Box<dyn Fn() -> Result<LocalPlan, String> + 'a>;
+
 pub struct Supervisor<'a> {
-    plan: &'a LocalPlan,
+    /// Shared so a method can walk its services while starting them; replaced on `Reload`.
+    plan: Rc<LocalPlan>,
+    rebuild: Option<Rebuild<'a>>,
     layout: &'a StateLayout,
     running: BTreeMap<String, Running>,
     status: StackStatus,
@@ -57,8 +74,47 @@ fn chown(path: &Path, ids: (u32, u32)) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, Some(ids.0), Some(ids.1))
 }
 
+/// The command that runs `s` as the supervisor does: its arguments, environment and user, output
+/// appended to `log`, in a process group of its own, dying with its parent. `mxstack restore`
+/// starts PostgreSQL and SeaweedFS through it while the stack is down.
+pub fn command(s: &Service, layout: &StateLayout, log: &Path) -> Result<Command, String> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open log for {}: {e}", s.name))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&s.program);
+    cmd.args(&s.args)
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .stdout(log)
+        .stderr(err)
+        .stdin(if s.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .current_dir(&layout.root)
+        .process_group(0);
+    if let Some(user) = &s.run_as {
+        let (uid, gid) = user_ids(user).ok_or(format!(
+            "system user `{user}` does not exist (install postgresql-15)"
+        ))?;
+        cmd.uid(uid).gid(gid);
+        cmd.env("HOME", &layout.root);
+    }
+    // SAFETY: prctl is async-signal-safe; children die with the supervisor, not orphaned.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
 impl<'a> Supervisor<'a> {
-    pub fn new(plan: &'a LocalPlan, layout: &'a StateLayout) -> Result<Supervisor<'a>, String> {
+    pub fn new(plan: LocalPlan, layout: &'a StateLayout) -> Result<Supervisor<'a>, String> {
         std::fs::create_dir_all(layout.logs())
             .map_err(|e| format!("cannot create {}: {e}", layout.logs().display()))?;
         let log = OpenOptions::new()
@@ -77,23 +133,23 @@ impl<'a> Supervisor<'a> {
             processes: plan
                 .services
                 .iter()
-                .map(|s| ProcessStatus {
-                    name: s.name.clone(),
-                    pid: None,
-                    state: ProcessState::Waiting,
-                    restarts: 0,
-                    port: s.port,
-                    last_exit: None,
-                })
+                .map(|s| ProcessStatus::waiting(&s.name, s.port))
                 .collect(),
         };
         Ok(Supervisor {
-            plan,
+            plan: Rc::new(plan),
+            rebuild: None,
             layout,
             running: BTreeMap::new(),
             status,
             log,
         })
+    }
+
+    /// How a control `Reload` rebuilds the plan (without one, `Reload` fails).
+    pub fn with_rebuild(mut self, rebuild: Rebuild<'a>) -> Supervisor<'a> {
+        self.rebuild = Some(rebuild);
+        self
     }
 
     fn say(&mut self, msg: &str) {
@@ -126,8 +182,7 @@ impl<'a> Supervisor<'a> {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
-            write_file(&f.path, f.content.as_bytes(), f.mode)
-                .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+            write_generated(f)?;
         }
         if let Some(ids) = user_ids("postgres") {
             use std::os::unix::fs::PermissionsExt;
@@ -163,38 +218,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn spawn(&mut self, s: &Service) -> Result<Child, String> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.layout.log_file(&s.name))
-            .map_err(|e| format!("cannot open log for {}: {e}", s.name))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&s.program);
-        cmd.args(&s.args)
-            .envs(s.env.iter().map(|(k, v)| (k, v)))
-            .stdout(log)
-            .stderr(err)
-            .stdin(if s.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .current_dir(&self.layout.root)
-            .process_group(0);
-        if let Some(user) = &s.run_as {
-            let (uid, gid) = user_ids(user).ok_or(format!(
-                "system user `{user}` does not exist (install postgresql-15)"
-            ))?;
-            cmd.uid(uid).gid(gid);
-            cmd.env("HOME", &self.layout.root);
-        }
-        // SAFETY: prctl is async-signal-safe; children die with the supervisor, not orphaned.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        let mut cmd = command(s, self.layout, &self.layout.log_file(&s.name))?;
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {} ({}): {e}", s.name, s.program.display()))?;
@@ -283,7 +307,8 @@ impl<'a> Supervisor<'a> {
 
     /// Starts everything in dependency waves; processes of one wave start together.
     pub fn start_all(&mut self) -> Result<(), String> {
-        let order = self.plan.start_order();
+        let plan = Rc::clone(&self.plan);
+        let order = plan.start_order();
         let mut done: Vec<String> = Vec::new();
         let mut pending: Vec<&Service> = order;
         while !pending.is_empty() {
@@ -372,6 +397,9 @@ impl<'a> Supervisor<'a> {
         let mut backoff: BTreeMap<String, (Duration, Option<Instant>)> = BTreeMap::new();
         let mut restarting: BTreeMap<String, (Option<Child>, Instant)> = BTreeMap::new();
         while !stop_requested() {
+            if CONTROL.swap(false, Ordering::SeqCst) {
+                self.control();
+            }
             let names: Vec<String> = self.running.keys().cloned().collect();
             for name in names {
                 let exited = {
@@ -409,8 +437,15 @@ impl<'a> Supervisor<'a> {
             // Respawn due processes, and promote respawned ones once ready.
             let due: Vec<String> = restarting.keys().cloned().collect();
             for name in due {
-                let service = self.plan.service(&name).expect("service").clone();
                 let (child, at) = restarting.remove(&name).expect("entry");
+                // `mxstack scale` removed it from the plan while it was in backoff.
+                let Some(service) = self.plan.service(&name).cloned() else {
+                    if let Some(mut c) = child {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    continue;
+                };
                 match child {
                     None if Instant::now() >= at => match self.spawn(&service) {
                         Ok(c) => {
@@ -477,39 +512,152 @@ impl<'a> Supervisor<'a> {
             .collect();
         // Reverse start order: the router and Synapse stop before their backends.
         for name in order {
-            let Some(mut r) = self.running.remove(&name) else {
+            let Some(r) = self.running.remove(&name) else {
                 continue;
             };
-            self.set(&name, ProcessState::Stopping, Some(r.child.id()));
-            // SAFETY: sending SIGTERM to our own child process.
-            unsafe {
-                libc::kill(r.child.id() as i32, libc::SIGTERM);
-            }
-            let grace = self
-                .plan
-                .service(&name)
-                .map(|s| Duration::from_secs(s.stop_grace_secs))
-                .unwrap_or(STOP_GRACE);
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = r.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if r.child.try_wait().ok().flatten().is_none() {
-                self.say(&format!(
-                    "{name} did not stop within {}s; killing",
-                    grace.as_secs()
-                ));
-                let _ = r.child.kill();
-                let _ = r.child.wait();
-            }
-            self.set(&name, ProcessState::Stopped, None);
-            self.say(&format!("{name} stopped"));
+            self.terminate(&name, r);
         }
         self.status.phase = "stopped".into();
         let _ = self.status.save(&self.layout.status_file());
+    }
+
+    /// SIGTERM, then SIGKILL after the service's grace period.
+    fn terminate(&mut self, name: &str, mut r: Running) {
+        let name = name.to_string();
+        self.set(&name, ProcessState::Stopping, Some(r.child.id()));
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe {
+            libc::kill(r.child.id() as i32, libc::SIGTERM);
+        }
+        let grace = self
+            .plan
+            .service(&name)
+            .map(|s| Duration::from_secs(s.stop_grace_secs))
+            .unwrap_or(STOP_GRACE);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if r.child.try_wait().ok().flatten().is_none() {
+            self.say(&format!(
+                "{name} did not stop within {}s; killing",
+                grace.as_secs()
+            ));
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+        self.set(&name, ProcessState::Stopped, None);
+        self.say(&format!("{name} stopped"));
+    }
+
+    /// Performs the pending control request and writes its outcome (`crate::control`).
+    fn control(&mut self) {
+        let Some(req) = control::read_request(self.layout) else {
+            self.say("SIGHUP without a readable control request; ignored");
+            return;
+        };
+        self.say(&format!("control request {}: {:?}", req.id, req.actions));
+        let mut done = Vec::new();
+        let result = req.actions.iter().try_for_each(|a| self.act(a, &mut done));
+        if let Err(e) = &result {
+            self.say(&format!("control request {} failed: {e}", req.id));
+        }
+        let outcome = Outcome {
+            id: req.id,
+            ok: result.is_ok(),
+            error: result.err(),
+            done,
+        };
+        if let Err(e) = control::write_outcome(self.layout, &outcome) {
+            self.say(&format!("cannot write the control outcome: {e}"));
+        }
+    }
+
+    fn act(&mut self, action: &Action, done: &mut Vec<String>) -> Result<(), String> {
+        match action {
+            Action::Reload => {
+                let changed = self.reload()?;
+                done.push(format!("reloaded: {changed} files rewritten"));
+            }
+            Action::Restart(names) => {
+                let plan = Rc::clone(&self.plan);
+                for s in plan
+                    .start_order()
+                    .into_iter()
+                    .filter(|s| names.contains(&s.name))
+                {
+                    if self.restart(s)? {
+                        done.push(format!("restarted {}", s.name));
+                    }
+                }
+            }
+            Action::Run(names) => {
+                let plan = Rc::clone(&self.plan);
+                for name in names {
+                    let s = plan.service(name).ok_or(format!("no task `{name}`"))?;
+                    self.start_and_wait(s)?;
+                    done.push(format!("ran {name}"));
+                }
+            }
+            Action::Hup(names) => {
+                for name in names {
+                    let r = self
+                        .running
+                        .get(name)
+                        .ok_or(format!("`{name}` is not running"))?;
+                    // SAFETY: a signal to our own child, by its pid; SIGHUP makes it re-read config.
+                    if unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) } != 0 {
+                        return Err(format!("cannot signal {name}"));
+                    }
+                    done.push(format!("{name} re-reads its config (SIGHUP)"));
+                }
+                // SeaweedFS reloads in its signal handler, asynchronously: give it the time it
+                // takes (milliseconds, measured) with a wide margin before the next step.
+                std::thread::sleep(HUP_SETTLE);
+            }
+            Action::ValkeyAccept => {
+                done.extend(control::valkey_accept(&self.plan).map_err(|e| e.to_string())?)
+            }
+            Action::ValkeyRetire => {
+                done.extend(control::valkey_retire(&self.plan).map_err(|e| e.to_string())?)
+            }
+            Action::Reshape { coordinated } => self.reshape(*coordinated, done)?,
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the plan and rewrites every generated file whose content changed (only those:
+    /// Sentinel rewrites its own file with its runtime state). Returns how many it wrote.
+    fn reload(&mut self) -> Result<usize, String> {
+        let rebuild = self
+            .rebuild
+            .as_ref()
+            .ok_or("this supervisor cannot reload")?;
+        let new = rebuild()?;
+        let mut changed = 0;
+        for f in &new.files {
+            let old = self.plan.files.iter().find(|o| o.path == f.path);
+            if old.map(|o| &o.content) != Some(&f.content) {
+                write_generated(f)?;
+                changed += 1;
+            }
+        }
+        self.plan = Rc::new(new);
+        Ok(changed)
+    }
+
+    /// Stops a running process and starts it from the current plan, waiting until it is ready.
+    /// A process not running (crashed, in backoff) is left to `watch`: false.
+    fn restart(&mut self, s: &Service) -> Result<bool, String> {
+        let Some(r) = self.running.remove(&s.name) else {
+            return Ok(false);
+        };
+        self.terminate(&s.name, r);
+        self.start_and_wait(s)?;
+        Ok(true)
     }
 
     pub fn fail(&mut self, error: &str) {
@@ -520,6 +668,9 @@ impl<'a> Supervisor<'a> {
         let _ = self.status.save(&self.layout.status_file());
     }
 }
+
+/// How long a process is given to re-read its config after SIGHUP.
+const HUP_SETTLE: Duration = Duration::from_secs(2);
 
 fn connect(port: u16) -> Option<TcpStream> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -551,6 +702,18 @@ pub fn redis_ping(port: u16, password: &str) -> bool {
     }
     let text = String::from_utf8_lossy(&got);
     text.starts_with("+OK") && text.contains("+PONG")
+}
+
+/// Writes a plan's file, handed to its owner when it has one (written as a new file, so a
+/// rewrite on `Reload` would otherwise belong to the supervisor's user).
+fn write_generated(f: &GeneratedFile) -> Result<(), String> {
+    write_file(&f.path, f.content.as_bytes(), f.mode)
+        .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+    if let Some(ids) = f.owner.and_then(user_ids) {
+        chown(&f.path, ids)
+            .map_err(|e| format!("cannot hand {} to {:?}: {e}", f.path.display(), f.owner))?;
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -27,7 +27,7 @@ impl std::fmt::Debug for Keys {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeysError {
-    #[error("expected one `<api key>: <api secret>` line")]
+    #[error("expected `<api key>: <api secret>` lines")]
     Shape,
     #[error("the API key or secret is empty")]
     Empty,
@@ -41,18 +41,27 @@ impl Keys {
         }
     }
 
-    /// LiveKit's LIVEKIT_KEYS format: `<api key>: <api secret>` (one pair).
+    /// LiveKit's LIVEKIT_KEYS format: `<api key>: <api secret>` lines. LiveKit accepts every
+    /// pair; we sign with the first. While `mxstack rotate` replaces the keys the value holds
+    /// the new pair first and the retiring one after it (docs/ROTATION.md).
     pub fn parse(text: &str) -> Result<Keys, KeysError> {
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        let (Some(line), None) = (lines.next(), lines.next()) else {
+        let mut pairs = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let (key, secret) = line.split_once(':').ok_or(KeysError::Shape)?;
+                let (key, secret) = (key.trim(), secret.trim());
+                if key.is_empty() || secret.is_empty() {
+                    return Err(KeysError::Empty);
+                }
+                Ok(Keys::new(key, secret))
+            })
+            .collect::<Result<Vec<Keys>, KeysError>>()?;
+        if pairs.is_empty() {
             return Err(KeysError::Shape);
-        };
-        let (key, secret) = line.split_once(':').ok_or(KeysError::Shape)?;
-        let (key, secret) = (key.trim(), secret.trim());
-        if key.is_empty() || secret.is_empty() {
-            return Err(KeysError::Empty);
         }
-        Ok(Keys::new(key, secret))
+        Ok(pairs.swap_remove(0))
     }
 }
 
@@ -186,7 +195,14 @@ mod tests {
         let k = Keys::parse("APIabc: s3cr3t\n").unwrap();
         assert_eq!((k.key.as_str(), k.secret.as_str()), ("APIabc", "s3cr3t"));
         assert_eq!(Keys::parse("APIabc s3cr3t").unwrap_err(), KeysError::Shape);
-        assert_eq!(Keys::parse("a: b\nc: d").unwrap_err(), KeysError::Shape);
+        // During a rotation: the new pair first (it signs), the retiring one after it.
+        let k2 = Keys::parse("APInew: n3w\nAPIabc: s3cr3t\n").unwrap();
+        assert_eq!((k2.key.as_str(), k2.secret.as_str()), ("APInew", "n3w"));
+        assert_eq!(
+            Keys::parse("a: b\nc d").unwrap_err(),
+            KeysError::Shape,
+            "every line must be a pair"
+        );
         assert_eq!(Keys::parse("APIabc: ").unwrap_err(), KeysError::Empty);
         assert_eq!(Keys::parse("").unwrap_err(), KeysError::Shape);
         assert!(

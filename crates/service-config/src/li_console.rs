@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The key of the console's audit anchor lines on stdout (`{"action":…,"audit_hash":…,
+/// "audit_seq":…}`, one per audit entry): the log collector matches it to keep those lines in an
+/// audit stream of their own, with their own retention (docs/LOGS.md).
+pub const AUDIT_ANCHOR_KEY: &str = "audit_hash";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {

@@ -1,6 +1,7 @@
 //! The typed model of `mxstack.yaml`. Defaults live here and nowhere else.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::path::Path;
 
 use schemars::JsonSchema;
@@ -42,6 +43,8 @@ pub struct Config {
     pub backup: Backup,
     #[serde(default)]
     pub li: LawfulIntercept,
+    #[serde(default)]
+    pub monitoring: Monitoring,
     #[serde(default)]
     pub antivirus: Antivirus,
     #[serde(default)]
@@ -482,6 +485,19 @@ pub struct Backup {
     /// Bucket for PostgreSQL backups (WAL archive and base backups) on the media S3 backend.
     #[serde(default = "default_backup_bucket")]
     pub bucket: String,
+    /// Bucket for the LI PostgreSQL's backups (feature li; default `<bucket>-li`). Only the LI
+    /// backup identity can write or delete in it: main's S3 identity has no access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub li_bucket: Option<String>,
+}
+
+impl Backup {
+    /// The LI backup bucket after defaults.
+    pub fn li_bucket_name(&self) -> String {
+        self.li_bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-li", self.bucket))
+    }
 }
 
 impl Default for Backup {
@@ -490,6 +506,7 @@ impl Default for Backup {
             schedule: default_backup_schedule(),
             retention: default_retention(),
             bucket: default_backup_bucket(),
+            li_bucket: None,
         }
     }
 }
@@ -527,6 +544,11 @@ pub struct LawfulIntercept {
     /// S3 bucket that receives a copy of every media object (default `<media.bucket>-li`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_bucket: Option<String>,
+    /// Days Loki keeps the LI console's audit anchors (its `audit` stream, with feature
+    /// `monitoring`), at least 1. Ten years by default: set it to what your warrant records
+    /// must be kept for (docs/LOGS.md).
+    #[serde(default = "default_audit_log_retention_days")]
+    pub audit_log_retention_days: NonZeroU32,
 }
 
 /// How the LI database follows main.
@@ -558,7 +580,33 @@ impl Default for LawfulIntercept {
             dump_schedule: default_li_dump_schedule(),
             working_copy_schedule: default_li_working_copy_schedule(),
             media_bucket: None,
+            audit_log_retention_days: default_audit_log_retention_days(),
         }
+    }
+}
+
+impl Config {
+    /// Every bucket the deployment uses (both targets create them): media, main's backups, and
+    /// with feature li the LI media copy and the LI backups.
+    pub fn buckets(&self) -> Vec<String> {
+        let mut b = vec![self.media.bucket.clone(), self.backup.bucket.clone()];
+        if self.features.contains(&Feature::Li) {
+            b.push(self.li.media_bucket(&self.media));
+            b.push(self.backup.li_bucket_name());
+        }
+        b
+    }
+
+    /// The buckets whose objects are versioned on SeaweedFS (both targets): the media (and LI's
+    /// copy with feature li). A deleted or overwritten file stays recoverable as a noncurrent
+    /// version. Not the backup bucket: barman's retention deletes from it on purpose.
+    /// docs/BACKUP.md says why versioning rather than replication.
+    pub fn versioned_buckets(&self) -> Vec<String> {
+        let mut b = vec![self.media.bucket.clone()];
+        if self.features.contains(&Feature::Li) {
+            b.push(self.li.media_bucket(&self.media));
+        }
+        b
     }
 }
 
@@ -580,6 +628,32 @@ fn default_li_working_copy_schedule() -> String {
 
 fn default_li_label() -> String {
     "mxstack.io/role=li".into()
+}
+
+fn default_audit_log_retention_days() -> NonZeroU32 {
+    NonZeroU32::new(3650).expect("non-zero")
+}
+
+/// The log pipeline (feature `monitoring`): Loki and its collector (docs/LOGS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// Days Loki keeps pod logs, at least 1 (the LI audit stream has its own,
+    /// `li.audit_log_retention_days`).
+    #[serde(default = "default_log_retention_days")]
+    pub log_retention_days: NonZeroU32,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Monitoring {
+            log_retention_days: default_log_retention_days(),
+        }
+    }
+}
+
+fn default_log_retention_days() -> NonZeroU32 {
+    NonZeroU32::new(30).expect("non-zero")
 }
 
 /// ClamAV and the content scanner (feature `antivirus`).
@@ -799,6 +873,10 @@ pub struct Images {
     /// covers 1.33 to 1.35; pick the cluster's minor otherwise. Any image with `kubectl` on its
     /// PATH will do (no shell is needed).
     pub kubectl: String,
+    /// Grafana Loki, the log store (feature `monitoring`; docs/LOGS.md).
+    pub loki: String,
+    /// Grafana Alloy, which collects pod logs for Loki (feature `monitoring`).
+    pub alloy: String,
 }
 
 impl Default for Images {
@@ -818,6 +896,8 @@ impl Default for Images {
             synapse_admin: "docker.io/awesometechnologies/synapse-admin:0.11.4".into(),
             mxstack: format!("ghcr.io/mxstack/mxstack:{}", env!("CARGO_PKG_VERSION")),
             kubectl: "registry.k8s.io/kubectl:v1.34.5".into(),
+            loki: "docker.io/grafana/loki:3.7.8".into(),
+            alloy: "docker.io/grafana/alloy:v1.21.2".into(),
         }
     }
 }
@@ -886,6 +966,7 @@ impl Config {
             synapse: SynapseSettings::default(),
             backup: Backup::default(),
             li: LawfulIntercept::default(),
+            monitoring: Monitoring::default(),
             antivirus: Antivirus::default(),
             calls: Calls::default(),
             push: Push::default(),
@@ -1089,6 +1170,32 @@ mod tests {
             assert_eq!(err.location.line, 4, "{err}");
             assert!(err.message.contains("never censor"), "{err}");
         }
+    }
+
+    #[test]
+    fn log_retention_defaults_and_refuses_zero() {
+        let (c, _) = Config::from_yaml("m.yaml", "domain: acme.test\nscale: 1k\n").unwrap();
+        assert_eq!(c.monitoring.log_retention_days.get(), 30);
+        assert_eq!(c.li.audit_log_retention_days.get(), 3650);
+        let (c, _) = Config::from_yaml(
+            "m.yaml",
+            "domain: acme.test\nscale: 1k\nmonitoring:\n  log_retention_days: 7\nli:\n  audit_log_retention_days: 2555\n",
+        )
+        .unwrap();
+        assert_eq!(c.monitoring.log_retention_days.get(), 7);
+        assert_eq!(c.li.audit_log_retention_days.get(), 2555);
+        for (text, line) in [
+            ("monitoring:\n  log_retention_days: 0\n", 4),
+            ("li:\n  audit_log_retention_days: 0\n", 4),
+            ("monitoring:\n  log_retention_days: -3\n", 4),
+        ] {
+            let err = Config::from_yaml("m.yaml", &format!("domain: acme.test\nscale: 1k\n{text}"))
+                .unwrap_err();
+            assert_eq!(err.location.line, line, "{err}");
+        }
+        // The schema says so too: editors refuse 0 before the parser does.
+        let schema = Config::json_schema().to_string();
+        assert!(schema.contains("log_retention_days") && schema.contains("\"minimum\":1"));
     }
 
     #[test]

@@ -55,10 +55,12 @@ pub enum SecretName {
     LiBrowsingS3AccessKey,
     LiBrowsingS3SecretKey,
     LiGatePassword,
+    LiBackupS3AccessKey,
+    LiBackupS3SecretKey,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 26] = [
+    pub const ALL: [SecretName; 28] = [
         SecretName::SynapseDbPassword,
         SecretName::LiReplicationPassword,
         SecretName::RedisPassword,
@@ -85,6 +87,8 @@ impl SecretName {
         SecretName::LiBrowsingS3AccessKey,
         SecretName::LiBrowsingS3SecretKey,
         SecretName::LiGatePassword,
+        SecretName::LiBackupS3AccessKey,
+        SecretName::LiBackupS3SecretKey,
     ];
 
     pub fn key(self) -> &'static str {
@@ -115,6 +119,8 @@ impl SecretName {
             SecretName::LiBrowsingS3AccessKey => "li_browsing_s3_access_key",
             SecretName::LiBrowsingS3SecretKey => "li_browsing_s3_secret_key",
             SecretName::LiGatePassword => "li_gate_password",
+            SecretName::LiBackupS3AccessKey => "li_backup_s3_access_key",
+            SecretName::LiBackupS3SecretKey => "li_backup_s3_secret_key",
         }
     }
 
@@ -180,6 +186,10 @@ impl SecretName {
             SecretName::LiGatePassword => {
                 "password of user `investigator` at the basic-auth gate of Element LI and Synapse Admin LI"
             }
+            SecretName::LiBackupS3AccessKey => {
+                "S3 access key id of the LI PostgreSQL's backups: the only identity that can write the LI backup bucket"
+            }
+            SecretName::LiBackupS3SecretKey => "S3 secret key of the LI PostgreSQL's backups",
         }
     }
 
@@ -187,7 +197,8 @@ impl SecretName {
         match self {
             SecretName::S3AccessKey
             | SecretName::LiS3AccessKey
-            | SecretName::LiBrowsingS3AccessKey => SecretShape::AccessKeyId,
+            | SecretName::LiBrowsingS3AccessKey
+            | SecretName::LiBackupS3AccessKey => SecretShape::AccessKeyId,
             SecretName::SigningKey => SecretShape::SynapseSigningKey,
             SecretName::LivekitApiKey => SecretShape::Alnum(16),
             SecretName::ContentScannerRequestSecret => SecretShape::Base64Bytes(32),
@@ -200,6 +211,59 @@ impl SecretName {
     pub fn from_key(key: &str) -> Option<SecretName> {
         SecretName::ALL.into_iter().find(|s| s.key() == key)
     }
+
+    /// Whether `mxstack rotate` replaces it (docs/ROTATION.md has the order and cost of each).
+    pub fn rotation(self) -> Rotation {
+        use SecretName::*;
+        match self {
+            SynapseDbPassword | RedisPassword | MacaroonSecretKey | FormSecret
+            | RegistrationSharedSecret | WorkerReplicationSecret | TurnSharedSecret
+            | ContentScannerRequestSecret | S3AccessKey | S3SecretKey | LiS3AccessKey
+            | LiS3SecretKey | LiBrowsingS3AccessKey | LiBrowsingS3SecretKey | LiBackupS3AccessKey
+            | LiBackupS3SecretKey
+            | KeyVaultStoreApiKey | KeyVaultRetrievalApiKey | LiReplicationPassword
+            | LiDbPassword | LiWorkingCopyDbPassword | LiConsoleDbPassword | LiGatePassword
+            | LivekitApiKey | LivekitApiSecret => Rotation::Rotatable,
+            SigningKey => Rotation::Never(
+                "the server's signing key is its federation identity: replacing it needs old_signing_keys and key expiry, a procedure of its own",
+            ),
+            KeyVaultAgeIdentity => Rotation::Never(
+                "escrowed keys are encrypted to this identity: a new one cannot open them",
+            ),
+            LiConsoleSigningKey => Rotation::Never(
+                "evidence packages already handed out are checked against its public key",
+            ),
+        }
+    }
+
+    /// The secret rotated together with this one, if any: an S3 access key and its secret key,
+    /// a LiveKit API key and its secret. The accepting side holds *pairs* (a SeaweedFS
+    /// credential, an entry of LiveKit's `keys:` map), looked up by the key id: a new secret
+    /// under the old id cannot sit beside the old one, so both halves change at once.
+    pub fn companion(self) -> Option<SecretName> {
+        use SecretName::*;
+        Some(match self {
+            S3AccessKey => S3SecretKey,
+            S3SecretKey => S3AccessKey,
+            LiS3AccessKey => LiS3SecretKey,
+            LiS3SecretKey => LiS3AccessKey,
+            LiBrowsingS3AccessKey => LiBrowsingS3SecretKey,
+            LiBrowsingS3SecretKey => LiBrowsingS3AccessKey,
+            LiBackupS3AccessKey => LiBackupS3SecretKey,
+            LiBackupS3SecretKey => LiBackupS3AccessKey,
+            LivekitApiKey => LivekitApiSecret,
+            LivekitApiSecret => LivekitApiKey,
+            _ => return None,
+        })
+    }
+
+    /// Every secret `mxstack rotate --all-rotatable` replaces.
+    pub fn rotatable() -> Vec<SecretName> {
+        SecretName::ALL
+            .into_iter()
+            .filter(|n| n.rotation() == Rotation::Rotatable)
+            .collect()
+    }
 }
 
 /// Secret names earlier versions wrote and nothing uses: `key_vault_api_key` (never read; the
@@ -209,6 +273,26 @@ const RETIRED_SECRETS: [&str; 1] = ["key_vault_api_key"];
 /// secrets.yaml names of the credentials the operator supplies (not generated): a mobile app's APNs
 /// key or FCM service account is `push_credential.<app id>` (feature push, docs/PUSH.md).
 pub const PUSH_CREDENTIAL_PREFIX: &str = "push_credential.";
+
+/// secrets.yaml names of values being retired by `mxstack rotate`: `previous.<name>` holds the
+/// old value while components that can accept two values still accept it (docs/ROTATION.md).
+pub const PREVIOUS_PREFIX: &str = "previous.";
+
+/// secrets.yaml names of values a Kubernetes rotation is introducing: `next.<name>` holds the new
+/// value while the components that accept two values take it besides the current one, before any
+/// reader switches (`mxstack rotate --kubernetes`, docs/ROTATION.md).
+pub const NEXT_PREFIX: &str = "next.";
+
+/// Whether `mxstack rotate` can replace a secret, and why not when it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Rotated by `mxstack rotate`, locally and on Kubernetes.
+    Rotatable,
+    /// Not implemented yet: the reason, said to the operator as it is.
+    NotYet(&'static str),
+    /// Not a rotation at all (replacing it changes an identity): the reason.
+    Never(&'static str),
+}
 
 /// The values of all secrets, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,6 +324,66 @@ impl Secrets {
     pub fn supply(&mut self, key: &str, value: &str) {
         debug_assert!(key.starts_with(PUSH_CREDENTIAL_PREFIX));
         self.values.insert(key.to_string(), value.to_string());
+    }
+
+    /// The value `mxstack rotate` is retiring, while components may still accept it.
+    pub fn previous(&self, name: SecretName) -> Option<&str> {
+        self.values
+            .get(&format!("{PREVIOUS_PREFIX}{}", name.key()))
+            .map(String::as_str)
+    }
+
+    /// Sets `name` to `value` and keeps the value it replaces as `previous.<name>`. Idempotent: a
+    /// second call with the same value (a resumed rotation) keeps the first previous value.
+    pub fn replace_keeping_previous(&mut self, name: SecretName, value: &str) {
+        let old = self.get(name).to_string();
+        if old == value {
+            return;
+        }
+        self.values
+            .insert(format!("{PREVIOUS_PREFIX}{}", name.key()), old);
+        self.values
+            .insert(name.key().to_string(), value.to_string());
+    }
+
+    /// The value a Kubernetes rotation is introducing, accepted but not yet used.
+    pub fn next(&self, name: SecretName) -> Option<&str> {
+        self.values
+            .get(&format!("{NEXT_PREFIX}{}", name.key()))
+            .map(String::as_str)
+    }
+
+    /// Introduces `value` as `next.<name>`; the current value stays in use.
+    pub fn set_next(&mut self, name: SecretName, value: &str) {
+        self.values
+            .insert(format!("{NEXT_PREFIX}{}", name.key()), value.to_string());
+    }
+
+    /// The readers switch: `next.<name>` becomes the value, the old one `previous.<name>`.
+    /// Returns whether there was a next value.
+    pub fn promote_next(&mut self, name: SecretName) -> bool {
+        match self.values.remove(&format!("{NEXT_PREFIX}{}", name.key())) {
+            Some(v) => {
+                self.replace_keeping_previous(name, &v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every value of `name` a component that holds two must accept now: the current one, then
+    /// the one being introduced or retired.
+    pub fn accepted(&self, name: SecretName) -> Vec<&str> {
+        let mut out = vec![self.get(name)];
+        out.extend(self.next(name));
+        out.extend(self.previous(name));
+        out
+    }
+
+    /// Forgets the retired value of `name` (the last step of a rotation).
+    pub fn drop_previous(&mut self, name: SecretName) {
+        self.values
+            .remove(&format!("{PREVIOUS_PREFIX}{}", name.key()));
     }
 
     /// Fills in every missing secret; returns the names it generated. Existing values are kept.
@@ -274,7 +418,14 @@ impl Secrets {
         // Names of earlier versions that nothing reads any more: dropped, not refused.
         values.retain(|k, _| !RETIRED_SECRETS.contains(&k.as_str()));
         for (k, v) in &values {
-            if SecretName::from_key(k).is_none() && !k.starts_with(PUSH_CREDENTIAL_PREFIX) {
+            let retiring = k
+                .strip_prefix(PREVIOUS_PREFIX)
+                .or_else(|| k.strip_prefix(NEXT_PREFIX))
+                .is_some_and(|n| SecretName::from_key(n).is_some());
+            if SecretName::from_key(k).is_none()
+                && !k.starts_with(PUSH_CREDENTIAL_PREFIX)
+                && !retiring
+            {
                 return Err(SpecError {
                     location: locator.locate(k),
                     message: format!("unknown secret `{k}`"),
@@ -348,6 +499,18 @@ impl Secrets {
                     name.purpose(),
                     name.key(),
                     v
+                ));
+            }
+            if let Some(v) = self.next(name) {
+                out.push_str(&format!(
+                    "# being introduced by `mxstack rotate --kubernetes` (accepted, not yet used)\n{NEXT_PREFIX}{}: \"{v}\"\n",
+                    name.key()
+                ));
+            }
+            if let Some(v) = self.previous(name) {
+                out.push_str(&format!(
+                    "# being retired by `mxstack rotate` (still accepted where a component allows two)\n{PREVIOUS_PREFIX}{}: \"{v}\"\n",
+                    name.key()
                 ));
             }
         }
@@ -560,6 +723,69 @@ mod tests {
         assert_eq!(err.location.line, 2);
         assert!(err.message.contains("form_secret"));
         assert!(!err.to_string().contains("x1"), "never echo a secret value");
+    }
+
+    #[test]
+    fn previous_values_survive_a_rewrite_and_are_idempotent() {
+        let mut s = Secrets::generate_all().unwrap();
+        let old = s.get(SecretName::TurnSharedSecret).to_string();
+        s.replace_keeping_previous(SecretName::TurnSharedSecret, "Nw7pQ2mX9vL4kR8tB3yC6fH1");
+        s.replace_keeping_previous(SecretName::TurnSharedSecret, "Nw7pQ2mX9vL4kR8tB3yC6fH1");
+        assert_eq!(s.previous(SecretName::TurnSharedSecret), Some(old.as_str()));
+        let back = Secrets::from_yaml("s.yaml", &s.to_yaml()).unwrap();
+        assert_eq!(back, s);
+        s.drop_previous(SecretName::TurnSharedSecret);
+        assert!(!s.to_yaml().contains(&old));
+        assert!(
+            Secrets::from_yaml("s.yaml", "previous.nonsense: Zx8vQ2mN7pL4kR9tW3yB6cF1\n").is_err()
+        );
+    }
+
+    #[test]
+    fn a_next_value_is_accepted_then_promoted_and_survives_a_rewrite() {
+        let mut s = Secrets::generate_all().unwrap();
+        let old = s.get(SecretName::S3SecretKey).to_string();
+        let new = "Nw7pQ2mX9vL4kR8tB3yC6fH1Nw7pQ2mX9vL4kR8tB3yC6fH1";
+        s.set_next(SecretName::S3SecretKey, new);
+        assert_eq!(s.get(SecretName::S3SecretKey), old);
+        assert_eq!(s.accepted(SecretName::S3SecretKey), [old.as_str(), new]);
+        let back = Secrets::from_yaml("s.yaml", &s.to_yaml()).unwrap();
+        assert_eq!(back, s);
+        assert!(s.promote_next(SecretName::S3SecretKey));
+        assert!(!s.promote_next(SecretName::S3SecretKey));
+        assert_eq!(s.get(SecretName::S3SecretKey), new);
+        assert_eq!(s.accepted(SecretName::S3SecretKey), [new, old.as_str()]);
+        s.drop_previous(SecretName::S3SecretKey);
+        assert_eq!(s.accepted(SecretName::S3SecretKey), [new]);
+        assert!(Secrets::from_yaml("s.yaml", "next.nonsense: Zx8vQ2mN7pL4kR9tW3yB6cF1\n").is_err());
+    }
+
+    #[test]
+    fn rotatable_names_are_the_ones_the_rotation_covers() {
+        let r = SecretName::rotatable();
+        assert!(r.contains(&SecretName::RedisPassword));
+        assert!(!r.contains(&SecretName::SigningKey));
+        assert!(r.contains(&SecretName::S3AccessKey));
+        assert!(r.contains(&SecretName::LiGatePassword));
+        assert!(!r.contains(&SecretName::KeyVaultAgeIdentity));
+        assert!(SecretName::ALL
+            .iter()
+            .all(|n| !matches!(n.rotation(), Rotation::NotYet(_))));
+    }
+
+    #[test]
+    fn pairs_rotate_together_and_companions_are_symmetric() {
+        for n in SecretName::ALL {
+            if let Some(c) = n.companion() {
+                assert_eq!(c.companion(), Some(n), "{n:?}");
+                assert_eq!(c.rotation(), n.rotation());
+            }
+        }
+        assert_eq!(
+            SecretName::LiS3SecretKey.companion(),
+            Some(SecretName::LiS3AccessKey)
+        );
+        assert_eq!(SecretName::FormSecret.companion(), None);
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub const VAULT_TIMEOUT_SECS: u32 = 10;
 pub const ENV_STORE_API_KEY: &str = "MXSTACK_KEY_VAULT_STORE_API_KEY";
 /// Environment variable holding the retrieval API key (the LI console retrieves with it).
 pub const ENV_RETRIEVAL_API_KEY: &str = "MXSTACK_KEY_VAULT_RETRIEVAL_API_KEY";
+/// The variable holding a second API key the vault accepts while a rotation runs (the one being
+/// retired, or on Kubernetes first the one being introduced), beside the variable `var` of the
+/// current one (`mxstack_key_vault::config::other_env`).
+pub fn other_env(var: &str) -> String {
+    format!("{var}_OTHER")
+}
 /// The vault's SQLite file name (in its state directory / volume).
 pub const VAULT_SQLITE_FILE: &str = "key-vault.sqlite3";
 

@@ -92,6 +92,44 @@ mod tests {
     }
 
     #[test]
+    fn the_log_pipeline_has_flows_only_with_monitoring_and_loki_reaches_nothing() {
+        let mut c = Config::new(
+            "acme.test",
+            Tier::T1k,
+            [Feature::Li, Feature::Monitoring].into_iter().collect(),
+        );
+        let f = flows(&Topology::build(&c));
+        let into_loki: Vec<(Party, Vec<u16>)> = f
+            .iter()
+            .filter(|x| x.to == Party::Loki)
+            .map(|x| (x.from, x.ports.clone()))
+            .collect();
+        let push = vec![reg::loki::HTTP.number];
+        assert_eq!(
+            into_loki,
+            [(Party::Alloy, push.clone()), (Party::Monitoring, push)]
+        );
+        assert!(f.iter().all(|x| x.from != Party::Loki));
+        let from_alloy: Vec<(Party, Vec<u16>)> = f
+            .iter()
+            .filter(|x| x.from == Party::Alloy)
+            .map(|x| (x.to, x.ports.clone()))
+            .collect();
+        assert_eq!(
+            from_alloy,
+            [
+                (Party::Loki, vec![reg::loki::HTTP.number]),
+                (Party::KubernetesApi, KUBERNETES_API_PORTS.to_vec()),
+            ]
+        );
+        c.features.remove(&Feature::Monitoring);
+        let f = flows(&Topology::build(&c));
+        assert!(f.iter().all(|x| ![x.from, x.to]
+            .iter()
+            .any(|p| matches!(p, Party::Loki | Party::Alloy))));
+    }
+
+    #[test]
     fn only_synapse_main_the_li_console_and_monitoring_reach_the_key_vault_and_it_reaches_nothing()
     {
         let mut c = Config::new(

@@ -6,7 +6,10 @@
 
 pub mod addressing;
 pub mod antivirus;
+pub mod backpressure;
+pub mod backup;
 pub mod budget;
+pub mod change;
 pub mod coturn;
 pub mod escrow;
 pub mod flows;
@@ -16,9 +19,11 @@ pub mod li_browsing;
 pub mod li_console;
 pub mod party;
 pub mod push;
+pub mod ratelimits;
 pub mod registry;
 pub mod routing;
 pub mod rtc_auth;
+pub mod seaweedfs;
 pub mod sizing;
 pub mod synapse;
 pub mod valkey;

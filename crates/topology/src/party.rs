@@ -43,6 +43,10 @@ pub enum Party {
     /// The LI console: investigators' web app (warrants, evidence, escrowed keys) on the LI
     /// nodes; reads the replica, retrieves keys from the key vault, reads LI media.
     LiConsole,
+    /// Loki, the log store (feature `monitoring`).
+    Loki,
+    /// Grafana Alloy, one per node: tails pod logs through the Kubernetes API into Loki.
+    Alloy,
     /// The Gateway / Ingress controller (another namespace).
     Edge,
     /// Prometheus (monitoring namespace).
@@ -101,6 +105,8 @@ impl Party {
             Party::ElementLi => "element-li",
             Party::SynapseAdminLi => "synapse-admin-li",
             Party::LiConsole => "li-console",
+            Party::Loki => "loki",
+            Party::Alloy => "alloy",
             Party::Edge => "edge",
             Party::Monitoring => "monitoring",
             Party::CnpgOperator => "cnpg-operator",

@@ -144,6 +144,9 @@ pub struct Component {
     /// Every generated secret its processes may read, and no other (least privilege; the k8s
     /// tests hold every pod to it).
     pub reads: &'static [SecretName],
+    /// Of those, the secrets it accepts the retiring value of too (`previous.<name>` while
+    /// `mxstack rotate` replaces it): it holds both, so its readers may switch in any order.
+    pub accepts_previous: &'static [SecretName],
     /// Ports the public reaches directly (call media), if any.
     pub direct: Option<Direct>,
 }
@@ -161,6 +164,7 @@ impl Component {
             flows: no_flows,
             sites: &[],
             reads: &[],
+            accepts_previous: &[],
             direct: None,
         }
     }
@@ -176,6 +180,14 @@ impl Component {
     /// The secrets it reads.
     pub const fn reads(self, reads: &'static [SecretName]) -> Component {
         Component { reads, ..self }
+    }
+
+    /// The secrets (among those it reads) whose retiring value it accepts as well.
+    pub const fn accepts_previous(self, accepts_previous: &'static [SecretName]) -> Component {
+        Component {
+            accepts_previous,
+            ..self
+        }
     }
 
     /// Its public hostnames.
@@ -243,6 +255,9 @@ pub mod synapse {
     pub const HTTP: Port = Port::tcp("http", 8008);
     pub const REPLICATION: Port = Port::tcp("replication", 9093);
     pub const METRICS: Port = Port::tcp("metrics", 9090);
+    /// The Service selecting every Synapse pod's metrics port: Prometheus' `service` label of
+    /// every Synapse target, on both targets.
+    pub const METRICS_SERVICE: &str = "synapse-metrics";
     /// Every Synapse process's secrets (main's add the key vault's store key).
     pub const READS: [SecretName; 10] = [
         SecretName::SynapseDbPassword,
@@ -468,6 +483,12 @@ pub mod li_sync {
             "li-sync copies every media object into the LI bucket",
         ),
         tcp(
+            LiPostgres,
+            s3,
+            &[s3_port],
+            "the LI cluster's WAL archive and base backups (Barman Cloud plugin, LI backup identity)",
+        ),
+        tcp(
             LiPrepareMain,
             Postgres,
             &[reg::cnpg::POSTGRES.number],
@@ -585,10 +606,14 @@ pub mod key_vault {
         .scraped(HTTP, "/metrics")
         .healthy(HTTP, "/health", "/health")
         .serves(SITES)
-        .reads(&[
-            SecretName::KeyVaultStoreApiKey,
-            SecretName::KeyVaultRetrievalApiKey,
-        ]);
+        .reads(&KEYS)
+        // `<variable>_OTHER`: a second key per endpoint while a rotation runs.
+        .accepts_previous(&KEYS);
+
+    const KEYS: [SecretName; 2] = [
+        SecretName::KeyVaultStoreApiKey,
+        SecretName::KeyVaultRetrievalApiKey,
+    ];
 }
 
 pub mod li_console {
@@ -812,6 +837,8 @@ pub mod seaweedfs {
     pub const VOLUME_GRPC: Port = Port::tcp("volume-grpc", 18080);
     pub const FILER: Port = Port::tcp("filer", 8888);
     pub const FILER_GRPC: Port = Port::tcp("filer-grpc", 18888);
+    /// The filers' Prometheus endpoint (the S3 gateway's request counts and latencies).
+    pub const METRICS: Port = Port::tcp("metrics", 9327);
     /// The S3 gateway's Service.
     pub const S3_SERVICE: &str = "seaweedfs-s3";
     /// The ports SeaweedFS's servers talk to each other on.
@@ -827,17 +854,25 @@ pub mod seaweedfs {
             VOLUME_GRPC,
             FILER,
             FILER_GRPC,
+            METRICS,
         ],
     )
+    .pod_scraped(METRICS.name)
     .with_flows(flows)
-    .reads(&[
+    .reads(&S3_KEYS)
+    // An identity lists several credentials (`crate::seaweedfs::credentials`).
+    .accepts_previous(&S3_KEYS);
+
+    const S3_KEYS: [SecretName; 8] = [
         SecretName::S3AccessKey,
         SecretName::S3SecretKey,
         SecretName::LiS3AccessKey,
         SecretName::LiS3SecretKey,
         SecretName::LiBrowsingS3AccessKey,
         SecretName::LiBrowsingS3SecretKey,
-    ]);
+        SecretName::LiBackupS3AccessKey,
+        SecretName::LiBackupS3SecretKey,
+    ];
 
     /// Its flows in and out (when it is the media backend).
     pub fn flows(t: &Topology) -> Vec<Flow> {
@@ -845,7 +880,7 @@ pub mod seaweedfs {
         if t.config.media.backend != MediaBackend::Seaweedfs {
             return Vec::new();
         }
-        vec![
+        let mut f = vec![
             tcp(Synapse, Seaweedfs, &[S3.number], "media objects (S3)"),
             tcp(
                 Postgres,
@@ -859,7 +894,9 @@ pub mod seaweedfs {
                 &INTERNAL.map(|p| p.number),
                 "SeaweedFS master, volume and filer traffic",
             ),
-        ]
+        ];
+        f.extend(prometheus(t, Seaweedfs, METRICS, "SeaweedFS S3 metrics"));
+        f
     }
 }
 
@@ -992,6 +1029,9 @@ pub mod livekit {
             SecretName::LivekitApiSecret,
             SecretName::TurnSharedSecret,
         ])
+        // Its `keys` map takes several pairs (`crate::rtc_auth::livekit_keys`): tokens signed
+        // with the retiring key stay valid until the rotation's second deploy.
+        .accepts_previous(&[SecretName::LivekitApiKey, SecretName::LivekitApiSecret])
         .direct(Direct {
             from_anywhere: |_| {
                 [RTC_TCP, RTC_UDP]
@@ -1199,8 +1239,66 @@ pub mod synapse_admin_li {
             .serves(SITES);
 }
 
+/// Loki, the log store (feature `monitoring`): one single-binary instance on a volume
+/// (docs/LOGS.md).
+pub mod loki {
+    use super::*;
+    /// Push, query and /metrics.
+    pub const HTTP: Port = Port::tcp("http", 3100);
+    /// `/ready` waits for the ingester to join its ring; liveness asks only whether the process
+    /// answers (a restart would not make the ring ready sooner).
+    pub const COMPONENT: Component =
+        Component::ours(Party::Loki, Some(Feature::Monitoring), &[HTTP])
+            .scraped(HTTP, "/metrics")
+            .healthy(HTTP, "/ready", "/loki/api/v1/status/buildinfo")
+            .with_flows(flows);
+
+    /// Alloy pushes, Grafana queries, Prometheus scrapes. Loki itself reaches nothing: its
+    /// storage is its own volume.
+    pub fn flows(_: &Topology) -> Vec<Flow> {
+        use Party::*;
+        vec![
+            tcp(Alloy, Loki, &[HTTP.number], "Alloy pushes pod logs to Loki"),
+            tcp(
+                Monitoring,
+                Loki,
+                &[HTTP.number],
+                "Grafana queries logs (LogQL); Prometheus scrapes Loki's metrics",
+            ),
+        ]
+    }
+}
+
+/// Grafana Alloy (feature `monitoring`): a DaemonSet that tails the logs of the namespace's pods
+/// on its node through the Kubernetes API and pushes them to Loki (docs/LOGS.md).
+pub mod alloy {
+    use super::*;
+    /// Its UI, /metrics and health.
+    pub const HTTP: Port = Port::tcp("http", 12345);
+    /// `/-/healthy` fails while any pipeline component is unhealthy, which a restart does not
+    /// fix: both probes ask `/-/ready`.
+    pub const COMPONENT: Component =
+        Component::ours(Party::Alloy, Some(Feature::Monitoring), &[HTTP])
+            .pod_scraped(HTTP.name)
+            .healthy(HTTP, "/-/ready", "/-/ready")
+            .with_flows(flows);
+
+    /// Its flows in and out (Alloy -> Loki is declared with Loki).
+    pub fn flows(t: &Topology) -> Vec<Flow> {
+        use Party::*;
+        let mut f = vec![tcp(
+            Alloy,
+            KubernetesApi,
+            &KUBERNETES_API_PORTS,
+            "Alloy lists the pods on its node and tails their logs (its Role: pods and pods/log in the namespace, read only)",
+        )];
+        f.extend(prometheus(t, Alloy, HTTP, "Alloy metrics"));
+        f
+    }
+}
+
 /// Every component, in the order the targets emit them (the monitoring objects follow it).
-pub const ALL: [&Component; 22] = [
+pub const ALL: [&Component; 24] = [
     &synapse::COMPONENT,
     &router::COMPONENT,
     &content_scanner::COMPONENT,
@@ -1223,6 +1321,8 @@ pub const ALL: [&Component; 22] = [
     &synapse_admin_li::COMPONENT,
     &SYNAPSE_MAIN,
     &rtc_auth::COMPONENT,
+    &loki::COMPONENT,
+    &alloy::COMPONENT,
 ];
 
 /// Synapse's secrets and the key vault's store key, which main's escrow module sends.
@@ -1353,6 +1453,8 @@ mod tests {
             SynapseAdminLi,
             LiConsole,
             RtcAuth,
+            Loki,
+            Alloy,
         ] {
             assert!(component(p).is_some(), "{p:?}");
         }

@@ -19,13 +19,17 @@ pub const TOKEN_LIFETIME_SECS: u64 = 3600;
 pub const MAX_EVENT_DELAY: &str = "24h";
 
 /// `<api key>: <api secret>`: LiveKit's LIVEKIT_KEYS format, which the authorization service
-/// reads too (one value for both).
+/// reads too (one value for both). While `mxstack rotate` replaces the pair, the pair being
+/// introduced (`next.`) or retired (`previous.`) follows on a second line: LiveKit accepts tokens
+/// signed with either, the authorization service signs with the first (the current one).
 pub fn livekit_keys(s: &mxstack_spec::Secrets) -> String {
-    format!(
-        "{}: {}",
-        s.get(mxstack_spec::SecretName::LivekitApiKey),
-        s.get(mxstack_spec::SecretName::LivekitApiSecret)
-    )
+    use mxstack_spec::SecretName::{LivekitApiKey, LivekitApiSecret};
+    s.accepted(LivekitApiKey)
+        .into_iter()
+        .zip(s.accepted(LivekitApiSecret))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The authorization service's public URL (`livekit_service_url`).
@@ -71,8 +75,9 @@ pub fn config_value(
 
 /// Synapse's settings for Element Call (its self-hosting guide): the room summary API (MSC3266,
 /// stable in Synapse 1.163 but still asked for by name), the MSC4143 transports endpoint with our
-/// focus, `state_after` in sync (MSC4222), delayed events (MSC4140) with a maximum delay, and the
-/// rate limits its key sharing and membership heartbeats need.
+/// focus, `state_after` in sync (MSC4222) and delayed events (MSC4140) with a maximum delay. The
+/// rate limits its key sharing and membership heartbeats need are in `crate::ratelimits`, for
+/// every deployment.
 pub fn synapse_settings(c: &Config) -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -80,14 +85,6 @@ pub fn synapse_settings(c: &Config) -> Vec<(&'static str, Value)> {
             json!({ "msc3266_enabled": true, "msc4143_enabled": true, "msc4222_enabled": true }),
         ),
         ("max_event_delay_duration", json!(MAX_EVENT_DELAY)),
-        (
-            "rc_message",
-            json!({ "per_second": 0.5, "burst_count": 30 }),
-        ),
-        (
-            "rc_delayed_event_mgmt",
-            json!({ "per_second": 1, "burst_count": 20 }),
-        ),
         ("matrix_rtc", json!({ "transports": [focus(c)] })),
     ]
 }

@@ -253,6 +253,9 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         put("trusted_key_servers", json!([]));
         put("allow_public_rooms_over_federation", json!(false));
     }
+    for (k, v) in crate::ratelimits::synapse_settings(topology.config.scale) {
+        put(k, v);
+    }
     if topology.has(Feature::Calls) {
         put(
             "turn_uris",
@@ -294,14 +297,19 @@ pub fn worker_yaml(topology: &Topology, p: &SynapseProcess, addr: &dyn Addressin
     Value::Object(w)
 }
 
-/// Python logging config: structured lines to stdout, where Kubernetes and the local supervisor
-/// both collect them.
+/// The formatter of every Synapse process's log lines: one JSON object per line (`log`,
+/// `namespace`, `level`, `time`, and the context filter's `request`), which Loki parses with
+/// `| json` (docs/LOGS.md). Synapse's docs/structured_logging.md.
+pub const LOG_FORMATTER: &str = "synapse.logging.TerseJsonFormatter";
+
+/// Python logging config: JSON lines to stdout, where Kubernetes and the local supervisor both
+/// collect them.
 pub fn log_yaml() -> Value {
     json!({
         "version": 1,
-        "formatters": { "precise": { "format": "%(asctime)s %(name)s %(lineno)d %(levelname)s %(request)s %(message)s" } },
+        "formatters": { "structured": { "class": LOG_FORMATTER } },
         "filters": { "context": { "()": "synapse.logging.context.LoggingContextFilter", "request": "" } },
-        "handlers": { "console": { "class": "logging.StreamHandler", "formatter": "precise", "filters": ["context"],
+        "handlers": { "console": { "class": "logging.StreamHandler", "formatter": "structured", "filters": ["context"],
                                    "stream": "ext://sys.stdout" } },
         "loggers": { "synapse.storage.SQL": { "level": "WARNING" }, "twisted": { "level": "WARNING" } },
         "root": { "level": "INFO", "handlers": ["console"] },

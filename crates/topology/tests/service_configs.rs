@@ -51,7 +51,13 @@ fn kubernetes(c: &Config, secrets: &Secrets) -> Files {
 
 fn local(c: &Config, secrets: &Secrets) -> Files {
     let layout = StateLayout::for_config(Path::new("/srv/site/mxstack.yaml"), None);
-    let plan = LocalPlan::build(c, secrets, &layout, 1, 20000, &Programs::at_debian_paths());
+    let plan = LocalPlan::build(
+        c,
+        secrets,
+        &layout,
+        &mxstack_local::Shape::new(20000, 1),
+        &Programs::at_debian_paths(),
+    );
     let file = |ends_with: &str| {
         plan.files
             .iter()

@@ -69,8 +69,15 @@ check!(CLEANUP, "MX-VERIFY-015", "throwaway data removed",
     "the room verify made is deleted and purged, its media deleted, and its user deactivated and erased",
     "delete what the detail names by hand with the admin API (DELETE /_synapse/admin/v2/rooms/<id> with purge, POST /_synapse/admin/v1/deactivate/<user> with erase)");
 
+check!(DASHBOARDS, "MX-VERIFY-016", "every dashboard panel returns data",
+    "Prometheus returns at least one series for every panel of every rendered dashboard (locally: every panel whose exporters `up` runs)",
+    "the detail names the empty panels: check that their exporter is scraped (Prometheus' targets page, `mxstack status`), and that the component they show has seen traffic");
+check!(METRIC_CATALOG, "MX-VERIFY-017", "exporters expose the catalog's metrics",
+    "every metric crates/monitoring/src/catalog.rs lists for a running exporter is known to Prometheus, so no alert waits on a metric that never arrives",
+    "an exporter's version changed the metric's name or it is not scraped: fix the catalog and the alerts using the metric, or the scrape");
+
 /// Every check, in the order they run and are reported.
-pub const ALL: [Check; 15] = [
+pub const ALL: [Check; 17] = [
     CLIENT_API,
     WELL_KNOWN_CLIENT,
     WELL_KNOWN_SERVER,
@@ -86,6 +93,8 @@ pub const ALL: [Check; 15] = [
     SYNAPSE_METRICS,
     SCANNER_METRICS,
     CLEANUP,
+    DASHBOARDS,
+    METRIC_CATALOG,
 ];
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod error;
 pub mod http;
+mod monitoring;
 pub mod report;
 mod run;
 pub mod secret;

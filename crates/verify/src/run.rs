@@ -63,6 +63,16 @@ pub fn verify(target: &Target, progress: &mut dyn FnMut(&R)) -> Result<Report, V
     push(li_gate(&http, target));
     push(synapse_metrics(&http, target));
     push(scanner_metrics(&http, target));
+    // Last: after the session checks' traffic, which some panels show.
+    for (check, run) in [
+        (
+            &c::DASHBOARDS,
+            crate::monitoring::panels as fn(&Http, &Target, &str) -> Verdict,
+        ),
+        (&c::METRIC_CATALOG, crate::monitoring::catalog),
+    ] {
+        push(prometheus_check(&http, target, check, run));
+    }
     out.sort_by_key(|r| c::ALL.iter().position(|k| k.id == r.id));
     Ok(Report::new(target.client_url.clone(), out))
 }
@@ -358,5 +368,20 @@ fn scanner_metrics(http: &Http, t: &Target) -> R {
         },
         (None, Some(p)) => verdict(check, services::prometheus_targets(http, p, job, &[])),
         (None, None) => R::skip(check, "Prometheus is inside the cluster: pass --prometheus URL (kubectl port-forward) to check its targets"),
+    }
+}
+
+fn prometheus_check(
+    http: &Http,
+    t: &Target,
+    check: &Check,
+    run: fn(&Http, &Target, &str) -> Verdict,
+) -> R {
+    if !t.config.has(Feature::Monitoring) {
+        return R::skip(check, "feature monitoring is off: nothing scrapes");
+    }
+    match crate::monitoring::prometheus(t) {
+        Some(base) => verdict(check, run(http, t, &base)),
+        None => R::skip(check, "Prometheus is inside the cluster: pass --prometheus URL (kubectl port-forward) to check what it sees"),
     }
 }

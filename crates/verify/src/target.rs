@@ -23,6 +23,8 @@ pub struct LocalEndpoints {
     /// The content scanner's readiness (it pings clamd).
     pub scanner_ready: Option<Endpoint>,
     pub li_sync_status: Option<Endpoint>,
+    /// The local Prometheus (feature `monitoring`).
+    pub prometheus: Option<Endpoint>,
 }
 
 #[derive(Debug)]

@@ -59,6 +59,7 @@ pub fn options() -> Options {
         dry_run: false,
         prune: false,
         force_conflicts: false,
+        coordinated: false,
         wait: WaitOptions {
             timeout: Duration::from_secs(20),
             poll: Duration::from_millis(10),

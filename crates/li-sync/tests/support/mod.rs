@@ -7,7 +7,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free port: the kernel's choice, or, with `MXSTACK_TEST_PORTS=FIRST-LAST`, one of that block
+/// (a machine shared with other stacks hands each its own block), never the same twice in a
+/// process.
 pub fn free_port() -> u16 {
+    if let Some((first, last)) = std::env::var("MXSTACK_TEST_PORTS").ok().and_then(|r| {
+        let (a, b) = r.split_once('-')?;
+        Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
+    }) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let span = u32::from(last - first) + 1;
+        // Test binaries run one after another: start each where the last is unlikely to be.
+        let offset = std::process::id() % span;
+        for _ in 0..span {
+            let i = (NEXT.fetch_add(1, Ordering::Relaxed) + offset) % span;
+            let p = first + i as u16;
+            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                return p;
+            }
+        }
+        panic!("no free port in MXSTACK_TEST_PORTS={first}-{last}");
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,5 +1,5 @@
 //! The alerts (feature `monitoring`), each with what to do about it and the unit test promtool
-//! runs for it (`crates/k8s/tests/alerts.rs`): series on which it fires, with the labels it
+//! runs for it (`crates/monitoring/tests/alerts.rs`): series on which it fires, with the labels it
 //! fires with, and series of a healthy system, on which it stays silent. An alert cannot be
 //! declared without its test.
 //!
@@ -32,11 +32,11 @@ pub struct Alert {
     pub healthy: Vec<Series>,
 }
 
-fn s(series: String, values: &'static str) -> Series {
+pub(crate) fn s(series: String, values: &'static str) -> Series {
     Series { series, values }
 }
 
-struct A {
+pub(crate) struct A {
     name: &'static str,
     expr: String,
     for_: &'static str,
@@ -46,7 +46,7 @@ struct A {
 }
 
 impl A {
-    fn test(
+    pub(crate) fn test(
         self,
         firing: Vec<Series>,
         fires_with: Vec<(&'static str, String)>,
@@ -66,7 +66,7 @@ impl A {
     }
 }
 
-fn a(
+pub(crate) fn a(
     name: &'static str,
     expr: String,
     for_: &'static str,
@@ -105,11 +105,19 @@ pub fn alerts(cfg: &Config) -> Vec<Alert> {
     if cfg.has(Feature::Antivirus) {
         out.extend(antivirus(ns));
     }
+    out.extend(crate::alerts_more::synapse_runtime(ns));
+    out.extend(crate::alerts_more::storage(ns));
+    if cfg.has(Feature::Calls) {
+        out.extend(crate::alerts_more::calls(ns));
+    }
+    if cfg.media.backend == mxstack_spec::MediaBackend::Seaweedfs {
+        out.extend(crate::alerts_more::media_s3(ns));
+    }
     out
 }
 
 fn core(ns: &str) -> Vec<Alert> {
-    let metrics = crate::synapse::METRICS_SERVICE;
+    let metrics = reg::synapse::METRICS_SERVICE;
     let main_pod = format!("{}-0", mxstack_topology::workers::MAIN_PROCESS);
     let up = |pod: &str| format!("up{{namespace=\"{ns}\", service=\"{metrics}\", pod=\"{pod}\"}}");
     let l = |k: &'static str, v: &str| (k, v.to_string());
@@ -117,7 +125,9 @@ fn core(ns: &str) -> Vec<Alert> {
     vec![
         a("SynapseDown",
           format!("up{{namespace=\"{ns}\", service=\"{metrics}\"}} == 0"),
-          "5m", "critical",
+          // Long enough for a rolling restart, short enough that a worker stuck in a crash loop
+          // is noticed before users report it.
+          "2m", "critical",
           "A Synapse process is not answering on its metrics port.",
           "`kubectl -n NAMESPACE describe pod POD` and its logs: crash-looping (config, database), OOM-killed (raise its memory in overrides) or stuck in scheduling. Locally: `mxstack status`, `mxstack logs PROCESS`.")
             .test(vec![s(up("synapse-generic-0"), "0x60")],
@@ -157,8 +167,10 @@ fn core(ns: &str) -> Vec<Alert> {
                   vec![l("pod", "main-pg-2")],
                   vec![s(format!("cnpg_pg_replication_lag{{namespace=\"{ns}\", pod=\"main-pg-2\"}}"), "1x60")]),
         a("ValkeyNoMaster",
-          // `or vector(0)`: with no master at all, sum() has no series and `!= 1` would be silent.
-          format!("(sum(redis_instance_info{{namespace=\"{ns}\", role=\"master\"}}) or vector(0)) != 1"),
+          // `or vector(0)`: with no master at all, count() has no series and `!= 1` would be
+          // silent. Pods, not series: a restarted Valkey has a new `run_id`, and its old series
+          // lingers for the lookback when no staleness marker was written (Prometheus restarted).
+          format!("(count(max by (pod) (redis_instance_info{{namespace=\"{ns}\", role=\"master\"}})) or vector(0)) != 1"),
           "2m", "critical",
           "Valkey does not have exactly one master: Synapse replication is at risk.",
           "Ask Sentinel: `valkey-cli -p 26379 sentinel get-master-addr-by-name mxstack`; with no quorum, check that the Sentinel pods run on different nodes and can reach each other.")
@@ -257,6 +269,7 @@ fn antivirus(ns: &str) -> Vec<Alert> {
     let scanner = reg::content_scanner::COMPONENT.name();
     let up = format!("up{{namespace=\"{ns}\", service=\"{scanner}\"}}");
     let errors = format!("mxstack_scanner_clamd_errors_total{{namespace=\"{ns}\"}}");
+    let clamd_up = format!("mxstack_scanner_clamd_up{{namespace=\"{ns}\"}}");
     let infected =
         format!("mxstack_scanner_verdicts_total{{namespace=\"{ns}\", verdict=\"infected\"}}");
     vec![
@@ -268,11 +281,13 @@ fn antivirus(ns: &str) -> Vec<Alert> {
           "Look at the content-scanner pods' events and logs (docs/ANTIVIRUS.md); media stays unavailable until one is ready.")
             .test(vec![s(up.clone(), "0x60")], vec![], vec![s(up, "1x60")]),
         a("ClamdUnavailable",
-          format!("sum(rate({errors}[5m])) > 0"),
-          "10m", "critical",
+          // The gauge needs no scan to fail; the errors also catch a clamd that answers PING only.
+          format!("(min({clamd_up}) == 0) or (sum(rate({errors}[5m])) > 0)"),
+          "2m", "critical",
           "The content scanner cannot get verdicts from clamd: media requests get 503.",
-          "Check the clamav pods (their signature database must load: freshclam's log) and that the scanner reaches clamd on 3310.")
-            .test(vec![s(errors.clone(), "0+1x60")], vec![], vec![s(errors, "4x60")]),
+          "Check the clamav pods (their signature database must load: freshclam's log) and that the scanner reaches clamd on 3310. Locally: `mxstack status` and `mxstack logs clamd`.")
+            .test(vec![s(clamd_up.clone(), "0x60"), s(errors.clone(), "4x60")], vec![],
+                  vec![s(clamd_up, "1x60"), s(errors, "4x60")]),
         a("MalwareRefused",
           format!("sum(increase({infected}[15m])) > 0"),
           "1m", "warning",

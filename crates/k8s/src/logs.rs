@@ -1,0 +1,371 @@
+//! The log pipeline (feature `monitoring`; docs/LOGS.md): Loki in single-binary mode on its own
+//! volume, and Grafana Alloy on every node tailing the namespace's pod logs through the Kubernetes
+//! API into it. Retention comes from the config: `monitoring.log_retention_days` for everything,
+//! and with `li` the LI console's audit anchors in a stream of their own kept
+//! `li.audit_log_retention_days` (Loki's per-stream retention).
+//!
+//! Why the API and not the node's files: the namespace enforces Pod Security `baseline`, which
+//! refuses the hostPath volumes a file tailer needs; `loki.source.kubernetes` needs none, runs as
+//! an unprivileged user with a read-only root, and its Role reads pods and their logs in this
+//! namespace only.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use mxstack_service_config::li_console::AUDIT_ANCHOR_KEY;
+use mxstack_spec::{Feature, Tier};
+use mxstack_topology::registry as reg;
+use mxstack_topology::sizing::Resources;
+use serde_json::{json, Value};
+
+use crate::meta::*;
+use crate::{Ctx, Out, Phase};
+
+const LOKI_FILE: &str = "loki.yaml";
+const ALLOY_FILE: &str = "alloy.yaml";
+/// The user of Loki's image (distroless `nonroot`, its Dockerfile's `USER 10001`).
+const LOKI_UID: i64 = 10001;
+/// The user of Alloy's image (its Dockerfile's `UID=473`).
+const ALLOY_UID: i64 = 473;
+const LOKI_CONFIG_DIR: &str = "/etc/loki";
+/// Chunks, index, WAL and the compactor's marker files: all on the volume.
+const LOKI_DATA: &str = "/loki";
+const ALLOY_CONFIG_DIR: &str = "/etc/alloy";
+/// Alloy's positions (how far each container's log was read).
+const ALLOY_DATA: &str = "/var/lib/alloy/data";
+/// The start of the one schema period (TSDB, v13). Changing it would orphan stored data.
+const LOKI_SCHEMA_FROM: &str = "2024-01-01";
+/// The stream label Alloy puts on the LI console's audit anchors, and the value.
+pub const AUDIT_LABEL: &str = "audit";
+pub const AUDIT_STREAM: &str = reg::li_console::COMPONENT.name();
+const LOKI_RESOURCES: Resources = Resources {
+    cpu_millis: 500,
+    memory_mib: 2048,
+};
+const ALLOY_RESOURCES: Resources = Resources {
+    cpu_millis: 100,
+    memory_mib: 256,
+};
+
+pub fn render(ctx: &Ctx, out: &mut Out) {
+    loki(ctx, out);
+    alloy(ctx, out);
+}
+
+/// The selector of the LI console's audit stream (`{audit="li-console"}`).
+pub fn audit_selector() -> String {
+    format!("{{{AUDIT_LABEL}=\"{AUDIT_STREAM}\"}}")
+}
+
+/// Hours, as Loki writes durations.
+fn days(d: std::num::NonZeroU32) -> String {
+    format!("{}h", u64::from(d.get()) * 24)
+}
+
+/// Loki's volume: logs of a day at the tier's volume, kept for the configured days (the LI
+/// anchors are a few hundred bytes per console action).
+fn loki_volume(tier: Tier) -> &'static str {
+    match tier {
+        Tier::T100 => "20Gi",
+        Tier::T1k => "50Gi",
+        Tier::T5k => "100Gi",
+        Tier::T10k | Tier::T20k => "200Gi",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loki
+
+/// Loki's config: one process with every role, filesystem storage under [`LOKI_DATA`], the
+/// compactor applying retention (`limits_config`), no usage reports (nothing leaves the
+/// cluster).
+pub fn loki_config(ctx: &Ctx) -> Value {
+    let mut limits = json!({ "retention_period": days(ctx.cfg.monitoring.log_retention_days) });
+    if ctx.has(Feature::Li) {
+        limits["retention_stream"] = json!([{
+            "selector": audit_selector(),
+            "priority": 1,
+            "period": days(ctx.cfg.li.audit_log_retention_days),
+        }]);
+    }
+    json!({
+        "auth_enabled": false,
+        "server": { "http_listen_port": reg::loki::HTTP.number, "log_format": "json" },
+        "common": {
+            // Its rings are in memory and its own components talk over loopback, which no
+            // NetworkPolicy filters.
+            "instance_addr": "127.0.0.1",
+            "path_prefix": LOKI_DATA,
+            "replication_factor": 1,
+            "ring": { "kvstore": { "store": "inmemory" } },
+            "storage": { "filesystem": {
+                "chunks_directory": format!("{LOKI_DATA}/chunks"),
+                "rules_directory": format!("{LOKI_DATA}/rules"),
+            } },
+        },
+        "schema_config": { "configs": [{
+            "from": LOKI_SCHEMA_FROM, "store": "tsdb", "object_store": "filesystem",
+            "schema": "v13", "index": { "prefix": "index_", "period": "24h" },
+        }] },
+        "compactor": {
+            "working_directory": format!("{LOKI_DATA}/compactor"),
+            "retention_enabled": true,
+            "delete_request_store": "filesystem",
+        },
+        "limits_config": limits,
+        "analytics": { "reporting_enabled": false },
+    })
+}
+
+fn loki(ctx: &Ctx, out: &mut Out) {
+    let c = &reg::loki::COMPONENT;
+    let text = format!(
+        "# Generated by mxstack (docs/LOGS.md).\n{}",
+        to_yaml(&loki_config(ctx))
+    );
+    let sel = selector_of(c);
+    out.add(
+        Phase::Monitoring,
+        LOKI_FILE,
+        config_map(ctx, "loki-config", c.name(), map(&[("loki.yaml", &text)])),
+    );
+    let mut svc = service(
+        ctx,
+        c.name(),
+        c.name(),
+        &sel,
+        vec![service_port_of(reg::loki::HTTP)],
+        false,
+    );
+    label_for_scraping(&mut svc, c.name());
+    out.add(Phase::Monitoring, LOKI_FILE, svc);
+    let container = Container {
+        args: Some(vec![format!("-config.file={LOKI_CONFIG_DIR}/loki.yaml")]),
+        ports: Some(vec![container_port_of(reg::loki::HTTP)]),
+        resources: Some(resources(&LOKI_RESOURCES)),
+        readiness_probe: Some(ready_probe(c, 10, 6)),
+        liveness_probe: Some(live_probe(c, 20, 6)),
+        volume_mounts: Some(vec![
+            mount("config", LOKI_CONFIG_DIR),
+            mount_rw("data", LOKI_DATA),
+            mount_rw("tmp", "/tmp"),
+        ]),
+        ..container(c.name(), &ctx.cfg.images.loki)
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![
+            volume_config_map("config", "loki-config"),
+            volume_empty("tmp"),
+        ]),
+        security_context: Some(pod_security(LOKI_UID)),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    // One replica: the compactor must be a singleton and the filesystem store is not shared.
+    let mut w = Workload::new(c.name(), c.name(), 1, sel, pod);
+    w.config_hash = Some(config_hash(&[&text]));
+    let claims = vec![pvc_template(ctx, "data", loki_volume(ctx.cfg.scale))];
+    out.add(
+        Phase::Monitoring,
+        LOKI_FILE,
+        w.stateful_set(ctx, c.name(), claims),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alloy
+
+/// A string literal of Alloy's configuration language (JSON's escapes are a subset of its).
+fn alloy_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// Pods of this namespace on this node (one Alloy per node tails each container once), with
+/// the labels Loki indexes: namespace, pod, container, app.
+fn alloy_sources(ctx: &Ctx) -> String {
+    let relabel: String = [
+        ("__meta_kubernetes_namespace", "namespace"),
+        ("__meta_kubernetes_pod_name", "pod"),
+        ("__meta_kubernetes_pod_container_name", "container"),
+        ("__meta_kubernetes_pod_label_app_kubernetes_io_name", "app"),
+    ]
+    .iter()
+    .map(|(from, to)| {
+        format!(
+            "  rule {{\n    source_labels = [{}]\n    target_label  = {}\n  }}\n",
+            alloy_str(from),
+            alloy_str(to)
+        )
+    })
+    .collect();
+    format!(
+        r#"discovery.kubernetes "pods" {{
+  role = "pod"
+  namespaces {{
+    names = [{ns}]
+  }}
+  selectors {{
+    role  = "pod"
+    field = "spec.nodeName=" + sys.env("NODE_NAME")
+  }}
+}}
+
+discovery.relabel "pods" {{
+  targets = discovery.kubernetes.pods.targets
+{relabel}}}
+
+loki.source.kubernetes "pods" {{
+  targets    = discovery.relabel.pods.output
+  forward_to = [loki.process.pods.receiver]
+}}
+"#,
+        ns = alloy_str(ctx.ns()),
+    )
+}
+
+/// With `li`: the LI console's audit anchor lines get the audit stream's label, which Loki's
+/// `retention_stream` keeps for `li.audit_log_retention_days`.
+fn alloy_process(ctx: &Ctx) -> String {
+    let mut stages = String::new();
+    if ctx.has(Feature::Li) {
+        // A LogQL raw string (backticks): the line contains `"audit_hash":`.
+        let selector = format!(
+            "{{app={}}} |= `\"{AUDIT_ANCHOR_KEY}\":`",
+            alloy_str(AUDIT_STREAM)
+        );
+        stages = format!(
+            "  stage.match {{\n    selector = {}\n    stage.static_labels {{\n      values = {{ {AUDIT_LABEL} = {} }}\n    }}\n  }}\n",
+            alloy_str(&selector),
+            alloy_str(AUDIT_STREAM)
+        );
+    }
+    let push = format!(
+        "http://{}:{}/loki/api/v1/push",
+        ctx.addr.svc(reg::loki::COMPONENT.name()),
+        reg::loki::HTTP.number
+    );
+    format!(
+        "loki.process \"pods\" {{\n  forward_to = [loki.write.loki.receiver]\n{stages}}}\n\n\
+         loki.write \"loki\" {{\n  endpoint {{\n    url = {}\n  }}\n}}\n",
+        alloy_str(&push)
+    )
+}
+
+/// Alloy's pipeline, in its configuration language.
+pub fn alloy_config(ctx: &Ctx) -> String {
+    format!(
+        "// Generated by mxstack (docs/LOGS.md).\n{}\n{}",
+        alloy_sources(ctx),
+        alloy_process(ctx)
+    )
+}
+
+/// Alloy's identity: list and watch pods, read their logs, in this namespace only.
+fn alloy_rbac(ctx: &Ctx, out: &mut Out) {
+    let name = reg::alloy::COMPONENT.name();
+    out.add(
+        Phase::Monitoring,
+        ALLOY_FILE,
+        ServiceAccount {
+            metadata: meta(ctx, name, name),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+    );
+    let rule = |resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    out.add(
+        Phase::Monitoring,
+        ALLOY_FILE,
+        Role {
+            metadata: meta(ctx, name, name),
+            rules: Some(vec![
+                rule("pods", &["get", "list", "watch"]),
+                rule("pods/log", &["get"]),
+            ]),
+        },
+    );
+    out.add(
+        Phase::Monitoring,
+        ALLOY_FILE,
+        RoleBinding {
+            metadata: meta(ctx, name, name),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.into(),
+                namespace: Some(ctx.ns().into()),
+                ..Default::default()
+            }]),
+        },
+    );
+}
+
+fn alloy_container(ctx: &Ctx) -> Container {
+    let c = &reg::alloy::COMPONENT;
+    Container {
+        args: Some(vec![
+            "run".into(),
+            format!("{ALLOY_CONFIG_DIR}/config.alloy"),
+            format!(
+                "--server.http.listen-addr=0.0.0.0:{}",
+                reg::alloy::HTTP.number
+            ),
+            format!("--storage.path={ALLOY_DATA}"),
+            "--disable-reporting".into(),
+        ]),
+        env: Some(vec![env_field("NODE_NAME", "spec.nodeName")]),
+        ports: Some(vec![container_port_of(reg::alloy::HTTP)]),
+        resources: Some(resources(&ALLOY_RESOURCES)),
+        readiness_probe: Some(ready_probe(c, 10, 3)),
+        liveness_probe: Some(live_probe(c, 20, 6)),
+        volume_mounts: Some(vec![
+            mount("config", ALLOY_CONFIG_DIR),
+            mount_rw("data", ALLOY_DATA),
+            mount(API_ACCESS_VOLUME, SERVICE_ACCOUNT_DIR),
+        ]),
+        ..container(c.name(), &ctx.cfg.images.alloy)
+    }
+}
+
+fn alloy(ctx: &Ctx, out: &mut Out) {
+    let c = &reg::alloy::COMPONENT;
+    let text = alloy_config(ctx);
+    out.add(
+        Phase::Monitoring,
+        ALLOY_FILE,
+        config_map(
+            ctx,
+            "alloy-config",
+            c.name(),
+            map(&[("config.alloy", &text)]),
+        ),
+    );
+    alloy_rbac(ctx, out);
+    let pod = PodSpec {
+        containers: vec![alloy_container(ctx)],
+        volumes: Some(vec![
+            volume_config_map("config", "alloy-config"),
+            volume_empty("data"),
+            api_access_volume(),
+        ]),
+        security_context: Some(pod_security(ALLOY_UID)),
+        service_account_name: Some(c.name().into()),
+        // The token is mounted explicitly (above), as for every pod that calls the API.
+        automount_service_account_token: Some(false),
+        // With `li`, the LI nodes too: the LI console's audit anchors are logged there.
+        tolerations: ctx.has(Feature::Li).then(|| li_tolerations(ctx)),
+        ..Default::default()
+    };
+    let mut w = Workload::new(c.name(), c.name(), 0, selector_of(c), pod);
+    w.config_hash = Some(config_hash(&[&text]));
+    out.add(Phase::Monitoring, ALLOY_FILE, w.daemon_set(ctx));
+}

@@ -1,0 +1,66 @@
+//! Which users sit in which rooms: `rooms` rooms whose sizes follow the profile's mix, filled
+//! from one shuffled cycle of the users so that every user is in at least one room (when the
+//! rooms have room for everyone) and the memberships spread evenly.
+
+use crate::profile::RoomClass;
+
+/// Room sizes for `rooms` rooms over `users` users: each class gets its share (largest
+/// remainder), sizes spread evenly over [min, max], capped at `users`.
+pub fn room_sizes(mix: &[RoomClass], rooms: usize, users: usize) -> Vec<usize> {
+    let total: f64 = mix.iter().map(|c| c.share).sum();
+    let exact: Vec<f64> = mix.iter().map(|c| c.share / total * rooms as f64).collect();
+    let mut counts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..mix.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .partial_cmp(&(exact[a] - exact[a].floor()))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let missing = rooms - counts.iter().sum::<usize>();
+    for &i in order.iter().take(missing) {
+        counts[i] += 1;
+    }
+    let mut sizes = Vec::with_capacity(rooms);
+    for (class, &n) in mix.iter().zip(&counts) {
+        for k in 0..n {
+            // Evenly over the class's range, so a run is reproducible and its mix documented.
+            let span = class.max - class.min;
+            let size = class.min + if n > 1 { span * k / (n - 1) } else { 0 };
+            sizes.push(size.min(users).max(2.min(users)));
+        }
+    }
+    sizes
+}
+
+/// Members (user indexes) of each room. `rng` shuffles the users once; the rooms then take
+/// consecutive users from that cycle, so the members of one room are distinct.
+pub fn assign(sizes: &[usize], users: usize, rng: &mut fastrand::Rng) -> Vec<Vec<usize>> {
+    let mut cycle: Vec<usize> = (0..users).collect();
+    rng.shuffle(&mut cycle);
+    let mut next = 0;
+    sizes
+        .iter()
+        .map(|&size| {
+            let members = (0..size).map(|k| cycle[(next + k) % users]).collect();
+            next = (next + size) % users;
+            members
+        })
+        .collect()
+}
+
+/// The mix as counts by size, for the report.
+pub fn histogram(sizes: &[usize]) -> std::collections::BTreeMap<String, usize> {
+    let mut h = std::collections::BTreeMap::new();
+    for s in sizes {
+        let bucket = match s {
+            0..=2 => "2",
+            3..=8 => "3-8",
+            9..=30 => "9-30",
+            31..=100 => "31-100",
+            _ => "101+",
+        };
+        *h.entry(bucket.to_string()).or_insert(0) += 1;
+    }
+    h
+}
