@@ -4,7 +4,7 @@ A stack of this module's own (base port 27000, or the next free block up to 2790
 neighbour's connections hold one of its ports; no optional feature, one process per group)
 takes a short load of 20 CCU at the seed's peak (80 messages/min): the run passes its SLO,
 every acknowledged message reaches every member, and its users and rooms are gone afterwards.
-Ctrl-C during the load still removes them. A wrong URL and missing credentials are refused with exit 2 and one clear message.
+A 10x spike is shed fast, loses nothing and recovers. Ctrl-C during the load still removes them. A wrong URL and missing credentials are refused with exit 2 and one clear message.
 """
 import json
 import shutil
@@ -54,7 +54,7 @@ def test_short_run_holds_the_promise_and_cleans_up(lt_stack):
     print(json.dumps({k: res[k] for k in ("verdict", "send_latency_ms", "delivery_latency_ms", "goodput",
                                           "error_rate", "acknowledged_but_never_delivered", "generator",
                                           "setup", "cleanup")}))
-    assert res["schema"] == "mxstack-loadtest/1"
+    assert res["schema"] == "mxstack-loadtest/2"
     assert res["verdict"] == "pass", res["reasons"]
     assert res["acknowledged_but_never_delivered"] == 0
     assert res["delivery_latency_ms"]["p99"] is not None
@@ -86,6 +86,24 @@ def test_short_run_holds_the_promise_and_cleans_up(lt_stack):
             break
         time.sleep(2)
     assert rooms["total_rooms"] == 0, rooms
+
+
+def test_a_spike_is_shed_fast_loses_nothing_and_recovers(lt_stack):
+    """10x the tier's rate for 20 s between two calm phases: refusals (if any) come fast, every
+    acknowledged message arrives, and p99 is back within the SLO soon after the spike."""
+    r = loadtest("--url", lt_stack.url, "--ccu", "20", "--duration", "15s", "--spike", "10",
+                 "--spike-duration", "20s", "--grace", "30s", "--config", lt_stack.config, "--json",
+                 timeout=300)
+    res = json.loads(r.stdout)
+    print(json.dumps({"verdict": res["verdict"], "reasons": res["reasons"], "spike": res["spike"]}))
+    assert [s["phase"] for s in res["steps"]] == ["before", "spike", "after"]
+    assert [s["target_per_min"] for s in res["steps"]] == [80, 800, 80]
+    sp = res["spike"]
+    assert sp["goodput_per_min"] > 80, "the spike raised the acknowledged rate"
+    assert sp["acknowledged_but_never_delivered"] == 0
+    assert sp["refused_under_1s"] is None or sp["refused_under_1s"] >= 0.99, sp
+    assert sp["recovery_s"] is not None and sp["recovery_s"] <= 30, sp
+    assert r.returncode == 0 and res["verdict"] == "pass", res["reasons"]
 
 
 def test_ctrl_c_still_cleans_up(lt_stack, tmp_path):

@@ -33,6 +33,16 @@ pub struct Args {
     /// At most this many ramp steps.
     #[arg(long, default_value_t = 10, requires = "ramp")]
     pub ramp_steps: usize,
+    /// A spike: --duration at the tier's rate, then this many times the rate for
+    /// --spike-duration, then the tier's rate again at once for --duration. Reports the spike's
+    /// goodput, how fast refused sends were refused, and how long p99 took to come back.
+    #[arg(long, value_name = "FACTOR", conflicts_with = "ramp")]
+    pub spike: Option<f64>,
+    #[arg(long, default_value = "5m", requires = "spike")]
+    pub spike_duration: String,
+    /// With --spike: p99 delivery must be back within the SLO this long after the spike.
+    #[arg(long, default_value = "30s", requires = "spike")]
+    pub recovery: String,
     /// A local deployment's mxstack.yaml: users are created with the registration shared
     /// secret from the secrets.yaml next to it (one admin user of the run, removed afterwards).
     #[arg(long)]
@@ -54,7 +64,7 @@ pub struct Args {
     /// Bound on creating users, rooms and the first syncs.
     #[arg(long, default_value = "10m")]
     pub setup_timeout: String,
-    /// One JSON result object on stdout (schema mxstack-loadtest/1, docs/LOADTEST.md).
+    /// One JSON result object on stdout (schema mxstack-loadtest/2, docs/LOADTEST.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -76,6 +86,9 @@ pub fn loadtest(a: Args) -> CmdResult {
         ramp: a.ramp,
         ramp_factor: a.ramp_factor,
         ramp_steps: a.ramp_steps,
+        spike: a.spike,
+        spike_duration: a.spike_duration,
+        recovery: a.recovery,
         config: a.config,
         admin_token,
         slo_p99: a.slo_p99,

@@ -59,7 +59,14 @@ pub struct StepStats {
     pub typing: Counts,
     pub receipt: Counts,
     pub send_latency: Latency,
+    /// How long a send took to fail (429, 5xx, timeout, other): an overloaded server should
+    /// refuse fast rather than let clients wait.
+    pub refusal_latency: Latency,
     pub delivery_latency: Latency,
+    /// (seconds from the step's start to the send's acknowledgement, delivery latency in ms) of
+    /// every delivery: when the latency came back under the SLO after a spike.
+    pub timeline: Vec<(f32, f32)>,
+    pub started: Option<Instant>,
     pub lag: Latency,
     pub sync_gaps: u64,
     pub never_delivered: u64,
@@ -75,6 +82,8 @@ pub struct Engine {
     pub rooms: Vec<Room>,
     /// Rooms of each user.
     pub user_rooms: Vec<Vec<usize>>,
+    /// Cumulative traffic weights of the rooms (mix::weights): which room a request goes to.
+    cumulative: Vec<f64>,
     pub last_event: RefCell<Vec<Option<String>>>,
     pub steps: RefCell<Vec<StepStats>>,
     msgs: RefCell<HashMap<u64, Msg>>,
@@ -92,8 +101,16 @@ impl Engine {
         tag: String,
         users: Vec<User>,
         rooms: Vec<Room>,
+        weights: &[f64],
         upload_bytes: usize,
     ) -> Engine {
+        let cumulative = weights
+            .iter()
+            .scan(0.0, |acc, w| {
+                *acc += w;
+                Some(*acc)
+            })
+            .collect();
         let mut user_rooms = vec![Vec::new(); users.len()];
         for (k, r) in rooms.iter().enumerate() {
             for &m in &r.members {
@@ -107,6 +124,7 @@ impl Engine {
             users,
             rooms,
             user_rooms,
+            cumulative,
             last_event: RefCell::new(vec![None; n]),
             steps: RefCell::new(Vec::new()),
             msgs: RefCell::new(HashMap::new()),
@@ -129,12 +147,17 @@ impl Engine {
         f(last)
     }
 
-    /// A random user and one of their rooms.
+    /// A room by its traffic weight, and a random member of it.
     fn pick(&self) -> Option<(usize, usize)> {
         let mut rng = self.rng.borrow_mut();
-        let u = rng.usize(..self.users.len());
-        let rooms = &self.user_rooms[u];
-        (!rooms.is_empty()).then(|| (u, rooms[rng.usize(..rooms.len())]))
+        let total = *self.cumulative.last()?;
+        let x = rng.f64() * total;
+        let r = self
+            .cumulative
+            .partition_point(|&c| c <= x)
+            .min(self.rooms.len() - 1);
+        let members = &self.rooms[r].members;
+        (!members.is_empty()).then(|| (members[rng.usize(..members.len())], r))
     }
 
     /// The first sync: its `next_batch` is where the long-poll starts (setup, not measured).
@@ -219,8 +242,7 @@ impl Engine {
                     msgs.remove(&seq);
                 }
                 let mut steps = self.steps.borrow_mut();
-                steps[step].deliveries += 1;
-                steps[step].delivery_latency.record(lat);
+                record_delivery(&mut steps[step], at, lat);
             }
             None => m.early += 1,
         }
@@ -277,8 +299,7 @@ impl Engine {
                 if let Some(m) = msgs.get_mut(&seq) {
                     m.acked = Some(acked);
                     for _ in 0..m.early {
-                        s.deliveries += 1;
-                        s.delivery_latency.record(Duration::ZERO);
+                        record_delivery(s, acked, Duration::ZERO);
                     }
                     if m.got >= m.expected {
                         msgs.remove(&seq);
@@ -287,6 +308,7 @@ impl Engine {
             }
             Err(e) => {
                 s.send.fail(e.class);
+                s.refusal_latency.record(acked - t0);
                 // Not acknowledged: not owed to anyone (a timed-out send may still land).
                 self.msgs.borrow_mut().remove(&seq);
             }
@@ -373,6 +395,15 @@ impl Engine {
         let mut steps = self.steps.borrow_mut();
         steps[step].never_delivered = n;
         steps[step].missing_deliveries = d;
+    }
+}
+
+fn record_delivery(s: &mut StepStats, acked: Instant, lat: Duration) {
+    s.deliveries += 1;
+    s.delivery_latency.record(lat);
+    if let Some(start) = s.started {
+        let at = acked.saturating_duration_since(start).as_secs_f32();
+        s.timeline.push((at, lat.as_secs_f32() * 1000.0));
     }
 }
 

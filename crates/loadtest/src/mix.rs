@@ -49,6 +49,23 @@ pub fn assign(sizes: &[usize], users: usize, rng: &mut fastrand::Rng) -> Vec<Vec
         .collect()
 }
 
+/// Each room's weight in the traffic: members^exponent.
+pub fn weights(sizes: &[usize], exponent: f64) -> Vec<f64> {
+    sizes.iter().map(|&s| (s as f64).powf(exponent)).collect()
+}
+
+/// Deliveries per message on average: Σ w·(size−1) / Σ w.
+pub fn mean_fanout(sizes: &[usize], exponent: f64) -> f64 {
+    let w = weights(sizes, exponent);
+    let total: f64 = w.iter().sum();
+    let pairs: f64 = w
+        .iter()
+        .zip(sizes)
+        .map(|(w, &s)| w * s.saturating_sub(1) as f64)
+        .sum();
+    pairs / total.max(f64::MIN_POSITIVE)
+}
+
 /// The mix as counts by size, for the report.
 pub fn histogram(sizes: &[usize]) -> std::collections::BTreeMap<String, usize> {
     let mut h = std::collections::BTreeMap::new();

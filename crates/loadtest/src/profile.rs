@@ -42,6 +42,11 @@ pub struct Profile {
     /// Seed 003: 50–100 active rooms per 100 CCU; the middle.
     pub rooms_per_ccu: f64,
     pub room_mix: Vec<RoomClass>,
+    /// A room's share of the traffic grows as members^exponent: 1 means every member is as
+    /// active in an all-hands room as in a direct chat; 0 means every room is equally busy.
+    /// Not in the seed: 0.5, large rooms busier than small ones but far less per member
+    /// (participation inequality: most members of a large room read, few write).
+    pub room_activity_exponent: f64,
     pub upload_bytes: usize,
     pub arrival: Arrival,
 }
@@ -77,6 +82,7 @@ impl Default for Profile {
                     max: 300,
                 },
             ],
+            room_activity_exponent: 0.5,
             upload_bytes: 32 * 1024,
             arrival: Arrival::Poisson,
         }
@@ -121,6 +127,9 @@ impl Profile {
         }
         if self.room_mix.is_empty() || self.room_mix.iter().any(|c| c.share <= 0.0) {
             return Err("room_mix needs at least one class, each with a share > 0".into());
+        }
+        if !(0.0..=2.0).contains(&self.room_activity_exponent) {
+            return Err("room_activity_exponent must be between 0 and 2".into());
         }
         if self.room_mix.iter().any(|c| c.min < 2 || c.max < c.min) {
             return Err("room_mix: every class needs 2 <= min <= max".into());

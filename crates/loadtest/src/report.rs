@@ -1,16 +1,24 @@
-//! The `--json` result (schema `mxstack-loadtest/1`; docs/LOADTEST.md) and the human summary.
+//! The `--json` result (schema `mxstack-loadtest/2`; docs/LOADTEST.md) and the human summary.
 //! Field names and order are part of the schema: a test pins them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::engine::StepStats;
 use crate::profile::{Arrival, Rates};
 use crate::setup::Cleanup;
-use crate::stats::{judge, Counts, GeneratorLoad, Percentiles, Slo, StepFigures, Verdict};
+use crate::stats::{
+    judge, recovery_seconds, Counts, GeneratorLoad, Percentiles, Slo, StepFigures, Verdict,
+};
 
-pub const SCHEMA: &str = "mxstack-loadtest/1";
+/// Recovery is judged over windows of this many seconds (by acknowledgement time).
+pub const RECOVERY_WINDOW_S: f32 = 5.0;
+/// At least this share of the refused sends must be refused within 1 s.
+pub const FAST_REFUSALS: f64 = 0.99;
+
+pub const SCHEMA: &str = "mxstack-loadtest/2";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
@@ -19,10 +27,82 @@ pub struct Inputs {
     pub duration_s: f64,
     pub profile: String,
     pub rates: Rates,
+    pub room_activity_exponent: f64,
     pub arrival: Arrival,
     pub ramp: bool,
     pub slo: Slo,
     pub grace_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike: Option<SpikeInputs>,
+}
+
+/// `--spike`: the tier's rate, then `factor` times it for `duration_s`, then the tier's rate
+/// again at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpikeInputs {
+    pub factor: f64,
+    pub duration_s: f64,
+    /// The p99 must be back within the SLO this long after the spike ends.
+    pub recovery_limit_s: f64,
+}
+
+/// What a spike run showed: does the deployment degrade instead of collapsing?
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpikeReport {
+    /// Acknowledged messages per minute during the spike.
+    pub goodput_per_min: f64,
+    pub refused: u64,
+    pub refused_under_1s: Option<f64>,
+    pub refused_send_latency_ms: Percentiles,
+    /// After the spike ended, until every window's p99 was within the SLO (null: not within
+    /// the after phase).
+    pub recovery_s: Option<f64>,
+    pub acknowledged_but_never_delivered: u64,
+}
+
+impl SpikeReport {
+    /// From the phases before, spike and after; the reasons it fails (empty: it held).
+    pub fn judge(steps: &[StepReport], limits: &SpikeInputs) -> (SpikeReport, Vec<String>) {
+        let spike = &steps[1];
+        let after = &steps[2];
+        let r = SpikeReport {
+            goodput_per_min: spike.goodput.messages_per_min,
+            refused: spike.requests.send.errors(),
+            refused_under_1s: spike.refused_under_1s,
+            refused_send_latency_ms: spike.refused_send_latency_ms.clone(),
+            recovery_s: after.recovery_s,
+            acknowledged_but_never_delivered: steps
+                .iter()
+                .map(|s| s.acknowledged_but_never_delivered)
+                .sum(),
+        };
+        let mut why = Vec::new();
+        if steps[0].verdict != Verdict::Pass {
+            why.push("the tier's rate before the spike was not sustained".to_string());
+        }
+        if let Some(share) = r.refused_under_1s.filter(|s| *s < FAST_REFUSALS) {
+            why.push(format!(
+                "{:.1}% of the refused sends were refused within 1 s (at least {:.0}%)",
+                share * 100.0,
+                FAST_REFUSALS * 100.0
+            ));
+        }
+        match r.recovery_s {
+            Some(s) if s <= limits.recovery_limit_s => {}
+            Some(s) => why.push(format!(
+                "p99 delivery came back within the SLO {s} s after the spike (at most {} s)",
+                limits.recovery_limit_s
+            )),
+            None => why.push("p99 delivery was not back within the SLO by the end".to_string()),
+        }
+        if r.acknowledged_but_never_delivered > 0 {
+            why.push(format!(
+                "{} acknowledged messages were never delivered",
+                r.acknowledged_but_never_delivered
+            ));
+        }
+        (r, why)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,6 +149,9 @@ pub struct Goodput {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
+    /// A spike run's phase: before, spike, after (absent in a plain or ramp run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
     pub target_per_min: f64,
     pub offered_per_min: f64,
     pub duration_s: f64,
@@ -78,7 +161,14 @@ pub struct StepReport {
     pub deliveries: u64,
     pub goodput: Goodput,
     pub send_latency_ms: Percentiles,
+    /// How long the failed sends took to fail.
+    pub refused_send_latency_ms: Percentiles,
+    /// The share of failed sends that failed within 1 s (null: none failed).
+    pub refused_under_1s: Option<f64>,
     pub delivery_latency_ms: Percentiles,
+    /// Seconds from the step's start until every 5 s window's p99 delivery was within the SLO
+    /// (null: the last window still broke it). After a spike: how long recovery took.
+    pub recovery_s: Option<f64>,
     pub requests: Requests,
     pub error_rate: f64,
     pub sync_gaps: u64,
@@ -123,6 +213,7 @@ impl StepReport {
             slo,
         );
         StepReport {
+            phase: None,
             target_per_min: round1(s.target_per_min),
             offered_per_min: round1((s.attempted + s.not_sent_backlog) as f64 * 60.0 / secs),
             duration_s: round1(s.load_seconds),
@@ -132,7 +223,13 @@ impl StepReport {
             deliveries: s.deliveries,
             goodput,
             send_latency_ms: s.send_latency.summary(),
+            refused_send_latency_ms: s.refusal_latency.summary(),
+            refused_under_1s: s
+                .refusal_latency
+                .share_at_most(Duration::from_secs(1))
+                .map(|x| (x * 1e4).round() / 1e4),
             delivery_latency_ms: delivery,
+            recovery_s: recovery_seconds(&s.timeline, slo.p99_delivery_ms, RECOVERY_WINDOW_S),
             requests,
             error_rate: (error_rate * 1e6).round() / 1e6,
             sync_gaps: s.sync_gaps,
@@ -169,6 +266,8 @@ pub struct Report {
     pub requests: Requests,
     pub error_rate: f64,
     pub generator: GeneratorLoad,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike: Option<SpikeReport>,
     pub steps: Vec<StepReport>,
     pub interrupted: bool,
     pub cleanup: Cleanup,
@@ -181,7 +280,7 @@ impl Report {
         run_id: String,
         inputs: Inputs,
         setup: SetupInfo,
-        steps: Vec<StepReport>,
+        mut steps: Vec<StepReport>,
         interrupted: bool,
         cleanup: Cleanup,
     ) -> Report {
@@ -200,6 +299,18 @@ impl Report {
             Some(s) => (s.verdict, s.reasons.clone()),
             None => (Verdict::Fail, vec!["no load step ran".to_string()]),
         };
+        let mut spike = None;
+        if let Some(limits) = inputs.spike.filter(|_| steps.len() == 3) {
+            for (s, phase) in steps.iter_mut().zip(["before", "spike", "after"]) {
+                s.phase = Some(phase);
+            }
+            let (r, why) = SpikeReport::judge(&steps, &limits);
+            if !why.is_empty() && verdict != Verdict::GeneratorLimited {
+                verdict = Verdict::Fail;
+                reasons.extend(why);
+            }
+            spike = Some(r);
+        }
         if interrupted {
             verdict = Verdict::Fail;
             reasons.insert(
@@ -227,6 +338,7 @@ impl Report {
             error_rate: j.error_rate,
             generator: j.generator,
             inputs,
+            spike,
             steps,
             interrupted,
             cleanup,
@@ -256,6 +368,9 @@ impl Report {
                     c.rate_limited_429, c.server_error_5xx, c.timeout, c.other
                 )
             };
+            if let Some(p) = s.phase {
+                out += &format!("{p}: ");
+            }
             out += &format!(
                 "step {}: target {}/min, acked {} ({}/min), deliveries {} ({}/s)\n  send p50/p95/p99/max {} {} {} {}\n  delivery p50/p95/p99/max {} {} {} {}\n  errors 429/5xx/timeout/other: send {} sync {} upload {} typing {} receipt {} (rate {:.3}%)\n  never delivered {}, generator {:.2} cores, loop lag p99 {} ms: {:?}\n",
                 k + 1, s.target_per_min, s.acknowledged, s.goodput.messages_per_min, s.deliveries, s.goodput.deliveries_per_s,
@@ -263,6 +378,17 @@ impl Report {
                 ms(s.delivery_latency_ms.p50), ms(s.delivery_latency_ms.p95), ms(s.delivery_latency_ms.p99), ms(s.delivery_latency_ms.max),
                 e(&s.requests.send), e(&s.requests.sync), e(&s.requests.upload), e(&s.requests.typing), e(&s.requests.receipt), s.error_rate * 100.0,
                 s.acknowledged_but_never_delivered, s.generator.cpu_cores, s.generator.loop_lag_p99_ms, s.verdict,
+            );
+        }
+        if let Some(sp) = &self.spike {
+            out += &format!(
+                "spike: goodput {}/min, {} refused ({} within 1 s, p99 {}), recovered {}, never delivered {}\n",
+                sp.goodput_per_min,
+                sp.refused,
+                sp.refused_under_1s.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or_else(|| "-".into()),
+                ms(sp.refused_send_latency_ms.p99),
+                sp.recovery_s.map(|x| format!("after {x} s")).unwrap_or_else(|| "not by the end".into()),
+                sp.acknowledged_but_never_delivered
             );
         }
         if let Some(h) = self.highest_sustained_per_min {

@@ -12,7 +12,7 @@ use crate::error::LoadError;
 use crate::matrix::Api;
 use crate::mix;
 use crate::profile::{Profile, Rates};
-use crate::report::{Inputs, Report, SetupInfo, StepReport};
+use crate::report::{Inputs, Report, SetupInfo, SpikeInputs, StepReport};
 use crate::setup::{self, Admin, Cleanup, Created};
 use crate::stats::{Slo, Verdict};
 
@@ -28,6 +28,10 @@ pub struct Options {
     pub ramp: bool,
     pub ramp_factor: f64,
     pub ramp_steps: usize,
+    /// The spike's factor over the tier's rate (None: no spike).
+    pub spike: Option<f64>,
+    pub spike_duration: String,
+    pub recovery: String,
     pub config: Option<PathBuf>,
     pub admin_token: Option<String>,
     pub slo_p99: String,
@@ -47,6 +51,7 @@ pub struct Plan {
     pub slo: Slo,
     pub grace: Duration,
     pub setup_timeout: Duration,
+    pub spike: Option<SpikeInputs>,
 }
 
 /// Every refusal before any request: one clear error each.
@@ -80,6 +85,22 @@ pub fn check(o: &Options) -> Result<Plan, LoadError> {
             "--ramp needs --ramp-factor > 1 and --ramp-steps >= 1".into(),
         ));
     }
+    let spike = match o.spike {
+        None => None,
+        Some(_) if o.ramp => {
+            return Err(LoadError::BadInput("--spike and --ramp: give one".into()))
+        }
+        Some(f) if !(f.is_finite() && f > 1.0) => {
+            return Err(LoadError::BadInput(format!(
+                "--spike {f}: the factor over the tier's rate must be > 1 (e.g. 10)"
+            )))
+        }
+        Some(factor) => Some(SpikeInputs {
+            factor,
+            duration_s: crate::profile::parse_duration(&o.spike_duration)?.as_secs_f64(),
+            recovery_limit_s: crate::profile::parse_duration(&o.recovery)?.as_secs_f64(),
+        }),
+    };
     let duration = crate::profile::parse_duration(&o.duration)?;
     let profile = Profile::load(&o.profile)?;
     let rates = profile.rates(o.ccu, o.rate);
@@ -95,6 +116,7 @@ pub fn check(o: &Options) -> Result<Plan, LoadError> {
         },
         grace: crate::profile::parse_duration(&o.grace)?,
         setup_timeout: crate::profile::parse_duration(&o.setup_timeout)?,
+        spike,
     })
 }
 
@@ -113,12 +135,10 @@ pub fn connections_needed(ccu: usize, rates: &Rates, max_rate_factor: f64) -> us
 pub const COST_PER_OP_US: f64 = 100.0;
 
 /// Requests and deliveries per second the run makes the generator handle: a message goes to a
-/// room with probability about proportional to its size (a random user, then one of their
-/// rooms), so the mean fan-out is Σ size·(size−1) / Σ size.
-pub fn ops_per_s(rates: &Rates, sizes: &[usize], factor: f64) -> f64 {
-    let members: usize = sizes.iter().sum();
-    let pairs: usize = sizes.iter().map(|s| s * s.saturating_sub(1)).sum();
-    let fanout = pairs as f64 / members.max(1) as f64;
+/// room with probability proportional to its weight (members^exponent), so the mean fan-out is
+/// Σ w·(size−1) / Σ w.
+pub fn ops_per_s(rates: &Rates, sizes: &[usize], exponent: f64, factor: f64) -> f64 {
+    let fanout = mix::mean_fanout(sizes, exponent);
     let msgs = rates.messages_per_min * factor / 60.0;
     msgs * (1.0 + fanout) + (rates.typing_per_min + rates.receipts_per_min) * factor / 60.0
 }
@@ -200,15 +220,16 @@ pub fn main(o: &Options) -> u8 {
 
 async fn run(o: &Options) -> Result<Report, LoadError> {
     let plan = check(o)?;
-    let factor = if o.ramp {
-        o.ramp_factor.powi(o.ramp_steps as i32 - 1)
-    } else {
-        1.0
+    let factor = match (o.ramp, plan.spike) {
+        (true, _) => o.ramp_factor.powi(o.ramp_steps as i32 - 1),
+        (false, Some(s)) => s.factor,
+        (false, None) => 1.0,
     };
     let pool = connections_needed(plan.ccu, &plan.rates, factor);
     check_open_files(plan.ccu, pool)?;
     let sizes = mix::room_sizes(&plan.profile.room_mix, plan.rates.rooms, plan.ccu);
-    check_generator_cpu(plan.ccu, ops_per_s(&plan.rates, &sizes, factor))?;
+    let exponent = plan.profile.room_activity_exponent;
+    check_generator_cpu(plan.ccu, ops_per_s(&plan.rates, &sizes, exponent, factor))?;
     let secret = match &o.config {
         Some(c) => Some(setup::shared_secret(c)?),
         None => None,
@@ -257,10 +278,12 @@ async fn run(o: &Options) -> Result<Report, LoadError> {
         duration_s: plan.duration.as_secs_f64(),
         profile: o.profile.clone(),
         rates: plan.rates,
+        room_activity_exponent: plan.profile.room_activity_exponent,
         arrival: plan.profile.arrival,
         ramp: o.ramp,
         slo: plan.slo,
         grace_s: plan.grace.as_secs_f64(),
+        spike: plan.spike,
     };
     Ok(Report::new(
         run_id,
@@ -309,11 +332,13 @@ async fn drive(
         let patient = api.patient();
         let users = setup::users(&patient, admin, run_id, plan.ccu, created).await?;
         let rooms = setup::rooms(&patient, admin, &users, members, run_id, created).await?;
+        let created_sizes: Vec<usize> = rooms.iter().map(|r| r.members.len()).collect();
         let engine = Rc::new(Engine::new(
             api.clone(),
             format!("mxlt {run_id}"),
             users,
             rooms,
+            &mix::weights(&created_sizes, plan.profile.room_activity_exponent),
             plan.profile.upload_bytes,
         ));
         let firsts = (0..plan.ccu)
@@ -368,11 +393,17 @@ impl Drop for AbortOnDrop {
 }
 
 async fn steps(engine: &Rc<Engine>, plan: &Plan, o: &Options) -> Vec<StepReport> {
+    if let Some(spike) = plan.spike {
+        return spike_steps(engine, plan, spike).await;
+    }
     let mut out: Vec<StepReport> = Vec::new();
     let n = if o.ramp { o.ramp_steps } else { 1 };
     for k in 0..n {
         let rate = plan.rates.messages_per_min * o.ramp_factor.powi(k as i32);
-        let r = step(engine, plan, k, rate).await;
+        begin(engine, k, rate);
+        load(engine, plan, k, rate, plan.duration).await;
+        settle(engine, plan, &[k]).await;
+        let r = StepReport::from_stats(&engine.steps.borrow()[k], &plan.slo);
         let stop = r.verdict != Verdict::Pass;
         out.push(r);
         if stop {
@@ -382,19 +413,44 @@ async fn steps(engine: &Rc<Engine>, plan: &Plan, o: &Options) -> Vec<StepReport>
     out
 }
 
+/// Before (settled), then the spike and after back to back: recovery starts when the spike ends.
+async fn spike_steps(engine: &Rc<Engine>, plan: &Plan, spike: SpikeInputs) -> Vec<StepReport> {
+    let rate = plan.rates.messages_per_min;
+    let spike_duration = Duration::from_secs_f64(spike.duration_s);
+    begin(engine, 0, rate);
+    load(engine, plan, 0, rate, plan.duration).await;
+    settle(engine, plan, &[0]).await;
+    begin(engine, 1, rate * spike.factor);
+    load(engine, plan, 1, rate * spike.factor, spike_duration).await;
+    begin(engine, 2, rate);
+    load(engine, plan, 2, rate, plan.duration).await;
+    settle(engine, plan, &[1, 2]).await;
+    let steps = engine.steps.borrow();
+    steps
+        .iter()
+        .map(|s| StepReport::from_stats(s, &plan.slo))
+        .collect()
+}
+
 /// One request task of the load.
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
-/// One step: load for --duration at `rate`, then in-flight sends finish and deliveries get the
-/// grace; what is still missing then is never delivered.
-async fn step(engine: &Rc<Engine>, plan: &Plan, k: usize, rate: f64) -> StepReport {
-    if k > 0 {
-        engine.steps.borrow_mut().push(StepStats::default());
+/// Step `k` starts: new requests count for it (requests in flight keep their own step).
+fn begin(engine: &Rc<Engine>, k: usize, rate: f64) {
+    let mut steps = engine.steps.borrow_mut();
+    if steps.len() <= k {
+        steps.push(StepStats::default());
     }
-    engine.steps.borrow_mut()[k].target_per_min = rate;
+    steps[k].target_per_min = rate;
+    steps[k].started = Some(Instant::now());
+}
+
+/// The load of step `k` for `duration` at `rate` messages per minute (typing, receipts and
+/// uploads scaled with it).
+async fn load(engine: &Rc<Engine>, plan: &Plan, k: usize, rate: f64, duration: Duration) {
     let start = Instant::now();
     let cpu0 = cpu_seconds();
-    let end = start + plan.duration;
+    let end = start + duration;
     let arrival = plan.profile.arrival;
     let spawn = |f: fn(Rc<Engine>) -> Job| {
         let e = engine.clone();
@@ -403,55 +459,55 @@ async fn step(engine: &Rc<Engine>, plan: &Plan, k: usize, rate: f64) -> StepRepo
         }
     };
     let scale = rate / plan.rates.messages_per_min.max(f64::MIN_POSITIVE);
-    let load = async {
-        tokio::join!(
-            ticker(rate, end, arrival, spawn(|e| Box::pin(e.send_one()))),
-            ticker(
-                plan.rates.typing_per_min * scale,
-                end,
-                arrival,
-                spawn(|e| Box::pin(e.typing_one()))
-            ),
-            ticker(
-                plan.rates.receipts_per_min * scale,
-                end,
-                arrival,
-                spawn(|e| Box::pin(e.receipt_one()))
-            ),
-            ticker(
-                plan.rates.uploads_per_hour / 60.0 * scale,
-                end,
-                arrival,
-                spawn(|e| Box::pin(e.upload_one()))
-            ),
-            progress(engine, k, rate, start, end),
-        )
-    };
-    load.await;
-    {
-        let mut s = engine.steps.borrow_mut();
-        s[k].load_seconds = start.elapsed().as_secs_f64();
-        s[k].cpu_seconds = cpu_seconds() - cpu0;
-    }
-    // Sends still in flight end within their timeout; then the bounded grace for deliveries.
+    tokio::join!(
+        ticker(rate, end, arrival, spawn(|e| Box::pin(e.send_one()))),
+        ticker(
+            plan.rates.typing_per_min * scale,
+            end,
+            arrival,
+            spawn(|e| Box::pin(e.typing_one()))
+        ),
+        ticker(
+            plan.rates.receipts_per_min * scale,
+            end,
+            arrival,
+            spawn(|e| Box::pin(e.receipt_one()))
+        ),
+        ticker(
+            plan.rates.uploads_per_hour / 60.0 * scale,
+            end,
+            arrival,
+            spawn(|e| Box::pin(e.upload_one()))
+        ),
+        progress(engine, k, rate, start, end),
+    );
+    let mut s = engine.steps.borrow_mut();
+    s[k].load_seconds = start.elapsed().as_secs_f64();
+    s[k].cpu_seconds = cpu_seconds() - cpu0;
+}
+
+/// Sends still in flight end within their timeout; then the bounded grace for deliveries; what
+/// is still missing then is never delivered.
+async fn settle(engine: &Rc<Engine>, plan: &Plan, ks: &[usize]) {
     let settle = Instant::now() + SEND_TIMEOUT + Duration::from_secs(1);
     while engine.in_flight.get() > 0 && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (n, _) = engine.outstanding(k);
+    let owed = || ks.iter().map(|&k| engine.outstanding(k).0).sum::<u64>();
+    let n = owed();
     if n > 0 {
         eprintln!(
-            "step {}: waiting up to {}s for {n} messages still owed to members",
-            k + 1,
+            "waiting up to {}s for {n} messages still owed to members",
             plan.grace.as_secs()
         );
     }
     let grace_end = Instant::now() + plan.grace;
-    while engine.outstanding(k).0 > 0 && Instant::now() < grace_end {
+    while owed() > 0 && Instant::now() < grace_end {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    engine.close_step(k);
-    StepReport::from_stats(&engine.steps.borrow()[k], &plan.slo)
+    for &k in ks {
+        engine.close_step(k);
+    }
 }
 
 /// The live line on stderr, once a second until `end`.

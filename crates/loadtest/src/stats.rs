@@ -42,9 +42,43 @@ impl Latency {
         }
     }
 
+    /// The share of values at most `d` (None when nothing was measured).
+    pub fn share_at_most(&self, d: Duration) -> Option<f64> {
+        let us = (d.as_micros() as u64).max(1);
+        (!self.0.is_empty()).then(|| self.0.count_between(0, us) as f64 / self.0.len() as f64)
+    }
+
     /// For the live progress line.
     pub fn p99_ms(&self) -> Option<f64> {
         (!self.0.is_empty()).then(|| self.0.value_at_quantile(0.99) as f64 / 1000.0)
+    }
+}
+
+/// Seconds from a step's start until delivery latency stayed within `slo_ms`: the start of the
+/// first `bucket_s` window (by acknowledgement time) from which every window's p99 is within it.
+/// `timeline` holds (acknowledged at, latency ms). None when the last window still breaks it.
+pub fn recovery_seconds(timeline: &[(f32, f32)], slo_ms: f64, bucket_s: f32) -> Option<f64> {
+    let mut buckets: Vec<Vec<f32>> = Vec::new();
+    for &(at, ms) in timeline {
+        let k = (at.max(0.0) / bucket_s) as usize;
+        if buckets.len() <= k {
+            buckets.resize(k + 1, Vec::new());
+        }
+        buckets[k].push(ms);
+    }
+    let bad = |b: &mut Vec<f32>| {
+        if b.is_empty() {
+            return false;
+        }
+        b.sort_by(f32::total_cmp);
+        let idx = ((b.len() as f64 * 0.99).ceil() as usize).clamp(1, b.len()) - 1;
+        f64::from(b[idx]) > slo_ms
+    };
+    let last_bad = buckets.iter_mut().rposition(bad);
+    match last_bad {
+        None => Some(0.0),
+        Some(k) if k + 1 == buckets.len() => None,
+        Some(k) => Some(f64::from(bucket_s) * (k + 1) as f64),
     }
 }
 

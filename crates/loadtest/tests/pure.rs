@@ -6,11 +6,11 @@ use std::time::Duration;
 use mxstack_loadtest::engine::StepStats;
 use mxstack_loadtest::mix;
 use mxstack_loadtest::profile::{parse_duration, parse_fraction, Profile};
-use mxstack_loadtest::report::{Inputs, Report, SetupInfo, StepReport};
+use mxstack_loadtest::report::{Inputs, Report, SetupInfo, SpikeInputs, StepReport};
 use mxstack_loadtest::run::{check, connections_needed, Options};
 use mxstack_loadtest::setup::Cleanup;
 use mxstack_loadtest::stats::{
-    judge, ErrorClass, GeneratorLoad, Latency, Slo, StepFigures, Verdict,
+    judge, recovery_seconds, ErrorClass, GeneratorLoad, Latency, Slo, StepFigures, Verdict,
 };
 use mxstack_loadtest::LoadError;
 
@@ -165,6 +165,9 @@ fn options() -> Options {
         ramp: false,
         ramp_factor: 1.25,
         ramp_steps: 10,
+        spike: None,
+        spike_duration: "5m".into(),
+        recovery: "30s".into(),
         config: Some("/x/mxstack.yaml".into()),
         admin_token: None,
         slo_p99: "1s".into(),
@@ -268,10 +271,12 @@ fn json_schema_is_stable() {
         duration_s: 20.0,
         profile: "seed".into(),
         rates: plan.rates,
+        room_activity_exponent: 0.5,
         arrival: plan.profile.arrival,
         ramp: false,
         slo: plan.slo,
         grace_s: 30.0,
+        spike: None,
     };
     let r = Report::new(
         "abc123".into(),
@@ -318,6 +323,7 @@ fn json_schema_is_stable() {
         "inputs.rates.typing_per_min",
         "inputs.rates.receipts_per_min",
         "inputs.rates.rooms",
+        "inputs.room_activity_exponent",
         "inputs.arrival",
         "inputs.ramp",
         "inputs.slo.p99_delivery_ms",
@@ -358,6 +364,9 @@ fn json_schema_is_stable() {
         "steps[].deliveries",
         "steps[].goodput.messages_per_min",
         "steps[].delivery_latency_ms.p99",
+        "steps[].refused_send_latency_ms.p99",
+        "steps[].refused_under_1s",
+        "steps[].recovery_s",
         "steps[].error_rate",
         "steps[].sync_gaps",
         "steps[].acknowledged_but_never_delivered",
@@ -370,7 +379,7 @@ fn json_schema_is_stable() {
     ] {
         assert!(got.iter().any(|g| g == p), "{p} missing from the result");
     }
-    assert_eq!(v["schema"], "mxstack-loadtest/1");
+    assert_eq!(v["schema"], "mxstack-loadtest/2");
     assert_eq!(v["delivery_latency_ms"]["p99"], 20.0);
     assert_eq!(v["requests"]["sync"]["timeout"], 1);
     assert_eq!(v["error_rate"], 0.5);
@@ -389,10 +398,20 @@ fn generator_capacity_estimate() {
         ..p.clone()
     }
     .rates(100, None);
-    assert!((ops_per_s(&r, &[10; 10], 1.0) - 400.0 / 60.0 * 10.0).abs() < 1e-9);
+    assert!((ops_per_s(&r, &[10; 10], 0.5, 1.0) - 400.0 / 60.0 * 10.0).abs() < 1e-9);
+    // Two rooms of 2 and 10: by members (exponent 1) 10/12 of the messages reach 9 members.
+    let by_members = mix::mean_fanout(&[2, 10], 1.0);
+    assert!((by_members - (2.0 + 90.0) / 12.0).abs() < 1e-9);
+    assert!((mix::mean_fanout(&[2, 10], 0.0) - 5.0).abs() < 1e-9);
+    assert!(mix::mean_fanout(&[2, 10], 0.5) < by_members);
     let at = |ccu: usize| {
         let r = p.rates(ccu, None);
-        ops_per_s(&r, &mix::room_sizes(&p.room_mix, r.rooms, ccu), 1.0)
+        ops_per_s(
+            &r,
+            &mix::room_sizes(&p.room_mix, r.rooms, ccu),
+            p.room_activity_exponent,
+            1.0,
+        )
     };
     for ccu in [100, 1000, 2000, 5000, 20_000] {
         eprintln!("seed profile, {ccu} CCU: {:.0} ops/s", at(ccu));
@@ -401,4 +420,143 @@ fn generator_capacity_estimate() {
     let e = check_generator_cpu(20_000, at(20_000)).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("generators"));
+}
+
+#[test]
+fn recovery_is_the_end_of_the_last_window_over_the_slo() {
+    // Slow for the first 12 s, fast after: windows 0, 5 and 10 break a 1 s SLO.
+    let mut t: Vec<(f32, f32)> = (0..120).map(|k| (k as f32 * 0.1, 3000.0)).collect();
+    t.extend((120..600).map(|k| (k as f32 * 0.1, 80.0)));
+    assert_eq!(recovery_seconds(&t, 1000.0, 5.0), Some(15.0));
+    assert_eq!(recovery_seconds(&t[120..], 1000.0, 5.0), Some(0.0));
+    // Still slow at the end: never recovered.
+    t.push((59.9, 5000.0));
+    t.push((59.8, 5000.0));
+    assert_eq!(recovery_seconds(&t, 1000.0, 5.0), None);
+    assert_eq!(recovery_seconds(&[], 1000.0, 5.0), Some(0.0));
+}
+
+#[test]
+fn share_at_most_counts_the_fast_refusals() {
+    let mut l = Latency::default();
+    assert_eq!(l.share_at_most(Duration::from_secs(1)), None);
+    for ms in [10, 20, 900, 1500] {
+        l.record(Duration::from_millis(ms));
+    }
+    assert_eq!(l.share_at_most(Duration::from_secs(1)), Some(0.75));
+}
+
+/// A healthy step of `n` messages over 10 s, each delivered once in 20 ms.
+fn healthy(n: u64) -> StepStats {
+    let mut s = StepStats {
+        target_per_min: n as f64 * 6.0,
+        attempted: n,
+        acknowledged: n,
+        load_seconds: 10.0,
+        ..Default::default()
+    };
+    for k in 0..n {
+        s.send.ok();
+        s.delivery_latency.record(Duration::from_millis(20));
+        s.timeline.push((k as f32 * 10.0 / n as f32, 20.0));
+    }
+    s
+}
+
+fn spike_report(spike: StepStats, after: StepStats) -> serde_json::Value {
+    let o = Options {
+        spike: Some(10.0),
+        ..options()
+    };
+    let plan = check(&o).unwrap();
+    let limits = plan.spike.unwrap();
+    assert_eq!(
+        limits,
+        SpikeInputs {
+            factor: 10.0,
+            duration_s: 300.0,
+            recovery_limit_s: 30.0
+        }
+    );
+    let steps = [healthy(100), spike, after]
+        .iter()
+        .map(|s| StepReport::from_stats(s, &plan.slo))
+        .collect();
+    let inputs = Inputs {
+        url: plan.url.clone(),
+        ccu: 20,
+        duration_s: 10.0,
+        profile: "seed".into(),
+        rates: plan.rates,
+        room_activity_exponent: 0.5,
+        arrival: plan.profile.arrival,
+        ramp: false,
+        slo: plan.slo,
+        grace_s: 30.0,
+        spike: plan.spike,
+    };
+    let r = Report::new(
+        "s".into(),
+        inputs,
+        SetupInfo::default(),
+        steps,
+        false,
+        Cleanup::default(),
+    );
+    serde_json::to_value(&r).unwrap()
+}
+
+#[test]
+fn spike_holds_when_refusals_are_fast_nothing_is_lost_and_p99_recovers() {
+    let mut spike = healthy(100);
+    for _ in 0..900 {
+        spike.send.fail(ErrorClass::RateLimited);
+        spike.refusal_latency.record(Duration::from_millis(600));
+    }
+    // After: 60 s, slow for the first 10 s (two windows), then fast.
+    let mut after = healthy(400);
+    after.timeline = (0..600).map(|k| (k as f32 * 0.1, 20.0)).collect();
+    for k in 0..50 {
+        after.timeline.push((k as f32 * 0.2, 4000.0));
+    }
+    let v = spike_report(spike, after);
+    assert_eq!(v["verdict"], "pass", "{v:#}");
+    assert_eq!(v["spike"]["refused"], 900);
+    assert_eq!(v["spike"]["refused_under_1s"], 1.0);
+    assert_eq!(v["spike"]["recovery_s"], 10.0);
+    assert_eq!(v["spike"]["goodput_per_min"], 600.0);
+    let phases: Vec<_> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["phase"].clone())
+        .collect();
+    assert_eq!(phases, ["before", "spike", "after"]);
+}
+
+#[test]
+fn spike_fails_on_slow_refusals_a_late_recovery_or_a_lost_message() {
+    let mut spike = healthy(100);
+    for k in 0..100 {
+        spike.send.fail(ErrorClass::Timeout);
+        spike
+            .refusal_latency
+            .record(Duration::from_millis(if k < 5 { 20_000 } else { 300 }));
+    }
+    spike.never_delivered = 1;
+    let mut after = healthy(400);
+    after.timeline = (0..600).map(|k| (k as f32 * 0.1, 20.0)).collect();
+    for k in 0..200 {
+        after.timeline.push((k as f32 * 0.2, 4000.0)); // slow for 40 s
+    }
+    let v = spike_report(spike, after);
+    assert_eq!(v["verdict"], "fail");
+    let reasons = v["reasons"].to_string();
+    for want in [
+        "95.0% of the refused sends were refused within 1 s",
+        "40 s after the spike",
+        "1 acknowledged messages were never delivered",
+    ] {
+        assert!(reasons.contains(want), "{want} not in {reasons}");
+    }
 }

@@ -1,5 +1,5 @@
 //! The alerts (feature `monitoring`), each with what to do about it and the unit test promtool
-//! runs for it (`crates/monitoring/tests/alerts.rs`): series on which it fires, with the labels it
+//! runs for it (`crates/k8s/tests/alerts.rs`): series on which it fires, with the labels it
 //! fires with, and series of a healthy system, on which it stays silent. An alert cannot be
 //! declared without its test.
 //!

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Issue 23's benchmarks with `mxstack loadtest`, side by side in one run on this machine.
+
+Stacks, one at a time, each started fresh by `mxstack up` at the 100-CCU tier:
+  workers       the tier's worker groups, one process each (--replicas 1), default features
+                (li, antivirus, calls, monitoring)
+  single        one Synapse process (--replicas 0), default features
+  workers-bare  the worker topology with --features "" (no LI replication or triggers, no
+                antivirus): the optional features' cost on the main path
+
+On each: `--repeats` runs at the tier's peak (100 CCU, seed profile: 400 messages/min, 20
+uploads/hour, typing and receipts), then (workers and single) `--stress-repeats` runs with room
+activity exponent 1 (the all-hands room as busy per member as a direct chat) and a ramp for the
+highest sustained rate, then (workers) `--spikes` runs of 10x the peak for `--spike-minutes`.
+
+Run: .venv/bin/python bench/tier.py --mxstack /var/cache/mxstack/target/debug/mxstack
+Results: bench/results/tier.json (every loadtest result in full) and a summary table; see
+docs/BENCHMARKS.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STACKS = {
+    "workers": {"replicas": "1", "features": None},
+    "single": {"replicas": "0", "features": None},
+    "workers-bare": {"replicas": "1", "features": ""},
+}
+
+
+def mx(binary, *args, timeout=900, check=True):
+    r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise SystemExit(f"mxstack {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def loadtest(binary, url, config, *extra, timeout=3600):
+    """One loadtest; its JSON result (exit 0, 1 and 3 all carry one)."""
+    t0 = time.monotonic()
+    r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *extra,
+           timeout=timeout, check=False)
+    if r.returncode not in (0, 1, 3):
+        raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    res = json.loads(r.stdout)
+    res["wall_s"] = round(time.monotonic() - t0, 1)
+    return res
+
+
+def line(tag, res):
+    d = res["delivery_latency_ms"]
+    print(f"  {tag:16} {res['verdict']:17} acked {res['goodput']['messages_per_min']:7}/min "
+          f"delivery p50 {d['p50']} p99 {d['p99']} max {d['max']} ms, errors {res['error_rate']:.4f}, "
+          f"lost {res['acknowledged_but_never_delivered']}", flush=True)
+
+
+def bench_stack(args, name, base_port, save):
+    spec = STACKS[name]
+    base = Path(tempfile.mkdtemp(prefix=f"mxstack-tier-{name}-", dir="/var/tmp"))
+    base.chmod(0o755)
+    cfg = str(base / "mxstack.yaml")
+    init = ["init", "--domain", "tier.mxstack.test", "--scale", "100", "--dir", str(base)]
+    if spec["features"] is not None:
+        init += ["--features", spec["features"]]
+    mx(args.mxstack, *init)
+    mx(args.mxstack, "up", "--config", cfg, "--base-port", str(base_port), "--replicas", spec["replicas"], "--json")
+    status = json.loads(mx(args.mxstack, "status", "--config", cfg, "--json").stdout)
+    url = status["client_url"]
+    out = {"stack": name, "processes": [p["name"] for p in status["processes"]], "tier": [], "ramp": None,
+           "spikes": []}
+    save(out)
+    print(f"== {name}: {len(out['processes'])} processes, {url}", flush=True)
+    try:
+        time.sleep(20)  # start-up work (background updates, first scans) out of the way
+        for k in range(args.repeats):
+            res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s")
+            out["tier"].append(res)
+            save(out)
+            line(f"tier r{k + 1}", res)
+        if name != "workers-bare" and args.stress_repeats:
+            # Stress profile: every member as active in the all-hands room as in a direct chat.
+            prof = base / "stress-profile.yaml"
+            prof.write_text("room_activity_exponent: 1\n")
+            out["stress"] = []
+            for k in range(args.stress_repeats):
+                res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--profile", str(prof))
+                out["stress"].append(res)
+                save(out)
+                line(f"stress r{k + 1}", res)
+        if name != "workers-bare" and args.ramp_steps:
+            res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--ramp",
+                           "--ramp-factor", "1.25", "--ramp-steps", str(args.ramp_steps))
+            out["ramp"] = res
+            save(out)
+            print(f"  ramp: highest sustained {res['highest_sustained_per_min']}/min; steps "
+                  + ", ".join(f"{s['target_per_min']}:{s['verdict']}(p99 {s['delivery_latency_ms']['p99']})"
+                              for s in res["steps"]), flush=True)
+        if name == "workers":
+            for k in range(args.spikes):
+                res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--spike", "10",
+                               "--spike-duration", f"{args.spike_minutes}m")
+                out["spikes"].append(res)
+                save(out)
+                print(f"  spike r{k + 1}: {res['verdict']} {json.dumps(res['spike'])} reasons {res['reasons']}",
+                      flush=True)
+    finally:
+        mx(args.mxstack, "down", "--config", cfg, "--purge", check=False, timeout=300)
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def summary(results):
+    med = lambda xs: round(statistics.median(xs), 1) if xs else None  # noqa: E731
+    rows = {}
+    for s in results["stacks"]:
+        tier = s["tier"]
+        rows[s["stack"]] = {
+            "tier_p99_ms_median": med([r["delivery_latency_ms"]["p99"] for r in tier if r["delivery_latency_ms"]["p99"] is not None]),
+            "tier_p50_ms_median": med([r["delivery_latency_ms"]["p50"] for r in tier if r["delivery_latency_ms"]["p50"] is not None]),
+            "tier_p99_ms_runs": [r["delivery_latency_ms"]["p99"] for r in tier],
+            "tier_verdicts": [r["verdict"] for r in tier],
+            "lost": sum(r["acknowledged_but_never_delivered"] for r in tier),
+            "stress_p99_ms_runs": [r["delivery_latency_ms"]["p99"] for r in s.get("stress", [])],
+            "highest_sustained_per_min": s["ramp"]["highest_sustained_per_min"] if s["ramp"] else None,
+            "spikes": [{"verdict": r["verdict"], **r["spike"]} for r in s["spikes"]],
+        }
+    w, b = rows.get("workers"), rows.get("workers-bare")
+    if w and b and w["tier_p99_ms_median"] and b["tier_p99_ms_median"]:
+        results["feature_overhead_p99"] = round(w["tier_p99_ms_median"] / b["tier_p99_ms_median"] - 1, 3)
+    results["summary"] = rows
+    print(json.dumps(rows, indent=2))
+    if "feature_overhead_p99" in results:
+        print(f"feature overhead on p99: {results['feature_overhead_p99'] * 100:.1f}%")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mxstack", required=True)
+    ap.add_argument("--out", default="bench/results/tier.json")
+    # The worker topology last: its spikes are the longest part, and the others are complete
+    # if the run must be cut short.
+    ap.add_argument("--stacks", default="single,workers-bare,workers")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=60, help="seconds per step")
+    ap.add_argument("--ramp-steps", type=int, default=8)
+    ap.add_argument("--stress-repeats", type=int, default=1,
+                    help="runs with room_activity_exponent 1 (workers and single)")
+    ap.add_argument("--spikes", type=int, default=3)
+    ap.add_argument("--spike-minutes", type=int, default=5)
+    ap.add_argument("--base-port", type=int, default=28000)
+    args = ap.parse_args()
+    results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip(),
+               "args": vars(args), "stacks": []}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(args.stacks.split(",")):
+        def save(stack_out, k=k):
+            # Partial results survive an interrupted run: written after every loadtest.
+            results["stacks"][k:] = [stack_out]
+            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        bench_stack(args, name, args.base_port + 100 * k, save)
+    summary(results)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
