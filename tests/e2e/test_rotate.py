@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import Stack, run, mxstack_bin
 from test_calls import turn_server, uclient
@@ -152,6 +153,23 @@ def s3_refusal(stack, access, secret):
         return meta.get("Error", {}).get("Code"), meta.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
+def replication_call(stack, secret):
+    """A harmless replication request to main (an empty range of the caches stream; the last
+    path segment is the endpoint's transaction id) with `secret` as its bearer: Synapse answers 200 for the current worker_replication_secret and
+    refuses any other (its auth check raises: 500)."""
+    cfg = yaml.safe_load((stack.state / "synapse" / "config" / "homeserver.yaml").read_text())
+    port = cfg["instance_map"]["main"]["port"]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_synapse/replication/get_repl_stream_updates/caches/t{time.monotonic_ns()}"
+        "?from_token=0&upto_token=0",
+        headers={"Authorization": f"Bearer {secret}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def ports(stack, prefix):
     return [p["port"] for p in stack.refresh()["processes"] if p["name"].startswith(prefix) and p["port"]]
 
@@ -161,7 +179,9 @@ def test_every_rotatable_secret_rotates_under_load_without_losing_a_message(rot_
     alice = s.user("alice")
     room = call(s, alice["access_token"], "POST", "/_matrix/client/v3/createRoom", {"name": "load"})["room_id"]
     old = {k: s.secret(k) for k in ["registration_shared_secret", "redis_password", "synapse_db_password",
-                                     "turn_shared_secret", "s3_access_key", "s3_secret_key"]}
+                                     "turn_shared_secret", "s3_access_key", "s3_secret_key",
+                                     "worker_replication_secret"]}
+    assert replication_call(s, old["worker_replication_secret"]) == 200
     creds = turn_server(s, alice)
     turn_port = int(creds["uris"][0].split(":")[2].split("?")[0])
     old_key = scanner_key(s)
@@ -212,6 +232,8 @@ def test_every_rotatable_secret_rotates_under_load_without_losing_a_message(rot_
     assert allocates(turn_port, fresh["username"], fresh["password"])
     assert not allocates(turn_port, fresh["username"], turn_password(old["turn_shared_secret"], fresh["username"]))
     assert scanner_key(s) != old_key
+    assert replication_call(s, old["worker_replication_secret"]) != 200
+    assert replication_call(s, s.secret("worker_replication_secret")) == 200
     assert s3_refusal(s, old["s3_access_key"], old["s3_secret_key"]) == ("InvalidAccessKeyId", 403)
     assert s3_refusal(s, s.secret("s3_access_key"), s.secret("s3_secret_key")) is None
     # Nothing is left half done, and every process is up.

@@ -5,6 +5,8 @@
 //!
 //! Label conventions are prometheus-operator's: `namespace`, `service`, `pod` on every target.
 
+use std::borrow::Cow;
+
 use mxstack_spec::{Config, Feature};
 use mxstack_topology::registry as reg;
 
@@ -12,7 +14,7 @@ use mxstack_topology::registry as reg;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub series: String,
-    pub values: &'static str,
+    pub values: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +23,7 @@ pub struct Alert {
     pub expr: String,
     pub for_: &'static str,
     pub severity: &'static str,
-    pub summary: &'static str,
+    pub summary: Cow<'static, str>,
     /// What to do (the `description` annotation).
     pub fix: &'static str,
     /// Series on which it fires, 60 minutes of them at one sample a minute...
@@ -32,8 +34,11 @@ pub struct Alert {
     pub healthy: Vec<Series>,
 }
 
-pub(crate) fn s(series: String, values: &'static str) -> Series {
-    Series { series, values }
+pub(crate) fn s(series: String, values: impl Into<Cow<'static, str>>) -> Series {
+    Series {
+        series,
+        values: values.into(),
+    }
 }
 
 pub(crate) struct A {
@@ -41,7 +46,7 @@ pub(crate) struct A {
     expr: String,
     for_: &'static str,
     severity: &'static str,
-    summary: &'static str,
+    summary: Cow<'static, str>,
     fix: &'static str,
 }
 
@@ -71,7 +76,7 @@ pub(crate) fn a(
     expr: String,
     for_: &'static str,
     severity: &'static str,
-    summary: &'static str,
+    summary: impl Into<Cow<'static, str>>,
     fix: &'static str,
 ) -> A {
     A {
@@ -79,7 +84,7 @@ pub(crate) fn a(
         expr,
         for_,
         severity,
-        summary,
+        summary: summary.into(),
         fix,
     }
 }
@@ -106,7 +111,7 @@ pub fn alerts(cfg: &Config) -> Vec<Alert> {
         out.extend(antivirus(ns));
     }
     out.extend(crate::alerts_more::synapse_runtime(ns));
-    out.extend(crate::alerts_more::storage(ns));
+    out.extend(crate::alerts_more::storage(ns, &cfg.backup.schedule));
     if cfg.has(Feature::Calls) {
         out.extend(crate::alerts_more::calls(ns));
     }
@@ -302,6 +307,9 @@ fn synapse(ns: &str) -> Vec<Alert> {
     let status = |pod: &str| {
         format!("synapse_background_update_status{{namespace=\"{ns}\", pod=\"{pod}\", database_name=\"master\"}}")
     };
+    let txns = |pod: &str| {
+        format!("synapse_background_process_db_txn_count_total{{namespace=\"{ns}\", pod=\"{pod}\", name=\"background_updates\"}}")
+    };
     let l = |k: &'static str, v: &str| (k, v.to_string());
     vec![
         a("SynapseBackgroundUpdateAborted",
@@ -310,6 +318,16 @@ fn synapse(ns: &str) -> Vec<Alert> {
           "Synapse aborted a background database update: features that depend on it stay unavailable.",
           "Synapse main's log names the update and its error (often a database constraint or disk space); fix the cause and restart main, which resumes the update.")
             .test(vec![s(status("synapse-main-0"), "-1x60")], vec![l("pod", "synapse-main-0")], vec![s(status("synapse-main-0"), "3x60")]),
+        // Running (2) but its background process ran no database transaction for 30 minutes:
+        // an update that makes no progress (a lock, a batch that never finishes).
+        a("SynapseBackgroundUpdateStuck",
+          format!("(max by (pod) (synapse_background_update_status{{namespace=\"{ns}\"}}) == 2) unless on (pod) (sum by (pod) (rate(synapse_background_process_db_txn_count_total{{namespace=\"{ns}\", name=\"background_updates\"}}[30m])) > 0)"),
+          "30m", "warning",
+          "A Synapse background database update is running but has made no database progress for 30 minutes.",
+          "Synapse main's log names the running update; look for a lock it waits on in PostgreSQL (`pg_stat_activity`, `pg_locks`) or a batch that keeps timing out. Restarting main resumes the update from its last batch.")
+            .test(vec![s(status("synapse-main-0"), "2x60"), s(txns("synapse-main-0"), "100x60")],
+                  vec![l("pod", "synapse-main-0")],
+                  vec![s(status("synapse-main-0"), "2x60"), s(txns("synapse-main-0"), "0+50x60")]),
     ]
 }
 
@@ -319,13 +337,16 @@ fn federation(ns: &str) -> Vec<Alert> {
     };
     vec![
         a("SynapseFederationQueueGrowing",
-          format!("max by (pod) (synapse_federation_transaction_queue_pending_pdus{{namespace=\"{ns}\"}}) > 1000"),
+          // A long queue, or one that keeps growing before it is long.
+          format!("max by (pod) ({p}) > 1000 or (max by (pod) ({p}) > 100 and max by (pod) (deriv({p}[30m])) > 0)",
+                  p = format!("synapse_federation_transaction_queue_pending_pdus{{namespace=\"{ns}\"}}")),
           "15m", "warning",
-          "More than 1000 events wait to be sent to other servers.",
+          "More than 1000 events wait to be sent to other servers, or more than 100 and the queue keeps growing.",
           "Usually one unreachable or slow remote server: the federation sender's log names the destinations it backs off from. If every destination is slow, check the sender's CPU and egress.")
-            .test(vec![s(pending("synapse-federation-sender-0"), "5000x60")],
+            // Growing by 15 a minute: 900 at 60m, under the 1000 of a long queue.
+            .test(vec![s(pending("synapse-federation-sender-0"), "0+15x60")],
                   vec![("pod", "synapse-federation-sender-0".to_string())],
-                  vec![s(pending("synapse-federation-sender-0"), "10x60")]),
+                  vec![s(pending("synapse-federation-sender-0"), "500x60")]),
     ]
 }
 

@@ -68,7 +68,45 @@ pub(crate) fn synapse_runtime(ns: &str) -> Vec<Alert> {
     ]
 }
 
-pub(crate) fn storage(ns: &str) -> Vec<Alert> {
+/// The longest gap between two runs of a CloudNativePG backup schedule (6 fields, seconds
+/// first), in seconds: hourly, every N hours, at listed hours, weekly on listed days, monthly.
+/// What it cannot read counts as daily, the default schedule's interval.
+pub fn backup_interval_seconds(schedule: &str) -> u64 {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let f: Vec<&str> = schedule.split_whitespace().collect();
+    let [_, minute, hour, dom, month, dow] = f[..] else {
+        return DAY;
+    };
+    // The largest gap between listed values on a cycle of `period` units.
+    let max_gap = |field: &str, period: u64| -> Option<u64> {
+        if let Some(step) = field.strip_prefix("*/") {
+            return step.parse::<u64>().ok().filter(|s| *s > 0);
+        }
+        let mut v: Vec<u64> = field
+            .split(',')
+            .map(|x| x.parse::<u64>().ok())
+            .collect::<Option<_>>()?;
+        v.sort_unstable();
+        v.dedup();
+        let wrap = v.first()? + period - v.last()?;
+        Some(v.windows(2).map(|w| w[1] - w[0]).fold(wrap, u64::max))
+    };
+    if month != "*" || dom != "*" {
+        return 31 * DAY;
+    }
+    if dow != "*" && dow != "?" {
+        return max_gap(dow, 7).map_or(7 * DAY, |d| d * DAY);
+    }
+    if hour == "*" {
+        return if minute == "*" { 60 } else { HOUR };
+    }
+    max_gap(hour, 24).map_or(DAY, |h| h * HOUR)
+}
+
+pub(crate) fn storage(ns: &str, backup_schedule: &str) -> Vec<Alert> {
+    // Two missed runs: one late or failed backup is not yet an emergency.
+    let too_old = 2 * backup_interval_seconds(backup_schedule);
     let backup = format!(
         "cnpg_collector_last_available_backup_timestamp{{namespace=\"{ns}\", pod=\"main-pg-1\"}}"
     );
@@ -79,12 +117,12 @@ pub(crate) fn storage(ns: &str) -> Vec<Alert> {
     vec![
         a("PostgresBackupTooOld",
           // 0 (no backup yet) is oldest of all.
-          format!("time() - max(cnpg_collector_last_available_backup_timestamp{{namespace=\"{ns}\"}}) > 2 * 86400"),
+          format!("time() - max(cnpg_collector_last_available_backup_timestamp{{namespace=\"{ns}\"}}) > {too_old}"),
           "30m", "critical",
-          "The newest PostgreSQL backup is more than two days old (the schedule is daily).",
+          format!("The newest PostgreSQL backup is older than two intervals of the backup schedule (`{backup_schedule}`: {} h).", too_old / 3600),
           "`kubectl -n NAMESPACE get backups` and the failing Backup's status; usually the object store (credentials, bucket, network) or the Barman Cloud plugin. A point-in-time restore can only reach back to the last backup.")
-            // promtool's clock starts at 0: a backup at -200000 s is 2.4 days old at 60m.
-            .test(vec![s(backup.clone(), "-200000x60")], vec![], vec![s(backup, "3000x60")]),
+            // promtool's clock starts at 0: at 60m a backup at -N s is N + 3600 s old.
+            .test(vec![s(backup.clone(), format!("-{too_old}x60"))], vec![], vec![s(backup, "3000x60")]),
         a("PersistentVolumeFilling",
           format!("min by (persistentvolumeclaim) (kubelet_volume_stats_available_bytes{{namespace=\"{ns}\"}} / kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\"}}) < 0.15"),
           "10m", "warning",

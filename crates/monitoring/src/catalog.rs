@@ -113,6 +113,8 @@ pub const EXPORTERS: &[Exporter] = &[
         lazy: &[
             // Main only, once a background update ran.
             "synapse_background_update_status",
+            // Once a background process (e.g. background_updates) ran a transaction.
+            "synapse_background_process_db_txn_count_total",
             // Event persisters, once events were persisted.
             "synapse_storage_events_persisted_events_total",
             "synapse_event_persisted_position",

@@ -130,6 +130,33 @@ mod tests {
     }
 
     #[test]
+    fn backup_age_alert_follows_the_schedule() {
+        use crate::alerts_more::backup_interval_seconds as every;
+        const H: u64 = 3600;
+        assert_eq!(every("0 0 2 * * *"), 24 * H, "the default: daily");
+        assert_eq!(every("0 0 */6 * * *"), 6 * H);
+        assert_eq!(every("0 0 2,14 * * *"), 12 * H);
+        assert_eq!(
+            every("0 0 1,5 * * *"),
+            20 * H,
+            "the longest gap wraps round midnight"
+        );
+        assert_eq!(every("0 30 * * * *"), H);
+        assert_eq!(every("0 0 3 * * 0"), 7 * 24 * H, "weekly");
+        assert_eq!(every("0 0 3 * * 1,4"), 4 * 24 * H);
+        assert_eq!(every("0 0 3 1 * *"), 31 * 24 * H, "monthly");
+        assert_eq!(every("nonsense"), 24 * H);
+        let mut c = config(&[Feature::Monitoring]);
+        c.backup.schedule = "0 0 */6 * * *".into();
+        let a = alerts::alerts(&c)
+            .into_iter()
+            .find(|a| a.name == "PostgresBackupTooOld")
+            .unwrap();
+        assert!(a.expr.ends_with("> 43200"), "{}", a.expr);
+        assert!(a.summary.contains("`0 0 */6 * * *`: 12 h"), "{}", a.summary);
+    }
+
+    #[test]
     fn every_shipped_alert_uses_only_exposed_metrics() {
         for features in [&Feature::ALL[..], &[Feature::Monitoring][..]] {
             let c = config(features);

@@ -34,24 +34,35 @@ pub fn request_slots(cpu_millis: u32) -> u32 {
         .max(MIN_SLOTS)
 }
 
+/// Slots for the long-polls of the tier's users spread over `processes` processes.
+pub fn long_poll_slots(topology: &Topology, processes: u32) -> u32 {
+    let users = topology.sizing.concurrent_users;
+    users.div_ceil(processes.max(1)) * (100 + LONG_POLL_HEADROOM_PERCENT) / 100
+}
+
 /// Per-server `maxconn` for the processes of `group`.
 pub fn group_slots(topology: &Topology, group: &WorkerGroup) -> u32 {
     let requests = request_slots(group.resources.cpu_millis);
     if group.kind == WorkerKind::Synchrotron {
-        let users = topology.sizing.concurrent_users;
-        let share = users.div_ceil(group.max_replicas.max(1));
-        share * (100 + LONG_POLL_HEADROOM_PERCENT) / 100 + requests
+        long_poll_slots(topology, group.max_replicas) + requests
     } else {
         requests
     }
 }
 
-/// Per-server `maxconn` for Synapse main (and for main as every pool's fallback).
-pub fn main_slots(topology: &Topology) -> u32 {
+/// Per-server `maxconn` for Synapse main. When no synchrotron runs (a single process), main
+/// holds every user's long-poll too: without those slots the long-polls alone fill main's
+/// request slots and every other request is refused (found by bench/tier.py).
+pub fn main_slots(topology: &Topology, serves_syncs: bool) -> u32 {
     let main = topology
         .sizing
         .resources_for(mxstack_spec::Component::SynapseMain, &topology.config);
-    request_slots(main.cpu_millis)
+    let requests = request_slots(main.cpu_millis);
+    if serves_syncs {
+        requests + long_poll_slots(topology, 1)
+    } else {
+        requests
+    }
 }
 
 /// The router's answer to a request it could not place within `QUEUE_TIMEOUT_MS` (HAProxy's 503,
@@ -82,6 +93,10 @@ mod tests {
             let sync = t.groups_of(WorkerKind::Synchrotron).next().unwrap();
             // Every user's long-poll fits on the synchrotrons the autoscaler may run.
             assert!(group_slots(&t, sync) * sync.max_replicas >= t.sizing.concurrent_users);
+            // A single process holds every long-poll and still has its request slots.
+            let main = main_slots(&t, false);
+            assert_eq!(main_slots(&t, true), main + long_poll_slots(&t, 1));
+            assert!(main_slots(&t, true) >= t.sizing.concurrent_users + main);
             let generic = t.groups_of(WorkerKind::Generic).next().unwrap();
             assert_eq!(
                 group_slots(&t, generic),

@@ -171,7 +171,13 @@ pub fn router(
     c.push_str("    http-request set-priority-class int(-10) if { path_beg /_matrix/federation/ /_matrix/key/ }\n");
     c.push_str("    use_backend %[var(txn.mx_backend)] if { var(txn.mx_backend) -m found }\n    default_backend main\n\n");
 
-    let main_slots = backpressure::main_slots(topology);
+    // Without a synchrotron process main serves every /sync (the local single-process layout).
+    let syncs_on_main = !processes.iter().any(|p| {
+        topology
+            .group(&p.group)
+            .is_some_and(|g| g.kind == crate::workers::WorkerKind::Synchrotron)
+    });
+    let main_slots = backpressure::main_slots(topology, syncs_on_main);
     let _ = writeln!(
         c,
         "backend main\n    option httpchk GET /health\n    server {} {}:{} check maxconn {main_slots}{opts}\n",
@@ -214,10 +220,12 @@ pub fn router(
                 p.name, a.host, a.port
             );
         }
-        // An empty pool falls back to main rather than failing the request.
+        // An empty pool falls back to main rather than failing the request, with the pool's
+        // slots when they are more (the long-polls of a synchrotron pool).
+        let fallback = main_slots.max(slots);
         let _ = writeln!(
             c,
-            "    server {}-fallback {}:{} check backup maxconn {main_slots}{opts}\n",
+            "    server {}-fallback {}:{} check backup maxconn {fallback}{opts}\n",
             main.name, main_http.host, main_http.port
         );
     }
