@@ -71,9 +71,11 @@ def bench_stack(args, name, base_port, save):
         init += ["--features", spec["features"]]
     mx(args.mxstack, *init)
     mx(args.mxstack, "up", "--config", cfg, "--base-port", str(base_port), "--replicas", spec["replicas"], "--json")
+    if args.synchrotrons > 1 and spec["replicas"] != "0":
+        mx(args.mxstack, "scale", "--config", cfg, f"synchrotron={args.synchrotrons}")
     status = json.loads(mx(args.mxstack, "status", "--config", cfg, "--json").stdout)
     url = status["client_url"]
-    out = {"stack": name, "processes": [p["name"] for p in status["processes"]], "tier": [], "ramp": None,
+    out = {"stack": name, "synchrotrons": args.synchrotrons if spec["replicas"] != "0" else 0, "processes": [p["name"] for p in status["processes"]], "tier": [], "ramp": None,
            "spikes": []}
     save(out)
     print(f"== {name}: {len(out['processes'])} processes, {url}", flush=True)
@@ -95,8 +97,10 @@ def bench_stack(args, name, base_port, save):
                 save(out)
                 line(f"stress r{k + 1}", res)
         if name != "workers-bare" and args.ramp_steps:
+            # From below the tier's rate: a ramp stops at its first unsustained step.
             res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--ramp",
-                           "--ramp-factor", "1.25", "--ramp-steps", str(args.ramp_steps))
+                           "--rate", str(args.ramp_start), "--ramp-factor", "1.25",
+                           "--ramp-steps", str(args.ramp_steps))
             out["ramp"] = res
             save(out)
             print(f"  ramp: highest sustained {res['highest_sustained_per_min']}/min; steps "
@@ -150,11 +154,14 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=int, default=60, help="seconds per step")
     ap.add_argument("--ramp-steps", type=int, default=8)
+    ap.add_argument("--ramp-start", type=int, default=150, help="messages/min of the ramp's first step")
     ap.add_argument("--stress-repeats", type=int, default=1,
                     help="runs with room_activity_exponent 1 (workers and single)")
     ap.add_argument("--spikes", type=int, default=3)
     ap.add_argument("--spike-minutes", type=int, default=5)
     ap.add_argument("--base-port", type=int, default=28000)
+    ap.add_argument("--synchrotrons", type=int, default=1,
+                    help="synchrotron processes of the worker stacks (mxstack scale after up)")
     args = ap.parse_args()
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
