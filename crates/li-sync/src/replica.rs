@@ -8,6 +8,7 @@
 //! while a table is missing loses nothing, and a refresh copies each new table exactly once.
 
 use mxstack_topology::li::{HISTORY_SKIPS_UPDATES_OF, LI_SCHEMA};
+use mxstack_topology::pgsql;
 use tokio_postgres::Client;
 
 use crate::config::LiSyncConfig;
@@ -356,20 +357,18 @@ async fn update_connection(
     if current.is_none() || current.as_deref() == Some(wanted.as_str()) {
         return Ok(false);
     }
-    replica
-        .batch_execute(&format!(
-            "ALTER SUBSCRIPTION {} CONNECTION {}",
-            ident(&sub.name),
-            literal(&wanted),
+    let alter = format!(
+        "ALTER SUBSCRIPTION {} CONNECTION {}",
+        ident(&sub.name),
+        literal(&wanted),
+    );
+    execute_with_secret(replica, &alter).await.map_err(|e| {
+        ReplicaError(format!(
+            "ALTER SUBSCRIPTION {} CONNECTION failed: {}",
+            sub.name,
+            ReplicaError::from(e)
         ))
-        .await
-        .map_err(|e| {
-            ReplicaError(format!(
-                "ALTER SUBSCRIPTION {} CONNECTION failed: {}",
-                sub.name,
-                ReplicaError::from(e)
-            ))
-        })?;
+    })?;
     Ok(true)
 }
 
@@ -381,22 +380,33 @@ async fn create_subscription(
     let sub = &config.subscription;
     let conninfo = conninfo(config, main_password);
     // Not in a transaction block: it creates the slot on main.
-    replica
-        .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, streaming = on, slot_name = {})",
-            ident(&sub.name),
-            literal(&conninfo),
-            ident(&sub.publication),
-            literal(&sub.name),
+    let create = format!(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, streaming = on, slot_name = {})",
+        ident(&sub.name),
+        literal(&conninfo),
+        ident(&sub.publication),
+        literal(&sub.name),
+    );
+    execute_with_secret(replica, &create).await.map_err(|e| {
+        ReplicaError(format!(
+            "CREATE SUBSCRIPTION {} failed: {}",
+            sub.name,
+            ReplicaError::from(e)
         ))
-        .await
-        .map_err(|e| {
-            ReplicaError(format!(
-                "CREATE SUBSCRIPTION {} failed: {}",
-                sub.name,
-                ReplicaError::from(e)
-            ))
-        })
+    })
+}
+
+/// Runs `statement`, which carries a password, with the server's statement logging off for it
+/// (`mxstack_topology::pgsql`). Each part is its own query: a multi-statement query is one
+/// transaction, and CREATE SUBSCRIPTION must run outside one.
+pub async fn execute_with_secret(
+    client: &Client,
+    statement: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(pgsql::QUIET).await?;
+    let r = client.batch_execute(statement).await;
+    let reset = client.batch_execute(pgsql::RESET).await;
+    r.and(reset)
 }
 
 async fn refresh(replica: &Client, name: &str, copy_data: bool) -> Result<(), ReplicaError> {

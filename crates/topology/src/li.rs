@@ -118,10 +118,10 @@ pub fn main_setup_sql(synapse_owner: &str, replication_password: Option<&str>) -
     let db = DATABASE_NAME;
     let publication = PUBLICATION;
     let password = match replication_password {
-        Some(pw) => format!(
-            "ALTER ROLE {role} WITH PASSWORD '{}';\n",
+        Some(pw) => crate::pgsql::with_secret(&format!(
+            "ALTER ROLE {role} WITH PASSWORD '{}';",
             pw.replace('\'', "''")
-        ),
+        )),
         None => String::new(),
     };
     format!(

@@ -18,6 +18,7 @@ pub mod li;
 pub mod li_browsing;
 pub mod li_console;
 pub mod party;
+pub mod pgsql;
 pub mod push;
 pub mod ratelimits;
 pub mod registry;
