@@ -7,11 +7,15 @@ Stacks, one at a time, each started fresh by `mxstack up` at the 100-CCU tier:
   single        one Synapse process (--replicas 0), default features
   workers-bare  the worker topology with --features "" (no LI replication or triggers, no
                 antivirus): the optional features' cost on the main path
+  single-nopresence, workers-nopresence
+                single and workers with `synapse.presence: false`: presence's cost
 
 On each: `--repeats` runs at the tier's peak (100 CCU, seed profile: 400 messages/min, 20
 uploads/hour, typing and receipts), then (workers and single) `--stress-repeats` runs with room
 activity exponent 1 (the all-hands room as busy per member as a direct chat) and a ramp for the
 highest sustained rate, then (workers) `--spikes` runs of 10x the peak for `--spike-minutes`.
+`--floor-repeats` adds runs that split the tier's p99 into its parts: the fan-out of one message
+to a 100-member room on an idle server, and the tier's rate in direct rooms only.
 
 Run: .venv/bin/python bench/tier.py --mxstack /var/cache/mxstack/target/debug/mxstack
 Results: bench/results/tier.json (every loadtest result in full) and a summary table; see
@@ -32,6 +36,17 @@ STACKS = {
     "workers": {"replicas": "1", "features": None},
     "single": {"replicas": "0", "features": None},
     "workers-bare": {"replicas": "1", "features": ""},
+    # Presence's cost: the same stacks with `synapse.presence: false`.
+    "single-nopresence": {"replicas": "0", "features": None, "synapse": {"presence": False}},
+    "workers-nopresence": {"replicas": "1", "features": None, "synapse": {"presence": False}},
+}
+
+
+FLOOR_PROFILES = {
+    "fanout": "messages_per_min_per_ccu: 0.06\nuploads_per_hour_per_ccu: 0\ntyping_per_min_per_ccu: 0\n"
+              "receipts_per_min_per_ccu: 0\nrooms_per_ccu: 0.01\narrival: fixed\n"
+              "room_mix: [{share: 1.0, min: 100, max: 100}]\n",
+    "direct": "room_mix: [{share: 1.0, min: 2, max: 2}]\nrooms_per_ccu: 0.5\n",
 }
 
 
@@ -42,8 +57,30 @@ def mx(binary, *args, timeout=900, check=True):
     return r
 
 
+def cpu_busy(seconds=5.0):
+    """The machine's busy share of all cores over `seconds` (/proc/stat)."""
+    def sample():
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(f), f[3] + f[4]  # total, idle + iowait
+    t1, i1 = sample()
+    time.sleep(seconds)
+    t2, i2 = sample()
+    return 1 - (i2 - i1) / max(1, t2 - t1)
+
+
+def quiesce(limit=180, busy=0.25):
+    """Waits until the machine is idle (under `busy` for 5 s), at most `limit` s: work a run
+    leaves behind (the LI replica applying the previous run's purges, Synapse's background
+    updates) otherwise lands in the next run. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while cpu_busy() > busy and time.monotonic() - t0 < limit:
+        pass
+    return round(time.monotonic() - t0, 1)
+
+
 def loadtest(binary, url, config, *extra, timeout=3600):
     """One loadtest; its JSON result (exit 0, 1 and 3 all carry one)."""
+    waited = quiesce()
     t0 = time.monotonic()
     r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *extra,
            timeout=timeout, check=False)
@@ -51,6 +88,7 @@ def loadtest(binary, url, config, *extra, timeout=3600):
         raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout)
     res["wall_s"] = round(time.monotonic() - t0, 1)
+    res["quiesce_s"] = waited
     return res
 
 
@@ -70,6 +108,11 @@ def bench_stack(args, name, base_port, save):
     if spec["features"] is not None:
         init += ["--features", spec["features"]]
     mx(args.mxstack, *init)
+    if spec.get("synapse"):
+        import yaml
+        c = yaml.safe_load(Path(cfg).read_text())
+        c.setdefault("synapse", {}).update(spec["synapse"])
+        Path(cfg).write_text(yaml.safe_dump(c, sort_keys=False))
     mx(args.mxstack, "up", "--config", cfg, "--base-port", str(base_port), "--replicas", spec["replicas"], "--json")
     if args.synchrotrons > 1 and spec["replicas"] != "0":
         mx(args.mxstack, "scale", "--config", cfg, f"synchrotron={args.synchrotrons}")
@@ -86,6 +129,17 @@ def bench_stack(args, name, base_port, save):
             out["tier"].append(res)
             save(out)
             line(f"tier r{k + 1}", res)
+        for k in range(args.floor_repeats):
+            # Where the tier's p99 comes from: one message every 10 s to a 100-member room and
+            # nothing else (the fan-out alone: each member's sync is woken and answered), then
+            # the tier's rate in direct rooms only (the load without the fan-out).
+            for tag, text in FLOOR_PROFILES.items():
+                prof = base / f"{tag}.yaml"
+                prof.write_text(text)
+                res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--profile", str(prof))
+                out.setdefault(tag, []).append(res)
+                save(out)
+                line(f"{tag} r{k + 1}", res)
         if name != "workers-bare" and args.stress_repeats:
             # Stress profile: every member as active in the all-hands room as in a direct chat.
             prof = base / "stress-profile.yaml"
@@ -157,6 +211,9 @@ def main():
     ap.add_argument("--ramp-start", type=int, default=150, help="messages/min of the ramp's first step")
     ap.add_argument("--stress-repeats", type=int, default=1,
                     help="runs with room_activity_exponent 1 (workers and single)")
+    ap.add_argument("--floor-repeats", type=int, default=0,
+                    help="runs of the fan-out floor (one 100-member room, a message every 10 s) "
+                         "and of the tier's rate in direct rooms only")
     ap.add_argument("--spikes", type=int, default=3)
     ap.add_argument("--spike-minutes", type=int, default=5)
     ap.add_argument("--base-port", type=int, default=28000)

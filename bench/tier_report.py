@@ -16,15 +16,19 @@ def main(paths):
     stacks = {}
     for p in paths:
         for s in json.load(open(p))["stacks"]:
-            cur = stacks.setdefault(s["stack"], {"tier": [], "stress": [], "ramp": None, "spikes": []})
+            cur = stacks.setdefault(s["stack"], {"tier": [], "stress": [], "ramp": None, "spikes": [],
+                                                 "fanout": [], "direct": []})
             cur["tier"] += s.get("tier", [])
+            cur["fanout"] += s.get("fanout", [])
+            cur["direct"] += s.get("direct", [])
             cur["stress"] += s.get("stress", [])
             cur["spikes"] += s.get("spikes", [])
             cur["ramp"] = s.get("ramp") or cur["ramp"]
     print("| stack | run | verdict | acknowledged/min | delivery p50 / p95 / p99 / max ms | send p99 ms | errors | lost |")
     print("|---|---|---|---|---|---|---|---|")
     for name, s in stacks.items():
-        for tag, runs in (("tier", s["tier"]), ("stress (exponent 1)", s["stress"])):
+        for tag, runs in (("tier", s["tier"]), ("stress (exponent 1)", s["stress"]),
+                          ("fan-out floor", s["fanout"]), ("direct rooms only", s["direct"])):
             for k, r in enumerate(runs):
                 d = r["delivery_latency_ms"]
                 print(f"| {name} | {tag} {k + 1} | {r['verdict']} | {r['goodput']['messages_per_min']} | "

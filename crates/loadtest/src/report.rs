@@ -395,8 +395,9 @@ impl Report {
             out += &format!("highest sustained rate: {h}/min\n");
         }
         out += &format!(
-            "cleanup: {} rooms purged, {} users deactivated, {} errors\nverdict: {}",
+            "cleanup: {} rooms purged ({} still purging), {} users deactivated, {} errors\nverdict: {}",
             self.cleanup.rooms_purged,
+            self.cleanup.purges_unfinished,
             self.cleanup.users_deactivated,
             self.cleanup.errors,
             serde_json::to_value(self.verdict)

@@ -68,6 +68,72 @@ pub async fn bounded<T: 'static, F: Future<Output = T> + 'static>(
     out
 }
 
+/// A failed purge is asked for again this many times.
+const PURGE_RETRIES: u32 = 5;
+
+/// Polls each purge's `delete_status` until it is `complete` or `failed`, at most `wait`;
+/// returns how many failed and how many were still running.
+///
+/// A failed purge is started again, up to [`PURGE_RETRIES`] times: on a young server Synapse's
+/// purge fails while its background update still lists the room in
+/// `sliding_sync_joined_rooms_to_recalculate` (a foreign key; element-hq/synapse#19822), and
+/// succeeds once the update has drained that table.
+async fn wait_purges(
+    api: &Api,
+    token: &str,
+    mut pending: Vec<(String, u32)>,
+    wait: Duration,
+) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + wait;
+    let mut failed = 0;
+    let mut said = 0;
+    while !pending.is_empty() && std::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for (id, tries) in pending {
+            let path = format!("/_synapse/admin/v2/rooms/delete_status/{}", escape(&id));
+            match api.get(&path, Some(token), T).await {
+                Ok(v) if v["status"] == "complete" => {}
+                Ok(v) if v["status"] == "failed" => {
+                    let room = v["room_id"].as_str().unwrap_or_default().to_string();
+                    match (tries < PURGE_RETRIES, room.is_empty()) {
+                        (true, false) => match purge(api, token, &room).await {
+                            Ok(Some(again)) => still.push((again, tries + 1)),
+                            _ => failed += 1,
+                        },
+                        _ => {
+                            eprintln!(
+                                "mxstack loadtest: cleanup: Synapse's purge of {room} failed {} times (its log says why)",
+                                tries + 1
+                            );
+                            failed += 1
+                        }
+                    }
+                }
+                // Still running, or not answered this time: asked again.
+                _ => still.push((id, tries)),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            if pending.len() != said {
+                said = pending.len();
+                eprintln!("mxstack loadtest: waiting for Synapse to purge {said} rooms");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    (failed, pending.len())
+}
+
+/// Starts the deletion and purge of `room`; Synapse's delete id, if it gave one.
+async fn purge(api: &Api, token: &str, room: &str) -> Result<Option<String>, Failure> {
+    let path = format!("/_synapse/admin/v2/rooms/{}", escape(room));
+    let v = api
+        .delete(&path, token, json!({"purge": true, "block": false}), T)
+        .await?;
+    Ok(v["delete_id"].as_str().map(str::to_string))
+}
+
 /// The registration shared secret from the secrets.yaml next to `config`.
 pub fn shared_secret(config: &Path) -> Result<String, LoadError> {
     let path = config
@@ -231,27 +297,42 @@ pub struct Cleanup {
     pub rooms_purged: usize,
     pub users_deactivated: usize,
     pub errors: usize,
+    /// Purges Synapse was still running when cleanup stopped waiting ([`PURGE_WAIT`]).
+    pub purges_unfinished: usize,
 }
 
+/// How long cleanup waits for Synapse's background purges to finish.
+pub const PURGE_WAIT: Duration = Duration::from_secs(600);
+
 /// Rooms first (purging kicks the members), then users with their media, the run's admin last.
+///
+/// A room delete returns at once and Synapse purges in the background: cleanup waits for every
+/// purge to finish, else the next run would share the server with them (bench/tier.py's runs
+/// declined run after run until it did).
 pub async fn cleanup(api: &Api, admin: &Admin, created: &Created) -> Cleanup {
     let mut c = Cleanup::default();
     let purge = created.rooms.iter().map(|r| {
-        let (api, t) = (api.clone(), admin.token.clone());
-        let path = format!("/_synapse/admin/v2/rooms/{}", escape(r));
+        let (api, t, room) = (api.clone(), admin.token.clone(), r.clone());
         async move {
-            api.delete(&path, &t, json!({"purge": true, "block": false}), T)
+            purge(&api, &t, &room)
                 .await
-                .is_ok()
+                .map_err(|e| eprintln!("mxstack loadtest: cleanup: deleting a room: {e}"))
+                .ok()
         }
     });
-    for ok in bounded(SETUP_CONCURRENCY, purge.collect()).await {
-        if ok {
-            c.rooms_purged += 1
-        } else {
-            c.errors += 1
+    let mut pending = Vec::new();
+    for accepted in bounded(SETUP_CONCURRENCY, purge.collect()).await {
+        match accepted {
+            Some(id) => {
+                c.rooms_purged += 1;
+                pending.extend(id.map(|id| (id, 0)));
+            }
+            None => c.errors += 1,
         }
     }
+    let (failed, unfinished) = wait_purges(api, &admin.token, pending, PURGE_WAIT).await;
+    c.errors += failed;
+    c.purges_unfinished = unfinished;
     let deact = created.users.iter().map(|u| {
         let (api, t) = (api.clone(), admin.token.clone());
         let uid = escape(u);
@@ -274,6 +355,11 @@ pub async fn cleanup(api: &Api, admin: &Admin, created: &Created) -> Cleanup {
                     T,
                 )
                 .await;
+            for (what, r) in [("deleting the media of", &media), ("deactivating", &d)] {
+                if let Err(e) = r {
+                    eprintln!("mxstack loadtest: cleanup: {what} a user: {e}");
+                }
+            }
             media.is_ok() && d.is_ok()
         }
     });
@@ -296,7 +382,10 @@ pub async fn cleanup(api: &Api, admin: &Admin, created: &Created) -> Cleanup {
             .await
         {
             Ok(_) => c.users_deactivated += 1,
-            Err(_) => c.errors += 1,
+            Err(e) => {
+                eprintln!("mxstack loadtest: cleanup: deactivating the run's admin: {e}");
+                c.errors += 1
+            }
         }
     }
     c

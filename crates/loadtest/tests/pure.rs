@@ -376,6 +376,7 @@ fn json_schema_is_stable() {
         "cleanup.rooms_purged",
         "cleanup.users_deactivated",
         "cleanup.errors",
+        "cleanup.purges_unfinished",
     ] {
         assert!(got.iter().any(|g| g == p), "{p} missing from the result");
     }

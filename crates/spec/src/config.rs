@@ -409,6 +409,12 @@ pub struct SynapseSettings {
     /// Generate URL previews (makes outbound HTTP requests from the media workers).
     #[serde(default)]
     pub url_previews: bool,
+    /// Presence (online, idle, last active) shown next to each user. Every change of one
+    /// user's presence wakes the sync of everyone who shares a room with them, so it costs
+    /// delivery latency under load (docs/BENCHMARKS.md measures how much); off, clients show
+    /// no presence.
+    #[serde(default = "default_true")]
+    pub presence: bool,
     /// How long remote media is cached, e.g. `90d`.
     #[serde(default = "default_remote_media_retention")]
     pub remote_media_retention: String,
@@ -432,6 +438,7 @@ impl Default for SynapseSettings {
             max_upload_size: default_upload(),
             enable_registration: false,
             url_previews: false,
+            presence: true,
             remote_media_retention: default_remote_media_retention(),
             redaction_retention_period: default_redaction_retention_period(),
             element_external_services: BTreeSet::new(),

@@ -238,7 +238,7 @@ pub fn homeserver_yaml(topology: &Topology, addr: &dyn Addressing) -> Value {
         put("modules", json!(modules));
     }
     put("enable_registration", json!(c.synapse.enable_registration));
-    put("presence", json!({ "enabled": true }));
+    put("presence", json!({ "enabled": c.synapse.presence }));
     // .well-known is served at the edge from the same model, not by Synapse.
     put("serve_server_wellknown", json!(false));
     if topology.has(Feature::Federation) {

@@ -180,3 +180,16 @@ fn single_process_serves_everything_from_main() {
     assert!(t.budget.total_cp_max <= t.budget.budget);
     assert!(t.budget.pools.iter().any(|p| p.group == "main"));
 }
+
+#[test]
+fn presence_follows_the_setting_and_is_on_by_default() {
+    let mut c = Config::new("acme.test", Tier::T100, default_features());
+    let enabled = |c: &Config| {
+        let t = Topology::build(c);
+        synapse::homeserver_yaml(&t, &KubernetesAddressing::new(&t.config))["presence"]["enabled"]
+            .clone()
+    };
+    assert_eq!(enabled(&c), serde_json::json!(true));
+    c.synapse.presence = false;
+    assert_eq!(enabled(&c), serde_json::json!(false));
+}
