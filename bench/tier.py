@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml  # the project's venv has it (scripts/setup.sh)
+
 STACKS = {
     "workers": {"replicas": "1", "features": None},
     "single": {"replicas": "0", "features": None},
@@ -109,7 +111,6 @@ def bench_stack(args, name, base_port, save):
         init += ["--features", spec["features"]]
     mx(args.mxstack, *init)
     if spec.get("synapse"):
-        import yaml
         c = yaml.safe_load(Path(cfg).read_text())
         c.setdefault("synapse", {}).update(spec["synapse"])
         Path(cfg).write_text(yaml.safe_dump(c, sort_keys=False))

@@ -93,22 +93,10 @@ async fn wait_purges(
             let path = format!("/_synapse/admin/v2/rooms/delete_status/{}", escape(&id));
             match api.get(&path, Some(token), T).await {
                 Ok(v) if v["status"] == "complete" => {}
-                Ok(v) if v["status"] == "failed" => {
-                    let room = v["room_id"].as_str().unwrap_or_default().to_string();
-                    match (tries < PURGE_RETRIES, room.is_empty()) {
-                        (true, false) => match purge(api, token, &room).await {
-                            Ok(Some(again)) => still.push((again, tries + 1)),
-                            _ => failed += 1,
-                        },
-                        _ => {
-                            eprintln!(
-                                "mxstack loadtest: cleanup: Synapse's purge of {room} failed {} times (its log says why)",
-                                tries + 1
-                            );
-                            failed += 1
-                        }
-                    }
-                }
+                Ok(v) if v["status"] == "failed" => match restart(api, token, &v, tries).await {
+                    Some(again) => still.push((again, tries + 1)),
+                    None => failed += 1,
+                },
                 // Still running, or not answered this time: asked again.
                 _ => still.push((id, tries)),
             }
@@ -123,6 +111,26 @@ async fn wait_purges(
         }
     }
     (failed, pending.len())
+}
+
+/// Starts a failed purge (its `delete_status` answer `status`) again; the new delete id, or
+/// None (said on stderr) after [`PURGE_RETRIES`] attempts or when Synapse refuses.
+async fn restart(api: &Api, token: &str, status: &serde_json::Value, tries: u32) -> Option<String> {
+    let room = status["room_id"].as_str().unwrap_or_default();
+    if tries >= PURGE_RETRIES || room.is_empty() {
+        eprintln!(
+            "mxstack loadtest: cleanup: Synapse's purge of {room} failed {} times (its log says why)",
+            tries + 1
+        );
+        return None;
+    }
+    match purge(api, token, room).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("mxstack loadtest: cleanup: deleting {room} again: {e}");
+            None
+        }
+    }
 }
 
 /// Starts the deletion and purge of `room`; Synapse's delete id, if it gave one.
@@ -311,7 +319,7 @@ pub const PURGE_WAIT: Duration = Duration::from_secs(600);
 /// declined run after run until it did).
 pub async fn cleanup(api: &Api, admin: &Admin, created: &Created) -> Cleanup {
     let mut c = Cleanup::default();
-    let purge = created.rooms.iter().map(|r| {
+    let deletes = created.rooms.iter().map(|r| {
         let (api, t, room) = (api.clone(), admin.token.clone(), r.clone());
         async move {
             purge(&api, &t, &room)
@@ -321,7 +329,7 @@ pub async fn cleanup(api: &Api, admin: &Admin, created: &Created) -> Cleanup {
         }
     });
     let mut pending = Vec::new();
-    for accepted in bounded(SETUP_CONCURRENCY, purge.collect()).await {
+    for accepted in bounded(SETUP_CONCURRENCY, deletes.collect()).await {
         match accepted {
             Some(id) => {
                 c.rooms_purged += 1;

@@ -1452,13 +1452,12 @@ fn psql_as_postgres(
 /// Idempotent: the role exists with `attributes` and its password is (re)set from
 /// secrets.yaml on every start; the database it owns is created once.
 fn role_and_database_sql(role: &str, attributes: &str, password: &str, db: &str) -> String {
-    let (quiet, reset) = (
-        mxstack_topology::pgsql::QUIET,
-        mxstack_topology::pgsql::RESET,
-    );
+    let alter = mxstack_topology::pgsql::with_secret(&format!(
+        "ALTER ROLE {role} WITH {attributes} PASSWORD '{password}';"
+    ));
     format!(
         "SELECT 'CREATE ROLE {role} {attributes}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec\n\
-         {quiet}ALTER ROLE {role} WITH {attributes} PASSWORD '{password}';\n{reset}\
+         {alter}\
          SELECT 'CREATE DATABASE {db} OWNER {role} ENCODING ''UTF8'' LC_COLLATE ''C'' LC_CTYPE ''C'' TEMPLATE template0' \
          WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n"
     )

@@ -77,15 +77,16 @@ pub fn console_config_typed(e: &ConsoleEndpoints) -> ConsoleConfig {
 /// CloudNativePG Cluster's managed roles do the same): login, read everything, write nothing.
 pub fn console_role_sql(password: &str) -> String {
     let pw = password.replace('\'', "''");
-    let (quiet, reset) = (crate::pgsql::QUIET, crate::pgsql::RESET);
+    let alter = crate::pgsql::with_secret(&format!(
+        "ALTER ROLE {CONSOLE_DB_ROLE} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{pw}';"
+    ));
     format!(
         "DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{CONSOLE_DB_ROLE}') THEN
     CREATE ROLE {CONSOLE_DB_ROLE} LOGIN;
   END IF;
 END $$;
-{quiet}ALTER ROLE {CONSOLE_DB_ROLE} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{pw}';
-{reset}GRANT pg_read_all_data TO {CONSOLE_DB_ROLE};
+{alter}GRANT pg_read_all_data TO {CONSOLE_DB_ROLE};
 "
     )
 }
