@@ -80,11 +80,15 @@ def quiesce(limit=180, busy=0.25):
     return round(time.monotonic() - t0, 1)
 
 
+SEED = None  # --seed: every run the same load (members, arrivals, picks)
+
+
 def loadtest(binary, url, config, *extra, timeout=3600):
     """One loadtest; its JSON result (exit 0, 1 and 3 all carry one)."""
     waited = quiesce()
     t0 = time.monotonic()
-    r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *extra,
+    seed = ["--seed", str(SEED)] if SEED is not None else []
+    r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
            timeout=timeout, check=False)
     if r.returncode not in (0, 1, 3):
         raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -206,6 +210,8 @@ def main():
     # The worker topology last: its spikes are the longest part, and the others are complete
     # if the run must be cut short.
     ap.add_argument("--stacks", default="single,workers-bare,workers")
+    ap.add_argument("--seed", type=int, default=1,
+                    help="loadtest --seed for every run, so that runs differ only by the server (-1: a random one each)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=int, default=60, help="seconds per step")
     ap.add_argument("--ramp-steps", type=int, default=8)
@@ -221,6 +227,8 @@ def main():
     ap.add_argument("--synchrotrons", type=int, default=1,
                     help="synchrotron processes of the worker stacks (mxstack scale after up)")
     args = ap.parse_args()
+    global SEED
+    SEED = None if args.seed < 0 else args.seed
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -48,13 +48,15 @@ def loadtest(*args, timeout=240):
 
 def test_short_run_holds_the_promise_and_cleans_up(lt_stack):
     r = loadtest("--url", lt_stack.url, "--ccu", "20", "--duration", "20s", "--grace", "30s",
-                 "--config", lt_stack.config, "--json")
+                 "--config", lt_stack.config, "--seed", "20261206", "--json")
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     res = json.loads(r.stdout)
+    # The seed is reported, so the same load can be run again.
+    assert res["inputs"]["seed"] == 20261206 and "--seed 20261206" in r.stderr
     print(json.dumps({k: res[k] for k in ("verdict", "send_latency_ms", "delivery_latency_ms", "goodput",
                                           "error_rate", "acknowledged_but_never_delivered", "generator",
                                           "setup", "cleanup")}))
-    assert res["schema"] == "mxstack-loadtest/2"
+    assert res["schema"] == "mxstack-loadtest/3"
     assert res["verdict"] == "pass", res["reasons"]
     assert res["acknowledged_but_never_delivered"] == 0
     assert res["delivery_latency_ms"]["p99"] is not None

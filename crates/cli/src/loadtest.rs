@@ -64,7 +64,12 @@ pub struct Args {
     /// Bound on creating users, rooms and the first syncs.
     #[arg(long, default_value = "10m")]
     pub setup_timeout: String,
-    /// One JSON result object on stdout (schema mxstack-loadtest/2, docs/LOADTEST.md).
+    /// Seed of the run's random choices (members, arrivals, rooms and senders): the same seed
+    /// repeats the same load, to compare runs or a change [default: a random one, reported in
+    /// the result as `inputs.seed`].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// One JSON result object on stdout (schema mxstack-loadtest/3, docs/LOADTEST.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -95,6 +100,7 @@ pub fn loadtest(a: Args) -> CmdResult {
         slo_errors: a.slo_errors,
         grace: a.grace,
         setup_timeout: a.setup_timeout,
+        seed: a.seed,
         json: a.json,
     };
     Ok(ExitCode::from(mxstack_loadtest::main(&o)))

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::matrix::{escape, Api};
+use crate::mix::{self, Kind, Stream};
 use crate::profile::Arrival;
 use crate::setup::{Room, User};
 use crate::stats::{Counts, Latency};
@@ -92,7 +93,9 @@ pub struct Engine {
     pub syncs_open: Cell<usize>,
     pub upload_bytes: usize,
     filter: String,
-    rng: RefCell<fastrand::Rng>,
+    /// One random stream per kind of request (mix::Stream::Pick): tasks of one kind are spawned
+    /// and first polled in order, so each kind's picks follow the seed whatever the timing.
+    picks: RefCell<[fastrand::Rng; 4]>,
 }
 
 impl Engine {
@@ -103,6 +106,7 @@ impl Engine {
         rooms: Vec<Room>,
         weights: &[f64],
         upload_bytes: usize,
+        seed: u64,
     ) -> Engine {
         let cumulative = weights
             .iter()
@@ -133,7 +137,10 @@ impl Engine {
             syncs_open: Cell::new(0),
             upload_bytes: upload_bytes.min(UPLOAD.len()),
             filter: escape(&sync_filter()),
-            rng: RefCell::new(fastrand::Rng::new()),
+            picks: RefCell::new(
+                [Kind::Message, Kind::Typing, Kind::Receipt, Kind::Upload]
+                    .map(|k| mix::rng(seed, Stream::Pick(k).id())),
+            ),
         }
     }
 
@@ -148,8 +155,9 @@ impl Engine {
     }
 
     /// A room by its traffic weight, and a random member of it.
-    fn pick(&self) -> Option<(usize, usize)> {
-        let mut rng = self.rng.borrow_mut();
+    fn pick(&self, kind: Kind) -> Option<(usize, usize)> {
+        let mut picks = self.picks.borrow_mut();
+        let rng = &mut picks[kind as usize];
         let total = *self.cumulative.last()?;
         let x = rng.f64() * total;
         let r = self
@@ -254,7 +262,9 @@ impl Engine {
             self.with_step(|s| s.not_sent_backlog += 1);
             return;
         }
-        let Some((u, r)) = self.pick() else { return };
+        let Some((u, r)) = self.pick(Kind::Message) else {
+            return;
+        };
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let step = self.step();
@@ -316,7 +326,9 @@ impl Engine {
     }
 
     pub async fn typing_one(self: Rc<Self>) {
-        let Some((u, r)) = self.pick() else { return };
+        let Some((u, r)) = self.pick(Kind::Typing) else {
+            return;
+        };
         let path = format!(
             "/_matrix/client/v3/rooms/{}/typing/{}",
             escape(&self.rooms[r].id),
@@ -338,7 +350,9 @@ impl Engine {
     }
 
     pub async fn receipt_one(self: Rc<Self>) {
-        let Some((u, r)) = self.pick() else { return };
+        let Some((u, r)) = self.pick(Kind::Receipt) else {
+            return;
+        };
         let Some(ev) = self.last_event.borrow()[r].clone() else {
             return;
         };
@@ -358,7 +372,9 @@ impl Engine {
     }
 
     pub async fn upload_one(self: Rc<Self>) {
-        let Some((u, _)) = self.pick() else { return };
+        let Some((u, _)) = self.pick(Kind::Upload) else {
+            return;
+        };
         let body = crate::matrix::Body::Bytes(&UPLOAD[..self.upload_bytes]);
         let res = self
             .api
@@ -407,14 +423,20 @@ fn record_delivery(s: &mut StepStats, acked: Instant, lat: Duration) {
     }
 }
 
-/// Calls `f` at `per_min` per minute until `end`: evenly spaced or with exponential gaps. The
-/// schedule is kept against the clock (open loop): a late wake-up fires what is due at once.
-pub async fn ticker(per_min: f64, end: Instant, arrival: Arrival, mut f: impl FnMut()) {
+/// Calls `f` at `per_min` per minute until `end`: evenly spaced or with exponential gaps drawn
+/// from `rng`. The schedule is kept against the clock (open loop): a late wake-up fires what is
+/// due at once.
+pub async fn ticker(
+    per_min: f64,
+    end: Instant,
+    arrival: Arrival,
+    mut rng: fastrand::Rng,
+    mut f: impl FnMut(),
+) {
     if per_min <= 0.0 {
         return;
     }
     let mean = 60.0 / per_min;
-    let mut rng = fastrand::Rng::new();
     let gap = |rng: &mut fastrand::Rng| match arrival {
         Arrival::Fixed => mean,
         Arrival::Poisson => -mean * (1.0 - rng.f64()).ln(),

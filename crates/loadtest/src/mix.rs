@@ -33,6 +33,47 @@ pub fn room_sizes(mix: &[RoomClass], rooms: usize, users: usize) -> Vec<usize> {
     sizes
 }
 
+/// Independent random streams from one `--seed`: the same seed gives the same rooms, members,
+/// arrivals and picks, so runs on different days (or before and after a change) compare like
+/// with like. `stream` names the use (see `Stream`).
+pub fn rng(seed: u64, stream: u64) -> fastrand::Rng {
+    // A splitmix64 step over the pair: nearby seeds and streams give unrelated generators.
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    fastrand::Rng::with_seed(z ^ (z >> 31))
+}
+
+/// The uses of the seed's random streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Which users sit in which rooms.
+    Members,
+    /// Which room and sender a request of this kind picks.
+    Pick(Kind),
+    /// The arrival gaps of a kind in step `usize`.
+    Arrivals(Kind, usize),
+}
+
+/// The kinds of request the load makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message = 0,
+    Typing = 1,
+    Receipt = 2,
+    Upload = 3,
+}
+
+impl Stream {
+    pub fn id(self) -> u64 {
+        match self {
+            Stream::Members => 1,
+            Stream::Pick(k) => 2 + k as u64,
+            Stream::Arrivals(k, step) => 16 + 4 * step as u64 + k as u64,
+        }
+    }
+}
+
 /// Members (user indexes) of each room. `rng` shuffles the users once; the rooms then take
 /// consecutive users from that cycle, so the members of one room are distinct.
 pub fn assign(sizes: &[usize], users: usize, rng: &mut fastrand::Rng) -> Vec<Vec<usize>> {

@@ -1,4 +1,4 @@
-//! The `--json` result (schema `mxstack-loadtest/2`; docs/LOADTEST.md) and the human summary.
+//! The `--json` result (schema `mxstack-loadtest/3`; docs/LOADTEST.md) and the human summary.
 //! Field names and order are part of the schema: a test pins them.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ pub const RECOVERY_WINDOW_S: f32 = 5.0;
 /// At least this share of the refused sends must be refused within 1 s.
 pub const FAST_REFUSALS: f64 = 0.99;
 
-pub const SCHEMA: &str = "mxstack-loadtest/2";
+pub const SCHEMA: &str = "mxstack-loadtest/3";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
@@ -34,6 +34,9 @@ pub struct Inputs {
     pub grace_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spike: Option<SpikeInputs>,
+    /// `--seed`, or the one drawn: `--seed` with it repeats the run's rooms, members, arrivals
+    /// and picks.
+    pub seed: u64,
 }
 
 /// `--spike`: the tier's rate, then `factor` times it for `duration_s`, then the tier's rate
@@ -353,13 +356,14 @@ impl Report {
     pub fn text(&self) -> String {
         let ms = |p: Option<f64>| p.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
         let mut out = format!(
-            "mxstack loadtest {}: {} CCU, {} users in {} rooms ({:?}), setup {:.0}s\n",
+            "mxstack loadtest {}: {} CCU, {} users in {} rooms ({:?}), setup {:.0}s, --seed {}\n",
             self.run_id,
             self.inputs.ccu,
             self.setup.users,
             self.setup.rooms,
             self.setup.room_sizes,
-            self.setup.seconds
+            self.setup.seconds,
+            self.inputs.seed
         );
         for (k, s) in self.steps.iter().enumerate() {
             let e = |c: &Counts| {

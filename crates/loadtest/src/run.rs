@@ -10,7 +10,7 @@ use crate::engine::{
 };
 use crate::error::LoadError;
 use crate::matrix::Api;
-use crate::mix;
+use crate::mix::{self, Kind, Stream};
 use crate::profile::{Profile, Rates};
 use crate::report::{Inputs, Report, SetupInfo, SpikeInputs, StepReport};
 use crate::setup::{self, Admin, Cleanup, Created};
@@ -38,6 +38,8 @@ pub struct Options {
     pub slo_errors: String,
     pub grace: String,
     pub setup_timeout: String,
+    /// The random streams' seed (None: a random one, reported so the run can be repeated).
+    pub seed: Option<u64>,
     pub json: bool,
 }
 
@@ -52,6 +54,7 @@ pub struct Plan {
     pub grace: Duration,
     pub setup_timeout: Duration,
     pub spike: Option<SpikeInputs>,
+    pub seed: u64,
 }
 
 /// Every refusal before any request: one clear error each.
@@ -117,6 +120,7 @@ pub fn check(o: &Options) -> Result<Plan, LoadError> {
         grace: crate::profile::parse_duration(&o.grace)?,
         setup_timeout: crate::profile::parse_duration(&o.setup_timeout)?,
         spike,
+        seed: o.seed.unwrap_or_else(|| fastrand::u64(..)),
     })
 }
 
@@ -284,6 +288,7 @@ async fn run(o: &Options) -> Result<Report, LoadError> {
         slo: plan.slo,
         grace_s: plan.grace.as_secs_f64(),
         spike: plan.spike,
+        seed: plan.seed,
     };
     Ok(Report::new(
         run_id,
@@ -305,9 +310,12 @@ async fn drive(
     created: &Rc<RefCell<Created>>,
 ) -> Result<(SetupInfo, Vec<StepReport>), LoadError> {
     let t = Instant::now();
-    let mut rng = fastrand::Rng::new();
     let sizes = mix::room_sizes(&plan.profile.room_mix, plan.rates.rooms, plan.ccu);
-    let members = mix::assign(&sizes, plan.ccu, &mut rng);
+    let members = mix::assign(
+        &sizes,
+        plan.ccu,
+        &mut mix::rng(plan.seed, Stream::Members.id()),
+    );
     // Setup of thousands of users takes minutes: say how far it is.
     let watch = created.clone();
     let (n_users, n_rooms) = (plan.ccu, sizes.len());
@@ -324,9 +332,10 @@ async fn drive(
     })]);
     let prepared = tokio::time::timeout(plan.setup_timeout, async {
         eprintln!(
-            "mxstack loadtest {run_id}: creating {} users and {} rooms",
+            "mxstack loadtest {run_id}: creating {} users and {} rooms (--seed {})",
             plan.ccu,
-            sizes.len()
+            sizes.len(),
+            plan.seed
         );
         // Setup waits out 429s as a client would (the router refuses bursts beyond its slots).
         let patient = api.patient();
@@ -340,6 +349,7 @@ async fn drive(
             rooms,
             &mix::weights(&created_sizes, plan.profile.room_activity_exponent),
             plan.profile.upload_bytes,
+            plan.seed,
         ));
         let firsts = (0..plan.ccu)
             .map(|u| engine.clone().initial_sync(u))
@@ -459,24 +469,34 @@ async fn load(engine: &Rc<Engine>, plan: &Plan, k: usize, rate: f64, duration: D
         }
     };
     let scale = rate / plan.rates.messages_per_min.max(f64::MIN_POSITIVE);
+    let gaps = |kind| mix::rng(plan.seed, Stream::Arrivals(kind, k).id());
     tokio::join!(
-        ticker(rate, end, arrival, spawn(|e| Box::pin(e.send_one()))),
+        ticker(
+            rate,
+            end,
+            arrival,
+            gaps(Kind::Message),
+            spawn(|e| Box::pin(e.send_one()))
+        ),
         ticker(
             plan.rates.typing_per_min * scale,
             end,
             arrival,
+            gaps(Kind::Typing),
             spawn(|e| Box::pin(e.typing_one()))
         ),
         ticker(
             plan.rates.receipts_per_min * scale,
             end,
             arrival,
+            gaps(Kind::Receipt),
             spawn(|e| Box::pin(e.receipt_one()))
         ),
         ticker(
             plan.rates.uploads_per_hour / 60.0 * scale,
             end,
             arrival,
+            gaps(Kind::Upload),
             spawn(|e| Box::pin(e.upload_one()))
         ),
         progress(engine, k, rate, start, end),

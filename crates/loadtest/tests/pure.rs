@@ -78,6 +78,46 @@ fn room_mix_is_many_small_some_large_and_covers_every_user() {
 }
 
 #[test]
+fn the_seed_repeats_the_members_arrivals_and_picks_and_a_missing_one_is_drawn() {
+    use mix::{Kind, Stream};
+    let sizes = mix::room_sizes(&Profile::load("seed").unwrap().room_mix, 75, 100);
+    let members = |seed| mix::assign(&sizes, 100, &mut mix::rng(seed, Stream::Members.id()));
+    assert_eq!(members(7), members(7));
+    assert_ne!(members(7), members(8));
+    let draws = |seed, stream: Stream| {
+        let mut r = mix::rng(seed, stream.id());
+        (0..8).map(|_| r.u64(..)).collect::<Vec<_>>()
+    };
+    let streams = [
+        Stream::Members,
+        Stream::Pick(Kind::Message),
+        Stream::Pick(Kind::Upload),
+        Stream::Arrivals(Kind::Message, 0),
+        Stream::Arrivals(Kind::Upload, 0),
+        Stream::Arrivals(Kind::Message, 1),
+    ];
+    for (i, a) in streams.iter().enumerate() {
+        assert_eq!(draws(7, *a), draws(7, *a), "{a:?}");
+        assert_ne!(draws(7, *a), draws(8, *a), "{a:?}");
+        for b in &streams[i + 1..] {
+            assert_ne!(a.id(), b.id(), "{a:?} and {b:?} share a stream");
+        }
+    }
+    assert_eq!(
+        check(&Options {
+            seed: Some(5),
+            ..options()
+        })
+        .unwrap()
+        .seed,
+        5
+    );
+    let drawn: std::collections::HashSet<u64> =
+        (0..4).map(|_| check(&options()).unwrap().seed).collect();
+    assert!(drawn.len() > 1, "without --seed each run draws its own");
+}
+
+#[test]
 fn percentiles_in_ms() {
     let mut l = Latency::default();
     for ms in 1..=100u64 {
@@ -174,6 +214,7 @@ fn options() -> Options {
         slo_errors: "0.1%".into(),
         grace: "30s".into(),
         setup_timeout: "10m".into(),
+        seed: None,
         json: true,
     }
 }
@@ -277,6 +318,7 @@ fn json_schema_is_stable() {
         slo: plan.slo,
         grace_s: 30.0,
         spike: None,
+        seed: 42,
     };
     let r = Report::new(
         "abc123".into(),
@@ -329,6 +371,7 @@ fn json_schema_is_stable() {
         "inputs.slo.p99_delivery_ms",
         "inputs.slo.max_error_rate",
         "inputs.grace_s",
+        "inputs.seed",
         "setup.users",
         "setup.rooms",
         "setup.room_sizes",
@@ -380,7 +423,7 @@ fn json_schema_is_stable() {
     ] {
         assert!(got.iter().any(|g| g == p), "{p} missing from the result");
     }
-    assert_eq!(v["schema"], "mxstack-loadtest/2");
+    assert_eq!(v["schema"], "mxstack-loadtest/3");
     assert_eq!(v["delivery_latency_ms"]["p99"], 20.0);
     assert_eq!(v["requests"]["sync"]["timeout"], 1);
     assert_eq!(v["error_rate"], 0.5);
@@ -495,6 +538,7 @@ fn spike_report(spike: StepStats, after: StepStats) -> serde_json::Value {
         slo: plan.slo,
         grace_s: 30.0,
         spike: plan.spike,
+        seed: plan.seed,
     };
     let r = Report::new(
         "s".into(),
