@@ -81,6 +81,53 @@ def quiesce(limit=180, busy=0.25):
 
 
 SEED = None  # --seed: every run the same load (members, arrivals, picks)
+SEED_BIN = None  # the mxstack binary (--mxstack), for `status`
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks():
+    """{pid: (ppid, utime + stime, cmdline)} of every process, and the machine's busy ticks."""
+    procs = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            try:
+                cmd = (d / "cmdline").read_bytes()[:80].decode(errors="replace")
+            except OSError:
+                cmd = ""
+            procs[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]), cmd)
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return procs, sum(f) - f[3] - f[4]
+
+
+def stack_cpu(config, before=None):
+    """CPU seconds per stack process (its children, such as PostgreSQL's backends, counted
+    with it) since `before` (a previous call's raw figures); "other" is the rest of the machine
+    (the load generator, the kernel, anything else)."""
+    status = json.loads(mx(SEED_BIN, "status", "--config", config, "--json").stdout)
+    names = {p["pid"]: p["name"] for p in status["processes"] if p.get("pid")}
+    procs, busy = cpu_ticks()
+    raw = {}
+    for pid, (ppid, ticks, cmd) in procs.items():
+        owner, hops = pid, 0
+        while owner not in names and owner in procs and hops < 8:
+            owner, hops = procs[owner][0], hops + 1
+        key = names.get(owner, "other")
+        # PostgreSQL's own work apart from its clients': logical decoding for the LI
+        # subscription (walsender) and autovacuum.
+        for role in ("walsender", "autovacuum"):
+            if key.startswith("postgres") and role in cmd:
+                key = f"{key}:{role}"
+        raw[key] = raw.get(key, 0) + ticks
+    raw["machine"] = busy
+    if before is None:
+        return raw
+    out = {k: (v - before.get(k, 0)) / HZ for k, v in raw.items()}
+    out["other"] = out["machine"] - sum(v for k, v in out.items() if k not in ("machine", "other"))
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def loadtest(binary, url, config, *extra, timeout=3600):
@@ -88,11 +135,14 @@ def loadtest(binary, url, config, *extra, timeout=3600):
     waited = quiesce()
     t0 = time.monotonic()
     seed = ["--seed", str(SEED)] if SEED is not None else []
+    cpu0 = stack_cpu(config)
     r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
            timeout=timeout, check=False)
     if r.returncode not in (0, 1, 3):
         raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout)
+    # The whole run's CPU (setup, load, cleanup), per stack process: where a feature's cost goes.
+    res["cpu_s_by_process"] = stack_cpu(config, cpu0)
     res["wall_s"] = round(time.monotonic() - t0, 1)
     res["quiesce_s"] = waited
     return res
@@ -227,8 +277,9 @@ def main():
     ap.add_argument("--synchrotrons", type=int, default=1,
                     help="synchrotron processes of the worker stacks (mxstack scale after up)")
     args = ap.parse_args()
-    global SEED
+    global SEED, SEED_BIN
     SEED = None if args.seed < 0 else args.seed
+    SEED_BIN = args.mxstack
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -46,6 +46,7 @@ def main(paths):
             print(f"| {name} | {med[name]:,.0f} | {len(p99)} |")
     if "workers" in med and "workers-bare" in med:
         print(f"\nfeature overhead on the median p99: {(med['workers'] / med['workers-bare'] - 1) * 100:+.0f}%")
+    cpu_table(stacks)
     for name, s in stacks.items():
         r = s["ramp"]
         if r:
@@ -64,6 +65,45 @@ def main(paths):
                       f"{sp['goodput_per_min']} | {sp['refused']} | {share} | {ms(sp['refused_send_latency_ms']['p99'])} | "
                       f"{ms(r['steps'][2]['delivery_latency_ms']['p99'])} | {sp['recovery_s']} | "
                       f"{sp['acknowledged_but_never_delivered']} |")
+
+
+# Where a run's CPU goes: stack processes grouped by what they are part of.
+GROUPS = [("Synapse", ("synapse-main", "synapse-synchrotron", "synapse-generic", "synapse-media",
+                       "synapse-event-persister", "synapse-pusher", "synapse-background", "synapse-stream-writer")),
+          ("PostgreSQL (main)", ("postgres",)),
+          ("LI: replica, li-sync, LI Synapse, console, vault, main's walsender for it",
+           ("postgres-li", "li-sync", "synapse-li", "li-console", "key-vault", "postgres:walsender")),
+          ("antivirus: clamd, content scanner", ("clamd", "content-scanner")),
+          ("monitoring: Prometheus, exporters, Alertmanager", ("prometheus", "alertmanager", "postgres-exporter",
+                                                             "postgres-li-exporter", "valkey-exporter")),
+          ("router, Valkey, SeaweedFS, calls", ("router", "valkey", "sentinel", "seaweedfs", "coturn", "rtc-auth")),
+          ("outside the stack (the load generator, the kernel)", ("other",))]
+
+
+def group_of(process):
+    """The group of the longest matching name (postgres-li is LI's, not main PostgreSQL's)."""
+    best = max(((len(p), label) for label, prefixes in GROUPS for p in prefixes
+                if process == p or process.startswith((p + "-", p + ":"))), default=(0, "other stack processes"))
+    return best[1]
+
+
+def cpu_table(stacks):
+    """Median CPU seconds per group over each stack's tier runs (whole runs: setup, load, cleanup)."""
+    cols = {n: [r["cpu_s_by_process"] for r in s["tier"] if r.get("cpu_s_by_process")] for n, s in stacks.items()}
+    cols = {n: runs for n, runs in cols.items() if runs}
+    if not cols:
+        return
+    def med(runs, label):
+        return statistics.median(sum(v for k, v in r.items() if k != "machine" and group_of(k) == label) for r in runs)
+    labels = [g[0] for g in GROUPS] + ["other stack processes"]
+    print("\nCPU seconds per tier run (median; the whole run: setup, 60 s of load, cleanup)\n")
+    print("| | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for label in labels:
+        vals = [med(runs, label) for runs in cols.values()]
+        if any(v >= 0.05 for v in vals):
+            print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    print("| **machine** | " + " | ".join(f"{statistics.median(r['machine'] for r in runs):.1f}" for runs in cols.values()) + " |")
 
 
 if __name__ == "__main__":
