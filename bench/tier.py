@@ -81,12 +81,11 @@ def quiesce(limit=180, busy=0.25):
 
 
 SEED = None  # --seed: every run the same load (members, arrivals, picks)
-SEED_BIN = None  # the mxstack binary (--mxstack), for `status`
 HZ = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_ticks():
-    """{pid: (ppid, utime + stime, cmdline)} of every process, and the machine's busy ticks."""
+    """{pid: (ppid, utime + stime)} of every process, and the machine's busy ticks."""
     procs = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -94,33 +93,36 @@ def cpu_ticks():
                 f = (d / "stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue  # gone meanwhile
-            try:
-                cmd = (d / "cmdline").read_bytes()[:80].decode(errors="replace")
-            except OSError:
-                cmd = ""
-            procs[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]), cmd)
+            procs[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]))
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     return procs, sum(f) - f[3] - f[4]
 
 
-def stack_cpu(config, before=None):
+def cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()[:80].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stack_cpu(binary, config, before=None):
     """CPU seconds per stack process (its children, such as PostgreSQL's backends, counted
     with it) since `before` (a previous call's raw figures); "other" is the rest of the machine
     (the load generator, the kernel, anything else)."""
-    status = json.loads(mx(SEED_BIN, "status", "--config", config, "--json").stdout)
+    status = json.loads(mx(binary, "status", "--config", config, "--json").stdout)
     names = {p["pid"]: p["name"] for p in status["processes"] if p.get("pid")}
     procs, busy = cpu_ticks()
     raw = {}
-    for pid, (ppid, ticks, cmd) in procs.items():
+    for pid, (ppid, ticks) in procs.items():
         owner, hops = pid, 0
         while owner not in names and owner in procs and hops < 8:
             owner, hops = procs[owner][0], hops + 1
         key = names.get(owner, "other")
         # PostgreSQL's own work apart from its clients': logical decoding for the LI
         # subscription (walsender) and autovacuum.
-        for role in ("walsender", "autovacuum"):
-            if key.startswith("postgres") and role in cmd:
-                key = f"{key}:{role}"
+        if key.startswith("postgres") and owner != pid:
+            cmd = cmdline(pid)
+            key = next((f"{key}:{role}" for role in ("walsender", "autovacuum") if role in cmd), key)
         raw[key] = raw.get(key, 0) + ticks
     raw["machine"] = busy
     if before is None:
@@ -135,14 +137,14 @@ def loadtest(binary, url, config, *extra, timeout=3600):
     waited = quiesce()
     t0 = time.monotonic()
     seed = ["--seed", str(SEED)] if SEED is not None else []
-    cpu0 = stack_cpu(config)
+    cpu0 = stack_cpu(binary, config)
     r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
            timeout=timeout, check=False)
     if r.returncode not in (0, 1, 3):
         raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout)
     # The whole run's CPU (setup, load, cleanup), per stack process: where a feature's cost goes.
-    res["cpu_s_by_process"] = stack_cpu(config, cpu0)
+    res["cpu_s_by_process"] = stack_cpu(binary, config, cpu0)
     res["wall_s"] = round(time.monotonic() - t0, 1)
     res["quiesce_s"] = waited
     return res
@@ -277,9 +279,8 @@ def main():
     ap.add_argument("--synchrotrons", type=int, default=1,
                     help="synchrotron processes of the worker stacks (mxstack scale after up)")
     args = ap.parse_args()
-    global SEED, SEED_BIN
+    global SEED
     SEED = None if args.seed < 0 else args.seed
-    SEED_BIN = args.mxstack
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

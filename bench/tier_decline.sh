@@ -12,7 +12,7 @@ $B init --domain tier.mxstack.test --scale 100 --dir $D >/dev/null
 up() { $B up --config $D/mxstack.yaml --base-port 28400 --replicas 1 "$@" --json > /dev/null; }
 up "$@" || exit 1
 URL=$($B status --config $D/mxstack.yaml --json | python3 -c "import json,sys;print(json.load(sys.stdin)['client_url'])")
-PROM=http://127.0.0.1:28450
+PROM=http://127.0.0.1:$($B status --config $D/mxstack.yaml --json | python3 -c "import json,sys;print(next(p['port'] for p in json.load(sys.stdin)['processes'] if p['name']=='prometheus'))")
 lt() {
   python3 $HERE/probe.py snap $PROM "$1-before" $PROBE
   $B loadtest --url $URL --config $D/mxstack.yaml --ccu 100 --duration 60s --seed ${SEED:-1} --json 2>/dev/null | python3 -c "import json,sys;r=json.load(sys.stdin);d=r['delivery_latency_ms'];print('$1', r['goodput']['messages_per_min'], d['p50'], d['p99'], r['cleanup'])"

@@ -137,10 +137,7 @@ impl Engine {
             syncs_open: Cell::new(0),
             upload_bytes: upload_bytes.min(UPLOAD.len()),
             filter: escape(&sync_filter()),
-            picks: RefCell::new(
-                [Kind::Message, Kind::Typing, Kind::Receipt, Kind::Upload]
-                    .map(|k| mix::rng(seed, Stream::Pick(k).id())),
-            ),
+            picks: RefCell::new(Kind::ALL.map(|k| mix::rng(seed, Stream::Pick(k).id()))),
         }
     }
 

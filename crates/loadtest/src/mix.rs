@@ -64,6 +64,11 @@ pub enum Kind {
     Upload = 3,
 }
 
+impl Kind {
+    /// Every kind, in discriminant order (an index into per-kind arrays).
+    pub const ALL: [Kind; 4] = [Kind::Message, Kind::Typing, Kind::Receipt, Kind::Upload];
+}
+
 impl Stream {
     pub fn id(self) -> u64 {
         match self {
