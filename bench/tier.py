@@ -14,6 +14,9 @@ On each: `--repeats` runs at the tier's peak (100 CCU, seed profile: 400 message
 uploads/hour, typing and receipts), then (workers and single) `--stress-repeats` runs with room
 activity exponent 1 (the all-hands room as busy per member as a direct chat) and a ramp for the
 highest sustained rate, then (workers) `--spikes` runs of 10x the peak for `--spike-minutes`.
+`--tier-rate` runs the `--repeats` at another rate (one the stacks sustain, to compare p99 away
+from saturation); `--spike-base` runs the minute before and after each spike at another rate
+(one the stack sustains, so that recovery can be judged), the spike itself still at 10x the peak.
 `--floor-repeats` adds runs that split the tier's p99 into its parts: the fan-out of one message
 to a 100-member room on an idle server, and the tier's rate in direct rooms only.
 
@@ -29,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +84,8 @@ def quiesce(limit=180, busy=0.25):
     return round(time.monotonic() - t0, 1)
 
 
+# The seed profile's peak at 100 CCU (4 messages/min per user, `mxstack loadtest --help`).
+TIER_PEAK_PER_MIN = 400
 SEED = None  # --seed: every run the same load (members, arrivals, picks)
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -105,12 +111,16 @@ def cmdline(pid):
         return ""
 
 
-def stack_cpu(binary, config, before=None):
+def stack_names(binary, config):
+    status = json.loads(mx(binary, "status", "--config", config, "--json").stdout)
+    return {p["pid"]: p["name"] for p in status["processes"] if p.get("pid")}
+
+
+def stack_cpu(binary, config, before=None, names=None):
     """CPU seconds per stack process (its children, such as PostgreSQL's backends, counted
     with it) since `before` (a previous call's raw figures); "other" is the rest of the machine
     (the load generator, the kernel, anything else)."""
-    status = json.loads(mx(binary, "status", "--config", config, "--json").stdout)
-    names = {p["pid"]: p["name"] for p in status["processes"] if p.get("pid")}
+    names = names or stack_names(binary, config)
     procs, busy = cpu_ticks()
     raw = {}
     for pid, (ppid, ticks) in procs.items():
@@ -122,7 +132,7 @@ def stack_cpu(binary, config, before=None):
         # subscription (walsender) and autovacuum.
         if key.startswith("postgres") and owner != pid:
             cmd = cmdline(pid)
-            key = next((f"{key}:{role}" for role in ("walsender", "autovacuum") if role in cmd), key)
+            key = next((f"{key}:{role}" for role in ("walsender", "autovacuum", "barman") if role in cmd), key)
         raw[key] = raw.get(key, 0) + ticks
     raw["machine"] = busy
     if before is None:
@@ -132,14 +142,44 @@ def stack_cpu(binary, config, before=None):
     return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+class Timeline(threading.Thread):
+    """Once a second during a loadtest: the machine's busy cores and the stack processes using
+    the most, so that a slow phase can be laid against what ran then (the totals above cannot
+    say when). Rows: [seconds since the start, busy cores, {process: cores}]."""
+
+    def __init__(self, binary, config):
+        super().__init__(daemon=True)
+        self.names = stack_names(binary, config)
+        self.rows, self.done = [], threading.Event()
+        self.binary, self.config = binary, config
+
+    def run(self):
+        t0 = prev = time.monotonic()
+        last = stack_cpu(self.binary, self.config, names=self.names)
+        while not self.done.wait(1.0):
+            now = time.monotonic()
+            raw = stack_cpu(self.binary, self.config, names=self.names)
+            dt = max(now - prev, 1e-3)
+            cores = {k: (v - last.get(k, 0)) / HZ / dt for k, v in raw.items() if k != "machine"}
+            top = {k: round(v, 2) for k, v in sorted(cores.items(), key=lambda kv: -kv[1])[:6] if v >= 0.05}
+            self.rows.append([round(now - t0, 1), round((raw["machine"] - last["machine"]) / HZ / dt, 2), top])
+            last, prev = raw, now
+
+
 def loadtest(binary, url, config, *extra, timeout=3600):
     """One loadtest; its JSON result (exit 0, 1 and 3 all carry one)."""
     waited = quiesce()
     t0 = time.monotonic()
     seed = ["--seed", str(SEED)] if SEED is not None else []
     cpu0 = stack_cpu(binary, config)
-    r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
-           timeout=timeout, check=False)
+    timeline = Timeline(binary, config)
+    timeline.start()
+    try:
+        r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
+               timeout=timeout, check=False)
+    finally:
+        timeline.done.set()
+        timeline.join()
     if r.returncode not in (0, 1, 3):
         raise SystemExit(f"loadtest {' '.join(extra)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout)
@@ -147,6 +187,7 @@ def loadtest(binary, url, config, *extra, timeout=3600):
     res["cpu_s_by_process"] = stack_cpu(binary, config, cpu0)
     res["wall_s"] = round(time.monotonic() - t0, 1)
     res["quiesce_s"] = waited
+    res["timeline"] = timeline.rows
     return res
 
 
@@ -182,7 +223,8 @@ def bench_stack(args, name, base_port, save):
     try:
         time.sleep(20)  # start-up work (background updates, first scans) out of the way
         for k in range(args.repeats):
-            res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s")
+            rate = ["--rate", f"{args.tier_rate:g}"] if args.tier_rate else []
+            res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", *rate)
             out["tier"].append(res)
             save(out)
             line(f"tier r{k + 1}", res)
@@ -219,16 +261,32 @@ def bench_stack(args, name, base_port, save):
                               for s in res["steps"]), flush=True)
         if name == "workers":
             for k in range(args.spikes):
-                res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s", "--spike", "10",
+                res = loadtest(args.mxstack, url, cfg, "--duration", f"{args.duration}s",
+                               *spike_args(args, out["ramp"] and out["ramp"]["highest_sustained_per_min"]),
                                "--spike-duration", f"{args.spike_minutes}m")
                 out["spikes"].append(res)
                 save(out)
-                print(f"  spike r{k + 1}: {res['verdict']} {json.dumps(res['spike'])} reasons {res['reasons']}",
+                print(f"  spike r{k + 1}: {res['verdict']} {json.dumps(res.get('spike'))} reasons {res['reasons']}",
                       flush=True)
     finally:
         mx(args.mxstack, "down", "--config", cfg, "--purge", check=False, timeout=300)
         shutil.rmtree(base, ignore_errors=True)
     return out
+
+
+def spike_args(args, sustained):
+    """10x the tier's peak. With --spike-base, the phases before and after run at that rate
+    instead of the peak (a rate the stack sustains, so that recovery can be judged where the
+    peak itself is not sustained): the spike's rate stays 10x the peak. `auto`: 80% of the
+    highest rate this stack's ramp sustained."""
+    base = args.spike_base
+    if base == "auto":
+        if not sustained:
+            raise SystemExit("--spike-base auto needs this stack's ramp (--ramp-steps) to sustain a rate")
+        base = f"{0.8 * sustained:.1f}"
+    if not base:
+        return ["--spike", "10"]
+    return ["--rate", base, "--spike", f"{10 * TIER_PEAK_PER_MIN / float(base):.4g}"]
 
 
 def summary(results):
@@ -265,6 +323,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1,
                     help="loadtest --seed for every run, so that runs differ only by the server (-1: a random one each)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tier-rate", type=float, default=None,
+                    help="messages/min of the --repeats runs (default: the tier's peak); e.g. a rate "
+                         "the stacks sustain, to compare p99 where it is not dominated by saturation")
     ap.add_argument("--duration", type=int, default=60, help="seconds per step")
     ap.add_argument("--ramp-steps", type=int, default=8)
     ap.add_argument("--ramp-start", type=int, default=150, help="messages/min of the ramp's first step")
@@ -275,6 +336,9 @@ def main():
                          "and of the tier's rate in direct rooms only")
     ap.add_argument("--spikes", type=int, default=3)
     ap.add_argument("--spike-minutes", type=int, default=5)
+    ap.add_argument("--spike-base", default=None,
+                    help="messages/min before and after each spike (default: the tier's peak); "
+                         "`auto`: 80%% of the highest rate the stack's ramp sustained")
     ap.add_argument("--base-port", type=int, default=28000)
     ap.add_argument("--synchrotrons", type=int, default=1,
                     help="synchrotron processes of the worker stacks (mxstack scale after up)")

@@ -36,7 +36,9 @@ def main(paths):
                       f"{ms(r['send_latency_ms']['p99'])} | {r['error_rate'] * 100:.2f}% | "
                       f"{r['acknowledged_but_never_delivered']} |")
     print()
-    print("| stack | median p99 at the tier's peak (ms) | runs |")
+    rates = {r["inputs"]["rates"]["messages_per_min"] for s in stacks.values() for r in s["tier"]}
+    at = f"{rates.pop():g} messages/min" if len(rates) == 1 else "the tier runs' rates"
+    print(f"| stack | median p99 at {at} (ms) | runs |")
     print("|---|---|---|")
     med = {}
     for name, s in stacks.items():
@@ -45,7 +47,7 @@ def main(paths):
             med[name] = statistics.median(p99)
             print(f"| {name} | {med[name]:,.0f} | {len(p99)} |")
     if "workers" in med and "workers-bare" in med:
-        print(f"\nfeature overhead on the median p99: {(med['workers'] / med['workers-bare'] - 1) * 100:+.0f}%")
+        print(f"\nfeature overhead on the median p99: {(med['workers'] / med['workers-bare'] - 1) * 100:+.1f}%")
     cpu_table(stacks)
     for name, s in stacks.items():
         r = s["ramp"]

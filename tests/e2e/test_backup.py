@@ -188,7 +188,8 @@ def drill(backup_stack):
     archive_current_wal(s, "postgres-li")
 
     # The failure: the stack stops, both clusters' data directories are lost.
-    run("down", "--config", s.config, timeout=300)
+    r = run("down", "--config", s.config, "--json", timeout=300)
+    assert json.loads(r.stdout) == {"stopped": True, "deleted": None}, r.stdout
     shutil.rmtree(s.state / "postgres" / "data")
     shutil.rmtree(s.state / "postgres" / "li-data")
     shutil.rmtree(s.state / "synapse" / "data" / "media", ignore_errors=True)

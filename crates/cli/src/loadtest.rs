@@ -21,7 +21,8 @@ pub struct Args {
     /// receipts/min, 0.75 rooms) or a YAML/JSON profile file (docs/LOADTEST.md).
     #[arg(long, default_value = "seed")]
     pub profile: String,
-    /// Messages per minute, instead of the profile's rate for --ccu.
+    /// Messages per minute, instead of the profile's rate for --ccu; typing, receipts and uploads
+    /// keep their ratio to it.
     #[arg(long, value_name = "MSGS_PER_MIN")]
     pub rate: Option<f64>,
     /// Raise the rate step by step (×--ramp-factor per step of --duration) until a step misses

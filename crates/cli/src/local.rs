@@ -536,16 +536,24 @@ pub fn logs(t: &Target, process: Option<&str>, follow: bool) -> CmdResult {
     }
 }
 
-pub fn down(t: &Target, purge: bool) -> CmdResult {
-    if stop(t)? {
-        println!("stopped");
-    } else {
-        println!("not running");
-    }
+pub fn down(t: &Target, purge: bool, json: bool) -> CmdResult {
+    let stopped = stop(t)?;
+    let mut deleted = None;
     if purge && t.layout.root.exists() {
         std::fs::remove_dir_all(&t.layout.root)
             .map_err(|e| format!("cannot delete {}: {e}", t.layout.root.display()))?;
-        println!("deleted {}", t.layout.root.display());
+        deleted = Some(t.layout.root.display().to_string());
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"stopped": stopped, "deleted": deleted})
+        );
+    } else {
+        println!("{}", if stopped { "stopped" } else { "not running" });
+        if let Some(d) = deleted {
+            println!("deleted {d}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

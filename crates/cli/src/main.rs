@@ -234,6 +234,9 @@ enum Command {
         /// Also delete all local data (database, media, logs).
         #[arg(long)]
         purge: bool,
+        /// One JSON object on stdout: {"stopped": bool, "deleted": path or null}.
+        #[arg(long)]
+        json: bool,
     },
     /// Upgrade the local stack's Synapse: installs VERSION beside the current one, proves every
     /// process's config loads in it, checks the database's schema against it and prints the plan;
@@ -923,7 +926,12 @@ fn run(command: Command) -> CmdResult {
             config,
             state,
             purge,
-        } => local::down(&local::Target::new(&config, state.as_deref(), None), purge),
+            json,
+        } => local::down(
+            &local::Target::new(&config, state.as_deref(), None),
+            purge,
+            json,
+        ),
         Command::Upgrade {
             config,
             state,

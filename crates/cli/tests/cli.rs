@@ -813,3 +813,32 @@ fn rotate_for_kubernetes_takes_three_steps_where_two_values_are_accepted() {
         }
     }
 }
+
+#[test]
+fn down_json_says_whether_it_stopped_and_what_it_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&mxstack(&[
+        "init",
+        "--domain",
+        "down.test",
+        "--scale",
+        "100",
+        "--dir",
+        d,
+    ]));
+    let cfg = dir.path().join("mxstack.yaml");
+    let cfg = cfg.to_str().unwrap();
+    // Never started, no state: nothing to stop or delete.
+    let v: Value =
+        serde_json::from_str(&ok(&mxstack(&["down", "--config", cfg, "--json"]))).unwrap();
+    assert_eq!(v, serde_json::json!({"stopped": false, "deleted": null}));
+    // A state directory left by an earlier run: --purge deletes it and names it.
+    let state = dir.path().join(".mxstack-state");
+    std::fs::create_dir_all(state.join("logs")).unwrap();
+    let out = ok(&mxstack(&["down", "--config", cfg, "--purge", "--json"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stopped"], false);
+    assert_eq!(v["deleted"], state.display().to_string(), "{out}");
+    assert!(!state.exists());
+}

@@ -137,14 +137,21 @@ impl Profile {
         Ok(())
     }
 
-    /// The tier's peak for `ccu` users; `rate` (messages/min) overrides the message rate.
+    /// The tier's peak for `ccu` users; `rate` (messages/min) overrides the message rate, and
+    /// typing, receipts and uploads keep their ratio to it (the profile's shape at that rate).
+    /// A profile without messages has no ratio: its other rates stay.
     pub fn rates(&self, ccu: usize, rate: Option<f64>) -> Rates {
         let n = ccu as f64;
+        let peak = self.messages_per_min_per_ccu * n;
+        let scale = match rate {
+            Some(r) if peak > 0.0 => r / peak,
+            _ => 1.0,
+        };
         Rates {
-            messages_per_min: rate.unwrap_or(self.messages_per_min_per_ccu * n),
-            uploads_per_hour: self.uploads_per_hour_per_ccu * n,
-            typing_per_min: self.typing_per_min_per_ccu * n,
-            receipts_per_min: self.receipts_per_min_per_ccu * n,
+            messages_per_min: rate.unwrap_or(peak),
+            uploads_per_hour: self.uploads_per_hour_per_ccu * n * scale,
+            typing_per_min: self.typing_per_min_per_ccu * n * scale,
+            receipts_per_min: self.receipts_per_min_per_ccu * n * scale,
             rooms: ((self.rooms_per_ccu * n).round() as usize).max(1),
         }
     }

@@ -28,6 +28,38 @@ fn seed_profile_matches_the_tiers_peak() {
 }
 
 #[test]
+fn a_rate_keeps_the_profiles_shape_typing_receipts_and_uploads_scale_with_it() {
+    let p = Profile::load("seed").unwrap();
+    let peak = p.rates(100, None);
+    let low = p.rates(100, Some(20.0));
+    // 20 of the peak's 400 messages/min: a twentieth of its typing, receipts and uploads (a
+    // ramp or spike from a low --rate otherwise carries the peak's typing with a tenth of its
+    // messages).
+    assert_eq!(low.messages_per_min, 20.0);
+    assert!((low.typing_per_min - peak.typing_per_min / 20.0).abs() < 1e-9);
+    assert!((low.receipts_per_min - peak.receipts_per_min / 20.0).abs() < 1e-9);
+    assert!((low.uploads_per_hour - peak.uploads_per_hour / 20.0).abs() < 1e-9);
+    assert_eq!(
+        low.rooms, peak.rooms,
+        "the rooms follow the users, not the rate"
+    );
+    // A profile without messages has no ratio to keep: its other rates stay.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("typing-only.yaml");
+    std::fs::write(
+        &f,
+        "messages_per_min_per_ccu: 0
+typing_per_min_per_ccu: 3
+",
+    )
+    .unwrap();
+    let t = Profile::load(f.to_str().unwrap())
+        .unwrap()
+        .rates(100, Some(50.0));
+    assert_eq!((t.messages_per_min, t.typing_per_min), (50.0, 300.0));
+}
+
+#[test]
 fn profile_file_overrides_some_fields_and_refuses_unknown_ones() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("p.yaml");
