@@ -129,7 +129,7 @@ def stack_cpu(binary, config, before=None, names=None):
             owner, hops = procs[owner][0], hops + 1
         key = names.get(owner, "other")
         # PostgreSQL's own work apart from its clients': logical decoding for the LI
-        # subscription (walsender) and autovacuum.
+        # subscription (walsender), autovacuum and WAL archiving (barman-cloud-wal-archive).
         if key.startswith("postgres") and owner != pid:
             cmd = cmdline(pid)
             key = next((f"{key}:{role}" for role in ("walsender", "autovacuum", "barman") if role in cmd), key)
@@ -147,9 +147,9 @@ class Timeline(threading.Thread):
     the most, so that a slow phase can be laid against what ran then (the totals above cannot
     say when). Rows: [seconds since the start, busy cores, {process: cores}]."""
 
-    def __init__(self, binary, config):
+    def __init__(self, binary, config, names):
         super().__init__(daemon=True)
-        self.names = stack_names(binary, config)
+        self.names = names
         self.rows, self.done = [], threading.Event()
         self.binary, self.config = binary, config
 
@@ -171,8 +171,9 @@ def loadtest(binary, url, config, *extra, timeout=3600):
     waited = quiesce()
     t0 = time.monotonic()
     seed = ["--seed", str(SEED)] if SEED is not None else []
-    cpu0 = stack_cpu(binary, config)
-    timeline = Timeline(binary, config)
+    names = stack_names(binary, config)
+    cpu0 = stack_cpu(binary, config, names=names)
+    timeline = Timeline(binary, config, names)
     timeline.start()
     try:
         r = mx(binary, "loadtest", "--url", url, "--config", config, "--ccu", "100", "--json", *seed, *extra,
